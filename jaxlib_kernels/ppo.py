@@ -1,0 +1,287 @@
+"""PPO as mirror learning, purejaxrl-style (Lu et al., 2022 "Discovered Policy Optimisation"; Kuba et al., 2022
+"Mirror Learning"; Lu, purejaxrl).
+
+The policy loss is ``L = -E[r A - D(r, A, n/N)]`` with a pluggable drift ``D``; the PPO clip drift
+``relu((r - clip(r, 1-eps, 1+eps)) A)`` gives exactly PPO's clipped objective. ``make_train(config, drift)``
+returns ``train(key, params) -> {"state", "metrics"}``; the caller applies ``jit(vmap(train))`` over seeds.
+Initial parameters are made outside the vmap (``make_init``) because flax's orthogonal initializer inside
+``jit(vmap(train))`` was seen to hang (DESIGN.md section 9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxlib_kernels import envs
+
+Drift = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """Static PPO settings; derived sizes are properties."""
+
+    env_name: str = "Navix-Empty-5x5-v0"
+    max_steps: int | None = None
+    total_timesteps: int = 200_000
+    num_envs: int = 16
+    num_steps: int = 128
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    lr: float = 2.5e-3
+    anneal_lr: bool = True
+    hidden: int = 64
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_timesteps // self.batch_size)
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def env_steps(self) -> int:
+        """Environment steps actually taken (a whole number of rollouts)."""
+        return self.num_updates * self.batch_size
+
+    def make_env(self) -> envs.GridEnv:
+        return envs.make(self.env_name, max_steps=self.max_steps)
+
+
+class ActorCritic(nn.Module):
+    """Separate tanh MLPs for the policy logits and the value, as in purejaxrl."""
+
+    num_actions: int
+    hidden: int = 64
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        ortho = nn.initializers.orthogonal
+        a = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(x))
+        a = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(a))
+        logits = nn.Dense(self.num_actions, kernel_init=ortho(0.01))(a)
+        v = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(x))
+        v = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(v))
+        value = nn.Dense(1, kernel_init=ortho(1.0))(v)
+        return logits, jnp.squeeze(value, -1)
+
+
+class Transition(NamedTuple):
+    done: jax.Array
+    action: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    log_prob: jax.Array
+    obs: jax.Array
+    returned_episode: jax.Array
+    returned_episode_return: jax.Array
+
+
+class RunnerState(NamedTuple):
+    params: dict
+    opt_state: optax.OptState
+    env_state: envs.EnvState
+    obs: jax.Array
+    key: jax.Array
+    update: jax.Array
+
+
+def ppo_clip_drift(clip_eps: float = 0.2) -> Drift:
+    """PPO's clip as a drift: ``relu((r - clip(r, 1-eps, 1+eps)) * A)``."""
+
+    def drift(ratio, advantage, progress):
+        return jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)) * advantage)
+
+    return drift
+
+
+def categorical_log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
+    logp = jax.nn.log_softmax(logits)
+    return jnp.take_along_axis(logp, action[..., None], axis=-1)[..., 0]
+
+
+def categorical_entropy(logits: jax.Array) -> jax.Array:
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def _optimizer(config: PPOConfig) -> optax.GradientTransformation:
+    denom = config.num_minibatches * config.update_epochs * config.num_updates
+    lr = (lambda count: config.lr * (1.0 - count / denom)) if config.anneal_lr else config.lr
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+
+def make_init(config: PPOConfig) -> Callable[[jax.Array], dict]:
+    """``init(key) -> params`` for one seed; call it outside ``vmap`` (see the module docstring)."""
+    env = config.make_env()
+    network = ActorCritic(env.num_actions, config.hidden)
+
+    def init(key: jax.Array) -> dict:
+        return network.init(key, jnp.zeros((env.obs_size,), jnp.float32))
+
+    return init
+
+
+def init_params(config: PPOConfig, keys: jax.Array) -> dict:
+    """Initial parameters of several seeds, stacked, each made by one non-batched jitted call."""
+    init = jax.jit(make_init(config))
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[init(k) for k in keys])
+
+
+def make_train(config: PPOConfig, drift: Drift | None = None) -> Callable[[jax.Array, dict], dict]:
+    """Build ``train(key, params) -> {"state": params, "metrics": per-update arrays}`` for one seed."""
+    env = config.make_env()
+    network = ActorCritic(env.num_actions, config.hidden)
+    drift = drift or ppo_clip_drift()
+    tx = _optimizer(config)
+
+    def train(key: jax.Array, params: dict) -> dict:
+        key, reset_key = jax.random.split(key)
+        env_state, obs = jax.vmap(env.reset)(jax.random.split(reset_key, config.num_envs))
+        runner = RunnerState(params, tx.init(params), env_state, obs, key, jnp.zeros((), jnp.int32))
+
+        def env_step(runner: RunnerState, _):
+            key, action_key = jax.random.split(runner.key)
+            logits, value = network.apply(runner.params, runner.obs)
+            action = jax.random.categorical(action_key, logits)
+            log_prob = categorical_log_prob(logits, action)
+            env_state, obs, reward, done, info = jax.vmap(env.step)(runner.env_state, action)
+            transition = Transition(
+                done, action, value, reward, log_prob, runner.obs, info.returned_episode, info.returned_episode_return
+            )
+            return runner._replace(env_state=env_state, obs=obs, key=key), transition
+
+        def gae(traj: Transition, last_value: jax.Array) -> tuple[jax.Array, jax.Array]:
+            def backward(carry, t: Transition):
+                next_adv, next_value = carry
+                nonterminal = 1.0 - t.done
+                delta = t.reward + config.gamma * next_value * nonterminal - t.value
+                adv = delta + config.gamma * config.gae_lambda * nonterminal * next_adv
+                return (adv, t.value), adv
+
+            _, advantages = jax.lax.scan(
+                backward, (jnp.zeros_like(last_value), last_value), traj, reverse=True, unroll=16
+            )
+            return advantages, advantages + traj.value
+
+        def loss_fn(params, batch, progress):
+            traj, advantages, targets = batch
+            logits, value = network.apply(params, traj.obs)
+            log_prob = categorical_log_prob(logits, traj.action)
+            # value loss, clipped as in PPO
+            value_clipped = traj.value + jnp.clip(value - traj.value, -0.2, 0.2)
+            value_loss = 0.5 * jnp.maximum((value - targets) ** 2, (value_clipped - targets) ** 2).mean()
+            # mirror-learning policy loss with the pluggable drift
+            adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            ratio = jnp.exp(log_prob - traj.log_prob)
+            drift_value = drift(ratio, adv, progress)
+            policy_loss = -(ratio * adv - drift_value).mean()
+            entropy = categorical_entropy(logits).mean()
+            total = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+            return total, (policy_loss, value_loss, entropy, drift_value.mean())
+
+        def update_step(runner: RunnerState, _):
+            runner, traj = jax.lax.scan(env_step, runner, None, config.num_steps)
+            _, last_value = network.apply(runner.params, runner.obs)
+            advantages, targets = gae(traj, last_value)
+            progress = runner.update.astype(jnp.float32) / config.num_updates
+
+            def epoch(carry, _):
+                params, opt_state, key = carry
+                key, perm_key = jax.random.split(key)
+                perm = jax.random.permutation(perm_key, config.batch_size)
+                flat = jax.tree_util.tree_map(
+                    lambda x: x.reshape((config.batch_size,) + x.shape[2:]), (traj, advantages, targets)
+                )
+                shuffled = jax.tree_util.tree_map(lambda x: jnp.take(x, perm, axis=0), flat)
+                minibatches = jax.tree_util.tree_map(
+                    lambda x: x.reshape((config.num_minibatches, -1) + x.shape[1:]), shuffled
+                )
+
+                def minibatch(carry, batch):
+                    params, opt_state = carry
+                    grads, aux = jax.grad(loss_fn, has_aux=True)(params, batch, progress)
+                    updates, opt_state = tx.update(grads, opt_state, params)
+                    return (optax.apply_updates(params, updates), opt_state), aux
+
+                (params, opt_state), aux = jax.lax.scan(minibatch, (params, opt_state), minibatches)
+                return (params, opt_state, key), aux
+
+            (params, opt_state, key), aux = jax.lax.scan(
+                epoch, (runner.params, runner.opt_state, runner.key), None, config.update_epochs
+            )
+            episodes = traj.returned_episode.sum()
+            metrics = {
+                "episodes": episodes,
+                "return_sum": (traj.returned_episode_return * traj.returned_episode).sum(),
+                "policy_loss": aux[0].mean(),
+                "value_loss": aux[1].mean(),
+                "entropy": aux[2].mean(),
+                "drift": aux[3].mean(),
+            }
+            runner = runner._replace(params=params, opt_state=opt_state, key=key, update=runner.update + 1)
+            return runner, metrics
+
+        runner, metrics = jax.lax.scan(update_step, runner, None, config.num_updates)
+        return {"state": runner.params, "metrics": metrics}
+
+    return train
+
+
+def make_random_policy_eval(config: PPOConfig) -> Callable[[jax.Array], dict]:
+    """Returns of a uniformly random policy over the same number of steps (a floor for the tests and papers)."""
+    env = config.make_env()
+
+    def run(key: jax.Array) -> dict:
+        key, reset_key = jax.random.split(key)
+        env_state, _ = jax.vmap(env.reset)(jax.random.split(reset_key, config.num_envs))
+
+        def step(carry, _):
+            env_state, key = carry
+            key, action_key = jax.random.split(key)
+            action = jax.random.randint(action_key, (config.num_envs,), 0, env.num_actions)
+            env_state, _, _, _, info = jax.vmap(env.step)(env_state, action)
+            return (env_state, key), (info.returned_episode.sum(), (info.returned_episode_return * info.returned_episode).sum())
+
+        _, (episodes, return_sum) = jax.lax.scan(step, (env_state, key), None, config.env_steps // config.num_envs)
+        return {"episodes": episodes.sum(), "return_sum": return_sum.sum()}
+
+    return run
+
+
+def mean_return(metrics: dict, last_fraction: float = 0.1) -> np.ndarray:
+    """Episode-weighted mean return over the last fraction of updates, per seed (leading axes kept)."""
+    episodes = np.asarray(metrics["episodes"], dtype=np.float64)
+    return_sum = np.asarray(metrics["return_sum"], dtype=np.float64)
+    n = episodes.shape[-1]
+    k = max(1, int(round(n * last_fraction)))
+    ep, rs = episodes[..., -k:].sum(-1), return_sum[..., -k:].sum(-1)
+    return np.where(ep > 0, rs / np.maximum(ep, 1), 0.0)
+
+
+def train_seeds(config: PPOConfig, drift: Drift | None, seeds: list[int] | np.ndarray) -> dict:
+    """Convenience: train one drift on several seeds in one ``jit(vmap(train))`` call; host arrays out."""
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, dtype=jnp.uint32))
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    params = init_params(config, init_keys)
+    train = jax.jit(jax.vmap(make_train(config, drift)))
+    out = train(keys, params)
+    return jax.tree_util.tree_map(np.asarray, out["metrics"])
