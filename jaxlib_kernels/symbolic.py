@@ -1,0 +1,181 @@
+"""Symbolic expressions for plug-in search: a tiny JSON-able expression tree rendered to jnp source and LaTeX.
+
+An expression is a variable name (``"r"``, ``"A"``, ``"logr"``, ``"omr"`` = 1 - r, ``"p"`` = progress n/N),
+a float constant, or a list ``[op, *children]``. The offline ideation searches over these trees (as in
+symbolic-regression searches for learned objectives, e.g. Lu et al. 2022; Chen et al. 2023 "Symbolic Discovery
+of Optimization Algorithms"), and codegen renders the found tree to a plug-in's source.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+Expr = Any  # str | float | list
+
+VARIABLES = {
+    "r": ("ratio", "r"),
+    "A": ("advantage", "A"),
+    "logr": ("jnp.log(ratio)", r"\log r"),
+    "omr": ("(1.0 - ratio)", "(1 - r)"),
+    "p": ("progress", r"\tfrac{n}{N}"),
+}
+
+UNARY = {
+    "relu": ("jax.nn.relu({0})", r"\left[{0}\right]_+"),
+    "abs": ("jnp.abs({0})", r"\left|{0}\right|"),
+    "neg": ("(-{0})", "-{0}"),
+    "sq": ("jnp.square({0})", r"\left({0}\right)^2"),
+    "tanh": ("jnp.tanh({0})", r"\tanh\left({0}\right)"),
+}
+
+BINARY = {
+    "add": ("({0} + {1})", "{0} + {1}"),
+    "sub": ("({0} - {1})", "{0} - {1}"),
+    "mul": ("({0} * {1})", r"{0} \cdot {1}"),
+    "max": ("jnp.maximum({0}, {1})", r"\max\left({0}, {1}\right)"),
+    "min": ("jnp.minimum({0}, {1})", r"\min\left({0}, {1}\right)"),
+}
+
+# clip(x, lo, hi) with constant bounds; ifpos(x, a, b) = a where x >= 0 else b
+SPECIAL = {"clip", "ifpos"}
+
+OPS = set(UNARY) | set(BINARY) | SPECIAL
+
+
+class ExpressionError(ValueError):
+    """A malformed expression tree."""
+
+
+def validate(expr: Expr) -> None:
+    """Raise :class:`ExpressionError` unless ``expr`` is a well-formed tree."""
+    if isinstance(expr, bool):
+        raise ExpressionError("booleans are not expressions")
+    if isinstance(expr, (int, float)):
+        if not math.isfinite(expr):
+            raise ExpressionError(f"constant {expr} is not finite")
+        return
+    if isinstance(expr, str):
+        if expr not in VARIABLES:
+            raise ExpressionError(f"unknown variable {expr!r}; known: {', '.join(VARIABLES)}")
+        return
+    if not isinstance(expr, (list, tuple)) or not expr:
+        raise ExpressionError(f"not an expression: {expr!r}")
+    op, *args = expr
+    if op in UNARY:
+        arity = 1
+    elif op in BINARY:
+        arity = 2
+    elif op in SPECIAL:
+        arity = 3
+    else:
+        raise ExpressionError(f"unknown operator {op!r}; known: {', '.join(sorted(OPS))}")
+    if len(args) != arity:
+        raise ExpressionError(f"{op} takes {arity} arguments, got {len(args)}")
+    if op == "clip" and not all(isinstance(a, (int, float)) for a in args[1:]):
+        raise ExpressionError("clip bounds must be constants")
+    for a in args:
+        validate(a)
+
+
+def _fmt(c: float) -> str:
+    return repr(float(round(c, 6)))
+
+
+def to_source_expr(expr: Expr) -> str:
+    """The jnp expression (over ``ratio``, ``advantage``, ``progress``) of a tree."""
+    if isinstance(expr, (int, float)):
+        return _fmt(expr)
+    if isinstance(expr, str):
+        return VARIABLES[expr][0]
+    op, *args = expr
+    if op in UNARY:
+        return UNARY[op][0].format(to_source_expr(args[0]))
+    if op in BINARY:
+        return BINARY[op][0].format(to_source_expr(args[0]), to_source_expr(args[1]))
+    if op == "clip":
+        return f"jnp.clip({to_source_expr(args[0])}, {_fmt(args[1])}, {_fmt(args[2])})"
+    if op == "ifpos":
+        return f"jnp.where({to_source_expr(args[0])} >= 0, {to_source_expr(args[1])}, {to_source_expr(args[2])})"
+    raise ExpressionError(f"unknown operator {op!r}")
+
+
+def to_latex(expr: Expr) -> str:
+    """LaTeX math (without dollars) of a tree."""
+    if isinstance(expr, (int, float)):
+        return f"{float(expr):.3g}"
+    if isinstance(expr, str):
+        return VARIABLES[expr][1]
+    op, *args = expr
+    if op in UNARY:
+        return UNARY[op][1].format(to_latex(args[0]))
+    if op in BINARY:
+        left, right = to_latex(args[0]), to_latex(args[1])
+        if op == "mul":
+            left, right = _paren(args[0], left), _paren(args[1], right)
+        elif op == "sub":
+            right = _paren(args[1], right)
+        return BINARY[op][1].format(left, right)
+    if op == "clip":
+        return rf"\mathrm{{clip}}\left({to_latex(args[0])}, {float(args[1]):.3g}, {float(args[2]):.3g}\right)"
+    if op == "ifpos":
+        return (
+            rf"\begin{{cases}} {to_latex(args[1])} & {to_latex(args[0])} \ge 0 \\ "
+            rf"{to_latex(args[2])} & \text{{otherwise}} \end{{cases}}"
+        )
+    raise ExpressionError(f"unknown operator {op!r}")
+
+
+def _paren(expr: Expr, text: str) -> str:
+    """Parenthesise sums, differences and negations inside products and on the right of a minus."""
+    if isinstance(expr, (list, tuple)) and expr[0] in ("add", "sub", "neg"):
+        return rf"\left({text}\right)"
+    if isinstance(expr, (int, float)) and expr < 0:
+        return rf"\left({text}\right)"
+    return text
+
+
+def size(expr: Expr) -> int:
+    """Number of nodes."""
+    if isinstance(expr, (list, tuple)):
+        return 1 + sum(size(a) for a in expr[1:])
+    return 1
+
+
+def uses(expr: Expr, var: str) -> bool:
+    if isinstance(expr, (list, tuple)):
+        return any(uses(a, var) for a in expr[1:])
+    return expr == var
+
+
+def dumps(expr: Expr) -> str:
+    """Canonical one-line JSON of a tree (used for hashing and the archive)."""
+    return json.dumps(canonical(expr), separators=(",", ":"))
+
+
+def canonical(expr: Expr) -> Expr:
+    if isinstance(expr, (list, tuple)):
+        return [expr[0], *[canonical(a) for a in expr[1:]]]
+    if isinstance(expr, (int, float)) and not isinstance(expr, bool):
+        return float(round(expr, 6))
+    return expr
+
+
+def loads(text: str) -> Expr:
+    expr = json.loads(text)
+    validate(expr)
+    return expr
+
+
+def render_source(expr: Expr, name: str = "drift", doc: str | None = None) -> str:
+    """A complete plug-in module: ``def name(ratio, advantage, progress)`` returning the expression."""
+    validate(expr)
+    doc_line = f'    """{doc}"""\n' if doc else ""
+    return (
+        "import jax\n"
+        "import jax.numpy as jnp\n\n\n"
+        f"def {name}(ratio, advantage, progress):\n"
+        f"{doc_line}"
+        f"    return {to_source_expr(expr)} + jnp.zeros_like(ratio)\n"
+    )
