@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any
 
+import numpy as np
+
 Expr = Any  # str | float | list
 
 VARIABLES = {
@@ -179,3 +181,34 @@ def render_source(expr: Expr, name: str = "drift", doc: str | None = None) -> st
         f"{doc_line}"
         f"    return {to_source_expr(expr)} + jnp.zeros_like(ratio)\n"
     )
+
+
+_NP_UNARY = {
+    "relu": lambda x: np.maximum(x, 0.0),
+    "abs": np.abs,
+    "neg": np.negative,
+    "sq": np.square,
+    "tanh": np.tanh,
+}
+_NP_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+def evaluate_numpy(expr: Expr, r: np.ndarray, A: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Evaluate a tree with numpy (fast, for search); same semantics as the rendered jnp source."""
+    with np.errstate(all="ignore"):
+        if isinstance(expr, (int, float)):
+            return np.full(np.broadcast(r, A, p).shape, float(expr))
+        if isinstance(expr, str):
+            values = {"r": r, "A": A, "logr": np.log(r), "omr": 1.0 - r, "p": p}
+            return np.broadcast_to(values[expr], np.broadcast(r, A, p).shape).astype(np.float64)
+        op, *args = expr
+        if op in _NP_UNARY:
+            return _NP_UNARY[op](evaluate_numpy(args[0], r, A, p))
+        if op in _NP_BINARY:
+            return _NP_BINARY[op](evaluate_numpy(args[0], r, A, p), evaluate_numpy(args[1], r, A, p))
+        if op == "clip":
+            return np.clip(evaluate_numpy(args[0], r, A, p), args[1], args[2])
+        if op == "ifpos":
+            cond = evaluate_numpy(args[0], r, A, p) >= 0
+            return np.where(cond, evaluate_numpy(args[1], r, A, p), evaluate_numpy(args[2], r, A, p))
+    raise ExpressionError(f"unknown operator {op!r}")

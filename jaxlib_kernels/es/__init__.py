@@ -1,0 +1,39 @@
+"""Evolution-strategy meta-learning kernels (DESIGN.md section 2, parametric candidates): the generation loop over
+evosax 0.3 (:mod:`jaxlib_kernels.es.meta`) and the TA-LPO drift network (:mod:`jaxlib_kernels.es.talpo`).
+"""
+
+from jaxlib_kernels.es.meta import (
+    FITNESS_SHAPING,
+    STRATEGIES,
+    ESConfig,
+    canonical_state,
+    evosax_fitness,
+    init_state,
+    latest_checkpoint,
+    load_checkpoint,
+    make_meta_step,
+    make_population_eval,
+    make_strategy,
+    meta_train,
+    run_meta,
+    save_checkpoint,
+    search_mean,
+)
+
+__all__ = [
+    "FITNESS_SHAPING",
+    "STRATEGIES",
+    "ESConfig",
+    "canonical_state",
+    "evosax_fitness",
+    "init_state",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "make_meta_step",
+    "make_population_eval",
+    "make_strategy",
+    "meta_train",
+    "run_meta",
+    "save_checkpoint",
+    "search_mean",
+]

@@ -1,0 +1,308 @@
+"""ES meta-training over evosax 0.3's ``init / ask / tell`` (Lange, 2023, "evosax: JAX-based Evolution Strategies";
+Salimans et al., 2017, "Evolution Strategies as a Scalable Alternative to Reinforcement Learning").
+
+A candidate is data (the weights of a drift MLP, a synthetic dataset): one generation asks the strategy for a
+population, evaluates it with ONE ``jax.vmap`` of ``fitness_fn(key, candidate) -> return`` and tells the strategy the
+fitness, all inside one ``jax.jit``, so every generation reuses one compiled call. OpenES (antithetic sampling,
+centred ranks, Adam on the mean) is the default; any evosax strategy is available by name through
+:data:`STRATEGIES`. evosax minimises and we maximise returns: :func:`evosax_fitness` is the only sign flip.
+``run_meta`` writes the search state to ``checkpoint_dir`` every ``checkpoint_every`` generations (``.npz`` of host
+arrays) and resumes from the last checkpoint it finds there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import evosax.algorithms
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+from evosax.algorithms.distribution_based.base import DistributionBasedAlgorithm
+from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
+from evosax.core import fitness_shaping
+
+from jaxlib_kernels.registry import Registry
+
+FitnessFn = Callable[[jax.Array, Any], jax.Array]
+"""``fitness_fn(key, candidate) -> scalar return`` (higher is better)."""
+
+STRATEGIES: Registry[type] = Registry("evolution strategy", dict(evosax.algorithms.algorithms))
+"""Every evosax 0.3 strategy by its evosax name (``Open_ES``, ``SNES``, ``CMA_ES``, ``SimpleGA``, ...)."""
+
+FITNESS_SHAPING: Registry[Callable] = Registry(
+    "fitness shaping",
+    {
+        "centered_rank": fitness_shaping.centered_rank_fitness_shaping_fn,
+        "standardize": fitness_shaping.standardize_fitness_shaping_fn,
+        "normalize": fitness_shaping.normalize_fitness_shaping_fn,
+        "identity": fitness_shaping.identity_fitness_shaping_fn,
+        "weights": fitness_shaping.weights_fitness_shaping_fn,
+    },
+)
+"""evosax's own fitness shaping functions by name."""
+
+# Strategies whose optax optimizer follows a plain first-order search gradient: ``lr`` sets an Adam step there.
+# Natural-gradient strategies (SNES, xNES, SimpleES, PGPE's ClipUp) keep evosax's own step.
+_FIRST_ORDER = frozenset({"Open_ES", "SV_Open_ES", "ARS", "ASEBO", "ESMC", "GuidedES", "NoiseReuseES", "PersistentES"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ESConfig:
+    """Static settings of an ES search; ``strategy`` is an evosax name (see :data:`STRATEGIES`)."""
+
+    strategy: str = "Open_ES"
+    population_size: int = 8
+    std: float = 0.1
+    lr: float | None = 0.05
+    antithetic: bool = True
+    fitness_shaping: str | None = "centered_rank"  # None keeps the strategy's own (e.g. CMA-ES weights)
+    shared_eval_key: bool = True  # common random numbers: every candidate of a generation sees the same key
+    strategy_kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        STRATEGIES[self.strategy]  # raises with close matches
+        if self.fitness_shaping is not None:
+            FITNESS_SHAPING[self.fitness_shaping]
+        if self.population_size < 2:
+            raise ValueError(f"population_size must be >= 2, got {self.population_size}")
+
+
+def evosax_fitness(returns: jax.Array) -> jax.Array:
+    """The only sign flip: returns (maximised) <-> evosax fitness (minimised). Its own inverse."""
+    return -returns
+
+
+def make_strategy(config: ESConfig, solution: Any) -> tuple[Any, Any]:
+    """``(strategy, es_params)`` for ``config`` over candidates shaped like ``solution`` (any pytree)."""
+    cls = STRATEGIES[config.strategy]
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {}
+    if "std_schedule" in accepted:
+        kwargs["std_schedule"] = optax.constant_schedule(config.std)
+    if "use_antithetic_sampling" in accepted:
+        kwargs["use_antithetic_sampling"] = config.antithetic
+    if config.lr is not None and "optimizer" in accepted and config.strategy in _FIRST_ORDER:
+        kwargs["optimizer"] = optax.adam(config.lr)
+    if config.fitness_shaping is not None and "fitness_shaping_fn" in accepted:
+        kwargs["fitness_shaping_fn"] = FITNESS_SHAPING[config.fitness_shaping]
+    kwargs.update(dict(config.strategy_kwargs))
+    if config.antithetic and kwargs.get("use_antithetic_sampling") and config.population_size % 2:
+        raise ValueError(f"antithetic sampling needs an even population, got {config.population_size}")
+    strategy = cls(population_size=config.population_size, solution=solution, **kwargs)
+    es_params = strategy.default_params
+    if hasattr(es_params, "std_init"):
+        es_params = es_params.replace(std_init=jnp.asarray(config.std, jnp.float32))
+    return strategy, es_params
+
+
+def make_population_eval(fitness_fn: FitnessFn, shared_eval_key: bool = True) -> Callable:
+    """``evaluate(key, population) -> returns``: one ``jax.vmap`` of ``fitness_fn`` over the candidates."""
+
+    def evaluate(key: jax.Array, population: Any) -> jax.Array:
+        if shared_eval_key:
+            return jax.vmap(fitness_fn, in_axes=(None, 0))(key, population)
+        size = jax.tree_util.tree_leaves(population)[0].shape[0]
+        return jax.vmap(fitness_fn)(jax.random.split(key, size), population)
+
+    return evaluate
+
+
+def make_meta_step(
+    strategy: Any, fitness_fn: FitnessFn, shared_eval_key: bool = True
+) -> Callable[[jax.Array, Any, Any], tuple[Any, dict]]:
+    """A jitted generation ``step(key, state, es_params) -> (state, metrics)``: ask, one vmapped evaluation, tell."""
+    evaluate = make_population_eval(fitness_fn, shared_eval_key)
+
+    @jax.jit
+    def step(key: jax.Array, state: Any, es_params: Any) -> tuple[Any, dict]:
+        ask_key, eval_key, tell_key = jax.random.split(key, 3)
+        population, new_state = strategy.ask(ask_key, state, es_params)
+        returns = evaluate(eval_key, population)
+        new_state, _ = strategy.tell(tell_key, population, evosax_fitness(returns), new_state, es_params)
+        # keep the input's dtypes: some strategies return weakly typed leaves (a Python float std), which would
+        # give the next call a different signature and a second compile
+        state = jax.tree_util.tree_map(lambda new, old: jax.lax.convert_element_type(new, old.dtype), new_state, state)
+        finite = jnp.where(jnp.isfinite(returns), returns, jnp.nan)
+        metrics = {
+            "return_mean": jnp.nanmean(finite),
+            "return_std": jnp.nanstd(finite),
+            "return_max": jnp.nanmax(finite),
+            "return_min": jnp.nanmin(finite),
+            "best_return": evosax_fitness(state.best_fitness),
+            "num_failed": jnp.sum(~jnp.isfinite(returns)),
+        }
+        return state, metrics
+
+    return step
+
+
+def init_state(key: jax.Array, strategy: Any, es_params: Any, mean: Any, fitness_fn: FitnessFn | None = None,
+               shared_eval_key: bool = True) -> Any:
+    """The strategy's initial state around ``mean``; population-based strategies evaluate a first population."""
+    if isinstance(strategy, DistributionBasedAlgorithm):
+        return strategy.init(key, mean, es_params)
+    if isinstance(strategy, PopulationBasedAlgorithm):
+        if fitness_fn is None:
+            raise ValueError(f"{type(strategy).__name__} is population-based: init_state needs fitness_fn")
+        noise_key, eval_key, init_key = jax.random.split(key, 3)
+        flat, unravel = ravel_pytree(mean)
+        std = float(getattr(es_params, "std_init", 0.1))
+        z = jax.random.normal(noise_key, (strategy.population_size, flat.size))
+        population = jax.vmap(unravel)(flat + std * z)
+        returns = jax.jit(make_population_eval(fitness_fn, shared_eval_key))(eval_key, population)
+        return strategy.init(init_key, population, evosax_fitness(returns), es_params)
+    return strategy.init(key, es_params)
+
+
+def search_mean(strategy: Any, state: Any) -> Any:
+    """The centre of the search (distribution-based) or the best member (population-based), unravelled."""
+    if isinstance(strategy, DistributionBasedAlgorithm):
+        return strategy.get_mean(state)
+    return strategy.get_best_solution(state)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------------
+
+_CKPT = re.compile(r"^gen_(\d{6,})\.npz$")
+
+
+def _host(x: Any) -> np.ndarray:
+    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    return np.asarray(x)
+
+
+def _signature(state: Any) -> str:
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    return json.dumps({"treedef": str(treedef), "shapes": [list(np.shape(x)) for x in leaves]})
+
+
+def checkpoint_path(checkpoint_dir: str | os.PathLike, generation: int) -> Path:
+    return Path(checkpoint_dir) / f"gen_{generation:06d}.npz"
+
+
+def save_checkpoint(checkpoint_dir: str | os.PathLike, generation: int, state: Any, history: dict) -> Path:
+    """Write the search state after ``generation`` generations and the metric history; atomic rename."""
+    folder = Path(checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    leaves = jax.tree_util.tree_leaves(state)
+    arrays = {f"leaf_{i:04d}": _host(x) for i, x in enumerate(leaves)}
+    arrays |= {f"history__{name}": np.asarray(v) for name, v in history.items()}
+    arrays["generation"] = np.asarray(generation)
+    arrays["signature"] = np.asarray(_signature(state))
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
+    path = checkpoint_path(folder, generation)
+    os.replace(tmp, path)
+    return path
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike | None) -> Path | None:
+    """The checkpoint of the highest generation in ``checkpoint_dir``, or None."""
+    if checkpoint_dir is None or not Path(checkpoint_dir).is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in Path(checkpoint_dir).iterdir() if (m := _CKPT.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def load_checkpoint(path: str | os.PathLike, like_state: Any) -> tuple[int, Any, dict]:
+    """``(generation, state, history)`` from ``path``; ``like_state`` gives the tree structure to refill."""
+    with np.load(path, allow_pickle=False) as data:
+        if str(data["signature"]) != _signature(like_state):
+            raise ValueError(f"checkpoint {path} does not match this search (different strategy or candidate shape)")
+        leaves, treedef = jax.tree_util.tree_flatten(like_state)
+        loaded = [data[f"leaf_{i:04d}"] for i in range(len(leaves))]
+        history = {k.removeprefix("history__"): data[k] for k in data.files if k.startswith("history__")}
+        generation = int(data["generation"])
+    restored = [
+        jax.random.wrap_key_data(jnp.asarray(x)) if jnp.issubdtype(ref.dtype, jax.dtypes.prng_key) else jnp.asarray(x)
+        for x, ref in zip(loaded, leaves)
+    ]
+    return generation, jax.tree_util.tree_unflatten(treedef, restored), history
+
+
+def canonical_state(state: Any) -> Any:
+    """Host round trip to strongly typed device arrays: fresh, stepped and restored states share one signature."""
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(_host(x)), state)
+
+
+# --- the loop ----------------------------------------------------------------------------------------------------
+
+
+def run_meta(
+    key: jax.Array,
+    strategy: Any,
+    es_params: Any,
+    fitness_fn: FitnessFn,
+    mean: Any,
+    generations: int,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 10,
+    shared_eval_key: bool = True,
+    step: Callable | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Meta-train for ``generations`` generations, resuming from the last checkpoint in ``checkpoint_dir``.
+
+    Generation ``g`` uses ``fold_in(loop_key, g)``, so an interrupted and resumed run equals an uninterrupted one.
+    Returns host values: ``{"state", "metrics", "mean", "best", "best_return", "generation", "resumed_from"}``.
+    """
+    init_key, loop_key = jax.random.split(key)
+    state = canonical_state(init_state(init_key, strategy, es_params, mean, fitness_fn, shared_eval_key))
+    start, history = 0, {}
+    ckpt = latest_checkpoint(checkpoint_dir)
+    if ckpt is not None:
+        start, state, history = load_checkpoint(ckpt, state)
+        history = {k: list(v) for k, v in history.items()}
+    resumed_from = start
+    step = step or make_meta_step(strategy, fitness_fn, shared_eval_key)
+    for generation in range(start, generations):
+        state, metrics = step(jax.random.fold_in(loop_key, generation), state, es_params)
+        metrics = {k: np.asarray(v) for k, v in metrics.items()}
+        for name, value in metrics.items():
+            history.setdefault(name, []).append(value)
+        if callback is not None:
+            callback(generation, metrics)
+        done = generation + 1
+        if checkpoint_dir is not None and (done % checkpoint_every == 0 or done == generations):
+            save_checkpoint(checkpoint_dir, done, state, {k: np.asarray(v) for k, v in history.items()})
+    best = ravel_pytree(mean)[1](state.best_solution)
+    return {
+        "state": jax.tree_util.tree_map(_host, state),
+        "metrics": {k: np.asarray(v) for k, v in history.items()},
+        "mean": jax.tree_util.tree_map(np.asarray, search_mean(strategy, state)),
+        "best": jax.tree_util.tree_map(np.asarray, best),
+        "best_return": float(evosax_fitness(state.best_fitness)),
+        "generation": max(start, generations),
+        "resumed_from": resumed_from,
+    }
+
+
+def meta_train(
+    key: jax.Array,
+    fitness_fn: FitnessFn,
+    mean: Any,
+    config: ESConfig,
+    generations: int,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 10,
+    callback: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Convenience: build the strategy of ``config`` around ``mean`` and :func:`run_meta` it."""
+    strategy, es_params = make_strategy(config, mean)
+    return run_meta(
+        key, strategy, es_params, fitness_fn, mean, generations, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every, shared_eval_key=config.shared_eval_key, callback=callback,
+    )

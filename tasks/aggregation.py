@@ -1,0 +1,132 @@
+"""Aggregation: unit results -> a tidy pandas table (``results.parquet``) and ``final_info.json`` with means,
+standard errors, 95% confidence intervals (Student t) and a Welch t-test of the candidate against the best
+baseline of each setting (the best by mean final return on that setting).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from tasks.runfolder import write_json
+
+ALPHA = 0.05
+
+
+def tidy_rows(idea: str, spec: dict, result: dict, held_out: bool) -> pd.DataFrame:
+    """Learning-curve points and final returns of one unit as tidy rows."""
+    seeds = spec["seeds"]
+    episodes = np.asarray(result["episodes"], dtype=float)
+    return_sum = np.asarray(result["return_sum"], dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        curve = np.where(episodes > 0, return_sum / episodes, np.nan)
+    steps = np.asarray(result["env_steps"])
+    frames = []
+    for i, seed in enumerate(seeds):
+        frames.append(pd.DataFrame({"env_steps": steps, "metric": "return", "value": curve[i], "seed": seed}))
+    final = np.asarray(result["final_return"], dtype=float)
+    frames.append(pd.DataFrame({"env_steps": int(steps[-1]), "metric": "final_return", "value": final,
+                                "seed": seeds}))
+    df = pd.concat(frames, ignore_index=True)
+    df.insert(0, "idea", idea)
+    df.insert(1, "method", spec["method"])
+    df.insert(2, "role", spec["role"])
+    df.insert(3, "setting", spec["setting"])
+    df.insert(4, "held_out", bool(held_out))
+    return df[["idea", "method", "role", "setting", "held_out", "seed", "env_steps", "metric", "value"]]
+
+
+def summarize(values: np.ndarray) -> dict:
+    values = np.asarray(values, dtype=float)
+    n = int(np.isfinite(values).sum())
+    values = values[np.isfinite(values)]
+    mean = float(values.mean()) if n else float("nan")
+    se = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * se) if n > 1 else float("nan")
+    return {"mean": mean, "stderr": se, "n": n, "ci95": [mean - half, mean + half]}
+
+
+def welch(candidate: np.ndarray, baseline: np.ndarray) -> dict:
+    """Welch's t-test and the 95% CI of the difference of means (Welch-Satterthwaite degrees of freedom)."""
+    a, b = np.asarray(candidate, float), np.asarray(baseline, float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    diff = float(a.mean() - b.mean())
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = float(np.sqrt(va + vb))
+    if se == 0.0:
+        p = 1.0 if diff == 0 else 0.0
+        return {"difference": diff, "ci95": [diff, diff], "p_value": p, "significant": p < ALPHA, "test": "Welch t-test"}
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    half = float(stats.t.ppf(1 - ALPHA / 2, df) * se)
+    return {"difference": diff, "ci95": [diff - half, diff + half], "p_value": p, "significant": p < ALPHA,
+            "test": "Welch t-test"}
+
+
+def final_info(df: pd.DataFrame, candidate: str) -> dict:
+    """``{setting: {"means", "stderrs", "n", "ci95", "held_out", "comparison"}}`` from the tidy table."""
+    out = {}
+    finals = df[df.metric == "final_return"]
+    for setting, group in finals.groupby("setting", sort=False):
+        entry = {"means": {}, "stderrs": {}, "n": {}, "ci95": {}, "held_out": bool(group.held_out.iloc[0])}
+        by_method = {m: g.sort_values("seed").value.to_numpy() for m, g in group.groupby("method", sort=False)}
+        for method, values in by_method.items():
+            s = summarize(values)
+            entry["means"][method], entry["stderrs"][method] = s["mean"], s["stderr"]
+            entry["n"][method], entry["ci95"][method] = s["n"], s["ci95"]
+        baselines = [m for m in by_method if m != candidate and (group[group.method == m].role == "baseline").all()]
+        if candidate in by_method and baselines:
+            best = max(baselines, key=lambda m: entry["means"][m])
+            entry["comparison"] = {"candidate": candidate, "best_baseline": best,
+                                   **welch(by_method[candidate], by_method[best])}
+        out[setting] = entry
+    return out
+
+
+def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: Path, env_names: dict) -> dict:
+    """Write ``results.parquet`` and ``final_info.json`` for one idea; failed units are listed, not hidden."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames, failed = [], []
+    for spec, result, held_out in unit_results:
+        if "error" in result:
+            failed.append({"method": spec["method"], "setting": spec["setting"], "error": result["error"]})
+            continue
+        frames.append(tidy_rows(idea["Name"], spec, result, held_out))
+    if not frames:
+        raise RuntimeError(f"no experiment of idea {idea['Name']} finished: {failed}")
+    df = pd.concat(frames, ignore_index=True)
+    df.to_parquet(out_dir / "results.parquet", index=False)
+    info = final_info(df, idea["Name"])
+    for setting in info:
+        info[setting]["env"] = env_names.get(setting, "")
+    write_json(out_dir / "final_info.json", info)
+    if failed:
+        write_json(out_dir / "failed_units.json", failed)
+    return {"final_info": info, "results": str(out_dir / "results.parquet"), "failed_units": failed}
+
+
+# ---- Prefect task -------------------------------------------------------------------------------------------
+
+from tasks.common import stage  # noqa: E402
+
+
+@stage(name="aggregate_results")
+def aggregate_task(template_name: str, idea: dict, specs: list[dict], units_dir: str, idea_dir: str) -> dict:
+    """Prefect task over :func:`aggregate`: reads the idea's units from the run folder."""
+    from jaxlib_kernels.templates import make
+    from tasks.experiments import load_unit
+
+    template = make(template_name)
+    unit_results = []
+    for spec in specs:
+        result = load_unit(Path(units_dir), spec)
+        if result is None:
+            err = Path(units_dir, f"{spec['key']}.error.json")
+            result = {"error": err.read_text() if err.exists() else "no result"}
+        unit_results.append((spec, result, template.setting(spec["setting"]).held_out))
+    env_names = {s: template.setting(s).env for s in {spec["setting"] for spec in specs}}
+    return aggregate(idea, unit_results, Path(idea_dir), env_names)

@@ -1,0 +1,288 @@
+"""Figures of one idea (DESIGN.md section 1, ``make_plots``): learning curves, final returns, the drift's shape.
+
+Reads the tidy ``results.parquet`` frame and ``final_info.json`` of ``aggregate_results`` and the plug-in sources,
+and writes every figure as PNG (for the paper and pymupdf's image count) and PDF (vector, for people).
+Confidence intervals are t-intervals over seeds, as in the aggregate statistics (Agarwal et al., 2021, argue for
+interval estimates over point estimates when seeds are few).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+DPI = 150
+CANDIDATE_COLOR = "#d62728"
+BASELINE_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
+SMOOTH_FRACTION = 0.05  # rolling window: this fraction of the updates, at least 1, at most 10
+DRIFT_R = (0.5, 2.0)
+
+
+def _candidate_name(idea: dict, results: pd.DataFrame) -> str:
+    if "role" in results and (results["role"] == "candidate").any():
+        return str(results.loc[results["role"] == "candidate", "method"].iloc[0])
+    return str(idea["Name"])
+
+
+def _methods(results: pd.DataFrame, final_info: dict, candidate: str) -> list[str]:
+    """Baselines in a stable order (as first seen), the candidate last."""
+    seen: list[str] = []
+    for m in list(results["method"].drop_duplicates()) + [m for s in final_info.values() for m in s.get("means", {})]:
+        if m not in seen and m != candidate:
+            seen.append(str(m))
+    return [*seen, candidate]
+
+
+def _colors(methods: list[str], candidate: str) -> dict[str, str]:
+    colors, i = {}, 0
+    for m in methods:
+        if m == candidate:
+            colors[m] = CANDIDATE_COLOR
+        else:
+            colors[m] = BASELINE_COLORS[i % len(BASELINE_COLORS)]
+            i += 1
+    return colors
+
+
+def _settings(results: pd.DataFrame, final_info: dict) -> list[str]:
+    order = list(final_info) or []
+    for s in results["setting"].drop_duplicates():
+        if s not in order:
+            order.append(str(s))
+    return order
+
+
+def _held_out(setting: str, results: pd.DataFrame, final_info: dict) -> bool:
+    if setting in final_info and "held_out" in final_info[setting]:
+        return bool(final_info[setting]["held_out"])
+    rows = results[results["setting"] == setting]
+    return bool(rows["held_out"].any()) if "held_out" in rows else False
+
+
+def _title(setting: str, results: pd.DataFrame, final_info: dict) -> str:
+    return f"{setting} (held out)" if _held_out(setting, results, final_info) else f"{setting} (training)"
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(3, n)
+    return math.ceil(n / cols), cols
+
+
+def _save(fig, out_dir: Path, name: str) -> tuple[str, str]:
+    png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
+    fig.savefig(png, dpi=DPI, bbox_inches="tight", facecolor="white")
+    fig.savefig(pdf, bbox_inches="tight")
+    plt.close(fig)
+    return str(png), str(pdf)
+
+
+def _t_interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row means of a (points x seeds) table and 95% t-interval half-widths, ignoring NaN (NaN where n < 2)."""
+    n = np.sum(~np.isnan(values), axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no episode finished yet on any seed
+        mean = np.nanmean(values, axis=1)
+        sd = np.nanstd(values, axis=1, ddof=1)
+    half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1))
+    return mean, np.where(n >= 2, half, np.nan)
+
+
+def smooth_curve(frame: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Per-seed rolling mean of ``value`` over updates (NaN updates are skipped, not counted as zero).
+
+    ``frame`` has columns seed, env_steps, value; returns a (env_steps x seed) table.
+    """
+    table = frame.pivot_table(index="env_steps", columns="seed", values="value", aggfunc="mean", dropna=False)
+    table = table.sort_index()
+    return table.rolling(window, min_periods=1).mean()
+
+
+def plot_learning_curves(results, final_info, settings, methods, colors, labels, out_dir) -> dict:
+    curves = results[results["metric"] == "return"]
+    rows, cols = _grid(len(settings))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    windows, seeds_seen = set(), set()
+    for ax, setting in zip(axes.flat, settings, strict=False):
+        part = curves[curves["setting"] == setting]
+        n_updates = part["env_steps"].nunique()
+        window = int(min(10, max(1, round(SMOOTH_FRACTION * n_updates))))
+        windows.add(window)
+        for method in methods:
+            rows_m = part[part["method"] == method]
+            if rows_m.empty:
+                continue
+            table = smooth_curve(rows_m, window)
+            mean, half = _t_interval(table.to_numpy(dtype=float))
+            seeds_seen.add(int(table.shape[1]))
+            x = table.index.to_numpy()
+            lw = 2.2 if method == methods[-1] else 1.4
+            ax.plot(x, mean, color=colors[method], lw=lw, label=labels.get(method, method))
+            ok = ~np.isnan(half)
+            ax.fill_between(x[ok], (mean - half)[ok], (mean + half)[ok], color=colors[method], alpha=0.18, lw=0)
+        ax.set_title(_title(setting, results, final_info), fontsize=10)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("episodic return")
+        ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+    for ax in list(axes.flat)[len(settings):]:
+        ax.set_visible(False)
+    _legend(fig, axes, len(methods))
+    png, pdf = _save(fig, out_dir, "learning_curves")
+    held = [s for s in settings if _held_out(s, results, final_info)]
+    caption = (
+        f"Learning curves on {len(settings)} setting{'s' if len(settings) != 1 else ''}: episodic return against "
+        f"environment steps, mean over {_count_text(seeds_seen)} seeds per method with a shaded 95\u00a0% "
+        f"t-interval. Curves are smoothed by a rolling mean over {_count_text(windows)} update"
+        f"{'s' if max(windows, default=1) != 1 else ''}, skipping updates in which no episode finished. "
+        + (f"Held-out settings ({', '.join(held)}) are marked in the panel titles." if held else
+           "All settings are training settings.")
+    )
+    return {"name": "learning_curves", "png": png, "pdf": pdf, "caption": caption}
+
+
+def _count_text(values: set[int]) -> str:
+    values = sorted(values)
+    if not values:
+        return "0"
+    return str(values[0]) if values[0] == values[-1] else f"{values[0]}\u2013{values[-1]}"
+
+
+def _legend(fig, axes, n: int) -> None:
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=min(n, 5), frameon=False, bbox_to_anchor=(0.5, -0.06))
+    fig.tight_layout()
+
+
+def plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir) -> dict:
+    finals = results[results["metric"] == "final_return"]
+    rows, cols = _grid(len(settings))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    rng = np.random.default_rng(0)  # jitter of the seed points only
+    seeds, significant = set(), []
+    for ax, setting in zip(axes.flat, settings, strict=False):
+        info = final_info.get(setting, {})
+        part = finals[finals["setting"] == setting]
+        present = [m for m in methods if m in info.get("means", {}) or (part["method"] == m).any()]
+        for i, method in enumerate(present):
+            values = part.loc[part["method"] == method, "value"].to_numpy(dtype=float)
+            mean = info.get("means", {}).get(method, float(np.mean(values)) if values.size else np.nan)
+            lo, hi = info.get("ci95", {}).get(method, [np.nan, np.nan])
+            seeds.add(int(info.get("n", {}).get(method, values.size)))
+            ax.bar(i, mean, color=colors[method], alpha=0.35, width=0.7)
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]], color="black", capsize=4, lw=1.2)
+            ax.scatter(i + rng.uniform(-0.18, 0.18, values.size), values, s=12, color=colors[method], zorder=3,
+                       edgecolor="black", linewidth=0.4)
+        ax.set_xticks(range(len(present)))
+        ax.set_xticklabels([labels.get(m, m) for m in present], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("final return")
+        comp = info.get("comparison")
+        title = _title(setting, results, final_info)
+        if comp:
+            title += f"\np = {comp['p_value']:.3g} vs {labels.get(comp['best_baseline'], comp['best_baseline'])}"
+            if comp.get("significant"):
+                significant.append(setting)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(settings):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    png, pdf = _save(fig, out_dir, "final_returns")
+    caption = (
+        f"Final return (mean episodic return over the last 10\u00a0% of training) per setting and method: bars show "
+        f"the mean over {_count_text(seeds)} seeds, error bars the 95\u00a0% t-interval, dots the individual "
+        f"seeds. Panel titles give the Welch t-test p-value of the candidate against the best baseline; "
+        + (f"the difference is significant at the 5\u00a0% level on {', '.join(significant)}." if significant
+           else "no difference is significant at the 5\u00a0% level.")
+    )
+    return {"name": "final_returns", "png": png, "pdf": pdf, "caption": caption}
+
+
+def evaluate_drift(source: str, ratio: np.ndarray, advantage: float, progress: float) -> np.ndarray:
+    """Values of the plug-in ``drift`` in ``source`` over ``ratio`` at one advantage and progress."""
+    import jax.numpy as jnp
+
+    from jaxlib_kernels import plugin
+
+    fn = plugin.load_plugin(source, "drift")
+    r = jnp.asarray(ratio, dtype=jnp.float32)
+    out = fn(r, jnp.full_like(r, advantage), jnp.float32(progress))
+    return np.broadcast_to(np.asarray(out, dtype=np.float64), ratio.shape).copy()
+
+
+def plot_drift_shape(idea, sources, methods, colors, labels, out_dir) -> dict:
+    ratio = np.linspace(*DRIFT_R, 301)
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), squeeze=False)
+    failed, temporal = [], []
+    for ax, adv in zip(axes.flat, (1.0, -1.0), strict=True):
+        for method in methods:
+            if method not in sources:
+                continue
+            try:
+                d0 = evaluate_drift(sources[method], ratio, adv, 0.0)
+                d1 = evaluate_drift(sources[method], ratio, adv, 1.0)
+            except Exception:  # a broken source is reported in the caption, never fatal for the figure
+                if method not in failed:
+                    failed.append(method)
+                continue
+            lw = 2.2 if method == methods[-1] else 1.3
+            ax.plot(ratio, d0, color=colors[method], lw=lw, label=labels.get(method, method))
+            if np.max(np.abs(d1 - d0)) > 1e-7:
+                ax.plot(ratio, d1, color=colors[method], lw=lw, ls="--")
+                if method not in temporal:
+                    temporal.append(method)
+        ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"A = {adv:+.0f}", fontsize=10)
+        ax.set_xlabel("probability ratio r")
+        ax.set_ylabel("drift D(r, A, n/N)")
+        ax.grid(alpha=0.3)
+    _legend(fig, axes, len(methods))
+    png, pdf = _save(fig, out_dir, "drift_shape")
+    cand = methods[-1]
+    caption = (
+        f"Drift D(r, A, n/N) over the probability ratio r in [{DRIFT_R[0]}, {DRIFT_R[1]}] for a positive (A = +1, "
+        f"left) and a negative (A = -1, right) advantage: the candidate {labels.get(cand, cand)} and the baselines. "
+        "Solid lines: start of training (n/N = 0); "
+        + (f"dashed lines: end of training (n/N = 1), drawn for the drifts that depend on progress "
+           f"({', '.join(labels.get(m, m) for m in temporal)})." if temporal
+           else "no drift shown depends on training progress, so n/N = 1 coincides with n/N = 0.")
+        + (f" Could not be evaluated: {', '.join(labels.get(m, m) for m in failed)}." if failed else "")
+    )
+    return {"name": "drift_shape", "png": png, "pdf": pdf, "caption": caption}
+
+
+def make_plots(
+    idea: dict,
+    results: pd.DataFrame,
+    final_info: dict,
+    sources: dict[str, str],
+    out_dir: Path,
+    labels: dict[str, str],
+) -> list[dict]:
+    """Write learning_curves, final_returns and drift_shape (PNG + PDF) to ``out_dir``; their names, paths, captions."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    candidate = _candidate_name(idea, results)
+    methods = _methods(results, final_info, candidate)
+    colors = _colors(methods, candidate)
+    labels = {**{m: m for m in methods}, **dict(labels)}
+    labels.setdefault(candidate, candidate)
+    if labels[candidate] == candidate:
+        labels[candidate] = f"{candidate} (ours)"
+    settings = _settings(results, final_info)
+    return [
+        plot_learning_curves(results, final_info, settings, methods, colors, labels, out_dir),
+        plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir),
+        plot_drift_shape(idea, sources, methods, colors, labels, out_dir),
+    ]

@@ -1,0 +1,297 @@
+"""The validation gate for generated plug-in source (DESIGN.md section 5).
+
+Layers, cheapest first:
+
+1. the static AST check (:func:`jaxlib_kernels.plugin.static_check`) in this process: a rejected source never
+   starts a process;
+2. a child process (``python -m tasks.sandbox_child``) in its own session, with resource limits (address space,
+   CPU seconds, open files, file size, no core dumps), a private fresh working folder, a minimal environment (no
+   API keys or other variables of the parent), no network (a new network namespace via ``unshare -n`` where the
+   kernel allows it) and, with it, a new mount namespace in which every mount except the working folder is
+   read-only (``unshare -m``; this catches writes the static check cannot see, such as ``jnp.save``);
+3. a wall-clock timeout that kills the child's whole process group;
+4. inside the child, the template's ``check`` (shape, finiteness, sign, finite gradients, determinism).
+
+Every failure comes back as a :class:`ValidationResult` whose ``reason`` the repair loop feeds to the model.
+
+Default limits and why:
+
+* ``memory_mb=6144`` (RLIMIT_AS, virtual memory). ``import jax`` plus the template and one jit reserves far more
+  address space than it touches: measured VmPeak 1.8 GiB (VmHWM 0.43 GiB) on a 2-core host with glibc's default
+  malloc arenas, 0.9 GiB with ``MALLOC_ARENA_MAX=2`` (which the child gets); a 1 GiB limit aborts inside XLA's
+  thread start-up and 1.5 GiB fails while importing. What still grows with the host's core count is one 8 MiB
+  stack reservation per XLA pool thread (+0.5 GiB at 64 cores), so 6 GiB leaves a margin of 3x or more on big
+  hosts while still stopping a runaway allocation long before it hurts the machine.
+* ``cpu_s=120`` (RLIMIT_CPU) and ``timeout_s=120`` (wall clock): a check costs ~2 s of imports and ~2 s of
+  compilation; the limits only have to stop loops, and must not reject a sound candidate on a loaded host.
+* 64 open files, 16 MiB per written file, no core files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_MEMORY_MB = 6144
+DEFAULT_CPU_S = 120
+NOFILE = 64
+FSIZE_BYTES = 16 << 20
+STDOUT_KEEP = 1 << 20  # bytes of the child's stdout tail kept (the result is its last line)
+STDERR_KEEP = 64 << 10
+STDERR_TAIL_CHARS = 2000  # how much of the stderr tail goes into a crash reason
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false"
+
+
+@dataclasses.dataclass
+class ValidationResult:
+    """The gate's verdict. ``stage``: static | load | checks | timeout | memory | crash | ok."""
+
+    accepted: bool
+    reason: str
+    stage: str
+    problems: list[str] = dataclasses.field(default_factory=list)
+    duration_s: float = 0.0
+    details: dict = dataclasses.field(default_factory=dict)  # isolation in effect; test-hook reports
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- isolation probes
+
+
+@functools.cache
+def unshare_args() -> tuple[str, ...]:
+    """The ``unshare`` prefix this host supports, probed once: network + mount namespaces, network only, or none."""
+    exe = shutil.which("unshare")
+    if not exe:
+        return ()
+    for flags in (("-n", "-m"), ("-n",)):
+        try:
+            done = subprocess.run([exe, *flags, "true"], capture_output=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if done.returncode == 0:
+            return (exe, *flags)
+    return ()
+
+
+def network_isolated() -> bool:
+    """Whether children run without network (a private network namespace)."""
+    return "-n" in unshare_args()
+
+
+def filesystem_isolated() -> bool:
+    """Whether children get a private mount namespace (everything read-only except their folder)."""
+    return "-m" in unshare_args()
+
+
+# --------------------------------------------------------------------------- the child process
+
+
+def _limit_args(memory_mb: int, cpu_s: int) -> list[str]:
+    """The child's resource limits as command-line arguments (see :func:`tasks.sandbox_child.apply_limits`)."""
+    return ["--as-bytes", str(int(memory_mb) << 20), "--cpu-s", str(max(1, int(cpu_s))), "--nofile", str(NOFILE),
+            "--fsize-bytes", str(FSIZE_BYTES)]
+
+
+def _child_env(home: Path) -> dict[str, str]:
+    """A minimal environment: nothing of the parent's passes except PATH."""
+    return {
+        "PATH": os.environ.get("PATH") or os.defpath,
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "LANG": "C.UTF-8",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": XLA_FLAGS,
+        "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MiB per arena and thread otherwise: see the module doc
+        "OMP_NUM_THREADS": "1",
+        "MPLCONFIGDIR": str(home),
+        "XDG_CACHE_HOME": str(home),
+    }
+
+
+class _Tail(threading.Thread):
+    """Drain a pipe, keeping only its last ``keep`` bytes (a flood of output cannot fill our memory)."""
+
+    def __init__(self, stream, keep: int):
+        super().__init__(daemon=True)
+        self.stream, self.keep, self.data = stream, keep, bytearray()
+
+    def run(self) -> None:
+        try:
+            while chunk := self.stream.read1(1 << 16):
+                self.data += chunk
+                if len(self.data) > 2 * self.keep:
+                    del self.data[: len(self.data) - self.keep]
+        except (OSError, ValueError):
+            pass
+        finally:
+            del self.data[: max(0, len(self.data) - self.keep)]
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _tail(text: str, chars: int = STDERR_TAIL_CHARS) -> str:
+    text = text.strip()
+    return text if len(text) <= chars else "..." + text[-chars:]
+
+
+def _parse(stdout: str) -> dict | None:
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return None
+        if isinstance(data, dict) and {"accepted", "stage", "reason"} <= data.keys():
+            return data
+        return None
+    return None
+
+
+def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, workdir) -> ValidationResult:
+    from tasks.sandbox_child import looks_like_memory
+
+    prefix = unshare_args()
+    isolation = {"network": "isolated" if "-n" in prefix else "not isolated (unshare -n unavailable)",
+                 "filesystem": "not isolated (unshare -m unavailable)"}
+    request = {**request, "isolate_fs": "-m" in prefix}
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="sandbox-", dir=str(workdir) if workdir is not None else None))
+    try:
+        work = root / "work"
+        work.mkdir()
+        request_file = root / "request.json"
+        request_file.write_text(json.dumps(request))
+        cmd = [*prefix, sys.executable, "-m", "tasks.sandbox_child", *_limit_args(memory_mb, cpu_s)]
+        with open(request_file, "rb") as stdin:
+            proc = subprocess.Popen(  # noqa: S603 - fixed command, see the module doc
+                cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=work,
+                env=_child_env(work), start_new_session=True, close_fds=True,
+            )
+        out, err = _Tail(proc.stdout, STDOUT_KEEP), _Tail(proc.stderr, STDERR_KEEP)
+        out.start()
+        err.start()
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        out.join(timeout=10)
+        err.join(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+        stdout, stderr = out.text(), err.text()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    def result(accepted, stage, reason, problems=(), details=None) -> ValidationResult:
+        return ValidationResult(bool(accepted), str(reason), stage, list(problems), 0.0, {**isolation, **(details or {})})
+
+    if timed_out:
+        return result(False, "timeout", f"timed out: still running after the {timeout_s:g} s wall-clock limit "
+                      "(an endless loop, or far too much work for the check's small inputs); the process was killed")
+    code = proc.returncode
+    parsed = _parse(stdout) if code == 0 else None
+    if parsed is not None:
+        return result(parsed["accepted"], parsed["stage"], parsed["reason"], parsed.get("problems") or [],
+                      parsed.get("details"))
+    stderr_tail = _tail(stderr)
+    said = f"; its stderr ends with:\n{stderr_tail}" if stderr_tail else ""
+    if code < 0:
+        sig = _signal_name(-code)
+        if sig == "SIGXCPU" or (sig == "SIGKILL" and "SIGXCPU" in stderr):
+            return result(False, "timeout", f"exceeded the CPU-time limit of {cpu_s} s and was killed ({sig}){said}")
+        if sig == "SIGXFSZ":
+            return result(False, "crash", f"wrote a file larger than the {FSIZE_BYTES >> 20} MiB limit ({sig}){said}")
+        if looks_like_memory(stderr):
+            return result(False, "memory", f"ran out of memory (limit {memory_mb} MiB) and died from {sig}{said}")
+        if sig == "SIGKILL":
+            return result(False, "memory", f"killed by SIGKILL, most likely for memory (limit {memory_mb} MiB){said}")
+        return result(False, "crash", f"the sandboxed process died from {sig}{said}")
+    stage = "memory" if looks_like_memory(stderr) else "crash"
+    return result(False, stage, f"the sandboxed process exited with status {code} without a result{said}")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def validate_source(
+    source: str,
+    template: str = "lpo",
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    cpu_s: int = DEFAULT_CPU_S,
+    workdir: str | Path | None = None,
+    _hooks: dict | None = None,
+) -> ValidationResult:
+    """Validate plug-in ``source`` for ``template``: static check here, then the checks in a sandboxed child.
+
+    ``workdir``: where the child's private temporary folder is made (and removed afterwards); the system's
+    temporary folder when ``None``. ``_hooks`` is for tests only (``report_env``, ``probe_connect``: see
+    :mod:`tasks.sandbox_child`). Never raises for a bad candidate; an unknown ``template`` raises.
+    """
+    from jaxlib_kernels.plugin import PluginError, static_check
+    from jaxlib_kernels.templates import make
+
+    start = time.monotonic()
+    name = make(template).plugin_name
+    if not isinstance(source, str):
+        return ValidationResult(False, f"source must be a string, not {type(source).__name__}", "static", [],
+                                time.monotonic() - start)
+    try:
+        static_check(source, name)
+    except PluginError as exc:
+        return ValidationResult(False, str(exc), "static", [], time.monotonic() - start)
+    request = {**(_hooks or {}), "source": source, "template": template}
+    res = _run_child(request, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s, workdir=workdir)
+    res.duration_s = time.monotonic() - start
+    return res
+
+
+def validate_file(path: str | Path, template: str = "lpo", **kw) -> ValidationResult:
+    """:func:`validate_source` on a file's text; a missing or unreadable file is a rejected result."""
+    start = time.monotonic()
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return ValidationResult(False, f"cannot read candidate file {str(path)!r}: {type(exc).__name__}: {exc}",
+                                "static", [], time.monotonic() - start)
+    return validate_source(source, template, **kw)
+
+
+__all__ = [
+    "DEFAULT_CPU_S", "DEFAULT_MEMORY_MB", "DEFAULT_TIMEOUT_S", "ValidationResult", "filesystem_isolated",
+    "network_isolated", "unshare_args", "validate_file", "validate_source",
+]

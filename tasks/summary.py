@@ -1,0 +1,54 @@
+"""Summary of a run: the leaderboard (``summary.md``), the archive update, and the Prefect artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks import archive
+
+
+def leaderboard_rows(ideas: list[dict]) -> list[dict]:
+    rows = []
+    for idea in ideas:
+        r = idea.get("result") or {}
+        rows.append({
+            "idea": idea["Name"],
+            "novelty": (idea.get("novelty") or {}).get("decision", ""),
+            "status": idea.get("status", ""),
+            "train_mean": r.get("train_mean"),
+            "best_baseline_mean": r.get("best_baseline_mean"),
+            "held_out_mean": r.get("held_out_mean"),
+            "significant_wins": r.get("significant_wins"),
+            "overall": (idea.get("review") or {}).get("Overall"),
+            "decision": (idea.get("review") or {}).get("Decision", ""),
+            "pdf": (idea.get("paper") or {}).get("pdf") or "",
+        })
+    rows.sort(key=lambda r: (r["train_mean"] is None, -(r["train_mean"] or 0)))
+    return rows
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def write_summary(run_dir: Path, run_id: str, ideas: list[dict], timings: dict) -> str:
+    rows = leaderboard_rows(ideas)
+    cols = list(rows[0]) if rows else ["idea"]
+    lines = [f"# Run {run_id}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["", "## Stage timings (s)", ""] + [f"- {k}: {v:.1f}" for k, v in timings.items()]
+    text = "\n".join(lines) + "\n"
+    Path(run_dir, "summary.md").write_text(text)
+    return text
+
+
+def update_archive(archive_path: Path, run_id: str, template: str, ideas: list[dict]) -> int:
+    n = 0
+    for idea in ideas:
+        if idea.get("final_info"):
+            n += archive.record(archive_path, run_id, template, idea, idea["final_info"], idea.get("review"))
+    return n
