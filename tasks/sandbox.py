@@ -4,11 +4,14 @@ Layers, cheapest first:
 
 1. the static AST check (:func:`jaxlib_kernels.plugin.static_check`) in this process: a rejected source never
    starts a process;
-2. a child process (``python -m tasks.sandbox_child``) in its own session, with resource limits (address space,
-   CPU seconds, open files, file size, no core dumps), a private fresh working folder, a minimal environment (no
-   API keys or other variables of the parent), no network (a new network namespace via ``unshare -n`` where the
-   kernel allows it) and, with it, a new mount namespace in which every mount except the working folder is
-   read-only (``unshare -m``; this catches writes the static check cannot see, such as ``jnp.save``);
+2. a child process (``python -m tasks.sandbox_child``) in its own session (``setsid``), with resource limits
+   (address space, CPU seconds, open files, file size, no core dumps; the child sets them from its arguments as
+   its very first step, before it reads the request: a ``preexec_fn`` would run Python between fork and exec of a
+   multithreaded JAX process, which risks deadlocks and makes JAX warn on every call), a private fresh working
+   folder (removed afterwards), a minimal environment (no API keys or other variables of the parent), no network
+   (a new network namespace via ``unshare -n`` where the kernel allows it) and, with it, a new mount namespace in
+   which every mount except the working folder is read-only (``unshare -m``; this stops writes that the static
+   check cannot see, such as ``jnp.save("/somewhere", x)``);
 3. a wall-clock timeout that kills the child's whole process group;
 4. inside the child, the template's ``check`` (shape, finiteness, sign, finite gradients, determinism).
 
@@ -162,20 +165,18 @@ def _tail(text: str, chars: int = STDERR_TAIL_CHARS) -> str:
 
 
 def _parse(stdout: str) -> dict | None:
-    for line in reversed(stdout.strip().splitlines()):
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return None
-        if isinstance(data, dict) and {"accepted", "stage", "reason"} <= data.keys():
-            return data
+    """The child's result: its stdout's last line, when that is a result object."""
+    lines = stdout.strip().splitlines()
+    try:
+        data = json.loads(lines[-1]) if lines else None
+    except ValueError:
         return None
+    if isinstance(data, dict) and {"accepted", "stage", "reason"} <= data.keys():
+        return data
     return None
 
 
 def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, workdir) -> ValidationResult:
-    from tasks.sandbox_child import looks_like_memory
-
     prefix = unshare_args()
     isolation = {"network": "isolated" if "-n" in prefix else "not isolated (unshare -n unavailable)",
                  "filesystem": "not isolated (unshare -m unavailable)"}
@@ -189,11 +190,15 @@ def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, w
         request_file = root / "request.json"
         request_file.write_text(json.dumps(request))
         cmd = [*prefix, sys.executable, "-m", "tasks.sandbox_child", *_limit_args(memory_mb, cpu_s)]
-        with open(request_file, "rb") as stdin:
-            proc = subprocess.Popen(  # noqa: S603 - fixed command, see the module doc
-                cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=work,
-                env=_child_env(work), start_new_session=True, close_fds=True,
-            )
+        try:
+            with open(request_file, "rb") as stdin:
+                proc = subprocess.Popen(  # noqa: S603 - fixed command, see the module doc
+                    cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=work,
+                    env=_child_env(work), start_new_session=True, close_fds=True,
+                )
+        except OSError as exc:
+            return ValidationResult(False, f"could not start the sandboxed process: {type(exc).__name__}: {exc}",
+                                    "crash", [], 0.0, isolation)
         out, err = _Tail(proc.stdout, STDOUT_KEEP), _Tail(proc.stderr, STDERR_KEEP)
         out.start()
         err.start()
@@ -215,22 +220,33 @@ def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, w
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    def result(accepted, stage, reason, problems=(), details=None) -> ValidationResult:
-        return ValidationResult(bool(accepted), str(reason), stage, list(problems), 0.0, {**isolation, **(details or {})})
+    return verdict(proc.returncode, stdout, stderr, timed_out=timed_out, timeout_s=timeout_s, memory_mb=memory_mb,
+                   cpu_s=cpu_s, details=isolation)
+
+
+def verdict(
+    returncode: int, stdout: str, stderr: str, *, timed_out: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_mb: int = DEFAULT_MEMORY_MB, cpu_s: int = DEFAULT_CPU_S, details: dict | None = None,
+) -> ValidationResult:
+    """Turn how the child ended (exit status or signal, its output) into a :class:`ValidationResult`."""
+    from tasks.sandbox_child import looks_like_memory
+
+    def result(accepted, stage, reason, problems=(), extra=None) -> ValidationResult:
+        return ValidationResult(bool(accepted), str(reason), stage, list(problems), 0.0, {**(details or {}),
+                                **(extra or {})})
 
     if timed_out:
         return result(False, "timeout", f"timed out: still running after the {timeout_s:g} s wall-clock limit "
                       "(an endless loop, or far too much work for the check's small inputs); the process was killed")
-    code = proc.returncode
-    parsed = _parse(stdout) if code == 0 else None
+    parsed = _parse(stdout) if returncode == 0 else None
     if parsed is not None:
         return result(parsed["accepted"], parsed["stage"], parsed["reason"], parsed.get("problems") or [],
                       parsed.get("details"))
     stderr_tail = _tail(stderr)
     said = f"; its stderr ends with:\n{stderr_tail}" if stderr_tail else ""
-    if code < 0:
-        sig = _signal_name(-code)
-        if sig == "SIGXCPU" or (sig == "SIGKILL" and "SIGXCPU" in stderr):
+    if returncode < 0:
+        sig = _signal_name(-returncode)
+        if sig == "SIGXCPU":
             return result(False, "timeout", f"exceeded the CPU-time limit of {cpu_s} s and was killed ({sig}){said}")
         if sig == "SIGXFSZ":
             return result(False, "crash", f"wrote a file larger than the {FSIZE_BYTES >> 20} MiB limit ({sig}){said}")
@@ -240,7 +256,7 @@ def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, w
             return result(False, "memory", f"killed by SIGKILL, most likely for memory (limit {memory_mb} MiB){said}")
         return result(False, "crash", f"the sandboxed process died from {sig}{said}")
     stage = "memory" if looks_like_memory(stderr) else "crash"
-    return result(False, stage, f"the sandboxed process exited with status {code} without a result{said}")
+    return result(False, stage, f"the sandboxed process exited with status {returncode} without a result{said}")
 
 
 # --------------------------------------------------------------------------- public API

@@ -231,7 +231,7 @@ def _baseline_formulas(baselines: dict, labels: dict, safe: bool) -> list[dict]:
             symbolic.validate(expr)
             formula = _formula(symbolic.to_latex(expr), label)
         except Exception:
-            formula = _verbatim_formula(json.dumps(expr), label) if safe else _formula(str(expr), label)
+            formula = _verbatim_formula(json.dumps(expr), label)
         out.append({"name": name, "label": labels.get(name, name), "formula": formula,
                     "ref": Tex(f"Eq.~\\eqref{{{label}}}"), "temporal": _uses_progress(expr)})
     return out
@@ -485,8 +485,8 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
                       ("natbib", ["round", "authoryear"]), ("microtype", None)):
         doc.packages.append(Package(pkg, options=opts))
     doc.preamble.append(NoEscape(PREAMBLE))
-    doc.preamble.append(Package("hyperref", options=["colorlinks=true", "allcolors=blue!50!black"]))
     doc.preamble.append(Package("xcolor"))
+    doc.preamble.append(Package("hyperref", options=["colorlinks=true", "allcolors=blue!50!black"]))
     doc.preamble.append(Command("title", NoEscape(escape_tex(facts["title"]))))
     author = r"jax-scientist (automated research pipeline)"
     if facts["run_id"]:

@@ -1,0 +1,378 @@
+"""The ``hades`` template: behaviour distillation by ES (Lupu et al., 2024, "Behaviour Distillation"; HaDES).
+
+A candidate is a synthetic dataset of ``N`` state-action pairs (continuous states, actions as logits). Its fitness:
+a freshly initialised policy MLP is trained on it by behaviour cloning (full-batch Adam, ~50 steps, soft-label
+cross-entropy), then run greedily in the environment; the episode return is the fitness. HaDES-R samples the
+policy's initial weights per evaluation (datasets that teach any initialisation), HaDES-F keeps one fixed
+initialisation. The baseline is direct-parameter neuroevolution: the same ES on the policy weights themselves.
+Environments: gymnax 1.0 (CartPole-v1, the MinAtar games, ``(obs, state, reward, terminated, truncated, info)``)
+and navix gridworlds through :mod:`jaxlib_kernels.envs`. The policy width is a parameter, so a dataset found for
+one width can be tested on others (transfer). DESIGN.md section 9: on CartPole-v1 four pairs suffice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxlib_kernels import envs
+from jaxlib_kernels.es import meta
+from jaxlib_kernels.registry import Registry
+from jaxlib_kernels.templates.base import Profile, Setting, Template
+
+# --- environments: one episodic interface over gymnax and navix ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeEnv:
+    """``reset(key) -> (state, obs)``, ``step(key, state, action) -> (state, obs, reward, done)``; flat float obs."""
+
+    name: str
+    obs_size: int
+    num_actions: int
+    max_steps: int
+    reset: Callable = dataclasses.field(repr=False, compare=False)
+    step: Callable = dataclasses.field(repr=False, compare=False)
+
+
+def _gymnax_env(name: str) -> Callable[..., EpisodeEnv]:
+    def build(max_steps: int | None = None) -> EpisodeEnv:
+        env, params = gymnax.make(name)
+        if max_steps is not None:
+            params = params.replace(max_steps_in_episode=max_steps)
+
+        def reset(key):
+            obs, state = env.reset(key, params)
+            return state, jnp.reshape(obs, (-1,)).astype(jnp.float32)
+
+        def step(key, state, action):
+            obs, state, reward, terminated, truncated, _ = env.step(key, state, action, params)
+            return state, jnp.reshape(obs, (-1,)).astype(jnp.float32), reward, jnp.logical_or(terminated, truncated)
+
+        obs_size = int(np.prod(env.observation_space(params).shape))
+        return EpisodeEnv(name, obs_size, int(env.num_actions), int(params.max_steps_in_episode), reset, step)
+
+    return build
+
+
+def _navix_env(name: str) -> Callable[..., EpisodeEnv]:
+    def build(max_steps: int | None = None) -> EpisodeEnv:
+        grid = envs.make(name, max_steps=max_steps)
+
+        def step(key, state, action):
+            state, obs, reward, done, _ = grid.step(state, action)
+            return state, obs, reward, done
+
+        return EpisodeEnv(name, grid.obs_size, grid.num_actions, grid.max_steps, grid.reset, step)
+
+    return build
+
+
+ENVS: Registry = Registry(
+    "environment",
+    {name: _gymnax_env(name) for name in gymnax.registered_envs} | {name: _navix_env(name) for name in envs.ENVS},
+)
+"""Discrete-action gymnax ids (``CartPole-v1``, ``Breakout-MinAtar``, ...) and every navix id."""
+
+
+def make_env(name: str, max_steps: int | None = None) -> EpisodeEnv:
+    """The episodic adapter of a gymnax or navix id; unknown names get close-match suggestions."""
+    return ENVS.make(name, max_steps=max_steps)
+
+
+# --- policy and behaviour cloning --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HadesConfig:
+    """Static settings of one HaDES problem; ``fixed_init`` selects HaDES-F (else HaDES-R)."""
+
+    env_name: str = "CartPole-v1"
+    max_steps: int | None = None
+    num_pairs: int = 4
+    width: int = 64
+    depth: int = 2
+    inner_steps: int = 50
+    inner_lr: float = 0.05
+    fixed_init: bool = False
+    init_seed: int = 0  # the HaDES-F initialisation
+    eval_episodes: int = 2
+    greedy: bool = True
+    obs_init_std: float = 0.5  # scale of the initial synthetic states
+    logit_init_std: float = 1.0
+
+    def make_env(self) -> EpisodeEnv:
+        return make_env(self.env_name, self.max_steps)
+
+
+def init_policy(key: jax.Array, obs_size: int, num_actions: int, width: int = 64, depth: int = 2) -> list[dict]:
+    """A tanh MLP's weights (LeCun-normal, zero biases); no orthogonal init, so it is safe inside ``vmap``."""
+    sizes = [obs_size] + [width] * depth + [num_actions]
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [
+        {"w": jax.random.normal(k, (n_in, n_out)) / np.sqrt(n_in), "b": jnp.zeros((n_out,))}
+        for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:])
+    ]
+
+
+def policy_logits(params: list[dict], obs: jax.Array) -> jax.Array:
+    """Action logits of the tanh MLP."""
+    h = obs
+    for layer in params[:-1]:
+        h = jnp.tanh(h @ layer["w"] + layer["b"])
+    return h @ params[-1]["w"] + params[-1]["b"]
+
+
+def init_dataset(key: jax.Array, config: HadesConfig, env: EpisodeEnv | None = None) -> dict:
+    """A random synthetic dataset: ``{"obs": (N, obs_size), "logits": (N, num_actions)}``."""
+    env = env or config.make_env()
+    obs_key, logit_key = jax.random.split(key)
+    return {
+        "obs": config.obs_init_std * jax.random.normal(obs_key, (config.num_pairs, env.obs_size)),
+        "logits": config.logit_init_std * jax.random.normal(logit_key, (config.num_pairs, env.num_actions)),
+    }
+
+
+def behaviour_clone(params: list[dict], dataset: dict, steps: int = 50, lr: float = 0.05) -> list[dict]:
+    """Full-batch Adam on the soft-label cross-entropy between the policy and the dataset's action logits."""
+    tx = optax.adam(lr)
+    targets = jax.nn.softmax(dataset["logits"])
+
+    def loss(p):
+        return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(policy_logits(p, dataset["obs"])), axis=-1))
+
+    def update(carry, _):
+        p, opt_state = carry
+        grads = jax.grad(loss)(p)
+        updates, opt_state = tx.update(grads, opt_state, p)
+        return (optax.apply_updates(p, updates), opt_state), None
+
+    (params, _), _ = jax.lax.scan(update, (params, tx.init(params)), None, steps)
+    return params
+
+
+def episode_return(key: jax.Array, params: list[dict], env: EpisodeEnv, greedy: bool = True) -> jax.Array:
+    """Undiscounted return of one episode (at most ``env.max_steps`` steps) of the policy."""
+    reset_key, loop_key = jax.random.split(key)
+    state, obs = env.reset(reset_key)
+
+    def body(carry, step_key):
+        state, obs, alive, total = carry
+        act_key, env_key = jax.random.split(step_key)
+        logits = policy_logits(params, obs)
+        action = jnp.argmax(logits) if greedy else jax.random.categorical(act_key, logits)
+        state, obs, reward, done = env.step(env_key, state, action)
+        total = total + alive * reward
+        alive = alive * (1.0 - done.astype(jnp.float32))
+        return (state, obs, alive, total), None
+
+    carry = (state, obs, jnp.float32(1.0), jnp.float32(0.0))
+    (_, _, _, total), _ = jax.lax.scan(body, carry, jax.random.split(loop_key, env.max_steps))
+    return total
+
+
+def mean_return(key: jax.Array, params: list[dict], env: EpisodeEnv, episodes: int, greedy: bool = True) -> jax.Array:
+    """Mean return over ``episodes`` independent episodes."""
+    keys = jax.random.split(key, episodes)
+    return jax.vmap(episode_return, in_axes=(0, None, None, None))(keys, params, env, greedy).mean()
+
+
+# --- fitness functions (candidate -> return) ----------------------------------------------------------------------
+
+
+def make_hades_fitness(config: HadesConfig, width: int | None = None) -> meta.FitnessFn:
+    """``fitness(key, dataset) -> return`` of a fresh policy (``width``, default the config's) cloned on it."""
+    env = config.make_env()
+    width = width or config.width
+    fixed_key = jax.random.key(config.init_seed)
+
+    def fitness(key: jax.Array, dataset: dict) -> jax.Array:
+        init_key, eval_key = jax.random.split(key)
+        init_key = fixed_key if config.fixed_init else init_key
+        policy = init_policy(init_key, env.obs_size, env.num_actions, width, config.depth)
+        policy = behaviour_clone(policy, dataset, config.inner_steps, config.inner_lr)
+        return mean_return(eval_key, policy, env, config.eval_episodes, config.greedy)
+
+    return fitness
+
+
+def make_direct_fitness(config: HadesConfig) -> meta.FitnessFn:
+    """Baseline ``fitness(key, policy_params) -> return``: the candidate is the policy's weights."""
+    env = config.make_env()
+
+    def fitness(key: jax.Array, params: list[dict]) -> jax.Array:
+        return mean_return(key, params, env, config.eval_episodes, config.greedy)
+
+    return fitness
+
+
+METHODS = ("hades_r", "hades_f", "direct")
+
+
+def _method_config(config: HadesConfig, method: str) -> HadesConfig:
+    if method not in METHODS:
+        raise ValueError(Registry("method", dict.fromkeys(METHODS)).unknown_message(method))
+    return dataclasses.replace(config, fixed_init=(method == "hades_f"))
+
+
+def initial_candidate(key: jax.Array, config: HadesConfig, method: str = "hades_r") -> Any:
+    """The ES mean at the start: a random dataset, or random policy weights for ``direct``."""
+    env = config.make_env()
+    if method == "direct":
+        return init_policy(key, env.obs_size, env.num_actions, config.width, config.depth)
+    return init_dataset(key, config, env)
+
+
+def make_fitness(config: HadesConfig, method: str = "hades_r") -> meta.FitnessFn:
+    """The fitness of ``method``: ``hades_r``, ``hades_f`` (datasets) or ``direct`` (policy weights)."""
+    config = _method_config(config, method)
+    return make_direct_fitness(config) if method == "direct" else make_hades_fitness(config)
+
+
+def evaluate_dataset(
+    key: jax.Array, dataset: dict, config: HadesConfig, num_inits: int = 16, width: int | None = None
+) -> np.ndarray:
+    """Returns of ``num_inits`` freshly initialised policies (``width``) cloned on ``dataset``; host array."""
+    fitness = make_hades_fitness(dataclasses.replace(config, fixed_init=False), width)
+    dataset = jax.tree_util.tree_map(jnp.asarray, dataset)
+    return np.asarray(jax.jit(jax.vmap(fitness, in_axes=(0, None)))(jax.random.split(key, num_inits), dataset))
+
+
+def transfer_returns(
+    key: jax.Array, dataset: dict, config: HadesConfig, widths: tuple[int, ...] = (16, 32, 64, 128, 256),
+    num_inits: int = 16,
+) -> dict[int, float]:
+    """Mean return of fresh policies of each width cloned on one dataset (dataset transfer across widths)."""
+    return {w: float(evaluate_dataset(key, dataset, config, num_inits, w).mean()) for w in widths}
+
+
+def train(
+    key: jax.Array,
+    config: HadesConfig,
+    es_config: meta.ESConfig = meta.ESConfig(population_size=64, std=0.1, lr=0.05),
+    generations: int = 30,
+    method: str = "hades_r",
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 10,
+    step: Callable | None = None,
+) -> dict:
+    """ES on a dataset (HaDES-R/F) or on the policy weights (direct); host values from :func:`meta.run_meta`."""
+    init_key, run_key = jax.random.split(key)
+    mean = initial_candidate(init_key, config, method)
+    fitness = make_fitness(config, method)
+    strategy, es_params = meta.make_strategy(es_config, mean)
+    return meta.run_meta(
+        run_key, strategy, es_params, fitness, mean, generations, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every, shared_eval_key=es_config.shared_eval_key, step=step,
+    )
+
+
+# --- the template --------------------------------------------------------------------------------------------------
+
+SETTINGS = {
+    "cartpole": Setting("cartpole", "CartPole-v1", description="CartPole-v1 (gymnax), return up to 500"),
+    "breakout": Setting(
+        "breakout", "Breakout-MinAtar", held_out=True, description="MinAtar Breakout (gymnax), held out"
+    ),
+    "empty5": Setting("empty5", "Navix-Empty-5x5-v0", held_out=True, description="Empty 5x5 (navix), held out"),
+}
+
+PROFILES = {
+    "smoke": Profile(
+        "smoke", num_ideas=1, seeds=2, total_timesteps=0, settings=("cartpole",), baselines=("direct",),
+        search_generations=10, search_population=32,
+    ),
+    "default": Profile(
+        "default", num_ideas=1, seeds=4, total_timesteps=0, settings=("cartpole", "empty5"), baselines=("direct",),
+        search_generations=40, search_population=64,
+    ),
+    "paper": Profile(
+        "paper", num_ideas=2, seeds=8, total_timesteps=0, settings=("cartpole", "breakout", "empty5"),
+        baselines=("direct",), search_generations=100, search_population=128,
+    ),
+}
+
+BASELINES = {"direct": "direct-parameter OpenES on the policy weights"}
+BASELINE_LABELS = {"direct": "Direct OpenES", "hades_r": "HaDES-R", "hades_f": "HaDES-F"}
+
+
+def evaluate(setting: Setting, generations: int, method: str, seeds: list[int], population: int = 64,
+             config: HadesConfig | None = None) -> dict:
+    """ES-train ``method`` on ``setting`` once per seed (one compiled generation shared by all seeds); host values.
+
+    ``final_return`` is, per seed, the mean return of 16 fresh policies cloned on the found dataset (HaDES) or of
+    the found policy (direct).
+    """
+    config = dataclasses.replace(config or HadesConfig(), env_name=setting.env, max_steps=setting.max_steps)
+    es_config = meta.ESConfig(population_size=population, std=0.1, lr=0.05)
+    mean0 = initial_candidate(jax.random.key(0), config, method)
+    strategy, _ = meta.make_strategy(es_config, mean0)
+    step = meta.make_meta_step(strategy, make_fitness(config, method), es_config.shared_eval_key)
+    curves, finals = [], []
+    for seed in seeds:
+        key = jax.random.key(seed)
+        out = train(key, config, es_config, generations, method, step=step)
+        curves.append(out["metrics"]["return_mean"])
+        eval_key = jax.random.fold_in(key, 1_000_003)
+        if method == "direct":
+            fitness = make_direct_fitness(dataclasses.replace(config, eval_episodes=16))
+            finals.append(float(jax.jit(fitness)(eval_key, jax.tree_util.tree_map(jnp.asarray, out["mean"]))))
+        else:
+            finals.append(float(evaluate_dataset(eval_key, out["mean"], config).mean()))
+    return {
+        "generations": np.arange(1, generations + 1),
+        "return_mean": np.stack(curves),
+        "final_return": np.asarray(finals),
+    }
+
+
+_PROBE_STATES = 32
+
+
+def probe(dataset: dict, config: HadesConfig | None = None) -> np.ndarray:
+    """Behaviour of a dataset: action probabilities of a fixed-init policy cloned on it, at fixed probe states."""
+    dataset = jax.tree_util.tree_map(jnp.asarray, dataset)
+    config = config or HadesConfig()
+    obs_size, num_actions = dataset["obs"].shape[-1], dataset["logits"].shape[-1]
+    states = jax.random.normal(jax.random.key(12345), (_PROBE_STATES, obs_size)) * config.obs_init_std
+    policy = init_policy(jax.random.key(config.init_seed), obs_size, num_actions, config.width, config.depth)
+    policy = jax.jit(behaviour_clone, static_argnums=(2, 3))(policy, dataset, config.inner_steps, config.inner_lr)
+    return np.asarray(jax.nn.softmax(policy_logits(policy, states)), dtype=np.float64).reshape(-1)
+
+
+def check_plugin(dataset: Any, key: jax.Array | None = None) -> list[str]:
+    """Problems of a candidate dataset (keys, shapes, finiteness). Empty = fine."""
+    if not isinstance(dataset, dict) or set(dataset) != {"obs", "logits"}:
+        return ["a dataset is a dict with exactly the keys 'obs' and 'logits'"]
+    obs, logits = np.asarray(dataset["obs"]), np.asarray(dataset["logits"])
+    problems = []
+    if obs.ndim != 2 or logits.ndim != 2 or obs.shape[0] != logits.shape[0]:
+        problems.append(f"expected obs (N, obs_size) and logits (N, num_actions), got {obs.shape} and {logits.shape}")
+    if not (np.all(np.isfinite(obs)) and np.all(np.isfinite(logits))):
+        problems.append("dataset has non-finite values")
+    return problems
+
+
+TEMPLATE = Template(
+    name="hades",
+    title="Behaviour distillation: synthetic datasets that teach a policy",
+    plugin_name="dataset",
+    plugin_signature="dataset = {'obs': (N, obs_size) float, 'logits': (N, num_actions) float}",
+    metric="final_return",
+    metric_description="mean return of freshly initialised policies behaviour-cloned on the dataset",
+    baselines=BASELINES,
+    baseline_labels=BASELINE_LABELS,
+    settings=SETTINGS,
+    profiles=PROFILES,
+    evaluate=evaluate,
+    probe=probe,
+    search_space={"kind": "parametric", "methods": list(METHODS), "num_pairs": [1, 2, 4, 8, 16]},
+    check=check_plugin,
+)

@@ -1,0 +1,63 @@
+"""PPO kernel: it learns, the clip drift is PPO's objective, and the property tests of DESIGN.md 7.10."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlib_kernels import ppo
+from jaxlib_kernels.profiling import count_compilations
+
+OPTIMAL_EMPTY5 = 1 - 0.9 * 5 / 100  # the shortest episode on Empty-5x5 takes 5 steps
+
+
+def test_ppo_clip_learns_empty_grid_and_random_policy_does_not():
+    config = ppo.PPOConfig(env_name="Navix-Empty-5x5-v0", total_timesteps=200_000)
+    metrics = ppo.train_seeds(config, ppo.ppo_clip_drift(), [0, 1, 2, 3])
+    final = ppo.mean_return(metrics)
+    assert final.mean() >= 0.9 * OPTIMAL_EMPTY5, final
+    rand = jax.jit(jax.vmap(ppo.make_random_policy_eval(config)))(jax.random.split(jax.random.key(0), 4))
+    random_return = float(np.sum(rand["return_sum"]) / np.sum(rand["episodes"]))
+    assert random_return < 0.5 * OPTIMAL_EMPTY5
+
+
+def test_clip_drift_is_exactly_the_clipped_objective():
+    key_r, key_a = jax.random.split(jax.random.key(1))
+    r = jnp.exp(0.3 * jax.random.normal(key_r, (1000,)))
+    a = jax.random.normal(key_a, (1000,))
+    drift = ppo.ppo_clip_drift(0.2)
+    mirror = r * a - drift(r, a, 0.0)
+    clipped = jnp.minimum(r * a, jnp.clip(r, 0.8, 1.2) * a)
+    np.testing.assert_allclose(mirror, clipped, rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def small():
+    config = ppo.PPOConfig(total_timesteps=4096, num_envs=8, num_steps=32, num_minibatches=2, update_epochs=2)
+    train = jax.jit(jax.vmap(ppo.make_train(config, ppo.ppo_clip_drift())))
+    keys = jax.vmap(jax.random.key)(jnp.arange(3, dtype=jnp.uint32))
+    params = ppo.init_params(config, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))
+    first = train(keys, params)
+    jax.block_until_ready(first)
+    return train, keys, params, first
+
+
+def test_second_call_does_not_recompile(small):
+    train, keys, params, _ = small
+    with count_compilations() as counter:
+        jax.block_until_ready(train(keys, params))
+    assert counter.compiles == 0
+
+
+def test_same_key_same_result_and_seeds_differ(small):
+    train, keys, params, first = small
+    again = train(keys, params)
+    for k in first["metrics"]:
+        np.testing.assert_array_equal(np.asarray(first["metrics"][k]), np.asarray(again["metrics"][k]))
+    losses = np.asarray(first["metrics"]["policy_loss"])
+    assert not np.allclose(losses[0], losses[1]) and not np.allclose(losses[1], losses[2])
+
+
+def test_config_derived_sizes():
+    c = ppo.PPOConfig(total_timesteps=10_000, num_envs=16, num_steps=128, num_minibatches=4)
+    assert (c.batch_size, c.num_updates, c.minibatch_size, c.env_steps) == (2048, 4, 512, 8192)

@@ -1,0 +1,9 @@
+"""Unbounded allocation in Python: a list that doubles forever."""
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, progress):
+    grow = [0.0]
+    while True:
+        grow = grow + grow
+    return jnp.abs(ratio - 1.0)

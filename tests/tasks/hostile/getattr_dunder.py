@@ -1,0 +1,7 @@
+"""Escapes through ``getattr`` with a dunder name in a string."""
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, progress):
+    namespace = getattr(jnp, "__dict__")
+    return namespace["abs"](ratio - 1.0)

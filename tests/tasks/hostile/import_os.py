@@ -1,0 +1,9 @@
+"""Imports os (escape to the operating system)."""
+import os
+
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, progress):
+    os.system("true")
+    return jnp.abs(ratio - 1.0)

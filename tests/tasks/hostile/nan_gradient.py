@@ -1,0 +1,6 @@
+"""Finite values but a NaN gradient: the ``where``-over-``log`` trap."""
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, progress):
+    return jnp.where(ratio > 100.0, jnp.log(ratio - 100.0), 0.0) + jnp.abs(ratio - 1.0)

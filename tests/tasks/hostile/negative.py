@@ -1,0 +1,6 @@
+"""Returns negative drift (a drift must be >= 0)."""
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, progress):
+    return -jnp.abs(ratio - 1.0) - 0.1

@@ -1,0 +1,8 @@
+"""Writes a file outside its folder with ``open``."""
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, progress):
+    with open("/tmp/x", "w") as fh:
+        fh.write("pwned")
+    return jnp.abs(ratio - 1.0)

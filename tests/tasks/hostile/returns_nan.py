@@ -1,0 +1,6 @@
+"""Returns NaN everywhere."""
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, progress):
+    return jnp.full_like(ratio, jnp.nan)
