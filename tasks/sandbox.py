@@ -192,7 +192,7 @@ def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, w
         cmd = [*prefix, sys.executable, "-m", "tasks.sandbox_child", *_limit_args(memory_mb, cpu_s)]
         try:
             with open(request_file, "rb") as stdin:
-                proc = subprocess.Popen(  # noqa: S603 - fixed command, see the module doc
+                proc = subprocess.Popen(
                     cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=work,
                     env=_child_env(work), start_new_session=True, close_fds=True,
                 )

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         request = json.loads(sys.stdin.read())
         if not isinstance(request, dict):
-            raise ValueError("request is not a JSON object")
+            raise TypeError("request is not a JSON object")
     except Exception as exc:  # noqa: BLE001
         result = _result(False, "crash", f"bad request: {_describe(exc)}")
     else:

@@ -1,4 +1,5 @@
 """Unbounded allocation in Python: a list that doubles forever."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 

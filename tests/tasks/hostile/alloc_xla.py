@@ -1,4 +1,5 @@
 """Unbounded allocation in XLA: a 4 TiB array, materialised eagerly while tracing."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax
 import jax.numpy as jnp
 

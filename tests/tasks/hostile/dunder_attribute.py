@@ -1,4 +1,5 @@
 """The classic escape: walk from a literal to ``object.__subclasses__()``."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 

@@ -1,4 +1,5 @@
 """``__import__('os')`` inside the function."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 

@@ -1,4 +1,5 @@
 """Calls ``eval`` on a string."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 

@@ -1,4 +1,5 @@
 """Prints a forged "accepted" result line, then returns NaN: the gate must not believe the print."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 

@@ -1,4 +1,5 @@
 """``from os import path``."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 from os import path
 
 import jax.numpy as jnp

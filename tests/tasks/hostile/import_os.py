@@ -1,4 +1,5 @@
 """Imports os (escape to the operating system)."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import os
 
 import jax.numpy as jnp

@@ -1,4 +1,5 @@
 """Imports socket (network access)."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import socket
 
 import jax.numpy as jnp

@@ -1,4 +1,5 @@
 """Imports subprocess (runs programs)."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import subprocess
 
 import jax.numpy as jnp

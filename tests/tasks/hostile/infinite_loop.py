@@ -1,4 +1,5 @@
 """An endless Python loop while tracing."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 

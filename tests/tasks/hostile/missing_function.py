@@ -1,4 +1,5 @@
 """Defines the right body under the wrong name."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 

@@ -1,4 +1,5 @@
 """Finite values but a NaN gradient: the ``where``-over-``log`` trap."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 

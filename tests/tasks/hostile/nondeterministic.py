@@ -1,4 +1,5 @@
 """Non-deterministic: a host callback adds a counter that grows on every call."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax
 import jax.numpy as jnp
 

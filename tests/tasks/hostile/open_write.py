@@ -1,4 +1,5 @@
 """Writes a file outside its folder with ``open``."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 

@@ -1,4 +1,5 @@
 """Returns NaN everywhere."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 

@@ -1,4 +1,5 @@
 """Writes outside its folder without ``open``: ``jnp.save`` to an absolute path (static check cannot see it)."""
+# ruff: noqa  (hostile on purpose: a test corpus for the validation gate)
 import jax.numpy as jnp
 
 TARGET = "/tmp/sandbox-escape-probe"

@@ -1,0 +1,102 @@
+"""Ideation (symbolic search), novelty, symbolic rendering and the statistics of aggregation."""
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxlib_kernels import plugin, symbolic
+from jaxlib_kernels.templates import lpo, make
+from tasks import aggregation, archive, ideation, novelty
+
+
+@pytest.fixture(scope="module")
+def template():
+    return make("lpo")
+
+
+def test_unknown_template_suggests():
+    with pytest.raises(KeyError, match="did you mean 'lpo'"):
+        make("lpp")
+
+
+@pytest.mark.parametrize("name", list(lpo.BASELINES))
+def test_rendered_source_matches_numpy_semantics(template, name):
+    expr = lpo.BASELINES[name]
+    fn = plugin.load_plugin(symbolic.render_source(expr), "drift")
+    r, a, p = (np.array([0.5, 0.9, 1.0, 1.3, 2.0]), np.array([-1.0, 2.0, 0.5, 1.0, -0.3]), np.float32(0.4))
+    np.testing.assert_allclose(np.asarray(fn(r, a, p)), symbolic.evaluate_numpy(expr, r, a, p), rtol=1e-5, atol=1e-6)
+    assert template.check(fn, jax.random.key(0)) == []
+
+
+def test_malformed_expressions_are_rejected():
+    for bad in (["pow", "r", 2.0], ["add", "r"], "x", float("nan"), ["clip", "r", "A", 1.2]):
+        with pytest.raises(symbolic.ExpressionError):
+            symbolic.validate(bad)
+
+
+def test_ideas_are_deterministic_distinct_novel_and_complete(template):
+    prof = template.profile("default")
+    a = ideation.generate_ideas(template, prof, [], 3, "run-a")
+    b = ideation.generate_ideas(template, prof, [], 3, "run-a")
+    c = ideation.generate_ideas(template, prof, [], 3, "run-c")
+    assert [i["expression"] for i in a] == [i["expression"] for i in b]
+    assert [i["expression"] for i in a] != [i["expression"] for i in c]
+    assert len({i["Name"] for i in a}) == 3
+    for idea in a:
+        assert {"Name", "Title", "Hypothesis", "Experiment", "Interestingness", "Feasibility", "Novelty"} <= set(idea)
+        assert all(1 <= idea[k] <= 10 for k in ("Interestingness", "Feasibility", "Novelty"))
+        assert idea["search"]["distance"] >= ideation.NOVELTY_THRESHOLD
+        plaus, _ = ideation.plausibility(idea["expression"])
+        assert plaus > 0
+    behaviours = [ideation.behaviour(i["expression"]) for i in a]
+    assert ideation.distance(behaviours[0], behaviours[1]) >= ideation.DIVERSITY
+
+
+def test_archive_feeds_the_next_search(template, tmp_path):
+    prof = template.profile("smoke")
+    idea = ideation.generate_ideas(template, prof, [], 1, "run-1")[0]
+    info = {"empty5": {"means": {idea["Name"]: 0.95, "ppo_clip": 0.90}, "stderrs": {idea["Name"]: 0.01}, "n": {idea["Name"]: 4},
+                       "held_out": False, "comparison": {"best_baseline": "ppo_clip", "p_value": 0.01}}}
+    db = tmp_path / "archive.sqlite"
+    archive.record(db, "run-1", "lpo", idea, info, {"Overall": 6, "Decision": "Accept"})
+    rows = archive.candidates(db, "lpo")
+    assert rows[0]["idea"] == idea["Name"] and rows[0]["advantage"] == pytest.approx(0.05)
+    pool = ideation.seed_pool(template, rows)
+    assert any(c.parent == idea["Name"] and c.prior == pytest.approx(0.05) for c in pool)
+    # the archived candidate is now known: proposing it again is not novel
+    verdict = novelty.check_novelty(template, idea, rows, [])
+    assert verdict["decision"] == "not novel" and "archived" in verdict["nearest"]
+
+
+def test_novelty_decisions(template):
+    prof = template.profile("smoke")
+    idea = ideation.generate_ideas(template, prof, [], 1, "run-n")[0]
+    fresh = novelty.check_novelty(template, idea, [], [])
+    assert fresh["decision"] == "novel" and fresh["distance"] >= ideation.NOVELTY_THRESHOLD
+    clip = {"Name": "my_clip", "Title": "clip", "Hypothesis": "", "expression": lpo.PPO_CLIP}
+    known = novelty.check_novelty(template, clip, [], [])
+    assert known["decision"] == "not novel" and known["nearest"] == "baseline ppo_clip" and known["distance"] < 1e-6
+
+
+def _frame(candidate, baseline):
+    rows = []
+    for method, values in (("cand", candidate), ("base", baseline)):
+        for seed, v in enumerate(values):
+            rows.append({"idea": "cand", "method": method, "role": "candidate" if method == "cand" else "baseline",
+                         "setting": "s", "held_out": False, "seed": seed, "env_steps": 100, "metric": "final_return",
+                         "value": v})
+    return pd.DataFrame(rows)
+
+
+def test_final_info_statistics():
+    cand, base = [0.9, 0.92, 0.91, 0.93], [0.5, 0.55, 0.6, 0.52]
+    info = aggregation.final_info(_frame(cand, base), "cand")["s"]
+    assert info["means"]["cand"] == pytest.approx(np.mean(cand))
+    assert info["stderrs"]["cand"] == pytest.approx(np.std(cand, ddof=1) / 2)
+    lo, hi = info["ci95"]["cand"]
+    assert lo < np.mean(cand) < hi
+    comp = info["comparison"]
+    assert comp["best_baseline"] == "base" and comp["significant"] and comp["p_value"] < 0.01
+    same = aggregation.final_info(_frame([0.5, 0.6, 0.55, 0.52], [0.52, 0.58, 0.56, 0.5]), "cand")["s"]
+    assert not same["comparison"]["significant"]
