@@ -14,13 +14,14 @@ import os
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from jaxlib_kernels import symbolic
 from jaxlib_kernels.templates import make as make_template
-from tasks import aggregation, archive, codegen, experiments, ideation, novelty, plotting, review, summary, writeup
+from tasks import aggregation, archive, codegen, experiments, ideation, novelty, summary
+from tasks.reporting import make_plots_task, review_paper_task, write_paper_task
 from tasks.common import storage
 from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, write_json
 
@@ -124,7 +125,7 @@ def ai_scientist(
         s = time.time()
         ideas = ideation.generate_ideas_task.with_options(**store)(template, dataclasses.asdict(prof),
                                                                     prof.num_ideas, run.run_id, archive_rows)
-        decisions = _wait(novelty.check_novelty_task.with_options(**store).map(template, ideas, [archive_rows] * len(ideas)),
+        decisions = _wait(novelty.check_novelty_task.with_options(**store).map(unmapped(template), ideas, unmapped(archive_rows)),
                           ideas, "novelty")
         for idea, d in zip(ideas, decisions, strict=True):
             idea["novelty"] = d
@@ -139,7 +140,7 @@ def ai_scientist(
         s = time.time()
         novel = [i for i in ideas if i["status"] == "novel"]
         impls = _wait(codegen.implement_candidate_task.with_options(**store).map(
-            template, novel, [str(run.idea_dir(i["Name"])) for i in novel]), novel, "implementation")
+            unmapped(template), novel, [str(run.idea_dir(i["Name"])) for i in novel]), novel, "implementation")
         for idea, impl in zip(novel, impls, strict=True):
             if impl is None:
                 continue
@@ -163,26 +164,26 @@ def ai_scientist(
         s = time.time()
         specs_of = [base_specs + cand_specs[i["Name"]] for i in ready]
         aggs = _wait(aggregation.aggregate_task.with_options(**store).map(
-            template, ready, specs_of, str(run.units_dir), [str(run.idea_dir(i["Name"])) for i in ready]), ready, "aggregation")
+            unmapped(template), ready, specs_of, unmapped(str(run.units_dir)), [str(run.idea_dir(i["Name"])) for i in ready]), ready, "aggregation")
         done = []
         for idea, agg in zip(ready, aggs, strict=True):
             if agg is not None:
                 idea["final_info"], idea["result"] = agg["final_info"], _result_summary(idea, agg["final_info"])
                 done.append(idea)
-        figs = _wait(plotting.make_plots_task.with_options(**store).map(
-            template, done, [str(run.idea_dir(i["Name"])) for i in done]), done, "plotting")
+        figs = _wait(make_plots_task.with_options(**store).map(
+            unmapped(template), done, [str(run.idea_dir(i["Name"])) for i in done]), done, "plotting")
         plotted = [(i, f) for i, f in zip(done, figs, strict=True) if f is not None]
         context = {"profile": dataclasses.asdict(prof), "run_id": run.run_id}
-        papers = _wait(writeup.write_paper_task.with_options(**store).map(
-            template, [i for i, _ in plotted], [f for _, f in plotted], context,
+        papers = _wait(write_paper_task.with_options(**store).map(
+            unmapped(template), [i for i, _ in plotted], [f for _, f in plotted], unmapped(context),
             [str(run.idea_dir(i["Name"])) for i, _ in plotted]), [i for i, _ in plotted], "writeup")
         written = []
         for (idea, _), paper in zip(plotted, papers, strict=True):
             if paper is not None:
                 idea["paper"] = paper
                 written.append(idea)
-        reviews = _wait(review.review_paper_task.with_options(**store).map(
-            template, written, [str(run.idea_dir(i["Name"])) for i in written]), written, "review")
+        reviews = _wait(review_paper_task.with_options(**store).map(
+            unmapped(template), written, [str(run.idea_dir(i["Name"])) for i in written]), written, "review")
         for idea, rev in zip(written, reviews, strict=True):
             if rev is not None:
                 idea["review"] = rev

@@ -17,6 +17,12 @@ FORBIDDEN_NAMES = {
     "open", "exec", "eval", "compile", "globals", "locals", "vars", "input", "breakpoint", "help",
     "getattr", "setattr", "delattr", "__import__", "memoryview", "exit", "quit", "dir",
 }
+# attributes that reach files, host callbacks or JAX internals from inside the allowed modules
+FORBIDDEN_ATTRIBUTES = {
+    "save", "savez", "savez_compressed", "load", "fromfile", "tofile", "genfromtxt", "loadtxt", "savetxt",
+    "pure_callback", "io_callback", "callback", "host_callback", "debug", "experimental", "_src", "extend",
+    "distributed", "profiler", "monitoring", "config",
+}
 SAFE_BUILTINS = (
     "abs", "all", "any", "bool", "dict", "enumerate", "float", "int", "isinstance", "len", "list", "max", "min",
     "pow", "range", "reversed", "round", "slice", "sorted", "sum", "tuple", "zip", "ValueError", "TypeError",
@@ -41,19 +47,24 @@ def static_check(source: str, name: str) -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if not _allowed(alias.name):
+                if not _allowed(alias.name) or any(p in FORBIDDEN_ATTRIBUTES for p in alias.name.split(".")):
                     raise PluginError(
                         f"line {node.lineno}: import of {alias.name!r} is not allowed "
                         f"(allowed: {', '.join(ALLOWED_IMPORTS)})"
                     )
         elif isinstance(node, ast.ImportFrom):
-            if node.level or not node.module or not _allowed(node.module):
+            names = [node.module or ""] + [a.name for a in node.names]
+            if node.level or not node.module or not _allowed(node.module) or any(
+                    p in FORBIDDEN_ATTRIBUTES for n in names for p in n.split(".")):
                 raise PluginError(
                     f"line {node.lineno}: import from {node.module or '.'!r} is not allowed "
                     f"(allowed: {', '.join(ALLOWED_IMPORTS)})"
                 )
         elif isinstance(node, ast.Attribute) and node.attr.startswith("__"):
             raise PluginError(f"line {node.lineno}: dunder attribute {node.attr!r} is not allowed")
+        elif isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
+            raise PluginError(f"line {node.lineno}: attribute {node.attr!r} is not allowed (files, host callbacks "
+                              "and JAX internals are out of reach of a plug-in)")
         elif isinstance(node, ast.Name) and (node.id in FORBIDDEN_NAMES or node.id.startswith("__")):
             raise PluginError(f"line {node.lineno}: use of {node.id!r} is not allowed")
         elif isinstance(node, (ast.Global, ast.Nonlocal)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from prefect import task
@@ -19,6 +20,12 @@ def stage(**kwargs):
 
 
 def storage(path: Path) -> LocalFileSystem:
-    """Result storage inside the run folder, so re-running a run id finds its cached task results."""
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return LocalFileSystem(basepath=str(path))
+    """Result storage inside the run folder, so re-running a run id finds its cached task results.
+
+    Prefect needs the block saved server-side; its name is derived from the folder, so a resumed run reuses it.
+    """
+    path = Path(path).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    block = LocalFileSystem(basepath=str(path))
+    block.save(f"scientist-results-{hashlib.sha1(str(path).encode()).hexdigest()[:16]}", overwrite=True)
+    return block

@@ -20,11 +20,12 @@ Every failure comes back as a :class:`ValidationResult` whose ``reason`` the rep
 Default limits and why:
 
 * ``memory_mb=6144`` (RLIMIT_AS, virtual memory). ``import jax`` plus the template and one jit reserves far more
-  address space than it touches: measured VmPeak 1.8 GiB (VmHWM 0.43 GiB) on a 2-core host with glibc's default
-  malloc arenas, 0.9 GiB with ``MALLOC_ARENA_MAX=2`` (which the child gets); a 1 GiB limit aborts inside XLA's
-  thread start-up and 1.5 GiB fails while importing. What still grows with the host's core count is one 8 MiB
-  stack reservation per XLA pool thread (+0.5 GiB at 64 cores), so 6 GiB leaves a margin of 3x or more on big
-  hosts while still stopping a runaway allocation long before it hurts the machine.
+  address space than it touches. Measured on a 2-core host: VmPeak 1.8 GiB (VmHWM 0.43 GiB) with glibc's default
+  malloc arenas (64 MiB reserved per arena, up to 8 per core), 0.9 GiB with ``MALLOC_ARENA_MAX=2``, which the
+  child gets; through the gate a baseline then passes at 1 GiB and dies at 768 MiB (LLVM cannot map code
+  sections). What still grows with the core count is one 8 MiB stack reservation per XLA pool thread (about
+  +0.5 GiB at 64 cores), so 6 GiB leaves a margin of 3x or more even on big hosts, while still stopping a
+  runaway allocation (a 4 TiB array, a list that doubles forever) well before it hurts the machine.
 * ``cpu_s=120`` (RLIMIT_CPU) and ``timeout_s=120`` (wall clock): a check costs ~2 s of imports and ~2 s of
   compilation; the limits only have to stop loops, and must not reject a sound candidate on a loaded host.
 * 64 open files, 16 MiB per written file, no core files.
@@ -106,8 +107,16 @@ def filesystem_isolated() -> bool:
 
 def _limit_args(memory_mb: int, cpu_s: int) -> list[str]:
     """The child's resource limits as command-line arguments (see :func:`tasks.sandbox_child.apply_limits`)."""
-    return ["--as-bytes", str(int(memory_mb) << 20), "--cpu-s", str(max(1, int(cpu_s))), "--nofile", str(NOFILE),
-            "--fsize-bytes", str(FSIZE_BYTES)]
+    return [
+        "--as-bytes",
+        str(int(memory_mb) << 20),
+        "--cpu-s",
+        str(max(1, int(cpu_s))),
+        "--nofile",
+        str(NOFILE),
+        "--fsize-bytes",
+        str(FSIZE_BYTES),
+    ]
 
 
 def _child_env(home: Path) -> dict[str, str]:
@@ -178,8 +187,10 @@ def _parse(stdout: str) -> dict | None:
 
 def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, workdir) -> ValidationResult:
     prefix = unshare_args()
-    isolation = {"network": "isolated" if "-n" in prefix else "not isolated (unshare -n unavailable)",
-                 "filesystem": "not isolated (unshare -m unavailable)"}
+    isolation = {
+        "network": "isolated" if "-n" in prefix else "not isolated (unshare -n unavailable)",
+        "filesystem": "not isolated (unshare -m unavailable)",
+    }
     request = {**request, "isolate_fs": "-m" in prefix}
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -193,12 +204,24 @@ def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, w
         try:
             with open(request_file, "rb") as stdin:
                 proc = subprocess.Popen(
-                    cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=work,
-                    env=_child_env(work), start_new_session=True, close_fds=True,
+                    cmd,
+                    stdin=stdin,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=work,
+                    env=_child_env(work),
+                    start_new_session=True,
+                    close_fds=True,
                 )
         except OSError as exc:
-            return ValidationResult(False, f"could not start the sandboxed process: {type(exc).__name__}: {exc}",
-                                    "crash", [], 0.0, isolation)
+            return ValidationResult(
+                False,
+                f"could not start the sandboxed process: {type(exc).__name__}: {exc}",
+                "crash",
+                [],
+                0.0,
+                isolation,
+            )
         out, err = _Tail(proc.stdout, STDOUT_KEEP), _Tail(proc.stderr, STDERR_KEEP)
         out.start()
         err.start()
@@ -220,28 +243,49 @@ def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, w
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    return verdict(proc.returncode, stdout, stderr, timed_out=timed_out, timeout_s=timeout_s, memory_mb=memory_mb,
-                   cpu_s=cpu_s, details=isolation)
+    return verdict(
+        proc.returncode,
+        stdout,
+        stderr,
+        timed_out=timed_out,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        cpu_s=cpu_s,
+        details=isolation,
+    )
 
 
 def verdict(
-    returncode: int, stdout: str, stderr: str, *, timed_out: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S,
-    memory_mb: int = DEFAULT_MEMORY_MB, cpu_s: int = DEFAULT_CPU_S, details: dict | None = None,
+    returncode: int,
+    stdout: str,
+    stderr: str,
+    *,
+    timed_out: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    cpu_s: int = DEFAULT_CPU_S,
+    details: dict | None = None,
 ) -> ValidationResult:
     """Turn how the child ended (exit status or signal, its output) into a :class:`ValidationResult`."""
     from tasks.sandbox_child import looks_like_memory
 
     def result(accepted, stage, reason, problems=(), extra=None) -> ValidationResult:
-        return ValidationResult(bool(accepted), str(reason), stage, list(problems), 0.0, {**(details or {}),
-                                **(extra or {})})
+        return ValidationResult(
+            bool(accepted), str(reason), stage, list(problems), 0.0, {**(details or {}), **(extra or {})}
+        )
 
     if timed_out:
-        return result(False, "timeout", f"timed out: still running after the {timeout_s:g} s wall-clock limit "
-                      "(an endless loop, or far too much work for the check's small inputs); the process was killed")
+        return result(
+            False,
+            "timeout",
+            f"timed out: still running after the {timeout_s:g} s wall-clock limit "
+            "(an endless loop, or far too much work for the check's small inputs); the process was killed",
+        )
     parsed = _parse(stdout) if returncode == 0 else None
     if parsed is not None:
-        return result(parsed["accepted"], parsed["stage"], parsed["reason"], parsed.get("problems") or [],
-                      parsed.get("details"))
+        return result(
+            parsed["accepted"], parsed["stage"], parsed["reason"], parsed.get("problems") or [], parsed.get("details")
+        )
     stderr_tail = _tail(stderr)
     said = f"; its stderr ends with:\n{stderr_tail}" if stderr_tail else ""
     if returncode < 0:
@@ -284,8 +328,9 @@ def validate_source(
     start = time.monotonic()
     name = make(template).plugin_name
     if not isinstance(source, str):
-        return ValidationResult(False, f"source must be a string, not {type(source).__name__}", "static", [],
-                                time.monotonic() - start)
+        return ValidationResult(
+            False, f"source must be a string, not {type(source).__name__}", "static", [], time.monotonic() - start
+        )
     try:
         static_check(source, name)
     except PluginError as exc:
@@ -302,12 +347,24 @@ def validate_file(path: str | Path, template: str = "lpo", **kw) -> ValidationRe
     try:
         source = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return ValidationResult(False, f"cannot read candidate file {str(path)!r}: {type(exc).__name__}: {exc}",
-                                "static", [], time.monotonic() - start)
+        return ValidationResult(
+            False,
+            f"cannot read candidate file {str(path)!r}: {type(exc).__name__}: {exc}",
+            "static",
+            [],
+            time.monotonic() - start,
+        )
     return validate_source(source, template, **kw)
 
 
 __all__ = [
-    "DEFAULT_CPU_S", "DEFAULT_MEMORY_MB", "DEFAULT_TIMEOUT_S", "ValidationResult", "filesystem_isolated",
-    "network_isolated", "unshare_args", "validate_file", "validate_source",
+    "DEFAULT_CPU_S",
+    "DEFAULT_MEMORY_MB",
+    "DEFAULT_TIMEOUT_S",
+    "ValidationResult",
+    "filesystem_isolated",
+    "network_isolated",
+    "unshare_args",
+    "validate_file",
+    "validate_source",
 ]

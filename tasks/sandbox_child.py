@@ -28,8 +28,13 @@ import traceback
 
 MAX_REASON = 4000
 MEMORY_HINTS = (
-    "resource_exhausted", "out of memory", "bad_alloc", "cannot allocate memory", "failed to allocate",
-    "memoryerror", "failed to map segment",
+    "resource_exhausted",
+    "out of memory",
+    "bad_alloc",
+    "cannot allocate memory",
+    "failed to allocate",
+    "memoryerror",
+    "failed to map segment",
 )
 
 # mount(2) flags (linux/mount.h)
@@ -37,8 +42,13 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 32, 1024, 2048, 4096, 16384
 MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 1 << 18, 1 << 21, 1 << 24
 _KEEP_FLAGS = {
-    "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
-    "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME,
+    "nosuid": MS_NOSUID,
+    "nodev": MS_NODEV,
+    "noexec": MS_NOEXEC,
+    "noatime": MS_NOATIME,
+    "nodiratime": MS_NODIRATIME,
+    "relatime": MS_RELATIME,
+    "strictatime": MS_STRICTATIME,
 }
 
 
@@ -128,8 +138,11 @@ def _describe(exc: BaseException) -> str:
 
 def _result(accepted: bool, stage: str, reason: str, problems=None, details=None) -> dict:
     return {
-        "accepted": accepted, "stage": stage, "reason": _clip(reason),
-        "problems": [_clip(str(p), 1000) for p in (problems or [])], "details": details or {},
+        "accepted": accepted,
+        "stage": stage,
+        "reason": _clip(reason),
+        "problems": [_clip(str(p), 1000) for p in (problems or [])],
+        "details": details or {},
     }
 
 
@@ -224,8 +237,13 @@ def apply_limits(argv: list[str]) -> dict:
     for which, (soft, hard) in wanted.items():
         if soft is not None:
             resource.setrlimit(which, (soft, hard))
-    names = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU, "nofile": resource.RLIMIT_NOFILE,
-             "fsize": resource.RLIMIT_FSIZE, "core": resource.RLIMIT_CORE}
+    names = {
+        "as": resource.RLIMIT_AS,
+        "cpu": resource.RLIMIT_CPU,
+        "nofile": resource.RLIMIT_NOFILE,
+        "fsize": resource.RLIMIT_FSIZE,
+        "core": resource.RLIMIT_CORE,
+    }
     return {k: list(resource.getrlimit(v)) for k, v in names.items()}
 
 

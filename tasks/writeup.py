@@ -93,7 +93,7 @@ def escape_tex(text: Any, ascii_only: bool = False) -> Tex:
     if isinstance(text, Tex):
         return text
     text = re.sub(r"\s+", " ", str(text)).strip()
-    return Tex("".join(_char(c, ascii_only) for c in text))
+    return Tex("".join(_char(c, ascii_only) for c in text).strip(" "))
 
 
 def _label_key(name: str) -> str:
@@ -120,6 +120,13 @@ def fmt_p(p: Any) -> Tex:
     if p is None or not math.isfinite(float(p)):
         return Tex("--")
     return Tex(r"\ensuremath{<}\,0.001") if float(p) < 0.001 else Tex(f"{float(p):.3f}")
+
+
+def fmt_p_eq(p: Any) -> Tex:
+    """``$p = 0.012$`` or ``$p < 0.001$``."""
+    if p is None or not math.isfinite(float(p)):
+        return Tex("$p$ not available")
+    return Tex("$p < 0.001$") if float(p) < 0.001 else Tex(f"$p = {float(p):.3f}$")
 
 
 def fmt_int(n: Any) -> Tex:
@@ -167,7 +174,7 @@ def make_env(template_name: str) -> jinja2.Environment:
     )
     env.filters.update(
         num=fmt_num, signed=fmt_signed, pval=fmt_p, int=fmt_int, pct=fmt_pct, andlist=_and_list,
-        tex=lambda s: Tex(s), esc=escape_tex,
+        peq=fmt_p_eq, tex=lambda s: Tex(s), esc=escape_tex, citetkey=lambda k: Tex(f"\\citet{{{k}}}"),
     )
     return env
 
@@ -212,7 +219,7 @@ def candidate_formula(idea: dict, safe: bool) -> tuple[Tex, str]:
     try:
         symbolic.validate(idea.get("expression"))
         from_tree = symbolic.to_latex(idea["expression"])
-    except Exception:  # no tree, or a malformed one: the given LaTeX is all we have
+    except symbolic.ExpressionError:  # no tree, or a malformed one: the given LaTeX is all we have
         from_tree = None
     if not safe and given and not FORBIDDEN_TEX.search(given):
         return _formula(given, "eq:candidate"), "given"
@@ -230,7 +237,7 @@ def _baseline_formulas(baselines: dict, labels: dict, safe: bool) -> list[dict]:
         try:
             symbolic.validate(expr)
             formula = _formula(symbolic.to_latex(expr), label)
-        except Exception:
+        except symbolic.ExpressionError:
             formula = _verbatim_formula(json.dumps(expr), label)
         out.append({"name": name, "label": labels.get(name, name), "formula": formula,
                     "ref": Tex(f"Eq.~\\eqref{{{label}}}"), "temporal": _uses_progress(expr)})
@@ -242,7 +249,7 @@ def _uses_progress(expr: Any) -> bool:
 
     try:
         return symbolic.uses(expr, "p")
-    except Exception:
+    except (TypeError, IndexError):
         return False
 
 
@@ -261,7 +268,7 @@ def _setting_facts(template: Any, final_info: dict, candidate: str, labels: dict
         rows.append({
             "name": name,
             "env": info.get("env") or getattr(setting, "env", ""),
-            "description": getattr(setting, "description", "") or name,
+            "description": re.sub(r"\s*\(held[- ]out[^)]*\)\s*$", "", getattr(setting, "description", "") or name),
             "held_out": bool(info.get("held_out", getattr(setting, "held_out", False))),
             "steps": int(total_steps * scale) if total_steps else 0,
             "candidate_mean": means.get(candidate, math.nan),
@@ -292,7 +299,7 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
         from jaxlib_kernels import templates
 
         template = templates.make(template_name)
-    except Exception:  # an unknown template still gets a paper, with fewer descriptions
+    except KeyError:  # an unknown template still gets a paper, with fewer descriptions
         template = None
     labels = dict(getattr(template, "baseline_labels", {}) or {})
     labels.update(context.get("labels") or {})
@@ -527,7 +534,7 @@ def compile_latex(out_dir: Path) -> tuple[bool, str]:
     env = {**os.environ, "max_print_line": "10000", "error_line": "254", "half_error_line": "238"}
     try:
         proc = subprocess.run(
-            LATEXMK, cwd=out_dir, capture_output=True, text=True, errors="replace", env=env,
+            LATEXMK, check=False, cwd=out_dir, capture_output=True, text=True, errors="replace", env=env,
             stdin=subprocess.DEVNULL, timeout=COMPILE_TIMEOUT_S,
         )
     except FileNotFoundError:
@@ -550,7 +557,7 @@ def first_error(out_dir: Path, output: str) -> str:
                 context = next((ln.strip() for ln in lines[i + 1:i + 12] if re.match(r"l\.\d+", ln)), "")
                 return f"{line.strip()} ({context})" if context else line.strip()
     for line in output.splitlines():
-        if re.search(r"error|not found|did not finish", line, re.I):
+        if re.search(r"error|not found|did not finish", line, re.IGNORECASE):
             return line.strip()
     return "LaTeX compilation failed (no error line in the log)"
 
@@ -604,7 +611,7 @@ def write_paper(
             present.append(fig)
     tex_path, log_path = out_dir / "paper.tex", out_dir / "build.log"
     started = time.perf_counter()
-    build_log, repaired, ok = "", False, False
+    build_log, repaired, ok, repair_reason = "", False, False, None
     for attempt, safe in enumerate((False, True)):
         facts = build_facts(template_name, idea, final_info, present, context, bib, safe=safe)
         doc = build_document(template_name, facts, final_info, present)
@@ -618,12 +625,13 @@ def write_paper(
         error = first_error(out_dir, output)
         build_log += f"[first error] {error}\n"
         log_path.write_text(build_log)
+        repair_reason = repair_reason or error
         repaired = True
     result = {
         "pdf": None, "tex": str(tex_path), "log": str(log_path), "pages": 0, "figures": 0,
         "unresolved_refs": 0, "table_numbers_found": False, "error": None, "repaired": repaired,
         "compile_s": round(time.perf_counter() - started, 2), "formula_source": facts["formula_source"],
-        "missing_numbers": [],
+        "missing_numbers": [], "repair_reason": repair_reason,
     }
     if not ok:
         result["error"] = error

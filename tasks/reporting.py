@@ -1,0 +1,66 @@
+"""Prefect tasks over the reporting stages whose plain functions live in ``plotting``, ``writeup`` and ``review``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from jaxlib_kernels import symbolic
+from jaxlib_kernels.templates import make
+from tasks.common import stage
+from tasks.runfolder import read_json, write_json
+
+
+def labels_of(template_name: str, idea: dict) -> dict[str, str]:
+    template = make(template_name)
+    return {**template.baseline_labels, idea["Name"]: f"{idea['Name'].replace('_', ' ')} (ours)"}
+
+
+@stage(name="make_plots")
+def make_plots_task(template_name: str, idea: dict, idea_dir: str) -> list[dict]:
+    """Learning curves, final returns and the plug-in's shape, from the idea's results.parquet."""
+    from tasks.plotting import make_plots
+
+    template = make(template_name)
+    results = pd.read_parquet(Path(idea_dir) / "results.parquet")
+    final_info = read_json(Path(idea_dir) / "final_info.json")
+    sources = {b: symbolic.render_source(e, template.plugin_name) for b, e in template.baselines.items()}
+    sources[idea["Name"]] = idea["source"]
+    return make_plots(idea, results, final_info, sources, Path(idea_dir) / "figures", labels_of(template_name, idea))
+
+
+@stage(name="write_paper", retries=1)
+def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
+    """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
+    from prefect import get_run_logger
+
+    from tasks.writeup import write_paper
+
+    template = make(template_name)
+    final_info = read_json(Path(idea_dir) / "final_info.json")
+    ctx = {**context, "labels": labels_of(template_name, idea), "baselines": template.baselines}
+    paper = write_paper(template_name, idea, final_info, figures, ctx, Path(idea_dir) / "paper")
+    paper = {k: v for k, v in paper.items() if k != "text"}
+    get_run_logger().info("%s: paper %s (%s pages)", idea["Name"], paper.get("pdf") or "FAILED", paper.get("pages"))
+    return paper
+
+
+@stage(name="review_paper")
+def review_paper_task(template_name: str, idea: dict, idea_dir: str) -> dict:
+    """The evidence reviewer's NeurIPS form, written to review.json."""
+    from prefect import get_run_logger
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.review import review_paper
+
+    final_info = read_json(Path(idea_dir) / "final_info.json")
+    result = review_paper(idea, final_info, idea["paper"], template_name)
+    write_json(Path(idea_dir) / "review.json", result)
+    get_run_logger().info("%s: review %s (overall %s)", idea["Name"], result["Decision"], result["Overall"])
+    create_markdown_artifact(
+        key=f"review-{idea['Name'].replace('_', '-')}"[:60].lower(),
+        markdown=f"# Review of {idea['Title']}\n\n**{result['Decision']}** (overall {result['Overall']})\n\n"
+        f"{result['Summary']}\n\nPDF: `{idea['paper'].get('pdf')}`",
+    )
+    return result

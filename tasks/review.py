@@ -1,0 +1,277 @@
+"""The offline evidence reviewer (DESIGN.md section 4, ``review_paper``): the NeurIPS form from evidence alone.
+
+The form (Summary, Strengths, Weaknesses, Originality, Quality, Clarity, Significance, Questions, Limitations,
+Ethical Concerns, Soundness, Presentation, Contribution, Overall, Confidence, Decision) is the one The AI Scientist's
+reviewer fills (Lu et al., 2024); here every score follows a documented, deterministic rule over evidence checks
+(seeds, confidence intervals, significance on training and held-out settings, novelty, PDF checks). The rule's text
+is ``prompts/review/evidence_rule.md``; :func:`score` implements exactly that text. Review prose comes from Jinja2
+templates in ``prompts/review/``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import jinja2
+
+ROOT = Path(__file__).resolve().parents[1]
+REVIEW_PROMPTS = ROOT / "prompts" / "review"
+RULE_PATH = REVIEW_PROMPTS / "evidence_rule.md"
+
+MIN_SEEDS = 4
+ALPHA = 0.05
+MIN_FIGURES = 2
+MIN_PAGES = 4
+NOVELTY_DISTANCES = (0.05, 0.2)
+PRECISION_MAX_REL_HALFWIDTH = 0.10
+LARGE_EFFECT = 0.05
+ACCEPT_AT = 6
+MAX_OVERALL = 8
+CHECKS = (
+    "seeds_per_arm", "confidence_intervals", "significant_training", "significant_held_out", "novelty",
+    "pdf_compiled", "figures", "references_resolved", "pages", "table_numbers",
+)
+FORM_FIELDS = (
+    "Summary", "Strengths", "Weaknesses", "Originality", "Quality", "Clarity", "Significance", "Questions",
+    "Limitations", "Ethical Concerns", "Soundness", "Presentation", "Contribution", "Overall", "Confidence", "Decision",
+)
+
+
+def rule_text() -> str:
+    """The scoring rule, as published in ``prompts/review/evidence_rule.md``."""
+    return RULE_PATH.read_text()
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def comparisons(final_info: dict) -> list[dict]:
+    """One row per setting: the candidate against the best baseline, with the direction of a significant result."""
+    rows = []
+    for name, info in final_info.items():
+        comp = info.get("comparison") or {}
+        cand, best = comp.get("candidate"), comp.get("best_baseline")
+        diff = float(comp["difference"]) if _finite(comp.get("difference")) else math.nan
+        p = float(comp["p_value"]) if _finite(comp.get("p_value")) else math.nan
+        sig = bool(comp.get("significant", False)) and _finite(p) and p < ALPHA
+        direction = "better" if sig and diff > 0 else ("worse" if sig and diff < 0 else "tie")
+        means = info.get("means", {})
+        lo_hi = (info.get("ci95", {}) or {}).get(cand)
+        cand_mean = means.get(cand, math.nan)
+        rel_half = (
+            (float(lo_hi[1]) - float(lo_hi[0])) / 2 / abs(cand_mean)
+            if lo_hi and _finite(cand_mean) and cand_mean and all(_finite(v) for v in lo_hi) else math.inf
+        )
+        best_mean = means.get(best, math.nan)
+        rows.append({
+            "setting": name, "held_out": bool(info.get("held_out", False)), "candidate": cand, "best": best,
+            "candidate_mean": cand_mean, "best_mean": best_mean, "difference": diff, "p": p,
+            "direction": direction, "rel_halfwidth": rel_half,
+            "relative_gain": diff / abs(best_mean) if _finite(best_mean) and best_mean else math.nan,
+        })
+    return rows
+
+
+def _referenced_figures(tex_path: str | None) -> tuple[list[str], list[str]]:
+    """Figure labels in the .tex, and those never referenced."""
+    if not tex_path or not Path(tex_path).exists():
+        return [], []
+    tex = Path(tex_path).read_text(errors="replace")
+    labels = re.findall(r"\\label\{(fig:[^}]+)\}", tex)
+    refs = set(re.findall(r"\\(?:ref|autoref|cref|Cref)\{(fig:[^}]+)\}", tex))
+    return labels, [lab for lab in labels if lab not in refs]
+
+
+def evidence_checks(idea: dict, final_info: dict, paper: dict) -> list[dict]:
+    """The evidence checks of the rule, in its order: ``[{"check", "passed", "detail"}]``."""
+    out: list[dict] = []
+
+    def add(check: str, passed: bool, detail: str) -> None:
+        out.append({"check": check, "passed": bool(passed), "detail": detail})
+
+    ns = {(s, m): int(n) for s, info in final_info.items() for m, n in (info.get("n") or {}).items()}
+    low = sorted(f"{m} on {s} ({n})" for (s, m), n in ns.items() if n < MIN_SEEDS)
+    add("seeds_per_arm", bool(ns) and not low,
+        f"min {min(ns.values())} seeds over {len(ns)} method-setting arms (need {MIN_SEEDS})"
+        + (f"; too few: {', '.join(low)}" if low else "") if ns else "no seed counts in final_info")
+
+    missing_ci = []
+    for s, info in final_info.items():
+        for m, mean in (info.get("means") or {}).items():
+            ci = (info.get("ci95") or {}).get(m)
+            if not ci or not all(_finite(v) for v in ci) or not (float(ci[0]) <= float(mean) <= float(ci[1])):
+                missing_ci.append(f"{m} on {s}")
+        comp_ci = (info.get("comparison") or {}).get("ci95")
+        if not comp_ci or not all(_finite(v) for v in comp_ci):
+            missing_ci.append(f"comparison on {s}")
+    add("confidence_intervals", bool(final_info) and not missing_ci,
+        "95% intervals for every method, setting and comparison" if not missing_ci
+        else f"missing or inconsistent: {', '.join(missing_ci[:6])}")
+
+    rows = comparisons(final_info)
+    train = [r for r in rows if not r["held_out"]]
+    held = [r for r in rows if r["held_out"]]
+
+    def describe(rs: list[dict]) -> str:
+        return "; ".join(f"{r['setting']}: {r['difference']:+.3f} vs {r['best']}, p={float(r['p']):.3g} "
+                         f"({r['direction']})" for r in rs)
+
+    add("significant_training", bool(train) and all(r["direction"] == "better" for r in train),
+        describe(train) if train else "no training setting")
+    add("significant_held_out",
+        any(r["direction"] == "better" for r in held) and not any(r["direction"] == "worse" for r in held),
+        describe(held) if held else "no held-out setting")
+
+    novelty = idea.get("novelty") or {}
+    dist = novelty.get("distance")
+    add("novelty", novelty.get("decision") == "novel",
+        f"decision {novelty.get('decision', 'missing')!r}, nearest {novelty.get('nearest')!r}"
+        + (f" at distance {float(dist):.3f}" if _finite(dist) else "")
+        + (f": {novelty.get('reason')}" if novelty.get("reason") else ""))
+
+    pdf = paper.get("pdf")
+    compiled = bool(pdf) and Path(pdf).exists()
+    add("pdf_compiled", compiled, f"{pdf}" if compiled else f"no PDF: {paper.get('error') or 'not compiled'}")
+    labels, unreferenced = _referenced_figures(paper.get("tex"))
+    n_fig = int(paper.get("figures") or 0)
+    add("figures", compiled and n_fig >= MIN_FIGURES and bool(labels) and not unreferenced,
+        f"{n_fig} images in the PDF (need {MIN_FIGURES}), {len(labels)} figure labels"
+        + (f", unreferenced: {', '.join(unreferenced)}" if unreferenced else ", all referenced"))
+    unresolved = int(paper.get("unresolved_refs") or 0)
+    add("references_resolved", compiled and unresolved == 0,
+        f"{unresolved} unresolved references or citations" if compiled else "no PDF to check")
+    pages = int(paper.get("pages") or 0)
+    add("pages", compiled and pages >= MIN_PAGES, f"{pages} pages (need {MIN_PAGES})")
+    add("table_numbers", compiled and bool(paper.get("table_numbers_found")),
+        "every table number of final_info.json found in the PDF text" if compiled and paper.get("table_numbers_found")
+        else "no PDF to check" if not compiled
+        else f"missing from the PDF: {', '.join(paper.get('missing_numbers', [])[:8]) or 'some numbers'}")
+    return out
+
+
+def score(evidence: list[dict], idea: dict, final_info: dict, paper: dict) -> dict:
+    """The form's scores from the evidence, exactly as ``prompts/review/evidence_rule.md`` states.
+
+    Quality = 1 + [seeds and CIs and precise] + [significant training] + [significant held-out];
+    Originality = 1 if not novel else 2 + [distance >= 0.05] + [distance >= 0.2];
+    Clarity = 1 + [PDF and pages] + [figures] + [references resolved and table numbers];
+    Significance = 1 + [significant training] + [significant held-out] + [large effect];
+    Soundness = 1 + [seeds] + [CIs] + [table numbers]; Presentation = Clarity - [repaired] (>= 1);
+    Contribution = round((Originality + Significance) / 2); Confidence = 2 + [PDF] + [seeds] + [held-out exists];
+    Overall = 1 + round(7 (mean of the seven 1-4 scores - 1) / 3), capped: no PDF <= 2; too few seeds or not
+    novel <= 4; no significant training win <= 5; a failed PDF check <= 5. Accept iff Overall >= 6.
+    """
+    ok = {e["check"]: e["passed"] for e in evidence}
+    rows = comparisons(final_info)
+    halfwidths = [r["rel_halfwidth"] for r in rows]
+    precise = bool(halfwidths) and median(halfwidths) <= PRECISION_MAX_REL_HALFWIDTH
+    large = any(r["direction"] == "better" and _finite(r["relative_gain"]) and r["relative_gain"] >= LARGE_EFFECT
+                for r in rows)
+    novelty = idea.get("novelty") or {}
+    dist = novelty.get("distance")
+    if novelty.get("decision") != "novel":
+        originality = 1
+    elif not _finite(dist):
+        originality = 2
+    else:
+        originality = 2 + int(float(dist) >= NOVELTY_DISTANCES[0]) + int(float(dist) >= NOVELTY_DISTANCES[1])
+    b = lambda *names: int(all(ok[n] for n in names))  # the rule's [condition] bracket
+    quality = 1 + int(b("seeds_per_arm", "confidence_intervals") and precise) + b("significant_training") \
+        + b("significant_held_out")
+    clarity = 1 + b("pdf_compiled", "pages") + b("figures") + b("references_resolved", "table_numbers")
+    significance = 1 + b("significant_training") + b("significant_held_out") + int(large)
+    soundness = 1 + b("seeds_per_arm") + b("confidence_intervals") + b("table_numbers")
+    presentation = max(1, clarity - int(bool(paper.get("repaired"))))
+    contribution = _round_half_up((originality + significance) / 2)
+    confidence = 2 + b("pdf_compiled") + b("seeds_per_arm") + int(any(r["held_out"] for r in rows))
+    subscores = [quality, originality, clarity, significance, soundness, presentation, contribution]
+    mean = sum(subscores) / len(subscores)
+    raw = 1 + _round_half_up(7 * (mean - 1) / 3)
+    caps = []
+    if not ok["pdf_compiled"]:
+        caps.append((2, "no PDF"))
+    if not ok["seeds_per_arm"]:
+        caps.append((4, f"fewer than {MIN_SEEDS} seeds on some arm"))
+    if not ok["novelty"]:
+        caps.append((4, "not novel"))
+    if not ok["significant_training"]:
+        caps.append((5, "no significant win on every training setting"))
+    failed_pdf = [n for n in ("figures", "references_resolved", "pages", "table_numbers") if not ok[n]]
+    if failed_pdf:
+        caps.append((5, "failed PDF checks: " + ", ".join(failed_pdf)))
+    overall = min([raw, MAX_OVERALL] + [c for c, _ in caps])
+    return {
+        "Originality": originality, "Quality": quality, "Clarity": clarity, "Significance": significance,
+        "Soundness": soundness, "Presentation": presentation, "Contribution": contribution,
+        "Overall": overall, "Confidence": confidence, "Decision": "Accept" if overall >= ACCEPT_AT else "Reject",
+        "derivation": {
+            "precise": precise, "large_effect": large, "mean_subscore": round(mean, 3), "uncapped_overall": raw,
+            "caps": [f"<= {c}: {why}" for c, why in caps],
+        },
+    }
+
+
+def _items(text: str) -> list[str]:
+    """Lines starting with '- ' of a rendered template, as a list (continuation lines join the item before)."""
+    items: list[str] = []
+    for line in text.splitlines():
+        line = line.rstrip()
+        if line.startswith("- "):
+            items.append(line[2:].strip())
+        elif line.strip() and items:
+            items[-1] += " " + line.strip()
+    return items
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(REVIEW_PROMPTS)), trim_blocks=True, lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined, autoescape=False,
+    )
+
+
+def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str = "lpo") -> dict:
+    """Fill the NeurIPS review form from evidence by the documented rule; the evidence and the rule come with it."""
+    evidence = evidence_checks(idea, final_info, paper)
+    scores = score(evidence, idea, final_info, paper)
+    rows = comparisons(final_info)
+    ctx = {
+        "idea": idea, "template": template_name, "rows": rows,
+        "train": [r for r in rows if not r["held_out"]], "held": [r for r in rows if r["held_out"]],
+        "evidence": evidence, "ok": {e["check"]: e["passed"] for e in evidence},
+        "failed": [e for e in evidence if not e["passed"]], "scores": scores, "paper": paper,
+        "seeds": min((int(n) for i in final_info.values() for n in (i.get("n") or {}).values()), default=0),
+        "novelty": idea.get("novelty") or {}, "alpha": ALPHA, "min_seeds": MIN_SEEDS,
+    }
+    env = _env()
+    render = lambda name: env.get_template(name).render(**ctx)
+    review = {
+        "Summary": " ".join(render("summary.md.j2").split()),
+        "Strengths": _items(render("strengths.md.j2")),
+        "Weaknesses": _items(render("weaknesses.md.j2")),
+        "Originality": scores["Originality"], "Quality": scores["Quality"], "Clarity": scores["Clarity"],
+        "Significance": scores["Significance"],
+        "Questions": _items(render("questions.md.j2")),
+        "Limitations": _items(render("limitations.md.j2")),
+        "Ethical Concerns": False,
+        "Soundness": scores["Soundness"], "Presentation": scores["Presentation"],
+        "Contribution": scores["Contribution"], "Overall": scores["Overall"], "Confidence": scores["Confidence"],
+        "Decision": scores["Decision"],
+        "evidence": evidence,
+        "derivation": scores["derivation"],
+        "rule": rule_text(),
+        "reviewer": "evidence",
+    }
+    return review

@@ -1,0 +1,188 @@
+"""write_paper: real pylatex -> latexmk -> pymupdf runs on a realistic synthetic experiment (see conftest)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pymupdf
+import pytest
+
+from tasks import writeup
+
+ROOT = Path(__file__).resolve().parents[2]
+BIB = ROOT / "prompts" / "templates" / "lpo" / "references.bib"
+REFS = ROOT / "prompts" / "templates" / "lpo" / "references.json"
+BAD_TITLE = r"A \bad {title}} with 100% of_under_scores & #hash $x ~tilde ^caret {"
+
+
+def pdf_text(path: str) -> str:
+    with pymupdf.open(path) as doc:
+        return "\n".join(page.get_text() for page in doc).replace("\u2212", "-")
+
+
+def test_the_paper_compiles_and_passes_its_checks(win_paper):
+    assert win_paper["error"] is None and not win_paper["repaired"]
+    assert Path(win_paper["pdf"]).stat().st_size > 50_000
+    assert win_paper["pages"] >= 4
+    assert win_paper["figures"] >= 2
+    assert win_paper["unresolved_refs"] == 0
+    assert win_paper["table_numbers_found"] is True
+    out = Path(win_paper["tex"]).parent
+    for name in ("paper.tex", "references.bib", "paper.pdf", "build.log"):
+        assert (out / name).stat().st_size > 0
+    assert "latexmk" in Path(win_paper["log"]).read_text()
+
+
+def test_pdf_has_the_pages_images_and_numbers_of_final_info(win_paper, win_experiment):
+    """Checked here independently of write_paper's own read-back."""
+    _, final_info = win_experiment
+    with pymupdf.open(win_paper["pdf"]) as doc:
+        assert doc.page_count >= 4
+        images = {img[0] for page in doc for img in page.get_images(full=True)}
+    assert len(images) >= 2
+    text = pdf_text(win_paper["pdf"])
+    for info in final_info.values():
+        for method, mean in info["means"].items():
+            assert f"{mean:.3f}" in text, method
+            assert f"{info['stderrs'][method]:.3f}" in text, method
+        comp = info["comparison"]
+        assert f"{comp['difference']:+.3f}" in text
+    assert "??" not in text and "[?]" not in text
+    log = (Path(win_paper["tex"]).parent / "paper.log").read_text(errors="replace")
+    assert "undefined" not in log.lower().replace("undefined references", "")
+
+
+def test_tex_has_the_formulas_figures_and_references(win_paper, kit):
+    tex = Path(win_paper["tex"]).read_text()
+    for package in ("natbib", "graphicx", "amsmath", "booktabs", "hyperref"):
+        assert f"{{{package}}}" in tex
+    assert kit.make_idea()["expression_latex"] in tex
+    assert r"\clip" not in tex and r"\mathrm{clip}" in tex  # baselines typeset from their expression trees
+    for name in ("learning_curves", "final_returns", "drift_shape"):
+        key = name.replace("_", "-")
+        assert f"\\label{{fig:{key}}}" in tex and f"\\ref{{fig:{key}}}" in tex
+        assert f"figures/{name}.png" in tex
+    assert r"\toprule" in tex and r"\bibliography{references}" in tex
+
+
+def test_the_wording_follows_the_results(win_paper, null_paper):
+    win, null = pdf_text(win_paper["pdf"]), pdf_text(null_paper["pdf"])
+    win_abstract = win[win.index("Abstract"):win.index("Introduction")]
+    null_abstract = null[null.index("Abstract"):null.index("Introduction")]
+    assert "significantly better than the strongest baseline" in " ".join(win_abstract.split())
+    assert "carries over to held-out settings" in " ".join(win_abstract.split())
+    assert "no significant difference" in " ".join(null_abstract.split())
+    assert "significantly better" not in " ".join(null_abstract.split())
+    assert "not significant" in " ".join(null.split())
+    assert null_paper["table_numbers_found"] and null_paper["unresolved_refs"] == 0
+
+
+def test_latex_breaking_text_is_escaped(tmp_path, win_experiment, win_figures, kit):
+    _, final_info = win_experiment
+    idea = kit.make_idea(Title=BAD_TITLE, Hypothesis="r \u2265 1 \u2192 \u4e2d\u6587 \\input{/etc/passwd} 50% _x_ #1",
+                         novelty={"decision": "novel", "reason": "100% new & {unbalanced", "nearest": "kl",
+                                  "distance": 0.12, "literature": [{"key": "no_such_key", "title": "x", "score": 1}]})
+    paper = writeup.write_paper("lpo", idea, final_info, win_figures, kit.make_context(), tmp_path)
+    assert paper["pdf"] is not None, paper["error"]
+    assert not paper["repaired"], "escaping alone must make user text safe"
+    assert paper["unresolved_refs"] == 0
+    text = " ".join(pdf_text(paper["pdf"]).split())
+    assert "100% of_under_scores & #hash $x" in text
+    assert "\\input{/etc/passwd}" in text  # shown, not executed
+
+
+def test_an_invalid_formula_is_repaired_from_the_expression_tree(tmp_path, win_experiment, win_figures, kit):
+    _, final_info = win_experiment
+    idea = kit.make_idea(expression_latex=r"\frac{")
+    paper = writeup.write_paper("lpo", idea, final_info, win_figures, kit.make_context(), tmp_path)
+    assert paper["repaired"] is True
+    assert paper["pdf"] is not None and paper["pages"] >= 4
+    assert paper["formula_source"] == "tree"
+    assert paper["repair_reason"].startswith("! ")
+    log = Path(paper["log"]).read_text()
+    assert "attempt 1 (normal)" in log and "attempt 2 (repair" in log
+
+
+def test_an_invalid_formula_without_a_tree_is_shown_verbatim(tmp_path, win_experiment, win_figures, kit):
+    _, final_info = win_experiment
+    idea = kit.make_idea(expression_latex=r"\frac{r}{", expression=None)
+    paper = writeup.write_paper("lpo", idea, final_info, win_figures, kit.make_context(), tmp_path)
+    assert paper["repaired"] and paper["pdf"] is not None
+    assert paper["formula_source"] == "verbatim"
+    assert "\\frac{r}{" in pdf_text(paper["pdf"])
+
+
+def test_a_failure_the_repair_cannot_fix_keeps_tex_and_log(tmp_path, win_experiment, win_figures, kit, monkeypatch):
+    _, final_info = win_experiment
+    broken = writeup.Tex("\\begin{equation}\\undefinedmacro{r}\\end{equation}\n")
+    monkeypatch.setattr(writeup, "candidate_formula", lambda idea, safe: (broken, "given"))
+    paper = writeup.write_paper("lpo", kit.make_idea(), final_info, win_figures, kit.make_context(), tmp_path)
+    assert paper["pdf"] is None and paper["repaired"] is True
+    assert paper["error"].startswith("! Undefined control sequence")
+    assert Path(paper["tex"]).exists() and "\\undefinedmacro" in Path(paper["tex"]).read_text()
+    log = Path(paper["log"]).read_text()
+    assert "attempt 2" in log and "[first error] ! Undefined control sequence" in log
+    assert not (tmp_path / "paper.pdf").exists()
+
+
+def test_missing_latexmk_is_a_clear_error(tmp_path, win_experiment, kit, monkeypatch):
+    _, final_info = win_experiment
+    monkeypatch.setattr(writeup, "LATEXMK", ["latexmk-not-installed-here", "paper.tex"])
+    paper = writeup.write_paper("lpo", kit.make_idea(), final_info, [], kit.make_context(), tmp_path)
+    assert paper["pdf"] is None and "latexmk not found" in paper["error"]
+    assert Path(paper["tex"]).exists() and Path(paper["log"]).exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("50% of a_b & {c}", r"50\% of a\_b \& \{c\}"),
+        ("back\\slash ~ ^ $ #", r"back\textbackslash{}slash \textasciitilde{} \textasciicircum{} \$ \#"),
+        ("line\nbreak\t tab", "line break tab"),
+        ("r \u2265 1", r"r \ensuremath{\geq} 1"),
+        ("caf\u00e9 \u4e2d", "caf\u00e9"),
+    ],
+)
+def test_escape_tex(text, expected):
+    assert writeup.escape_tex(text) == expected
+
+
+def test_number_formats():
+    assert writeup.fmt_num(0.12345) == "0.123"
+    assert writeup.fmt_num(-0.0123) == r"\ensuremath{-}0.012"
+    assert writeup.fmt_num(-0.0001) == "0.000"  # no negative zero
+    assert writeup.fmt_signed(0.05) == "+0.050"
+    assert writeup.fmt_p(0.0004) == r"\ensuremath{<}\,0.001" and writeup.fmt_p(0.0412) == "0.041"
+    assert writeup.fmt_num(float("nan")) == "--"
+
+
+def test_formulas_with_file_access_are_not_typeset(kit):
+    idea = kit.make_idea(expression_latex=r"\input{/etc/passwd}")
+    formula, source = writeup.candidate_formula(idea, safe=False)
+    assert source == "tree" and "passwd" not in formula
+
+
+def test_references_are_real_and_consistent():
+    keys = writeup.bib_keys(BIB)
+    summaries = json.loads(REFS.read_text())
+    assert len(keys) >= 10 and len(set(keys)) == len(keys)
+    assert {e["key"] for e in summaries} == set(keys)
+    assert all(e["title"] and len(e["summary"]) > 40 for e in summaries)
+    bib = BIB.read_text()
+    for key in ("schulman2017ppo", "lu2022dpo", "kuba2022mirror", "jackson2024temporally", "pignatelli2024navix",
+                "chevalierboisvert2023minigrid", "lange2022gymnax", "lange2022evosax", "lu2024discopop",
+                "lu2024aiscientist", "schulman2016gae"):
+        assert key in keys
+    for entry in re.split(r"\n@", bib)[1:]:
+        assert re.search(r"author\s*=", entry) and re.search(r"year\s*=\s*\{\d{4}\}", entry)
+
+
+def test_every_citation_in_the_templates_is_in_the_bib():
+    keys = set(writeup.bib_keys(BIB))
+    cited = set()
+    for path in (ROOT / "prompts" / "paper").rglob("*.j2"):
+        for group in re.findall(r"\\cite[tp]?\*?(?:\[[^\]]*\])*\{([^}]+)\}|\\citealp\{([^}]+)\}", path.read_text()):
+            cited |= {k.strip() for g in group for k in g.split(",") if k.strip()}
+    assert cited and cited <= keys, cited - keys

@@ -1,0 +1,81 @@
+"""make_plots: real figures from a realistic synthetic experiment (conftest), checked on disk and in their captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks import plotting
+
+NAMES = ["learning_curves", "final_returns", "drift_shape"]
+
+
+def test_every_figure_is_written_as_png_and_pdf(win_figures):
+    assert [f["name"] for f in win_figures] == NAMES
+    for fig in win_figures:
+        png, pdf = Path(fig["png"]).read_bytes(), Path(fig["pdf"]).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000
+        assert pdf.startswith(b"%PDF") and len(pdf) > 5_000
+        assert fig["caption"].strip()
+
+
+def test_png_resolution_is_about_150_dpi(win_figures):
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(win_figures[0]["png"]).shape[:2]
+    # 3 panels of 4.2 x 3.2 inches at 150 dpi, cropped to the drawn area: well over 1000 pixels wide
+    assert width > 1200 and height > 350
+
+
+def test_captions_are_written_from_the_data(win_figures, win_experiment, kit):
+    _, final_info = win_experiment
+    captions = {f["name"]: f["caption"] for f in win_figures}
+    assert f"{kit.SEEDS} seeds" in captions["learning_curves"]
+    held = [s for s, i in final_info.items() if i["held_out"]]
+    assert all(s in captions["learning_curves"] for s in held)
+    significant = [s for s, i in final_info.items() if i["comparison"]["significant"]]
+    assert significant and all(s in captions["final_returns"] for s in significant)
+    assert "Annealed clip" in captions["drift_shape"] and "dashed" in captions["drift_shape"]
+
+
+def test_final_returns_caption_says_when_nothing_is_significant(null_figures, null_experiment):
+    _, final_info = null_experiment
+    assert not any(i["comparison"]["significant"] for i in final_info.values())
+    caption = {f["name"]: f["caption"] for f in null_figures}["final_returns"]
+    assert "no difference is significant" in caption
+
+
+def test_smoothing_skips_missing_updates():
+    frame = pd.DataFrame({"seed": [0, 0, 0, 0], "env_steps": [1, 2, 3, 4], "value": [1.0, np.nan, 3.0, 5.0]})
+    smoothed = plotting.smooth_curve(frame, window=2)[0].to_numpy()
+    np.testing.assert_allclose(smoothed, [1.0, 1.0, 3.0, 4.0])
+
+
+def test_ppo_clip_drift_has_the_clip_shape():
+    from jaxlib_kernels.templates import lpo
+
+    r = np.linspace(0.5, 2.0, 31)
+    d = plotting.evaluate_drift(lpo.baseline_source("ppo_clip"), r, advantage=1.0, progress=0.0)
+    np.testing.assert_allclose(d, np.maximum(r - 1.2, 0.0), atol=1e-6)
+    d_neg = plotting.evaluate_drift(lpo.baseline_source("ppo_clip"), r, advantage=-1.0, progress=0.0)
+    np.testing.assert_allclose(d_neg, np.maximum(0.8 - r, 0.0), atol=1e-6)
+
+
+def test_a_broken_source_is_reported_not_fatal(tmp_path, win_experiment, kit):
+    results, final_info = win_experiment
+    sources = kit.make_sources()
+    sources["kl"] = "import os\n\ndef drift(ratio, advantage, progress):\n    return ratio\n"
+    figures = plotting.make_plots(kit.make_idea(), results, final_info, sources, tmp_path, kit.make_context()["labels"])
+    drift = {f["name"]: f for f in figures}["drift_shape"]
+    assert (tmp_path / "drift_shape.png").stat().st_size > 0
+    assert "Could not be evaluated: KL drift" in drift["caption"]
+
+
+def test_a_setting_without_curve_points_still_plots(tmp_path, win_experiment, kit):
+    results, final_info = win_experiment
+    results = results[~((results["metric"] == "return") & (results["setting"] == "empty5_short"))]
+    figures = plotting.make_plots(kit.make_idea(), results, final_info, kit.make_sources(), tmp_path, {})
+    assert all((tmp_path / f"{n}.pdf").stat().st_size > 0 for n in NAMES)
+    assert len(figures) == 3

@@ -1,0 +1,117 @@
+"""review_paper: the evidence reviewer on compiled papers (see conftest) and on papers with failed evidence."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from tasks import review
+
+SCORES_1_4 = ("Originality", "Quality", "Clarity", "Significance", "Soundness", "Presentation", "Contribution")
+
+
+def assert_valid_form(rev: dict) -> None:
+    for field in review.FORM_FIELDS:
+        assert field in rev, field
+    assert isinstance(rev["Summary"], str) and len(rev["Summary"]) > 50
+    for field in ("Strengths", "Weaknesses", "Questions", "Limitations"):
+        assert isinstance(rev[field], list) and rev[field] and all(isinstance(x, str) and x for x in rev[field])
+    for field in SCORES_1_4:
+        assert rev[field] in (1, 2, 3, 4), field
+    assert 1 <= rev["Overall"] <= 10 and 1 <= rev["Confidence"] <= 5
+    assert rev["Ethical Concerns"] is False
+    assert rev["Decision"] == ("Accept" if rev["Overall"] >= 6 else "Reject")
+    assert [e["check"] for e in rev["evidence"]] == list(review.CHECKS)
+    assert all(isinstance(e["passed"], bool) and e["detail"] for e in rev["evidence"])
+    assert rev["rule"] == review.RULE_PATH.read_text()
+
+
+def passed(rev: dict) -> dict:
+    return {e["check"]: e["passed"] for e in rev["evidence"]}
+
+
+def test_a_significant_win_with_a_clean_paper_is_accepted(win_paper, win_experiment, kit):
+    _, final_info = win_experiment
+    rev = review.review_paper(kit.make_idea(), final_info, win_paper)
+    assert_valid_form(rev)
+    assert all(passed(rev).values()), [e for e in rev["evidence"] if not e["passed"]]
+    assert rev["Decision"] == "Accept" and rev["Overall"] >= 6
+    assert "empty5" in rev["Summary"] and "significantly better" in rev["Summary"]
+    assert any("every training setting" in s for s in rev["Strengths"])
+
+
+def test_a_win_scores_higher_than_no_significant_difference(win_paper, null_paper, win_experiment,
+                                                           null_experiment, kit):
+    win = review.review_paper(kit.make_idea(), win_experiment[1], win_paper)
+    null = review.review_paper(kit.make_idea(), null_experiment[1], null_paper)
+    assert_valid_form(null)
+    assert win["Overall"] > null["Overall"]
+    assert win["Quality"] > null["Quality"] and win["Significance"] > null["Significance"]
+    assert not passed(null)["significant_training"] and not passed(null)["significant_held_out"]
+    assert passed(null)["pdf_compiled"] and passed(null)["table_numbers"]
+    assert null["Decision"] == "Reject" and null["Overall"] <= 5
+    assert any("does not beat the strongest baseline" in w for w in null["Weaknesses"])
+
+
+def test_a_failed_pdf_fails_its_evidence_checks(win_experiment, tmp_path, kit):
+    tex = tmp_path / "paper.tex"
+    tex.write_text("\\documentclass{article}\\begin{document}\\frac{\\end{document}")
+    paper = {"pdf": None, "tex": str(tex), "log": str(tmp_path / "build.log"), "pages": 0, "figures": 0,
+             "unresolved_refs": 0, "table_numbers_found": False, "error": "! Missing } inserted.", "repaired": True}
+    rev = review.review_paper(kit.make_idea(), win_experiment[1], paper)
+    assert_valid_form(rev)
+    ok = passed(rev)
+    for check in ("pdf_compiled", "figures", "references_resolved", "pages", "table_numbers"):
+        assert not ok[check], check
+    assert ok["significant_training"] and ok["seeds_per_arm"]  # the statistics are still judged
+    assert rev["Overall"] <= 2 and rev["Decision"] == "Reject"
+    assert "! Missing } inserted." in rev["Summary"]
+    assert any("did not compile" in w for w in rev["Weaknesses"])
+
+
+def test_too_few_seeds_or_no_novelty_cap_the_overall(win_paper, win_experiment, kit):
+    info = copy.deepcopy(win_experiment[1])
+    for setting in info.values():
+        setting["n"] = {m: 3 for m in setting["n"]}
+    rev = review.review_paper(kit.make_idea(), info, win_paper)
+    assert not passed(rev)["seeds_per_arm"] and rev["Overall"] <= 4 and rev["Decision"] == "Reject"
+    idea = kit.make_idea()
+    idea["novelty"] = {**idea["novelty"], "decision": "not novel", "distance": 0.001}
+    rev = review.review_paper(idea, win_experiment[1], win_paper)
+    assert not passed(rev)["novelty"] and rev["Originality"] == 1 and rev["Overall"] <= 4
+
+
+def test_originality_follows_the_novelty_distance(win_paper, win_experiment, kit):
+    scores = []
+    for distance in (0.01, 0.1, 0.5):
+        idea = kit.make_idea()
+        idea["novelty"] = {**idea["novelty"], "distance": distance}
+        scores.append(review.review_paper(idea, win_experiment[1], win_paper)["Originality"])
+    assert scores == [2, 3, 4]
+
+
+def test_an_unreferenced_figure_fails_the_figure_check(win_paper, win_experiment, tmp_path, kit):
+    tex = Path(win_paper["tex"]).read_text().replace("\\ref{fig:drift-shape}", "the drift figure")
+    (tmp_path / "paper.tex").write_text(tex)
+    rev = review.review_paper(kit.make_idea(), win_experiment[1], {**win_paper, "tex": str(tmp_path / "paper.tex")})
+    check = next(e for e in rev["evidence"] if e["check"] == "figures")
+    assert not check["passed"] and "fig:drift-shape" in check["detail"]
+    assert rev["Overall"] <= 5
+
+
+def test_the_review_is_deterministic(win_paper, win_experiment, kit):
+    first = review.review_paper(kit.make_idea(), win_experiment[1], win_paper)
+    assert review.review_paper(kit.make_idea(), win_experiment[1], win_paper) == first
+
+
+def test_the_rule_text_states_the_constants_the_code_uses():
+    text = review.rule_text()
+    assert f"at least {review.MIN_SEEDS} seeds" in text
+    assert f"p < {review.ALPHA}" in text
+    assert f"at least {review.MIN_FIGURES} figures" in text and f"at least {review.MIN_PAGES} pages" in text
+    assert f">= {review.NOVELTY_DISTANCES[0]}" in text and f">= {review.NOVELTY_DISTANCES[1]}" in text
+    assert f"at most {review.PRECISION_MAX_REL_HALFWIDTH:.2f}" in text
+    assert f"at least {review.LARGE_EFFECT * 100:.0f} %" in text
+    assert f"Overall >= {review.ACCEPT_AT}" in text and f"to {review.MAX_OVERALL} (all fours)" in text
+    for check in review.CHECKS:
+        assert f"`{check}`" in text
