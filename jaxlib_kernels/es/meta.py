@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 from evosax.algorithms.distribution_based.base import DistributionBasedAlgorithm
 from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 from evosax.core import fitness_shaping
+from jax.flatten_util import ravel_pytree
 
 from jaxlib_kernels.registry import Registry
 
@@ -157,7 +157,10 @@ def init_state(key: jax.Array, strategy: Any, es_params: Any, mean: Any, fitness
             raise ValueError(f"{type(strategy).__name__} is population-based: init_state needs fitness_fn")
         noise_key, eval_key, init_key = jax.random.split(key, 3)
         flat, unravel = ravel_pytree(mean)
-        std = float(getattr(es_params, "std_init", 0.1))
+        if hasattr(es_params, "std_init"):
+            std = float(es_params.std_init)
+        else:  # the ESConfig std that make_strategy put into the strategy's schedule
+            std = float(strategy.std_schedule(0)) if hasattr(strategy, "std_schedule") else 0.1
         z = jax.random.normal(noise_key, (strategy.population_size, flat.size))
         population = jax.vmap(unravel)(flat + std * z)
         returns = jax.jit(make_population_eval(fitness_fn, shared_eval_key))(eval_key, population)

@@ -11,6 +11,7 @@ zero, and a ReLU on the output gives ``D >= 0`` with ``D(1, A, p) = 0`` exactly.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 
 import jax
@@ -55,7 +56,7 @@ def init_drift_params(key: jax.Array, config: DriftNetConfig = DriftNetConfig())
     keys = jax.random.split(key, config.layers + 1)
     params = {
         f"w{i}": jax.random.normal(keys[i], (n_in, n_out)) / np.sqrt(n_in)
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes))
     }
     params["out"] = config.init_scale * jax.random.normal(keys[-1], (config.hidden,)) / np.sqrt(config.hidden)
     return params
@@ -83,7 +84,8 @@ def flatten(theta: dict) -> tuple[jax.Array, Callable[[jax.Array], dict]]:
 
 def unflatten(flat: jax.Array, config: DriftNetConfig = DriftNetConfig()) -> dict:
     """The drift parameter pytree of a flat vector of ``config``'s size."""
-    _, unravel = ravel_pytree(jax.eval_shape(lambda k: init_drift_params(k, config), jax.random.key(0)))
+    shapes = jax.eval_shape(lambda k: init_drift_params(k, config), jax.random.key(0))
+    _, unravel = ravel_pytree(jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
     return unravel(flat)
 
 
@@ -118,7 +120,7 @@ def make_train_with_drift_params(
 def final_return(metrics: dict, last_fraction: float = 0.1) -> jax.Array:
     """Episode-weighted mean return over the last fraction of updates (``ppo.mean_return`` in jnp, traceable)."""
     episodes, return_sum = metrics["episodes"], metrics["return_sum"]
-    k = max(1, int(round(episodes.shape[-1] * last_fraction)))
+    k = max(1, round(episodes.shape[-1] * last_fraction))
     ep, rs = episodes[..., -k:].sum(-1).astype(jnp.float32), return_sum[..., -k:].sum(-1)
     return jnp.where(ep > 0, rs / jnp.maximum(ep, 1.0), 0.0)
 
@@ -146,7 +148,7 @@ def make_fitness(
 def meta_train_talpo(
     key: jax.Array,
     ppo_config: ppo.PPOConfig,
-    es_config: meta.ESConfig = meta.ESConfig(std=0.05, lr=0.02),
+    es_config: meta.ESConfig | None = None,
     net: DriftNetConfig = DriftNetConfig(),
     generations: int = 8,
     checkpoint_dir: str | None = None,
@@ -154,6 +156,7 @@ def meta_train_talpo(
     num_inits: int = 4,
 ) -> dict:
     """ES meta-training of the TA-LPO drift; host values, with ``drift_params`` (the search mean) added."""
+    es_config = es_config or meta.ESConfig(std=0.05, lr=0.02)
     init_key, run_key = jax.random.split(key)
     mean = init_drift_params(init_key, net)
     fitness = make_fitness(ppo_config, net, num_inits)
