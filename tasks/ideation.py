@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxlib_kernels import symbolic
 from jaxlib_kernels.templates import Template
+from jaxlib_kernels.templates.lpo import PPO_CLIP
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 NOVELTY_THRESHOLD = 0.1  # below this behavioural distance (in PPO-clip units) an idea counts as a known drift
@@ -69,8 +70,7 @@ def _rms(x: np.ndarray) -> float:
 
 
 # the scale of behaviours: PPO clip's RMS drift on the probe grid
-_PPO_CLIP = ["relu", ["mul", ["sub", "r", ["clip", "r", 0.8, 1.2]], "A"]]
-SCALE = _rms(symbolic.evaluate_numpy(_PPO_CLIP, _R, _A, _P))
+SCALE = _rms(symbolic.evaluate_numpy(PPO_CLIP, _R, _A, _P))
 
 
 def distance(f: np.ndarray, g: np.ndarray) -> float:
