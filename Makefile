@@ -10,7 +10,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run smoke test bench lint clean
+.PHONY: install run smoke server test bench lint clean
 
 install: $(STAMP) tex
 
@@ -34,14 +34,29 @@ run: install
 smoke: install
 	$(VENV)/bin/scientist run --profile smoke $(ARGS)
 
+# a local Prefect server with its UI on 127.0.0.1:4200 (then: export PREFECT_API_URL=http://127.0.0.1:4200/api)
+server: install
+	$(VENV)/bin/scientist server $(ARGS)
+
 test: install
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-bench: install
-	$(PY) benchmarks/envs.py
-	$(PY) benchmarks/ppo.py
-	$(PY) benchmarks/pipeline.py
-	$(PY) benchmarks/meta_es.py
+# The peers of benchmarks/ (SB3, MiniGrid, CPU torch): torch first, so that pip keeps the CPU build it has.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+# Each script prints a markdown table (kept beside its JSON in benchmarks/results/). PIPELINE_ARGS="--profiles smoke"
+# skips the ~10-minute default-profile run.
+PIPELINE_ARGS ?=
+bench: install $(BENCH_STAMP)
+	mkdir -p benchmarks/results
+	set -o pipefail; $(PY) benchmarks/envs.py $(ENVS_ARGS) | tee benchmarks/results/envs.md
+	set -o pipefail; $(PY) benchmarks/ppo.py $(PPO_ARGS) | tee benchmarks/results/ppo.md
+	set -o pipefail; $(PY) benchmarks/pipeline.py $(PIPELINE_ARGS) | tee benchmarks/results/pipeline.md
+	set -o pipefail; $(PY) benchmarks/meta_es.py | tee benchmarks/results/meta_es.md
 
 lint: install
 	$(VENV)/bin/ruff check flows tasks jaxlib_kernels tests benchmarks

@@ -1,4 +1,5 @@
-"""The ``scientist`` command line: ``run`` (the AI-Scientist flow), ``validate`` (the gate on a hand-written plug-in)."""
+"""The ``scientist`` command line: ``run`` (the AI-Scientist flow), ``validate`` (the gate on a hand-written plug-in),
+``server`` (a local Prefect server with its UI)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,19 @@ def _positive(name: str):
     return parse
 
 
+def _positive_float(name: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{name} must be positive, got {text}")
+        return value
+
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, no usage dump
         print(f"scientist: error: {message}", file=sys.stderr)
@@ -53,17 +67,53 @@ def build_parser() -> argparse.ArgumentParser:
                      help="litellm model id (default: $SCIENTIST_MODEL; unset = offline)")
     run.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None,
                      help="Ray cluster to join (default: $RAY_ADDRESS; unset = a local Ray)")
+    run.add_argument("--max-cost", type=_positive_float("--max-cost"), default=None,
+                     help="LLM budget of the run in USD; the run stops cleanly when it is spent, keeping what it "
+                          "finished (default: $SCIENTIST_MAX_COST; unset = no limit)")
+    run.add_argument("--unit-timeout", type=_positive("--unit-timeout"),
+                     default=None,
+                     help="seconds an experiment unit may run before it is stopped and recorded as failed "
+                          "(default: $SCIENTIST_UNIT_TIMEOUT; unset = no limit)")
+
+    srv = sub.add_parser("server", help="start a local Prefect server (UI + API) and print where it is")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    srv.add_argument("--port", type=_positive("--port"), default=4200, help="port (default: 4200)")
 
     val = sub.add_parser("validate", help="run the validation gate on a plug-in file")
     val.add_argument("file", help="Python file defining the template's plug-in function")
     val.add_argument("--template", default="lpo")
+
+    meta = sub.add_parser("meta", help="ES meta-training: TA-LPO drift (lpo) or HaDES datasets (hades)")
+    meta.add_argument("--template", default="lpo", help="lpo | hades (default: lpo)")
+    meta.add_argument("--strategy", default="OpenES", help="evosax strategy, e.g. OpenES, SNES, CMA_ES (default: OpenES)")
+    meta.add_argument("--generations", type=_positive("--generations"), default=20, help="ES generations (default: 20)")
+    meta.add_argument("--population", type=_positive("--population"), default=16, help="ES population (default: 16)")
+    meta.add_argument("--chunk", type=_positive("--chunk"), default=5,
+                      help="generations per checkpointed, cached chunk (default: 5)")
+    meta.add_argument("--workers", type=int, default=None,
+                      help="Ray evaluators the population is split across (default: the cluster's GPUs, else CPUs; 0 = no Ray)")
+    meta.add_argument("--seeds", type=_positive("--seeds"), default=None, help="lpo: evaluation seeds (default: the profile's)")
+    meta.add_argument("--timesteps", type=_positive("--timesteps"), default=None,
+                      help="lpo: inner PPO horizon in env steps (default: the profile's)")
+    meta.add_argument("--env", default=None, help="hades: gymnax or navix id (default: CartPole-v1)")
+    meta.add_argument("--dataset-sizes", default=None,
+                      help="hades: comma-separated dataset sizes, one search each (default: 4)")
+    meta.add_argument("--max-chunks", type=_positive("--max-chunks"), default=None,
+                      help="compute at most this many chunks per search now, then stop; re-run the id to continue")
+    meta.add_argument("--profile", default="smoke", help="lpo: smoke | default | paper (default: smoke)")
+    meta.add_argument("--run-id", default=None, help="run id; an existing one is resumed (default: a new id)")
+    meta.add_argument("--runs-dir", default=os.environ.get("SCIENTIST_RUNS_DIR", "runs"), help="runs folder (default: runs/)")
+    meta.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None,
+                      help="Ray cluster to join (default: $RAY_ADDRESS; unset = a local Ray)")
     return parser
 
 
 def _check_run_args(args) -> None:
+    if args.model is None and args.max_cost is not None:
+        raise UsageError("--max-cost needs a model (--model or SCIENTIST_MODEL); the offline backend costs nothing")
     from jaxlib_kernels.registry import UnknownNameError
     from jaxlib_kernels.templates import make
-    from tasks.runfolder import RunFolder, RunFolderError, check_run_id
+    from tasks.runfolder import RunFolder, RunFolderError, check_run_id, check_writable
 
     try:
         template = make(args.template)
@@ -75,32 +125,87 @@ def _check_run_args(args) -> None:
             check_run_id(args.run_id)
         except RunFolderError as exc:
             raise UsageError(str(exc)) from None
-    runs = Path(args.runs_dir)
     try:
-        runs.mkdir(parents=True, exist_ok=True)
-        probe = runs / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"cannot write the runs folder {runs}: {exc.strerror or exc}") from None
-    if args.model:
-        raise UsageError("the LLM backend is not available in this build; unset --model/SCIENTIST_MODEL for offline")
+        check_writable(Path(args.runs_dir), "the runs folder")
+    except RunFolderError as exc:
+        raise UsageError(str(exc)) from None
     del RunFolder
+
+
+def _probe_model(args) -> str | None:
+    """With a model: one fast TCP probe of its server; the reason it is unreachable, recorded in run.json."""
+    if not args.model:
+        return None
+    from tasks.llm import LLMConfig, LLMError, LLMUnreachable, probe
+    from tasks.runfolder import RunFolder, new_run_id
+
+    try:
+        config = LLMConfig.from_env(args.model, args.max_cost)
+        probe(config)
+    except (LLMUnreachable, LLMError, ValueError) as exc:
+        run = RunFolder(args.runs_dir, args.run_id or new_run_id(args.template))
+        run.create()
+        run.update_run_json(run_id=run.run_id, template=args.template, model=args.model, backend="llm",
+                            status="failed", error=f"{type(exc).__name__}: {exc}")
+        return str(exc)
+    return None
+
+
+def _prepare_run(args) -> None:
+    """Name the run, refuse early if another process holds it, and pick the Prefect database of the run.
+
+    With no ``PREFECT_API_URL`` the flow runs on Prefect's temporary local server. Its SQLite database is kept
+    per run, in ``runs/<id>/.prefect/prefect.db``: two runs started at once never share (and lock) one SQLite
+    file, and a resumed run finds its own history. Point runs at one server (``scientist server``) to see them
+    all in the UI.
+    """
+    from tasks.runfolder import RunFolder, new_run_id
+
+    if args.run_id is None:
+        args.run_id = new_run_id(args.template)
+    run = RunFolder(args.runs_dir, args.run_id)
+    run.lock()  # the flow takes the lock for good; this only refuses a busy run id before any server starts
+    run.unlock()
+    if args.unit_timeout:
+        os.environ["SCIENTIST_UNIT_TIMEOUT"] = str(args.unit_timeout)
+    if not os.environ.get("PREFECT_API_URL") and not any(
+            os.environ.get(k) for k in ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")):
+        db = run.path / ".prefect" / "prefect.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{db}"
 
 
 def cmd_run(args) -> int:
     _check_run_args(args)
-    from flows.scientist import ai_scientist
     from tasks.runfolder import RunFolderError
+
+    try:
+        _prepare_run(args)
+    except RunFolderError as exc:
+        print(f"scientist: error: {exc}", file=sys.stderr)
+        return 2
+    unreachable = _probe_model(args)
+    if unreachable:
+        print(f"scientist: error: {unreachable}", file=sys.stderr)
+        return 3
+    from flows.scientist import ai_scientist
 
     try:
         result = ai_scientist(
             template=args.template, num_ideas=args.ideas, seeds=args.seeds, profile=args.profile, model=args.model,
             run_id=args.run_id, runs_dir=args.runs_dir, timesteps=args.timesteps, ray_address=args.ray_address,
+            max_cost=args.max_cost,
         )
     except RunFolderError as exc:
         print(f"scientist: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from tasks.llm import LLMError, redact
+
+        if not isinstance(exc, LLMError):
+            raise
+        print(f"scientist: error: {redact(exc)} (run {args.run_id}, recorded in its run.json)", file=sys.stderr)
+        return 1
     print(f"\nrun {result['run_id']}: {result['status']} ({result['run_dir']})")
     for paper in result["papers"]:
         print(f"  {paper['idea']}: {paper['pdf'] or 'no PDF'} -> {paper['decision']} (overall {paper['overall']})")
@@ -124,6 +229,135 @@ def cmd_validate(args) -> int:
     return 1
 
 
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def cmd_server(args) -> int:
+    """``prefect server start`` on ``host:port``; prints where the UI and the API are once it answers."""
+    import shutil
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    if not _port_free(args.host, args.port):
+        raise UsageError(f"{args.host}:{args.port} is in use (a server already running?); choose another --port")
+    exe = Path(sys.executable).with_name("prefect")
+    exe = str(exe) if exe.exists() else shutil.which("prefect")
+    if not exe:
+        raise UsageError("the prefect command is not installed in this environment")
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)  # the server does not talk to another server
+    proc = subprocess.Popen([exe, "server", "start", "--host", args.host, "--port", str(args.port)], env=env)
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    base = f"http://{args.host}:{args.port}"
+    try:
+        while proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{base}/api/health", timeout=5) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        if proc.poll() is None:
+            db = env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or env.get("PREFECT_API_DATABASE_CONNECTION_URL") \
+                or f"SQLite, {Path(env.get('PREFECT_HOME', '~/.prefect')) / 'prefect.db'}"
+            print(f"Prefect server ready (database: {db})\n"
+                  f"  UI:  {base}\n"
+                  f"  API: {base}/api\n"
+                  f"  point runs and workers at it:  export PREFECT_API_URL={base}/api\n"
+                  "Ctrl-C stops it.", flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        return 0
+
+
+def _check_meta_args(args) -> dict:
+    from jaxlib_kernels.es import problems
+    from jaxlib_kernels.es.meta import resolve_strategy
+    from jaxlib_kernels.registry import UnknownNameError
+    from jaxlib_kernels.templates import make
+    from tasks.runfolder import RunFolderError, check_run_id
+
+    extra: dict = {}
+    try:
+        problems.DEFAULTS[args.template]
+        args.strategy = resolve_strategy(args.strategy)
+        if args.template == "lpo":
+            make("lpo").profile(args.profile)
+        if args.env is not None:
+            if args.template != "hades":
+                raise UsageError("--env applies to --template hades (lpo meta-trains on its empty5 grid)")
+            from jaxlib_kernels.templates.hades import ENVS
+
+            ENVS[args.env]
+    except UnknownNameError as exc:
+        raise UsageError(str(exc)) from None
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {args.workers}")
+    if args.dataset_sizes is not None:
+        try:
+            sizes = [int(x) for x in args.dataset_sizes.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--dataset-sizes must be comma-separated whole numbers, got {args.dataset_sizes!r}") from None
+        if not sizes or min(sizes) < 1:
+            raise UsageError(f"--dataset-sizes must be at least 1 each, got {args.dataset_sizes!r}")
+        extra["dataset_sizes"] = sizes
+    if args.run_id is not None:
+        try:
+            check_run_id(args.run_id)
+        except RunFolderError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+        probe = Path(args.runs_dir) / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write the runs folder {args.runs_dir}: {exc.strerror or exc}") from None
+    try:
+        problems.es_spec(args.template, args.strategy, args.population)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return extra
+
+
+def cmd_meta(args) -> int:
+    extra = _check_meta_args(args)
+    from flows.meta_learning import meta_learning
+    from tasks.runfolder import RunFolderError
+
+    try:
+        result = meta_learning(
+            template=args.template, strategy=args.strategy, generations=args.generations, population=args.population,
+            run_id=args.run_id, runs_dir=args.runs_dir, ray_address=args.ray_address, profile=args.profile,
+            chunk=args.chunk, workers=args.workers, seeds=args.seeds, timesteps=args.timesteps, env=args.env,
+            max_chunks=args.max_chunks, **extra,
+        )
+    except RunFolderError as exc:
+        print(f"scientist: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nmeta-run {result['run_id']}: {result['status']} ({result['run_dir']})")
+    for name, f in (result.get("fitness") or {}).items():
+        print(f"  {name}: population mean return {f['first_mean']:.3f} (generation 1) -> {f['return_mean']:.3f} "
+              f"(generation {result['generation'][name]}), best {f['best_return']:.3f}")
+        if f.get("centers"):
+            print("    search centre on fixed seeds: " + ", ".join(f"gen {g}: {v:.3f}" for g, v in f["centers"]))
+    if result.get("paper") is not None or result.get("idea_status"):
+        print(f"  paper: {result.get('paper') or 'no PDF'} -> {result.get('decision')} (overall {result.get('overall')})")
+    return 0 if result["status"] in ("completed", "paused") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -131,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "validate":
             return cmd_validate(args)
+        if args.command == "meta":
+            return cmd_meta(args)
+        if args.command == "server":
+            return cmd_server(args)
     except UsageError as exc:
         print(f"scientist: error: {exc}", file=sys.stderr)
         return 2

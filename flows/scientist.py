@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -20,10 +19,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from jaxlib_kernels import symbolic
 from jaxlib_kernels.templates import make as make_template
-from tasks import aggregation, archive, codegen, experiments, ideation, novelty, summary
-from tasks.reporting import make_plots_task, review_paper_task, write_paper_task
+from tasks import aggregation, archive, codegen, experiments, ideation, llm, llm_stages, novelty, summary
 from tasks.common import storage
-from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, write_json
+from tasks.reporting import make_plots_task, review_paper_task, write_paper_task
+from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, read_json, write_json
 
 
 def _profile(template, profile: str, num_ideas: int | None, seeds: int | None, timesteps: int | None):
@@ -64,8 +63,8 @@ def _wait(futures, ideas: list[dict], stage: str) -> list:
             msg = fut.state.message or "failed"
             try:
                 fut.result()
-            except Exception as exc:  # the reason, recorded on the idea
-                msg = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - any failure of a stage is recorded on its idea
+                msg = f"{type(exc).__name__}: {llm.redact(exc)}"
             idea["status"] = f"failed at {stage}: {msg}"
             get_run_logger().error("%s failed at %s: %s", idea["Name"], stage, msg)
             out.append(None)
@@ -100,8 +99,13 @@ def ai_scientist(
     runs_dir: str = "runs",
     timesteps: int | None = None,
     ray_address: str | None = None,
+    max_cost: float | None = None,
 ) -> dict:
-    """Propose, check, implement, run, write up and review research ideas on one template."""
+    """Propose, check, implement, run, write up and review research ideas on one template.
+
+    With ``model`` (a litellm id) every stage but the experiments uses the LLM backend (``tasks/llm_stages.py``);
+    ``max_cost`` (USD) is its budget: when it is spent the run stops cleanly, keeping what it finished.
+    """
     logger = get_run_logger()
     t0 = time.time()
     tpl = make_template(template)
@@ -110,6 +114,15 @@ def ai_scientist(
     run.lock()
     resumed = run.exists()
     timings: dict[str, float] = {}
+    ideas: list[dict] = []
+    client: llm.LLMClient | None = None
+
+    def checkpoint() -> None:  # LLM usage into run.json after every stage; stop when the budget is spent
+        if client is not None:
+            run.update_run_json(llm=client.ledger.to_dict())
+            if client.ledger.exceeded:
+                raise llm.BudgetExceeded(client.ledger.exceeded)
+
     try:
         run.update_run_json(
             run_id=run.run_id, template=template, profile=dataclasses.asdict(prof), model=model,
@@ -118,15 +131,27 @@ def ai_scientist(
             prefect_api_url=os.environ.get("PREFECT_API_URL"), pid=os.getpid(),
         )
         print(f"run {run.run_id} ({'resumed' if resumed else 'new'}) in {run.path}")
+        if model:
+            client = _start_llm(run, model, max_cost)
         store = {"result_storage": storage(run.results_store)}
         archive_rows = [r for r in archive.candidates(run.archive, template) if r["run_id"] != run.run_id]
 
         # ideation and novelty
         s = time.time()
-        ideas = ideation.generate_ideas_task.with_options(**store)(template, dataclasses.asdict(prof),
-                                                                    prof.num_ideas, run.run_id, archive_rows)
-        decisions = _wait(novelty.check_novelty_task.with_options(**store).map(unmapped(template), ideas, unmapped(archive_rows)),
-                          ideas, "novelty")
+        if model:
+            ideas = llm_stages.generate_ideas_task.with_options(**store)(
+                template, dataclasses.asdict(prof), prof.num_ideas, run.run_id, archive_rows, model)
+        else:
+            ideas = ideation.generate_ideas_task.with_options(**store)(template, dataclasses.asdict(prof),
+                                                                        prof.num_ideas, run.run_id, archive_rows)
+        write_json(run.ideas_json, ideas)
+        checkpoint()
+        if model:
+            decisions = _wait(llm_stages.check_novelty_task.with_options(**store).map(
+                unmapped(template), ideas, unmapped(archive_rows), unmapped(model)), ideas, "novelty")
+        else:
+            decisions = _wait(novelty.check_novelty_task.with_options(**store).map(
+                unmapped(template), ideas, unmapped(archive_rows)), ideas, "novelty")
         for idea, d in zip(ideas, decisions, strict=True):
             idea["novelty"] = d
             idea["status"] = "novel" if d and d["decision"] == "novel" else idea.get("status", "not novel")
@@ -135,18 +160,30 @@ def ai_scientist(
                               "Feasibility", "Novelty", "status")} for i in ideas], description=f"Ideas of {run.run_id}")
         timings["ideation+novelty"] = time.time() - s
         print(f"{len(ideas)} ideas, {sum(i['status'] == 'novel' for i in ideas)} novel")
+        checkpoint()
 
         # code + validation gate
         s = time.time()
         novel = [i for i in ideas if i["status"] == "novel"]
-        impls = _wait(codegen.implement_candidate_task.with_options(**store).map(
-            unmapped(template), novel, [str(run.idea_dir(i["Name"])) for i in novel]), novel, "implementation")
+        dirs = [str(run.idea_dir(i["Name"])) for i in novel]
+        if model:
+            impls = _wait(llm_stages.implement_candidate_task.with_options(**store).map(
+                unmapped(template), novel, dirs, unmapped(archive_rows), unmapped(model)), novel, "implementation")
+        else:
+            impls = _wait(codegen.implement_candidate_task.with_options(**store).map(unmapped(template), novel, dirs),
+                          novel, "implementation")
         for idea, impl in zip(novel, impls, strict=True):
             if impl is None:
                 continue
             idea["source"], idea["validation"] = impl["source"], impl["validation"]
-            idea["status"] = "implemented" if impl["accepted"] else f"rejected by the gate: {impl['validation']['reason']}"
+            attempts = len(impl.get("attempts") or [1])
+            idea["status"] = "implemented" if impl["accepted"] else (
+                f"rejected by the gate after {attempts} attempt{'s' if attempts != 1 else ''}: "
+                f"{impl['validation']['reason']}")
+            if model and impl["accepted"]:
+                _apply_behaviour(idea, impl)
         write_json(run.ideas_json, ideas)
+        checkpoint()
         timings["implementation"] = time.time() - s
         ready = [i for i in ideas if i["status"] == "implemented"]
         print(f"{len(ready)} candidates passed the validation gate")
@@ -174,38 +211,93 @@ def ai_scientist(
             unmapped(template), done, [str(run.idea_dir(i["Name"])) for i in done]), done, "plotting")
         plotted = [(i, f) for i, f in zip(done, figs, strict=True) if f is not None]
         context = {"profile": dataclasses.asdict(prof), "run_id": run.run_id}
-        papers = _wait(write_paper_task.with_options(**store).map(
+        writer = llm_stages.write_paper_task if model else write_paper_task
+        extra = (unmapped(model),) if model else ()
+        papers = _wait(writer.with_options(**store).map(
             unmapped(template), [i for i, _ in plotted], [f for _, f in plotted], unmapped(context),
-            [str(run.idea_dir(i["Name"])) for i, _ in plotted]), [i for i, _ in plotted], "writeup")
+            [str(run.idea_dir(i["Name"])) for i, _ in plotted], *extra), [i for i, _ in plotted], "writeup")
         written = []
         for (idea, _), paper in zip(plotted, papers, strict=True):
             if paper is not None:
                 idea["paper"] = paper
                 written.append(idea)
-        reviews = _wait(review_paper_task.with_options(**store).map(
-            unmapped(template), written, [str(run.idea_dir(i["Name"])) for i in written]), written, "review")
+        checkpoint()
+        reviewer = llm_stages.review_paper_task if model else review_paper_task
+        reviews = _wait(reviewer.with_options(**store).map(
+            unmapped(template), written, [str(run.idea_dir(i["Name"])) for i in written], *extra), written, "review")
         for idea, rev in zip(written, reviews, strict=True):
             if rev is not None:
                 idea["review"] = rev
                 idea["status"] = "reviewed"
         timings["analysis+writeup+review"] = time.time() - s
-
-        # summary, archive, artifacts
-        write_json(run.ideas_json, ideas)
-        summary.update_archive(run.archive, run.run_id, template, [i for i in ideas if i.get("final_info")])
-        text = summary.write_summary(run.path, run.run_id, ideas, timings)
-        create_markdown_artifact(key="run-summary", markdown=text, description=f"Leaderboard of {run.run_id}")
-        papers_out = [{"idea": i["Name"], "pdf": (i.get("paper") or {}).get("pdf"),
-                       "decision": (i.get("review") or {}).get("Decision"), "overall": (i.get("review") or {}).get("Overall")}
-                      for i in ideas if i.get("paper")]
-        for p in papers_out:
-            print(f"paper: {p['pdf']}  review: {p['decision']} (overall {p['overall']})")
-        status = "completed" if papers_out else "completed without a paper"
-        run.update_run_json(status=status, timings=timings, wall_seconds=time.time() - t0, papers=papers_out)
-        return {"run_id": run.run_id, "run_dir": str(run.path), "papers": papers_out, "status": status}
+        checkpoint()
+        return _finish(run, template, ideas, timings, t0, client, "completed")
+    except llm.BudgetExceeded as exc:
+        print(f"stopping: {exc}; keeping what is finished")
+        return _finish(run, template, ideas, timings, t0, client, "stopped: budget exceeded", str(exc))
     except BaseException as exc:
-        run.update_run_json(status="failed", error=f"{type(exc).__name__}: {exc}", wall_seconds=time.time() - t0)
-        logger.error("run %s failed: %s", run.run_id, exc)
+        error = f"{type(exc).__name__}: {llm.redact(exc)}"
+        fields = {"llm": client.ledger.to_dict()} if client is not None else {}
+        run.update_run_json(status="failed", error=error, wall_seconds=time.time() - t0, **fields)
+        logger.error("run %s failed: %s", run.run_id, error)
         raise
     finally:
+        if client is not None:
+            llm.activate(None)
         run.unlock()
+
+
+def _start_llm(run: RunFolder, model: str, max_cost: float | None) -> llm.LLMClient:
+    """The run's LLM client: configured from the environment, its server probed, its accounting resumed."""
+    config = llm.LLMConfig.from_env(model, max_cost)
+    run.update_run_json(llm_config=config.public())
+    llm.probe(config)
+    client = llm.LLMClient(config)
+    client.ledger.load((read_json(run.run_json, {}) or {}).get("llm"))
+    llm.activate(client)
+    return client
+
+
+def _apply_behaviour(idea: dict, impl: dict) -> None:
+    """The accepted source's behavioural distance joins the model's literature decision (DESIGN.md section 4)."""
+    behaviour = impl.get("behaviour") or {}
+    idea["expression_latex"] = impl.get("expression_latex") or idea.get("expression_latex")
+    nov = idea.setdefault("novelty", {})
+    nov.update(nearest=behaviour.get("nearest"), distance=behaviour.get("distance"),
+               distances=behaviour.get("distances", {}), behaviour_decision=behaviour.get("decision"),
+               behaviour_reason=behaviour.get("reason"))
+    if behaviour and behaviour.get("decision") != "novel":
+        nov["decision"] = "not novel"
+        nov["reason"] = f"{nov.get('reason', '')} Behaviour: {behaviour.get('reason')}".strip()
+        idea["status"] = f"not novel: {behaviour.get('reason')}"
+
+
+def _finish(run: RunFolder, template: str, ideas: list[dict], timings: dict, t0: float,
+            client: llm.LLMClient | None, status: str, error: str | None = None) -> dict:
+    """ideas.json, archive, summary, artifacts and run.json of a finished (or budget-stopped) run."""
+    write_json(run.ideas_json, ideas)
+    summary.update_archive(run.archive, run.run_id, template, [i for i in ideas if i.get("final_info")])
+    text = summary.write_summary(run.path, run.run_id, ideas, timings)
+    create_markdown_artifact(key="run-summary", markdown=text, description=f"Leaderboard of {run.run_id}")
+    papers_out = [{"idea": i["Name"], "pdf": (i.get("paper") or {}).get("pdf"),
+                   "decision": (i.get("review") or {}).get("Decision"), "overall": (i.get("review") or {}).get("Overall")}
+                  for i in ideas if i.get("paper")]
+    for p in papers_out:
+        print(f"paper: {p['pdf']}  review: {p['decision']} (overall {p['overall']})")
+    if status == "completed" and not papers_out:
+        status = "completed without a paper"
+    fields = {"status": status, "timings": timings, "wall_seconds": time.time() - t0, "papers": papers_out}
+    if error:
+        fields["error"] = error
+    if client is not None:
+        usage = client.ledger.to_dict()
+        fields["llm"] = usage
+        create_markdown_artifact(key="llm-usage", markdown=client.ledger.markdown(),
+                                 description=f"LLM tokens and cost per stage of {run.run_id}")
+        create_table_artifact(key="llm-usage-table", table=[{"stage": k, **v} for k, v in usage["stages"].items()],
+                              description=f"LLM usage of {run.run_id}")
+        t = usage["total"]
+        print(f"LLM usage: {t['calls']} calls, {t['prompt_tokens']} prompt + {t['completion_tokens']} completion "
+              f"tokens, ${t['cost_usd']:.4f}{'' if t['cost_known'] else ' (price unknown for this model)'}")
+    run.update_run_json(**fields)
+    return {"run_id": run.run_id, "run_dir": str(run.path), "papers": papers_out, "status": status}

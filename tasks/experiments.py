@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.runfolder import write_json
+from tasks.runfolder import RunFolderError, check_writable, write_json
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +36,20 @@ def unit_spec(template: str, method: str, role: str, source: str, setting: str, 
     return spec
 
 
+def _where() -> dict:
+    """The Ray node (id, IP) and process that run this code; empty ids outside Ray."""
+    node_id, ip = "", ""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node_id = ray.get_runtime_context().get_node_id() or ""
+            ip = ray.util.get_node_ip_address()
+    except Exception as exc:  # noqa: BLE001 - where we ran is bookkeeping, never a reason to fail a unit
+        log.debug("no Ray node information: %s", exc)
+    return {"node_id": node_id, "node_ip": ip, "pid": os.getpid()}
+
+
 def run_unit(spec: dict) -> dict:
     """Evaluate one unit in this process: load the plug-in, train every seed in one compiled call."""
     from jaxlib_kernels import plugin, templates
@@ -46,7 +60,7 @@ def run_unit(spec: dict) -> dict:
     out = template.evaluate(template.setting(spec["setting"]), spec["total_timesteps"], fn, spec["seeds"])
     out = {k: np.asarray(v) for k, v in out.items()}
     out["seconds"] = np.asarray(time.time() - start)
-    out["pid"] = np.asarray(os.getpid())
+    out.update({k: np.asarray(v) for k, v in _where().items()})
     return out
 
 
@@ -62,27 +76,73 @@ def load_unit(units_dir: Path, spec: dict) -> dict | None:
         return {k: data[k] for k in data.files}
 
 
+def _ledger(units_dir: Path, entry: dict) -> None:
+    with open(Path(units_dir) / "ledger.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def _where_of(result: dict) -> dict:
+    return {"node_id": str(result.get("node_id", "")), "node_ip": str(result.get("node_ip", "")),
+            "pid": int(result.get("pid", -1))}
+
+
 def _save_unit(units_dir: Path, spec: dict, result: dict) -> None:
+    """Write a finished unit: ``<key>.npz`` atomically, then its ``.json`` and a ledger line.
+
+    A write that fails (full disk, folder gone read-only) leaves no partial file behind and raises
+    :class:`RunFolderError`; units saved before it are untouched.
+    """
     path = unit_path(units_dir, spec)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **result)
-    os.replace(tmp, path)
-    write_json(path.with_suffix(".json"), {k: v for k, v in spec.items() if k != "source"} | {
-        "seconds": float(result["seconds"]), "pid": int(result["pid"])})
-    with open(Path(units_dir) / "ledger.jsonl", "a") as f:
-        f.write(json.dumps({"key": spec["key"], "method": spec["method"], "setting": spec["setting"],
-                            "time": time.time(), "pid": int(result["pid"])}) + "\n")
+    try:
+        np.savez(tmp, **result)
+        os.replace(tmp, path)
+        write_json(path.with_suffix(".json"), {k: v for k, v in spec.items() if k != "source"} | {
+            "seconds": float(result["seconds"]), **_where_of(result)})
+        _ledger(units_dir, {"key": spec["key"], "method": spec["method"], "setting": spec["setting"],
+                            "status": "ok", "time": time.time(), **_where_of(result)})
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if not path.with_suffix(".json").exists():
+            path.unlink(missing_ok=True)  # without its .json the unit is not finished: computed again on resume
+        raise RunFolderError(
+            f"cannot save experiment unit {spec['key']} in {units_dir}: {exc.strerror or exc}; units saved "
+            "before it are intact, free space (or fix the folder) and re-run the same --run-id to resume") from None
+
+
+def _record_failure(units_dir: Path, spec: dict, reason: str, where: dict | None = None) -> dict:
+    log.warning("unit %s (%s on %s) failed: %s", spec["key"], spec["method"], spec["setting"], reason)
+    write_json(unit_path(units_dir, spec).with_suffix(".error.json"), {**spec, "error": reason, **(where or {})})
+    _ledger(units_dir, {"key": spec["key"], "method": spec["method"], "setting": spec["setting"], "status": "failed",
+                        "error": reason, "time": time.time(), **(where or {})})
+    return {"error": reason}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line: the exception a unit raised (unwrapped from Ray's RayTaskError) and its message's first line."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = [line.strip() for line in str(exc).splitlines()
+             if line.strip() and "JAX has removed its internal frames" not in line and not line.startswith("---")]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
 
 
 def ray_env() -> dict[str, str]:
-    """Environment variables every Ray worker gets: the shared JAX compilation cache, CPU platform if forced."""
+    """Environment variables every Ray worker gets.
+
+    The shared JAX compilation cache (so a kernel compiled once is reused by every later unit, on every node
+    that sees the folder), the CPU platform if forced, and the Prefect API of the driver: units are plain Ray
+    tasks that never talk to Prefect, but anything Prefect inside a worker must report to the driver's server,
+    never start a temporary server of its own (DESIGN.md section 6).
+    """
     env = {
         "JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR", str(DEFAULT_CACHE)),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5"),
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
-    for name in ("JAX_PLATFORMS", "XLA_FLAGS"):
-        if name in os.environ:
+    for name in ("JAX_PLATFORMS", "XLA_FLAGS", "PREFECT_API_URL", "PREFECT_API_KEY"):
+        if os.environ.get(name):
             env[name] = os.environ[name]
     return env
 
@@ -102,26 +162,53 @@ def init_ray(address: str | None = None) -> None:
         ray.init(include_dashboard=False, object_store_memory=256 * 1024 * 1024, **kwargs)
 
 
-def _resources() -> dict:
-    import ray
+def unit_resources(cluster: dict | None = None) -> dict:
+    """Ray resources one unit asks for: a share of a GPU (``SCIENTIST_GPU_FRACTION``) where GPUs exist, else a CPU."""
+    if cluster is None:
+        import ray
 
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus:
-        return {"num_gpus": float(os.environ.get("SCIENTIST_GPU_FRACTION", "1.0")), "num_cpus": 1}
+        cluster = ray.cluster_resources()
+    if cluster.get("GPU", 0):
+        fraction = float(os.environ.get("SCIENTIST_GPU_FRACTION", "1.0"))
+        if not 0 < fraction <= 1:
+            raise ValueError(f"SCIENTIST_GPU_FRACTION must be in (0, 1], got {fraction}")
+        return {"num_gpus": fraction, "num_cpus": 1}
     return {"num_cpus": 1}
 
 
-def run_units(specs: list[dict], units_dir: Path, ray_address: str | None = None, max_retries: int = 2,
-              on_done=None) -> dict[str, dict]:
+def capacity(resources: dict, cluster: dict) -> int:
+    """How many units the cluster runs at once with these requests (at least 1)."""
+    slots = [cluster.get("CPU", 1) // resources.get("num_cpus", 1)]
+    if resources.get("num_gpus"):
+        slots.append(cluster.get("GPU", 0) // resources["num_gpus"])
+    return max(1, int(min(slots)))
+
+
+def unit_timeout_default() -> float | None:
+    """``SCIENTIST_UNIT_TIMEOUT`` seconds (unset or 0: no limit)."""
+    value = float(os.environ.get("SCIENTIST_UNIT_TIMEOUT", "0") or 0)
+    return value if value > 0 else None
+
+
+def run_units(specs: list[dict], units_dir: Path, ray_address: str | None = None, max_retries: int = 3,
+              on_done=None, timeout_s: float | None = None) -> dict[str, dict]:
     """Run every unit that has no result yet on Ray; return ``{key: result}`` for all of them.
 
-    Results are written as each unit finishes; a unit whose task fails after its retries is recorded as
-    ``{"error": reason}`` and the others go on.
+    * Each unit is a Ray task asking for :func:`unit_resources`, spread over the nodes. At most as many are in
+      flight as the cluster can run at once, so a unit's clock starts when it is sent.
+    * A worker (or node) that dies during a unit is a system failure: Ray runs the unit again, up to
+      ``max_retries`` times. An exception raised by the unit itself (a candidate that crashes) is not retried:
+      the unit is recorded as failed with the reason and the others go on.
+    * ``timeout_s`` (default ``SCIENTIST_UNIT_TIMEOUT``): a unit running longer is cancelled (its worker is
+      killed) and recorded as failed with the reason.
+    * Results are written as each unit finishes, with the node and process that ran it in ``ledger.jsonl``; a
+      unit that cannot be written (full disk) stops the run with :class:`RunFolderError`.
     """
     import ray
 
     units_dir = Path(units_dir)
-    units_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(units_dir, "the experiment units folder")
+    timeout_s = unit_timeout_default() if timeout_s is None else (timeout_s if timeout_s > 0 else None)
     results: dict[str, dict] = {}
     todo: dict[str, dict] = {}
     for spec in specs:
@@ -134,24 +221,41 @@ def run_units(specs: list[dict], units_dir: Path, ray_address: str | None = None
     if not todo:
         return results
     init_ray(ray_address)
-    remote = ray.remote(max_retries=max_retries, retry_exceptions=False)(run_unit).options(**_resources())
-    pending = {remote.remote(spec): spec for spec in todo.values()}
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            spec = pending.pop(ref)
-            try:
-                result = ray.get(ref)
-            except Exception as exc:  # a unit that failed for good: record it, keep going
-                reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-                log.warning("unit %s (%s on %s) failed: %s", spec["key"], spec["method"], spec["setting"], reason)
-                results[spec["key"]] = {"error": reason}
-                write_json(unit_path(units_dir, spec).with_suffix(".error.json"), {**spec, "error": reason})
-                continue
-            _save_unit(units_dir, spec, result)
-            results[spec["key"]] = result
-            if on_done:
-                on_done(spec, result)
+    resources = unit_resources()
+    remote = ray.remote(run_unit).options(max_retries=max_retries, retry_exceptions=False,
+                                          scheduling_strategy="SPREAD", **resources)
+    queue = list(todo.values())
+    pending: dict = {}  # ref -> (spec, deadline)
+    try:
+        while queue or pending:
+            slots = capacity(resources, ray.cluster_resources())
+            while queue and len(pending) < slots:
+                spec = queue.pop(0)
+                pending[remote.remote(spec)] = (spec, time.time() + timeout_s if timeout_s else None)
+            deadlines = [d for _, d in pending.values() if d is not None]
+            wait_s = max(0.0, min(deadlines) - time.time()) + 0.05 if deadlines else None
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
+            for ref in ready:
+                spec, _ = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the unit's own error, or retries used up: record it, keep going
+                    results[spec["key"]] = _record_failure(units_dir, spec, failure_reason(exc))
+                    continue
+                _save_unit(units_dir, spec, result)
+                results[spec["key"]] = result
+                if on_done:
+                    on_done(spec, result)
+            now = time.time()
+            for ref, (spec, deadline) in list(pending.items()):
+                if deadline is not None and now >= deadline:
+                    ray.cancel(ref, force=True)  # kills the worker; a cancelled task is not retried
+                    pending.pop(ref)
+                    results[spec["key"]] = _record_failure(
+                        units_dir, spec, f"timed out: stopped after the unit time limit of {timeout_s:g} s")
+    finally:
+        for ref in pending:  # stopping early (an error, Ctrl-C): do not leave units running on the cluster
+            ray.cancel(ref, force=True)
     return results
 
 
@@ -160,7 +264,12 @@ def run_units(specs: list[dict], units_dir: Path, ray_address: str | None = None
 from tasks.common import stage  # noqa: E402
 
 
-@stage(name="run_experiments", retries=2, retry_delay_seconds=5)
+def _retry_unless_run_folder_error(task, task_run, state) -> bool:
+    """Prefect retries the stage on transient errors, not on a run folder that cannot be written."""
+    return not isinstance(getattr(state, "data", None), RunFolderError)
+
+
+@stage(name="run_experiments", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_run_folder_error)
 def run_experiments_task(specs: list[dict], units_dir: str, ray_address: str | None = None) -> dict[str, str]:
     """Prefect task over :func:`run_units`; returns ``{unit key: "ok" | error}`` (results stay in files)."""
     from prefect import get_run_logger
@@ -168,8 +277,12 @@ def run_experiments_task(specs: list[dict], units_dir: str, ray_address: str | N
     logger = get_run_logger()
 
     def done(spec, result):
-        logger.info("unit %s on %s: mean final return %.3f (%.1f s)", spec["method"], spec["setting"],
-                    float(np.mean(result["final_return"])), float(result["seconds"]))
+        logger.info("unit %s on %s: mean final return %.3f (%.1f s, node %s pid %s)", spec["method"], spec["setting"],
+                    float(np.mean(result["final_return"])), float(result["seconds"]), str(result.get("node_ip", "")),
+                    int(result.get("pid", -1)))
 
     results = run_units(specs, Path(units_dir), ray_address=ray_address, on_done=done)
-    return {k: (r["error"] if "error" in r else "ok") for k, r in results.items()}
+    failed = {k: r["error"] for k, r in results.items() if "error" in r}
+    for key, reason in failed.items():
+        logger.warning("unit %s failed: %s", key, reason)
+    return {k: r.get("error", "ok") for k, r in results.items()}

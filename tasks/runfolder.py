@@ -67,6 +67,23 @@ def read_json(path: Path, default: Any = None) -> Any:
     return json.loads(path.read_text())
 
 
+def check_writable(path: Path, what: str = "the folder") -> Path:
+    """Make ``path`` if needed and prove it writable (a probe file), or raise :class:`RunFolderError`.
+
+    A probe and not ``os.access``: root passes every permission check but still meets read-only mounts,
+    ``/proc`` and full disks.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunFolderError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def slug(text: str, limit: int = 48) -> str:
     s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
     return (s or "idea")[:limit]
@@ -111,13 +128,7 @@ class RunFolder:
 
     def create(self) -> None:
         """Make the folder, checking it is writable; a clear :class:`RunFolderError` otherwise."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-probe"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise RunFolderError(f"cannot write the run folder {self.path}: {exc.strerror or exc}") from None
+        check_writable(self.path, "the run folder")
 
     def lock(self) -> None:
         """Hold an exclusive lock on the run for this process; a second process on the same id is refused."""

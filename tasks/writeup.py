@@ -329,7 +329,7 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
         "scores": {k: idea.get(k) for k in ("Interestingness", "Feasibility", "Novelty")},
         "formula": formula,
         "formula_source": formula_source,
-        "temporal": _uses_progress(idea.get("expression")),
+        "temporal": _uses_progress(idea.get("expression")) or bool(idea.get("temporal")),  # parametric: given
         "baselines": _baseline_formulas(baselines, labels, safe),
         "settings": rows, "train": train, "held": held,
         "train_outcome": _outcome(train), "held_outcome": _outcome(held),
@@ -481,9 +481,14 @@ def _figure(fig: dict, caption: str) -> Figure:
     return figure
 
 
-def build_document(template_name: str, facts: dict, final_info: dict, figures: list[dict]) -> Document:
-    """The pylatex document: preamble, title, abstract, sections from templates, tables, figures, bibliography."""
+def build_document(template_name: str, facts: dict, final_info: dict, figures: list[dict],
+                   sections: dict[str, str] | None = None) -> Document:
+    """The pylatex document: preamble, title, abstract, sections from templates, tables, figures, bibliography.
+
+    ``sections`` (LLM backend): LaTeX bodies by section key (and ``abstract``) used in place of the templates.
+    """
     env = make_env(template_name)
+    sections = sections or {}
     doc = Document(
         documentclass="article", document_options=["11pt"], geometry_options={"margin": "1in"},
         fontenc="T1", inputenc="utf8", lmodern=True, textcomp=True, page_numbers=True,
@@ -502,13 +507,13 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
     doc.preamble.append(Command("date", NoEscape(r"\today")))
     doc.append(NoEscape(r"\maketitle"))
     abstract = Abstract()
-    abstract.append(NoEscape(env.get_template("abstract.tex.j2").render(**facts)))
+    abstract.append(NoEscape(sections.get("abstract") or env.get_template("abstract.tex.j2").render(**facts)))
     doc.append(abstract)
     figs = {f["name"]: f for f in figures}
     for key, title in SECTIONS:
         section = Section(title, label=False)
         section.append(NoEscape(f"\\label{{sec:{key}}}\n"))
-        section.append(NoEscape(env.get_template(f"{key}.tex.j2").render(**facts)))
+        section.append(NoEscape(sections.get(key) or env.get_template(f"{key}.tex.j2").render(**facts)))
         if key == "setup":
             section.append(_settings_table(env, facts))
         if key == "results":
@@ -592,8 +597,15 @@ def write_paper(
     figures: list[dict],
     context: dict,
     out_dir: Path,
+    sections: dict[str, str] | None = None,
+    extra_bib: str = "",
+    safe_retry: bool = True,
 ) -> dict:
-    """Write, compile (one repair on failure) and check the paper in ``out_dir``; paths and PDF checks."""
+    """Write, compile (one repair on failure) and check the paper in ``out_dir``; paths and PDF checks.
+
+    LLM backend: ``sections`` are model-written LaTeX bodies, ``extra_bib`` BibTeX entries of papers the literature
+    client returned; with ``safe_retry=False`` there is one attempt only (the caller runs its own repair).
+    """
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     bib_src = PROMPTS / "templates" / template_name / "references.bib"
@@ -602,6 +614,8 @@ def write_paper(
         shutil.copyfile(bib_src, bib_dst)
     else:
         bib_dst.write_text("% no references.bib for this template\n")
+    if extra_bib:
+        bib_dst.write_text(bib_dst.read_text() + "\n" + extra_bib)
     bib = bib_keys(bib_dst)
     present = []
     for fig in figures:
@@ -612,9 +626,9 @@ def write_paper(
     tex_path, log_path = out_dir / "paper.tex", out_dir / "build.log"
     started = time.perf_counter()
     build_log, repaired, ok, repair_reason = "", False, False, None
-    for attempt, safe in enumerate((False, True)):
+    for attempt, safe in enumerate((False, True) if safe_retry else (False,)):
         facts = build_facts(template_name, idea, final_info, present, context, bib, safe=safe)
-        doc = build_document(template_name, facts, final_info, present)
+        doc = build_document(template_name, facts, final_info, present, None if safe else sections)
         tex_path.write_text(doc.dumps())
         ok, output = compile_latex(out_dir)
         build_log += f"===== attempt {attempt + 1} ({'repair: safe text and formula' if safe else 'normal'}) =====\n"

@@ -309,3 +309,43 @@ def meta_train(
         key, strategy, es_params, fitness_fn, mean, generations, checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every, shared_eval_key=config.shared_eval_key, callback=callback,
     )
+
+
+def resolve_strategy(name: str) -> str:
+    """The evosax name of ``name``: exact, or the one name equal to it ignoring case and underscores ("OpenES",
+    "cma_es", "snes"); otherwise :class:`UnknownNameError` with close matches."""
+    if name in STRATEGIES:
+        return name
+    folded = name.replace("_", "").replace("-", "").lower()
+    same = [n for n in STRATEGIES if n.replace("_", "").lower() == folded]
+    if len(same) == 1:
+        return same[0]
+    return STRATEGIES[name] and name  # raises with close matches
+
+
+def make_ask_tell(strategy: Any) -> tuple[Callable, Callable]:
+    """Jitted ``ask(key, state, es_params) -> (population, state)`` and ``tell(key, population, returns, state,
+    es_params) -> (state, metrics)``: :func:`make_meta_step` with the evaluation left out, for a caller that evaluates
+    the population elsewhere (Ray workers). ``tell`` takes returns (maximised) and negates them here."""
+
+    @jax.jit
+    def ask(key: jax.Array, state: Any, es_params: Any) -> tuple[Any, Any]:
+        return strategy.ask(key, state, es_params)
+
+    @jax.jit
+    def tell(key: jax.Array, population: Any, returns: jax.Array, state: Any, es_params: Any) -> tuple[Any, dict]:
+        new_state, _ = strategy.tell(key, population, evosax_fitness(returns), state, es_params)
+        new_state = jax.tree_util.tree_map(lambda new, old: jax.lax.convert_element_type(new, old.dtype), new_state,
+                                           state)
+        finite = jnp.where(jnp.isfinite(returns), returns, jnp.nan)
+        metrics = {
+            "return_mean": jnp.nanmean(finite),
+            "return_std": jnp.nanstd(finite),
+            "return_max": jnp.nanmax(finite),
+            "return_min": jnp.nanmin(finite),
+            "best_return": evosax_fitness(new_state.best_fitness),
+            "num_failed": jnp.sum(~jnp.isfinite(returns)),
+        }
+        return new_state, metrics
+
+    return ask, tell

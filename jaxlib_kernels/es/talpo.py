@@ -164,3 +164,42 @@ def meta_train_talpo(
     out["drift_params"] = out["mean"]
     return out
 
+
+
+def _literal(array: np.ndarray) -> str:
+    """A nested Python list literal of float32 values (``repr`` of each float32 round-trips exactly)."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 1:
+        return "[" + ", ".join(repr(float(x)) for x in array) + "]"
+    return "[\n" + ",\n".join("        " + _literal(row) for row in array) + ",\n    ]"
+
+
+def render_source(theta: dict, net: DriftNetConfig = DriftNetConfig(), doc: str | None = None) -> str:
+    """Plug-in source of the learned drift with its weights as literal constants: only ``jax.numpy`` is imported,
+    so it passes the ``lpo`` template's validation gate and runs as any other ``source`` candidate. Computes
+    exactly :func:`drift_apply` (same features, same float32 weights)."""
+    theta = jax.tree_util.tree_map(np.asarray, theta)
+    doc = doc or (f"TA-LPO drift meta-learned by ES: relu(MLP(features)), {net.layers} tanh layer(s) of {net.hidden}, "
+                  f"{'temporal' if net.temporal else 'non-temporal'} LPO features of (r, A{', n/N' if net.temporal else ''}).")
+    lines = ["import jax.numpy as jnp", ""]
+    for i in range(net.layers):
+        lines.append(f"W{i} = jnp.array({_literal(theta[f'w{i}'])}, dtype=jnp.float32)")
+    lines.append(f"OUT = jnp.array({_literal(theta['out'])}, dtype=jnp.float32)")
+    lines += [
+        "",
+        "",
+        "def drift(ratio, advantage, progress):",
+        f'    """{doc}"""',
+        "    rm1 = ratio - 1.0",
+        "    logr = jnp.log(jnp.maximum(ratio, 1e-8))",
+        "    base = [rm1, logr, rm1 ** 2, logr ** 2, rm1 * advantage, logr * advantage, rm1 ** 2 * advantage,",
+        "            logr ** 2 * advantage]",
+        "    feats = jnp.stack(jnp.broadcast_arrays(*base), axis=-1)",
+    ]
+    if net.temporal:
+        lines.append("    feats = jnp.concatenate([feats, feats * jnp.asarray(progress, feats.dtype)[..., None]], axis=-1)")
+    lines.append("    h = feats")
+    for i in range(net.layers):
+        lines.append(f"    h = jnp.tanh(h @ W{i})")
+    lines += ["    d = h @ OUT", "    return jnp.maximum(d, 0.0)", ""]
+    return "\n".join(lines)

@@ -50,6 +50,10 @@ SETTINGS = {
         "empty5_short", "Navix-Empty-5x5-v0", timesteps_scale=0.5, held_out=True,
         description="Empty 5x5 with half the training horizon (held-out horizon)",
     ),
+    "empty5_long": Setting(
+        "empty5_long", "Navix-Empty-5x5-v0", timesteps_scale=2.0, held_out=True,
+        description="Empty 5x5 with twice the training horizon (held-out horizon)",
+    ),
     "doorkey5": Setting("doorkey5", "Navix-DoorKey-5x5-v0", held_out=True, description="DoorKey 5x5 (held out)"),
 }
 

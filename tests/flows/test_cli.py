@@ -88,6 +88,7 @@ def test_smoke_run_killed_during_experiments_resumes_and_writes_a_paper(tmp_path
     _kill_tree(proc)
     first = _ledger(run_dir)
     assert 1 <= len(first) < 8
+    finished = {p.name: p.read_bytes() for e in first for p in (run_dir / "units").glob(f"{e['key']}.*")}
 
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -96,6 +97,8 @@ def test_smoke_run_killed_during_experiments_resumes_and_writes_a_paper(tmp_path
     # 3 baselines + 1 candidate on 2 settings; no finished unit was computed twice
     assert len(keys) == 8 and len(set(keys)) == 8
     assert ledger[: len(first)] == first
+    # the units finished before the kill are the same files, untouched by the resumed run
+    assert {name: (run_dir / "units" / name).read_bytes() for name in finished} == finished
 
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "completed" and run["resumed"] is True

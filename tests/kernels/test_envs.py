@@ -55,3 +55,25 @@ def test_reaching_the_goal_pays_minigrid_reward():
         state, _, r, d, info = step(state, jnp.int32(a))
         rewards.append(float(r))
     assert bool(d) and rewards[-1] == pytest.approx(1 - 0.9 * 5 / 100)
+
+
+def test_gymnax_ids_share_the_interface_and_reset_in_the_same_step():
+    env = envs.make("CartPole-v1", max_steps=10)
+    assert isinstance(env, envs.GymnaxEnv) and (env.num_actions, env.obs_size, env.max_steps) == (2, 4, 10)
+    state, obs = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 3))
+    assert obs.shape == (3, 4) and obs.dtype == jnp.float32
+
+    def rollout(state, _):
+        state, obs, reward, done, info = jax.vmap(env.step)(state, jnp.zeros(3, jnp.int32))
+        return state, (done, info.returned_episode_length, state.episode_length, reward)
+
+    _, (done, lengths, running, reward) = jax.jit(lambda s: jax.lax.scan(rollout, s, None, 25))(state)
+    done, lengths, running = map(np.asarray, (done, lengths, running))
+    assert done.any() and (running[done] == 0).all() and (lengths[done] <= 10).all()
+    assert float(np.asarray(reward).min()) == 1.0
+
+
+def test_gymnax_and_navix_names_do_not_collide():
+    assert not set(envs.GYMNAX_ENVS) & set(envs.ENVS)
+    with pytest.raises(KeyError):
+        envs.make("CartPole-v2")

@@ -181,3 +181,33 @@ def test_checkpoint_of_another_search_is_refused(tmp_path):
     with pytest.raises(ValueError, match="does not match"):
         meta.meta_train(jax.random.key(0), lambda k, c: -jnp.sum(c["w"] ** 2), other,
                         meta.ESConfig(population_size=8), 3, checkpoint_dir=tmp_path)
+
+
+def test_ask_tell_outside_one_jit_equals_the_meta_step():
+    """The flow's path (ask, evaluate elsewhere, tell) gives exactly the generations of ``make_meta_step``."""
+    config = meta.ESConfig(population_size=8, std=0.3, lr=0.1)
+    strategy, es_params = meta.make_strategy(config, MEAN)
+    step = meta.make_meta_step(strategy, quadratic_return)
+    ask, tell = meta.make_ask_tell(strategy)
+    evaluate = jax.jit(meta.make_population_eval(quadratic_return))
+    a = b = meta.canonical_state(meta.init_state(jax.random.key(0), strategy, es_params, MEAN))
+    for generation in range(3):
+        key = jax.random.key(10 + generation)
+        a, metrics_a = step(key, a, es_params)
+        ask_key, eval_key, tell_key = jax.random.split(key, 3)
+        population, b = ask(ask_key, b, es_params)
+        b, metrics_b = tell(tell_key, population, evaluate(eval_key, population), b, es_params)
+        for name in metrics_a:
+            np.testing.assert_allclose(np.asarray(metrics_a[name]), np.asarray(metrics_b[name]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(a.mean), np.asarray(b.mean), rtol=1e-6)
+
+
+@pytest.mark.parametrize("given, name", [("OpenES", "Open_ES"), ("open_es", "Open_ES"), ("cma-es", "CMA_ES"),
+                                         ("SNES", "SNES")])
+def test_resolve_strategy_accepts_spellings(given, name):
+    assert meta.resolve_strategy(given) == name
+
+
+def test_resolve_strategy_refuses_with_close_matches():
+    with pytest.raises(UnknownNameError, match="did you mean 'Open_ES'"):
+        meta.resolve_strategy("OpenEZ")

@@ -115,3 +115,24 @@ def test_meta_train_talpo_with_resume(tmp_path):
     theta = jax.tree_util.tree_map(jnp.asarray, again["drift_params"])
     values = talpo.make_drift(theta, net)(jnp.array([0.5, 1.0, 2.0]), jnp.array([1.0, -1.0, 1.0]), 0.5)
     assert float(values[1]) == 0.0 and float(values.min()) >= 0.0
+
+
+def test_rendered_source_is_the_same_drift_and_passes_the_gate(tmp_path):
+    """The learned drift as plug-in source (weights as literals) computes drift_apply exactly and is accepted by
+    the lpo validation gate, so the AI-Scientist stages can run it as a candidate."""
+    from jaxlib_kernels import plugin
+    from tasks import sandbox
+
+    net = talpo.DriftNetConfig(hidden=8, init_scale=3.0)
+    theta = talpo.init_drift_params(jax.random.key(4), net)
+    source = talpo.render_source(theta, net)
+    k_r, k_a = jax.random.split(jax.random.key(5))
+    ratio = jnp.exp(0.7 * jax.random.normal(k_r, (200,)))
+    advantage = 2.0 * jax.random.normal(k_a, (200,))
+    fn = plugin.load_plugin(source, "drift")
+    for progress in (0.0, 0.4, 1.0):
+        np.testing.assert_array_equal(np.asarray(fn(ratio, advantage, jnp.float32(progress))),
+                                      np.asarray(talpo.drift_apply(theta, ratio, advantage, jnp.float32(progress), net)))
+    assert float(jnp.max(fn(ratio, advantage, jnp.float32(1.0)))) > 0.0
+    result = sandbox.validate_source(source, "lpo", workdir=tmp_path)
+    assert result.accepted, result.reason

@@ -23,6 +23,7 @@ STATIC = {
     "import_os": ("static", ["import", "'os'", "not allowed"]),
     "import_subprocess": ("static", ["import", "'subprocess'", "not allowed"]),
     "import_socket": ("static", ["import", "'socket'", "not allowed"]),
+    "fork_bomb": ("static", ["import", "'multiprocessing'", "not allowed"]),
     "from_os_import_path": ("static", ["import from", "'os'", "not allowed"]),
     "dunder_import": ("static", ["'__import__'", "not allowed"]),
     "open_write": ("static", ["'open'", "not allowed"]),

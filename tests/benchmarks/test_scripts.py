@@ -1,0 +1,83 @@
+"""Each benchmark script runs end to end at a tiny size and writes its JSON with the expected fields (no speeds
+are asserted: DESIGN.md section 8)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks"
+
+
+def run_script(name: str, *args: str, timeout: int = 300) -> None:
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True")
+    proc = subprocess.run([sys.executable, str(BENCH / name), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "| peer" in proc.stdout or "| profile" in proc.stdout  # the markdown table was printed
+
+
+def test_envs_quick(tmp_path):
+    pytest.importorskip("minigrid")  # the bench extra (make bench installs it)
+    out = tmp_path / "envs.json"
+    run_script("envs.py", "--quick", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert {"machine", "versions", "batches", "envs", "repeats"} <= set(result)
+    rows = result["envs"]["Empty-8x8"]["rows"]
+    peers = {r["peer"] for r in rows}
+    assert {"MiniGrid, one env", "MiniGrid, SyncVectorEnv(16)", "ours (jaxlib_kernels.envs)", "navix direct"} <= peers
+    for row in rows:
+        assert row["steps_per_s"] > 0 and len(row["times_s"]) == result["repeats"]
+        assert {"compile_s", "median_s", "memory_bytes", "batch"} <= set(row)
+    ratios = result["envs"]["Empty-8x8"]["ratios"]
+    assert set(ratios) == {str(b) for b in result["batches"]}
+    assert {"ours_over_minigrid_single", "ours_over_navix_direct"} <= set(ratios["1"])
+
+
+def test_ppo_quick(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("minigrid")
+    out = tmp_path / "ppo.json"
+    run_script("ppo.py", "--quick", "--no-cartpole", "--seeds", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert {"machine", "versions", "rows", "summary", "settings"} <= set(result)
+    peers = {r["peer"] for r in result["rows"]}
+    assert {"ours (jaxlib_kernels.ppo)", "purejaxrl-style", "Stable-Baselines3 (MiniGrid, torch CPU)"} <= peers
+    for row in result["rows"]:
+        assert row["env_steps_per_s"] > 0 and "final_return_mean" in row and "compile_s" in row
+    summary = result["summary"]["Navix-Empty-5x5-v0/1"]
+    assert {"ours_over_purejaxrl", "ours_over_sb3", "ours_return", "purejaxrl_return", "sb3_return"} <= set(summary)
+
+
+def test_pipeline_analyses_a_run_folder(tmp_path):
+    """The pipeline script's analysis on a run folder laid out as a real run leaves it (a whole run takes minutes)."""
+    run = tmp_path / "runs" / "r1"
+    units = run / "units"
+    units.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"run_id": "r1", "status": "done", "wall_seconds": 50.0, "timings": {
+        "ideation+novelty": 5.0, "implementation": 5.0, "experiments": 30.0, "analysis+writeup+review": 8.0}}))
+    ledger = []
+    for i, (end, seconds) in enumerate([(110.0, 10.0), (115.0, 10.0), (130.0, 5.0)]):
+        (units / f"k{i}.json").write_text(json.dumps({"seconds": seconds, "pid": 7 + i % 2}))
+        ledger.append(json.dumps({"key": f"k{i}", "method": "m", "setting": "s", "time": end, "pid": 7 + i % 2}))
+    (units / "ledger.jsonl").write_text("\n".join(ledger) + "\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "abc-cache").write_text("x")
+    (cache / "abc-atime").write_text("x")
+    out = tmp_path / "pipeline.json"
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True")
+    proc = subprocess.run([sys.executable, str(BENCH / "pipeline.py"), "--analyse", str(run), str(cache),
+                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entry = json.loads(out.read_text())["runs"][0]
+    # units cover [100, 115] and [125, 130]: 20 s of kernels in a 30 s experiments stage; 2 s outside the stages
+    assert entry["kernel_busy_s"] == pytest.approx(20.0)
+    assert entry["overhead_ray_in_experiments_s"] == pytest.approx(10.0)
+    assert entry["overhead_outside_stages_s"] == pytest.approx(2.0)
+    assert entry["overhead_share"] == pytest.approx(12.0 / 50.0)
+    assert entry["cache_entries_after"] == 1 and entry["workers"] == 2

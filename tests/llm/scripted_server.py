@@ -1,0 +1,189 @@
+"""An OpenAI-compatible chat-completions server on 127.0.0.1 that replies from a script (DESIGN.md section 8).
+
+``ScriptedServer(script)``: ``script(request) -> reply`` is called for every ``POST .../chat/completions``; a reply
+is a string (the assistant's content), or a dict: ``{"status": 429}`` (an HTTP error), ``{"sleep": s, "content":
+...}`` (a late answer), ``{"hang": True}`` (never answers within any test timeout). Usage counts are computed from
+the text (4 characters a token), so every call has real, deterministic token numbers. The same server answers
+Semantic Scholar's ``/s2/paper/search`` from ``papers`` (a list of S2 paper dicts), for the literature client.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+FAKE_KEY = "sk-fake-test-key-4f1c9a7e2b8d4e55"  # the API key of every test; it must never be written anywhere
+
+
+def tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def stage_of(request: dict) -> str:
+    """The ``Stage: ...`` line of the last user message (every prompt of prompts/llm starts with one)."""
+    for m in reversed(request.get("messages", [])):
+        if m.get("role") == "user":
+            found = re.search(r"^Stage: (.+)$", m.get("content") or "", re.MULTILINE)
+            return found.group(1) if found else ""
+    return ""
+
+
+def last_user(request: dict) -> str:
+    return next((m["content"] for m in reversed(request["messages"]) if m["role"] == "user"), "")
+
+
+class ScriptedServer:
+    def __init__(self, script, papers: list[dict] | None = None):
+        self.script = script
+        self.papers = papers or []
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.s2_queries: list[str] = []
+        self.s2_errors: list[int] = []  # HTTP statuses the literature endpoint answers first, in order
+        self._stop = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                url = urlsplit(self.path)
+                if url.path.endswith("/paper/search"):
+                    q = parse_qs(url.query).get("query", [""])[0]
+                    outer.s2_queries.append(q)
+                    if outer.s2_errors:
+                        self._send(outer.s2_errors.pop(0), {"message": "Too Many Requests"})
+                        return
+                    self._send(200, {"total": len(outer.papers), "data": outer.papers})
+                else:
+                    self._send(404, {"error": "not found"})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                request = json.loads(self.rfile.read(length) or b"{}")
+                outer.requests.append(request)
+                outer.headers.append(dict(self.headers))
+                reply = outer.script(request)
+                if isinstance(reply, dict) and reply.get("hang"):
+                    outer._stop.wait(reply.get("seconds", 30))
+                    return
+                if isinstance(reply, dict) and reply.get("sleep"):
+                    time.sleep(reply["sleep"])
+                if isinstance(reply, dict) and reply.get("status"):
+                    self._send(reply["status"], {"error": {"message": reply.get("message", "scripted error"),
+                                                           "type": "server_error", "code": reply["status"]}})
+                    return
+                content = reply.get("content", "") if isinstance(reply, dict) else reply
+                prompt = "".join(m.get("content") or "" for m in request.get("messages", []))
+                p, c = tokens(prompt), tokens(content or "x")
+                self._send(200, {
+                    "id": f"chatcmpl-{len(outer.requests)}", "object": "chat.completion", "created": int(time.time()),
+                    "model": request.get("model", "test-model"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": content}}],
+                    "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+                })
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def stages(self) -> list[str]:
+        return [stage_of(r) for r in self.requests]
+
+
+# ---- a script that plays a sensible researcher for every stage -----------------------------------------------
+
+DRIFT_SOURCE = '''import jax
+import jax.numpy as jnp
+
+
+def drift(ratio, advantage, progress):
+    """Asymmetric clip drift whose trust region tightens over training."""
+    clipped = jnp.clip(ratio, 0.7, 1.4)
+    scale = 0.5 + progress
+    return scale * jax.nn.relu((ratio - clipped) * advantage)
+'''
+
+IDEA = {"Name": "tightening_asymmetric_clip", "Title": "A Tightening Asymmetric Trust Region for Mirror Learning",
+        "Hypothesis": "An asymmetric clip range that tightens with training progress explores early and settles late.",
+        "Experiment": "Implement the drift, train PPO on Empty-5x5, evaluate on held-out grids.",
+        "Interestingness": 6, "Feasibility": 9, "Novelty": 5}
+
+REVIEW = {"Summary": "The paper proposes a tightening asymmetric clip drift.", "Strengths": ["clear", "honest stats"],
+          "Weaknesses": ["few seeds", "small environments"], "Originality": 2, "Quality": 2, "Clarity": 3,
+          "Significance": 2, "Questions": ["Why 0.7 and 1.4?"], "Limitations": ["two seeds"],
+          "Ethical Concerns": False, "Soundness": 2, "Presentation": 3, "Contribution": 2, "Overall": 4,
+          "Confidence": 3, "Decision": "Reject"}
+
+S2_PAPERS = [
+    {"paperId": "p1", "title": "Discovered Policy Optimisation", "year": 2022, "venue": "NeurIPS",
+     "authors": [{"name": "Chris Lu"}, {"name": "Jakub Kuba"}], "abstract": "We meta-learn a drift function.",
+     "citationCount": 100, "url": "https://example.org/p1"},
+    {"paperId": "p2", "title": "Asymmetric Trust Regions for Policy Gradients", "year": 2021, "venue": "ICML",
+     "authors": [{"name": "Ada Example"}], "abstract": "Asymmetric clipping in PPO.", "citationCount": 3,
+     "url": "https://example.org/p2"},
+]
+
+
+def fenced(obj) -> str:
+    return "Here it is:\n```json\n" + json.dumps(obj, indent=1) + "\n```\n"
+
+
+def researcher(request: dict) -> str:
+    """Replies for every stage of the pipeline, chosen by the prompt's ``Stage:`` line."""
+    stage = stage_of(request)
+    text = last_user(request)
+    if stage.startswith("ideation reflection"):
+        return "I am done\n" + fenced(IDEA)
+    if stage.startswith("ideation"):
+        return fenced(IDEA)
+    if stage.startswith("novelty"):
+        if "You have not searched yet" in text:
+            return fenced({"Thought": "search first", "Query": "asymmetric clipping drift mirror learning",
+                           "Decision": "undecided", "Reason": ""})
+        return fenced({"Thought": "closest is DPO", "Query": None, "Decision": "novel",
+                       "Reason": "Discovered Policy Optimisation learns a drift but not a tightening asymmetric clip."})
+    if stage.startswith("code"):
+        return f"```python\n{DRIFT_SOURCE}```\nLaTeX: (0.5 + \\tfrac{{n}}{{N}})\\,\\max(0, (r - \\mathrm{{clip}}(r, 0.7, 1.4))A)\n"
+    if stage.startswith("writeup"):
+        section = re.search(r'section "([^"]+)"', stage).group(1)
+        keys = re.findall(r"^- ([A-Za-z0-9:_-]+): ", text, re.MULTILINE)
+        lit = next((k for k in keys if k.startswith("example")), "lu2022dpo")  # a paper the search returned
+        return (f"```latex\nThis is the {section.lower()} section. Mirror learning \\citep{{kuba2022mirror}} "
+                f"generalises PPO \\citep{{schulman2017ppo,invented2099paper}}; a learned drift is in \\citet{{{lit}}}. "
+                "Figure~\\ref{fig:learning_curves} shows the curves and Table~\\ref{tab:results} the means, "
+                "with 95\\% intervals; Figure~\\ref{fig:nonexistent} is not a figure.\n```")
+    if stage.startswith("latex repair"):
+        return fenced({})
+    if stage.startswith("review reflection"):
+        return "I am done\n" + fenced(REVIEW)
+    if stage.startswith(("review", "meta-review")):
+        return fenced(REVIEW)
+    return "I do not know this stage."
