@@ -269,7 +269,7 @@ def cmd_server(args) -> int:
                 time.sleep(0.5)
         if proc.poll() is None:
             db = env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or env.get("PREFECT_API_DATABASE_CONNECTION_URL") \
-                or f"SQLite, {Path(env.get('PREFECT_HOME', '~/.prefect')) / 'prefect.db'}"
+                or f"SQLite, {Path(env.get('PREFECT_HOME', '~/.prefect')).expanduser() / 'prefect.db'}"
             print(f"Prefect server ready (database: {db})\n"
                   f"  UI:  {base}\n"
                   f"  API: {base}/api\n"

@@ -2,7 +2,9 @@
 
 A unit is (template, method source, setting, budget, seeds). Its key is a hash of exactly that, and its result
 is written atomically to ``runs/<id>/units/<key>.npz`` the moment Ray returns it, so a run killed halfway
-re-dispatches only the units that have no file (a line per computed unit goes to ``units/ledger.jsonl``).
+re-dispatches only the units that have no file (a line per finished or failed unit, with the Ray node and
+process that ran it, goes to ``units/ledger.jsonl``). Fault handling (retries of killed workers, the per-unit time
+limit, full disks) is described in :func:`run_units` and ``infra/ray/README.md``.
 Workers share the JAX persistent compilation cache (``JAX_COMPILATION_CACHE_DIR``), so a kernel compiled once is
 reused by every later unit with the same shapes, across processes and runs. Baseline units do not depend on
 the idea, so ideas of one run (and any later run with the same settings) share them.
