@@ -127,24 +127,32 @@ def make_meta_step(
     @jax.jit
     def step(key: jax.Array, state: Any, es_params: Any) -> tuple[Any, dict]:
         ask_key, eval_key, tell_key = jax.random.split(key, 3)
-        population, new_state = strategy.ask(ask_key, state, es_params)
+        population, asked = strategy.ask(ask_key, state, es_params)
         returns = evaluate(eval_key, population)
-        new_state, _ = strategy.tell(tell_key, population, evosax_fitness(returns), new_state, es_params)
-        # keep the input's dtypes: some strategies return weakly typed leaves (a Python float std), which would
-        # give the next call a different signature and a second compile
-        state = jax.tree_util.tree_map(lambda new, old: jax.lax.convert_element_type(new, old.dtype), new_state, state)
-        finite = jnp.where(jnp.isfinite(returns), returns, jnp.nan)
-        metrics = {
-            "return_mean": jnp.nanmean(finite),
-            "return_std": jnp.nanstd(finite),
-            "return_max": jnp.nanmax(finite),
-            "return_min": jnp.nanmin(finite),
-            "best_return": evosax_fitness(state.best_fitness),
-            "num_failed": jnp.sum(~jnp.isfinite(returns)),
-        }
-        return state, metrics
+        return _tell(strategy, tell_key, population, returns, asked, es_params, like=state)
 
     return step
+
+
+def _tell(strategy: Any, key: jax.Array, population: Any, returns: jax.Array, state: Any,
+          es_params: Any, like: Any = None) -> tuple[Any, dict]:
+    """``strategy.tell`` on returns (negated once, in ``evosax_fitness``), plus the generation's metrics;
+    the new state keeps the dtypes of ``like`` (default: ``state``)."""
+    new_state, _ = strategy.tell(key, population, evosax_fitness(returns), state, es_params)
+    # keep the input's dtypes: some strategies return weakly typed leaves (a Python float std), which would
+    # give the next call a different signature and a second compile
+    like = state if like is None else like
+    new_state = jax.tree_util.tree_map(lambda new, old: jax.lax.convert_element_type(new, old.dtype), new_state, like)
+    finite = jnp.where(jnp.isfinite(returns), returns, jnp.nan)
+    metrics = {
+        "return_mean": jnp.nanmean(finite),
+        "return_std": jnp.nanstd(finite),
+        "return_max": jnp.nanmax(finite),
+        "return_min": jnp.nanmin(finite),
+        "best_return": evosax_fitness(new_state.best_fitness),
+        "num_failed": jnp.sum(~jnp.isfinite(returns)),
+    }
+    return new_state, metrics
 
 
 def init_state(key: jax.Array, strategy: Any, es_params: Any, mean: Any, fitness_fn: FitnessFn | None = None,
@@ -334,18 +342,6 @@ def make_ask_tell(strategy: Any) -> tuple[Callable, Callable]:
 
     @jax.jit
     def tell(key: jax.Array, population: Any, returns: jax.Array, state: Any, es_params: Any) -> tuple[Any, dict]:
-        new_state, _ = strategy.tell(key, population, evosax_fitness(returns), state, es_params)
-        new_state = jax.tree_util.tree_map(lambda new, old: jax.lax.convert_element_type(new, old.dtype), new_state,
-                                           state)
-        finite = jnp.where(jnp.isfinite(returns), returns, jnp.nan)
-        metrics = {
-            "return_mean": jnp.nanmean(finite),
-            "return_std": jnp.nanstd(finite),
-            "return_max": jnp.nanmax(finite),
-            "return_min": jnp.nanmin(finite),
-            "best_return": evosax_fitness(new_state.best_fitness),
-            "num_failed": jnp.sum(~jnp.isfinite(returns)),
-        }
-        return new_state, metrics
+        return _tell(strategy, key, population, returns, state, es_params)
 
     return ask, tell
