@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("jax", "jaxlib", "navix", "gymnax", "flax", "optax", "numpy", "gymnasium", "minigrid",
             "stable-baselines3", "torch", "prefect", "ray")
@@ -42,8 +44,8 @@ def machine() -> dict:
         device = jax.devices()[0]
         info["jax_backend"] = jax.default_backend()
         info["device"] = f"{device.platform}:{getattr(device, 'device_kind', '')}"
-    except Exception:  # noqa: BLE001 - facts only
-        pass
+    except Exception as exc:  # noqa: BLE001 - facts only
+        info["jax_error"] = repr(exc)
     return info
 
 
@@ -75,7 +77,7 @@ def jax_memory_bytes(compiled) -> int | None:
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def fmt(x):
         if isinstance(x, float):
-            if x != x:
+            if np.isnan(x):
                 return "-"
             if abs(x) >= 1e6:
                 return f"{x / 1e6:.2f} M"

@@ -3,9 +3,7 @@
 Peers, side by side in one run, random actions, observations consumed the way a policy consumes them: every
 observation, as float32, is multiplied by one fixed random vector (a policy's first layer, in miniature) and the
 results are summed into the scan carry, so XLA cannot drop their computation. (a) our adapter,
-``jit(scan(vmap(env.step)))`` with same-step reset and flat float observations; (a') the adapter as it was
-before this benchmark's optimisation (observation divided by 10 instead of multiplied by 0.1), for the record;
-(b) navix called directly (``env.step`` with its own delayed autoreset, the same full-grid symbolic
+``jit(scan(vmap(env.step)))`` with same-step reset and flat float observations; (b) navix called directly (``env.step`` with its own delayed autoreset, the same full-grid symbolic
 observation); (c) MiniGrid (gymnasium, the full-grid symbolic observation through ``FullyObsWrapper`` +
 ``ImgObsWrapper``), one env and a ``SyncVectorEnv`` of 16.
 Compile time is measured apart (``lower().compile()``); times are medians over ``--repeats``, the JAX peers
@@ -31,9 +29,9 @@ import navix as nx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
-from jaxlib_kernels import envs  # noqa: E402
+from jaxlib_kernels import envs
 
 ENVS = {"Empty-8x8": ("Navix-Empty-8x8-v0", "MiniGrid-Empty-8x8-v0"),
         "DoorKey-8x8": ("Navix-DoorKey-8x8-v0", "MiniGrid-DoorKey-8x8-v0")}
@@ -51,18 +49,6 @@ def consume(obs: jax.Array, batch: int) -> jax.Array:
     return (flat @ weights).sum()
 
 
-class BeforeGridEnv(envs.GridEnv):
-    """The adapter before the optimisation: its only difference is the observation's scaling."""
-
-    def observe(self, timestep) -> jax.Array:
-        return timestep.observation.reshape(-1).astype(jnp.float32) / 10.0
-
-
-def before_rollout(name: str, batch: int, steps: int):
-    new = envs.make(name)
-    return adapter_rollout(name, batch, steps, BeforeGridEnv(new.name, new.max_steps, new.penalty, new.env))
-
-
 def adapter_rollout(name: str, batch: int, steps: int, env=None):
     env = env or envs.make(name)
 
@@ -74,7 +60,7 @@ def adapter_rollout(name: str, batch: int, steps: int, env=None):
             state, key, acc = carry
             key, action_key = jax.random.split(key)
             action = jax.random.randint(action_key, (batch,), 0, env.num_actions)
-            state, obs, reward, done, _ = jax.vmap(env.step)(state, action)
+            state, obs, reward, _, _ = jax.vmap(env.step)(state, action)
             return (state, key, acc + consume(obs, batch) + reward.sum()), None
 
         (_, _, acc), _ = jax.lax.scan(body, (state, key, consume(obs, batch)), None, steps)
@@ -126,7 +112,7 @@ def minigrid_run(gym_id: str, vector: int, steps: int, seed: int) -> tuple[float
         acc = 0.0
         start = time.perf_counter()
         for _ in range(steps):
-            obs, reward, terminated, truncated, _ = env.step(int(rng.integers(n)))
+            obs, _, terminated, truncated, _ = env.step(int(rng.integers(n)))
             acc += float(obs.reshape(-1).astype(np.float32) @ weights)
             if terminated or truncated:
                 obs, _ = env.reset()
@@ -140,7 +126,7 @@ def minigrid_run(gym_id: str, vector: int, steps: int, seed: int) -> tuple[float
     acc = 0.0
     start = time.perf_counter()
     for _ in range(steps):
-        obs, reward, terminated, truncated, _ = env.step(rng.integers(n, size=vector))
+        obs, _, _, _, _ = env.step(rng.integers(n, size=vector))
         acc += float((obs.reshape(vector, -1).astype(np.float32) @ weights).sum())
     seconds = time.perf_counter() - start
     env.close()
@@ -193,7 +179,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget", type=int, default=2**18, help="about this many env steps per timed JAX call")
     parser.add_argument("--minigrid-steps", type=int, default=2000, help="env.step calls per MiniGrid repeat")
-    parser.add_argument("--no-before", action="store_true", help="leave out the pre-optimisation adapter")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one env (for the tests)")
     parser.add_argument("--out", default=str(common.RESULTS / "envs.json"))
     args = parser.parse_args(argv)
@@ -201,8 +186,6 @@ def main(argv: list[str] | None = None) -> dict:
         args.envs, args.batches, args.repeats, args.budget, args.minigrid_steps = ["Empty-8x8"], [1, 16], 2, 512, 50
 
     builders = {"ours (jaxlib_kernels.envs)": adapter_rollout, "navix direct": navix_rollout}
-    if not args.no_before:
-        builders["ours before (obs / 10)"] = before_rollout
     results = {}
     for short in args.envs:
         navix_id, gym_id = ENVS[short]
@@ -219,10 +202,6 @@ def main(argv: list[str] | None = None) -> dict:
             direct["x_minigrid_single"] = direct["steps_per_s"] / single
             ratios[str(batch)] = {"ours_over_minigrid_single": ours["x_minigrid_single"],
                                   "ours_over_navix_direct": ours["steps_per_s"] / direct["steps_per_s"]}
-            before = next((r for r in rows if r["peer"].startswith("ours before") and r["batch"] == batch), None)
-            if before:
-                before["x_minigrid_single"] = before["steps_per_s"] / single
-                ratios[str(batch)]["before_over_navix_direct"] = before["steps_per_s"] / direct["steps_per_s"]
         results[short] = {"navix_id": navix_id, "minigrid_id": gym_id, "rows": rows, "ratios": ratios}
 
     result = {"benchmark": "envs", "quick": args.quick, "repeats": args.repeats, "batches": args.batches,
@@ -236,8 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
             [[r["peer"], r["batch"], r["compile_s"], r["median_s"], r["steps_per_s"], r.get("x_minigrid_single"),
               common.mib(r["memory_bytes"])] for r in res["rows"]]))
         print("\n" + common.table(
-            ["batch", "ours / MiniGrid one env", "ours / navix direct", "before / navix direct"],
-            [[b, v["ours_over_minigrid_single"], v["ours_over_navix_direct"], v.get("before_over_navix_direct")]
+            ["batch", "ours / MiniGrid one env", "ours / navix direct", "variant obs*0.1 / navix direct"],
+            [[b, v["ours_over_minigrid_single"], v["ours_over_navix_direct"], v.get("variant_over_navix_direct")]
              for b, v in res["ratios"].items()]))
     print(f"\nwrote {common.write(result, args.out)}")
     return result

@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import purejaxrl_ppo  # noqa: E402
+import common
+import purejaxrl_ppo
 
-from jaxlib_kernels import ppo  # noqa: E402
+from jaxlib_kernels import ppo
 
 GRID = {"Navix-Empty-5x5-v0": "MiniGrid-Empty-5x5-v0", "Navix-Empty-8x8-v0": "MiniGrid-Empty-8x8-v0",
         "Navix-DoorKey-5x5-v0": "MiniGrid-DoorKey-5x5-v0"}

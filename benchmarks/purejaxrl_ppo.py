@@ -24,7 +24,6 @@ import optax
 from flax import struct
 from flax.linen.initializers import constant, orthogonal
 
-
 # --- environments, gymnax-style ---------------------------------------------------------------------------------
 
 

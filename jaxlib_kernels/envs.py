@@ -79,8 +79,8 @@ class GridEnv:
         return size
 
     def observe(self, timestep) -> jax.Array:
-        """Flatten navix's symbolic observation to floats of order one (a product: a division cost 2x the step)."""
-        return timestep.observation.reshape(-1).astype(jnp.float32) * 0.1
+        """Flatten navix's symbolic observation to floats of order one."""
+        return timestep.observation.reshape(-1).astype(jnp.float32) / 10.0
 
     def reset(self, key: jax.Array) -> tuple[EnvState, jax.Array]:
         timestep = self.env.reset(key)
@@ -158,7 +158,7 @@ def _gymnax_factory(name: str):
         del penalty  # a navix setting; gymnax rewards are the environment's own
         env, params = gymnax.make(name, **kwargs)
         if not isinstance(env.action_space(params), spaces.Discrete):
-            raise ValueError(f"{name} has a continuous action space; the PPO here needs discrete actions")
+            raise ValueError(f"{name} has a continuous action space; the PPO here needs discrete actions")  # noqa: TRY004
         if max_steps is not None:
             params = params.replace(max_steps_in_episode=int(max_steps))
         return GymnaxEnv(name=name, max_steps=int(params.max_steps_in_episode), env=env, params=params)

@@ -64,7 +64,7 @@ def test_gymnax_ids_share_the_interface_and_reset_in_the_same_step():
     assert obs.shape == (3, 4) and obs.dtype == jnp.float32
 
     def rollout(state, _):
-        state, obs, reward, done, info = jax.vmap(env.step)(state, jnp.zeros(3, jnp.int32))
+        state, _, reward, done, info = jax.vmap(env.step)(state, jnp.zeros(3, jnp.int32))
         return state, (done, info.returned_episode_length, state.episode_length, reward)
 
     _, (done, lengths, running, reward) = jax.jit(lambda s: jax.lax.scan(rollout, s, None, 25))(state)
