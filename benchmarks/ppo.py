@@ -36,12 +36,12 @@ GRID = {"Navix-Empty-5x5-v0": "MiniGrid-Empty-5x5-v0", "Navix-Empty-8x8-v0": "Mi
         "Navix-DoorKey-5x5-v0": "MiniGrid-DoorKey-5x5-v0"}
 
 
-def task_configs(env_name: str, total: int) -> tuple[ppo.PPOConfig, dict]:
+def task_configs(env_name: str, total: int, num_envs: int = 16, num_steps: int = 128) -> tuple[ppo.PPOConfig, dict]:
     """Our config and the purejaxrl config with the same settings."""
     if env_name == "CartPole-v1":  # purejaxrl's CartPole settings
         ours = ppo.PPOConfig(env_name=env_name, total_timesteps=total, num_envs=4, num_steps=128, lr=2.5e-4)
-    else:  # our pipeline's grid settings
-        ours = ppo.PPOConfig(env_name=env_name, total_timesteps=total)
+    else:  # our pipeline's grid settings (16 envs x 128 steps), or as given
+        ours = ppo.PPOConfig(env_name=env_name, total_timesteps=total, num_envs=num_envs, num_steps=num_steps)
     pjr = purejaxrl_ppo.default_config(
         ENV_NAME=env_name, MAX_STEPS=ours.max_steps, NUM_ENVS=ours.num_envs, NUM_STEPS=ours.num_steps,
         TOTAL_TIMESTEPS=total, UPDATE_EPOCHS=ours.update_epochs, NUM_MINIBATCHES=ours.num_minibatches,
@@ -60,8 +60,8 @@ def stacked_init(init, keys):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[init(k) for k in keys])
 
 
-def bench_jax(env_name: str, total: int, seeds: int, repeats: int) -> list[dict]:
-    ours_cfg, pjr_cfg = task_configs(env_name, total)
+def bench_jax(env_name: str, total: int, seeds: int, repeats: int, num_envs: int, num_steps: int) -> list[dict]:
+    ours_cfg, pjr_cfg = task_configs(env_name, total, num_envs, num_steps)
     keys, init_keys = seed_keys(seeds)
     peers = {
         "ours (jaxlib_kernels.ppo)": (jax.jit(jax.vmap(ppo.make_train(ours_cfg))),
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", default="Navix-Empty-5x5-v0", choices=list(GRID))
     parser.add_argument("--grid-timesteps", type=int, default=65_536)
+    parser.add_argument("--num-envs", type=int, default=16, help="grid task: envs per seed (all peers)")
+    parser.add_argument("--num-steps", type=int, default=128, help="grid task: rollout length (all peers)")
     parser.add_argument("--cartpole-timesteps", type=int, default=131_072)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 8, 64])
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after the first (which is timed too)")
@@ -161,8 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for env_name, total in tasks:
         for seeds in args.seeds:
-            rows += bench_jax(env_name, total, seeds, args.repeats)
-    ours_cfg, _ = task_configs(args.grid, args.grid_timesteps)
+            rows += bench_jax(env_name, total, seeds, args.repeats, args.num_envs, args.num_steps)
+    ours_cfg, _ = task_configs(args.grid, args.grid_timesteps, args.num_envs, args.num_steps)
     print(f"SB3 on {GRID[args.grid]}: {args.sb3_seeds} run(s) ...", flush=True)
     sb3 = [sb3_run(GRID[args.grid], ours_cfg.env_steps, seed, ours_cfg) for seed in range(args.sb3_seeds)]
     if sb3:
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
             summary[f"{env_name}/{seeds}"] = entry
 
     result = {"benchmark": "ppo", "quick": args.quick, "repeats": args.repeats, "seeds": args.seeds,
-              "settings": {t: {k: v for k, v in task_configs(t, n)[1].items()} for t, n in tasks},
+              "settings": {t: dict(task_configs(t, n, args.num_envs, args.num_steps)[1]) for t, n in tasks},
               "rows": rows, "summary": summary, "machine": common.machine(), "versions": common.versions(),
               "peak_rss_mib": common.peak_rss_bytes() / 2**20}
     print(f"\n## ppo: whole training runs, env steps/s (median of {args.repeats + 1}), {result['machine'].get('device')}\n")
