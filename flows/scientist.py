@@ -115,6 +115,7 @@ def ai_scientist(
     resumed = run.exists()
     timings: dict[str, float] = {}
     ideas: list[dict] = []
+    ray_warm_up = None
     client: llm.LLMClient | None = None
 
     def checkpoint() -> None:  # LLM usage into run.json after every stage; stop when the budget is spent
@@ -131,6 +132,7 @@ def ai_scientist(
             prefect_api_url=os.environ.get("PREFECT_API_URL"), pid=os.getpid(),
         )
         print(f"run {run.run_id} ({'resumed' if resumed else 'new'}) in {run.path}")
+        ray_warm_up = experiments.start_ray_in_background(ray_address)  # overlaps Ray's start with ideation
         if model:
             client = _start_llm(run, model, max_cost)
         store = {"result_storage": storage(run.results_store)}
@@ -194,6 +196,7 @@ def ai_scientist(
         cand_specs = {i["Name"]: _candidate_specs(tpl, prof, i) for i in ready}
         all_specs = base_specs + [spec for specs in cand_specs.values() for spec in specs]
         print(f"running {len(all_specs)} experiment units ({prof.seeds} seeds each) on Ray")
+        ray_warm_up.wait()
         experiments.run_experiments_task.with_options(**store)(all_specs, str(run.units_dir), ray_address)
         timings["experiments"] = time.time() - s
 
@@ -244,6 +247,8 @@ def ai_scientist(
     finally:
         if client is not None:
             llm.activate(None)
+        if ray_warm_up is not None:  # a run that stopped early: let Ray finish starting, so it shuts down whole
+            ray_warm_up.wait()
         run.unlock()
 
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tasks.runfolder import RunFolderError, check_writable, write_json
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / ".cache" / "jax"
+_RAY_INIT_LOCK = threading.Lock()  # the warm-up thread and the experiments stage may both ask for Ray
 
 
 def unit_spec(template: str, method: str, role: str, source: str, setting: str, total_timesteps: int,
@@ -153,8 +155,12 @@ def init_ray(address: str | None = None) -> None:
     """Join ``address`` (or ``RAY_ADDRESS``) when given, otherwise start a local Ray in this process."""
     import ray
 
-    if ray.is_initialized():
-        return
+    with _RAY_INIT_LOCK:
+        if not ray.is_initialized():
+            _init_ray(ray, address)
+
+
+def _init_ray(ray, address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     Path(ray_env()["JAX_COMPILATION_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
     kwargs = {"runtime_env": {"env_vars": ray_env()}, "logging_level": logging.WARNING, "log_to_driver": False}
@@ -184,6 +190,46 @@ def capacity(resources: dict, cluster: dict) -> int:
     if resources.get("num_gpus"):
         slots.append(cluster.get("GPU", 0) // resources["num_gpus"])
     return max(1, int(min(slots)))
+
+
+def _warm_worker() -> str:
+    """Import what a unit imports, so the worker process Ray keeps in its pool is ready for the first unit."""
+    import jax  # noqa: F401
+
+    from jaxlib_kernels import ppo  # noqa: F401
+    from jaxlib_kernels.templates import lpo  # noqa: F401
+
+    return _where().get("node_id", "")
+
+
+def start_ray_in_background(address: str | None = None) -> threading.Event:
+    """Start (or join) Ray and warm one worker per unit slot in a thread, while the flow's first stages run;
+    the returned event is set when that is done (or has failed).
+
+    Measured by ``benchmarks/pipeline.py``: Ray's start and the workers' imports were 10-30 s of a run's fixed
+    overhead, spent inside the experiments stage. A failure here is only logged: the experiments stage starts
+    Ray itself (and says why if it cannot). The thread then stays parked for the life of the process: Ray
+    starts its local processes with Linux's PR_SET_PDEATHSIG, which fires when the *thread* that started them
+    ends, so a thread that returned would take the local Ray cluster down with it.
+    """
+    ready = threading.Event()
+
+    def warm() -> None:
+        try:
+            init_ray(address)
+            import ray
+
+            resources = unit_resources()
+            n = capacity(resources, ray.cluster_resources())
+            ray.get([ray.remote(_warm_worker).options(**resources).remote() for _ in range(n)])
+        except Exception as exc:  # noqa: BLE001 - the experiments stage retries and reports
+            log.warning("warming Ray up failed (the experiments stage will start it): %s", exc)
+        finally:
+            ready.set()
+        threading.Event().wait()  # parked: see the docstring
+
+    threading.Thread(target=warm, name="ray-warm-up", daemon=True).start()
+    return ready
 
 
 def unit_timeout_default() -> float | None:
@@ -263,7 +309,7 @@ def run_units(specs: list[dict], units_dir: Path, ray_address: str | None = None
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.common import stage  # noqa: E402
+from tasks.common import stage
 
 
 def _retry_unless_run_folder_error(task, task_run, state) -> bool:
