@@ -3,7 +3,6 @@ one compile per shape through the chunk task (in process and on a Ray worker), H
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import jax
@@ -13,24 +12,10 @@ import pytest
 
 from flows import cli
 from jaxlib_kernels.es import meta, problems
+from jaxlib_kernels.profiling import count_compilations
 from tasks import meta_es
 
 TINY = {"max_steps": 40, "num_pairs": 2, "width": 8, "inner_steps": 5, "eval_episodes": 1}
-
-
-@contextlib.contextmanager
-def count_backend_compiles():
-    events: list[str] = []
-
-    def listener(event, duration_secs, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.mark.parametrize(
@@ -64,10 +49,10 @@ def test_chunks_compile_once_and_equal_an_uninterrupted_run(tmp_path):
     es = problems.es_spec("hades", "OpenES", 8)
     folder = tmp_path / "search"
     meta_es.run_chunk(spec, es, 3, 0, 2, str(folder), workers=0)
-    with count_backend_compiles() as compiles:
+    with count_compilations() as counter:
         meta_es.run_chunk(spec, es, 3, 2, 4, str(folder), workers=0)
         out = meta_es.run_chunk(spec, es, 3, 4, 6, str(folder), workers=0)
-    assert compiles == []
+    assert counter.compiles == 0
     assert out["evaluator_traces"] == [1]
     assert sorted(p.name for p in folder.glob("gen_*.npz")) == ["gen_000002.npz", "gen_000004.npz", "gen_000006.npz"]
     again = meta_es.run_chunk(spec, es, 3, 4, 6, str(folder), workers=0)  # its checkpoint exists: read back

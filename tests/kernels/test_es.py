@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -11,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxlib_kernels.es import meta
+from jaxlib_kernels.profiling import count_compilations
 from jaxlib_kernels.registry import UnknownNameError
 
 TARGET = jnp.linspace(-1.0, 1.0, 6)
@@ -21,22 +20,6 @@ def quadratic_return(key, candidate):
     """A trivial problem: return = -||x - target||^2 (maximum 0)."""
     x = jnp.concatenate([candidate["w"], candidate["b"]])
     return -jnp.sum((x - TARGET) ** 2)
-
-
-@contextlib.contextmanager
-def count_backend_compiles():
-    """Count XLA compilations (jax.monitoring's backend-compile event) inside the block."""
-    events: list[str] = []
-
-    def listener(event, duration_secs, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def counting(fitness_fn):
@@ -62,19 +45,19 @@ def test_population_is_evaluated_by_one_compiled_call():
     step = meta.make_meta_step(strategy, fitness)
     state = meta.canonical_state(meta.init_state(jax.random.key(0), strategy, es_params, MEAN))
     state, _ = step(jax.random.key(1), state, es_params)  # the one trace and compile
-    with count_backend_compiles() as compiles:
+    with count_compilations() as counter:
         for generation in range(2, 6):
             state, metrics = step(jax.random.key(generation), state, es_params)
         jax.block_until_ready(metrics)
     assert fitness.traces == 1  # traced once, for the whole population (one vmap), reused by every generation
-    assert compiles == []
+    assert counter.compiles == 0
 
 
 def test_backend_compile_counter_sees_compiles():
     constant = float(np.random.default_rng().random())  # a program no compilation cache has seen
-    with count_backend_compiles() as compiles:
+    with count_compilations() as counter:
         jax.jit(lambda x: x * constant + 1.0)(jnp.ones(7)).block_until_ready()
-    assert len(compiles) >= 1
+    assert counter.compiles >= 1
 
 
 def test_run_meta_traces_the_fitness_once():
