@@ -18,19 +18,38 @@ less does not count. JAX compile time is measured apart (``lower().compile()``),
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
-import purejaxrl_ppo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jaxlib_kernels import devices  # noqa: E402  (before JAX makes its backends: --devices must take effect)
 
-from jaxlib_kernels import ppo
+
+def _early_devices(argv: list[str] | None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--devices", type=int, default=None)
+    count = pre.parse_known_args(argv)[0].devices
+    return count if count is not None else len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    devices.force_cpu_devices(_early_devices(sys.argv[1:]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import common  # noqa: E402
+import purejaxrl_ppo  # noqa: E402
+
+from jaxlib_kernels import ppo  # noqa: E402
+
+OURS = "ours (jaxlib_kernels.ppo)"
+OURS_ONE = "ours, one device"
+PJR = "purejaxrl-style"
 
 GRID = {"Navix-Empty-5x5-v0": "MiniGrid-Empty-5x5-v0", "Navix-Empty-8x8-v0": "MiniGrid-Empty-8x8-v0",
         "Navix-DoorKey-5x5-v0": "MiniGrid-DoorKey-5x5-v0"}
@@ -61,15 +80,21 @@ def stacked_init(init, keys):
 
 
 def bench_jax(env_name: str, total: int, seeds: int, repeats: int, num_envs: int, num_steps: int) -> list[dict]:
+    """Ours with the seeds split over the local devices, ours on one device, purejaxrl-style as published
+    (``jit(vmap)`` on one device). With one seed, or one device, the split row is left out (it is the same)."""
     ours_cfg, pjr_cfg = task_configs(env_name, total, num_envs, num_steps)
     keys, init_keys = seed_keys(seeds)
-    peers = {
-        "ours (jaxlib_kernels.ppo)": (jax.jit(jax.vmap(ppo.make_train(ours_cfg))),
-                                      stacked_init(ppo.make_init(ours_cfg), init_keys), ours_cfg.env_steps),
-        "purejaxrl-style": (jax.jit(jax.vmap(purejaxrl_ppo.make_train(pjr_cfg))),
-                            stacked_init(purejaxrl_ppo.make_init(pjr_cfg), init_keys),
-                            pjr_cfg["NUM_UPDATES"] * pjr_cfg["NUM_STEPS"] * pjr_cfg["NUM_ENVS"]),
-    }
+    ours_params = stacked_init(ppo.make_init(ours_cfg), init_keys)
+    ours_train = jax.vmap(ppo.make_train(ours_cfg))
+    split = devices.population_devices(seeds)
+    peers = {}
+    if len(split) > 1:
+        peers[f"{OURS}, seeds over {len(split)} devices"] = (
+            devices.population_jit(ours_train, seeds), ours_params, ours_cfg.env_steps)
+    peers[OURS_ONE] = (jax.jit(ours_train), ours_params, ours_cfg.env_steps)
+    peers[PJR] = (jax.jit(jax.vmap(purejaxrl_ppo.make_train(pjr_cfg))),
+                  stacked_init(purejaxrl_ppo.make_init(pjr_cfg), init_keys),
+                  pjr_cfg["NUM_UPDATES"] * pjr_cfg["NUM_STEPS"] * pjr_cfg["NUM_ENVS"])
     rows, compiled = {}, {}
     print(f"{env_name}, {seeds} seeds: compiling and running ...", flush=True)
     for label, (fn, params, steps) in peers.items():
@@ -91,6 +116,7 @@ def bench_jax(env_name: str, total: int, seeds: int, repeats: int, num_envs: int
     for label, row in rows.items():
         med = common.median(row["times_s"])
         out.append({"env": env_name, "peer": label, "seeds": seeds, "median_s": med,
+                    "devices": len(split) if label.startswith(OURS) else 1,
                     "env_steps_per_s": seeds * row["env_steps_per_seed"] / med, **row})
     return out
 
@@ -152,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after the first (which is timed too)")
     parser.add_argument("--sb3-seeds", type=int, default=1, help="SB3 runs (one seed each); 0 skips SB3")
     parser.add_argument("--no-cartpole", action="store_true")
+    parser.add_argument("--devices", type=int, default=None,
+                        help="CPU devices XLA makes, seeds split over them (default: one per core; read before JAX starts)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for the tests)")
     parser.add_argument("--out", default=str(common.RESULTS / "ppo.json"))
     args = parser.parse_args(argv)
@@ -180,29 +208,37 @@ def main(argv: list[str] | None = None) -> dict:
     sb3_row = next((r for r in rows if r["peer"].startswith("Stable")), None)
     for env_name, _ in tasks:
         for seeds in args.seeds:
-            ours = next(r for r in rows if r["env"] == env_name and r["seeds"] == seeds and r["peer"].startswith("ours"))
-            pjr = next(r for r in rows if r["env"] == env_name and r["seeds"] == seeds and r["peer"] == "purejaxrl-style")
-            entry = {"ours_over_purejaxrl": ours["env_steps_per_s"] / pjr["env_steps_per_s"],
-                     "ours_return": ours["final_return_mean"], "purejaxrl_return": pjr["final_return_mean"]}
+            here = [r for r in rows if r["env"] == env_name and r["seeds"] == seeds]
+            one = next(r for r in here if r["peer"] == OURS_ONE)
+            best = next((r for r in here if r["peer"].startswith(OURS)), one)  # split over devices if it was
+            pjr = next(r for r in here if r["peer"] == PJR)
+            entry = {"ours_devices": best["devices"],
+                     "ours_over_purejaxrl": best["env_steps_per_s"] / pjr["env_steps_per_s"],
+                     "ours_one_device_over_purejaxrl": one["env_steps_per_s"] / pjr["env_steps_per_s"],
+                     "ours_return": best["final_return_mean"], "purejaxrl_return": pjr["final_return_mean"]}
             if sb3_row and env_name == args.grid:
-                entry["ours_over_sb3"] = ours["env_steps_per_s"] / sb3_row["env_steps_per_s"]
+                entry["ours_over_sb3"] = best["env_steps_per_s"] / sb3_row["env_steps_per_s"]
+                entry["ours_one_device_over_sb3"] = one["env_steps_per_s"] / sb3_row["env_steps_per_s"]
                 entry["sb3_return"] = sb3_row["final_return_mean"]
             summary[f"{env_name}/{seeds}"] = entry
 
     result = {"benchmark": "ppo", "quick": args.quick, "repeats": args.repeats, "seeds": args.seeds,
+              "devices": [str(d) for d in jax.local_devices()],
               "settings": {t: dict(task_configs(t, n, args.num_envs, args.num_steps)[1]) for t, n in tasks},
               "rows": rows, "summary": summary, "machine": common.machine(), "versions": common.versions(),
               "peak_rss_mib": common.peak_rss_bytes() / 2**20}
     print(f"\n## ppo: whole training runs, env steps/s (median of {args.repeats + 1}), {result['machine'].get('device')}\n")
     print(common.table(
-        ["env", "peer", "seeds", "env steps / seed", "compile (s)", "median run (s)", "env steps/s", "final return",
-         "memory (MiB)"],
-        [[r["env"], r["peer"], r["seeds"], r["env_steps_per_seed"], r["compile_s"], r["median_s"],
+        ["env", "peer", "seeds", "devices", "env steps / seed", "compile (s)", "median run (s)", "env steps/s",
+         "final return", "memory (MiB)"],
+        [[r["env"], r["peer"], r["seeds"], r.get("devices", 1), r["env_steps_per_seed"], r["compile_s"], r["median_s"],
           r["env_steps_per_s"], r["final_return_mean"], common.mib(r["memory_bytes"])] for r in rows]))
     print("\n" + common.table(
-        ["env / seeds", "ours / purejaxrl", "ours / SB3", "return ours", "return purejaxrl", "return SB3"],
-        [[k, v["ours_over_purejaxrl"], v.get("ours_over_sb3"), v["ours_return"], v["purejaxrl_return"],
-          v.get("sb3_return")] for k, v in summary.items()]))
+        ["env / seeds", "ours devices", "ours / purejaxrl", "ours one device / purejaxrl", "ours / SB3",
+         "ours one device / SB3", "return ours", "return purejaxrl", "return SB3"],
+        [[k, v["ours_devices"], v["ours_over_purejaxrl"], v["ours_one_device_over_purejaxrl"], v.get("ours_over_sb3"),
+          v.get("ours_one_device_over_sb3"), v["ours_return"], v["purejaxrl_return"], v.get("sb3_return")]
+         for k, v in summary.items()]))
     print(f"\nwrote {common.write(result, args.out)}")
     return result
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlib_kernels import envs
+from jaxlib_kernels import devices, envs
 
 Drift = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -278,10 +278,14 @@ def mean_return(metrics: dict, last_fraction: float = 0.1) -> np.ndarray:
 
 
 def train_seeds(config: PPOConfig, drift: Drift | None, seeds: list[int] | np.ndarray) -> dict:
-    """Convenience: train one drift on several seeds in one ``jit(vmap(train))`` call; host arrays out."""
+    """Train one drift on several seeds in one ``jit(vmap(train))`` call; host arrays out.
+
+    The seeds are split over the local devices that divide their number (``devices.population_jit``): one
+    device per core when the process asked XLA for them (``devices.force_cpu_devices``), else one.
+    """
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, dtype=jnp.uint32))
     init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     params = init_params(config, init_keys)
-    train = jax.jit(jax.vmap(make_train(config, drift)))
+    train = devices.population_jit(jax.vmap(make_train(config, drift)), len(seeds))
     out = train(keys, params)
     return jax.tree_util.tree_map(np.asarray, out["metrics"])

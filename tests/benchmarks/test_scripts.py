@@ -42,15 +42,25 @@ def test_ppo_quick(tmp_path):
     pytest.importorskip("stable_baselines3")
     pytest.importorskip("minigrid")
     out = tmp_path / "ppo.json"
-    run_script("ppo.py", "--quick", "--no-cartpole", "--seeds", "1", "--out", str(out))
+    run_script("ppo.py", "--quick", "--no-cartpole", "--devices", "2", "--out", str(out))  # --quick: 1 and 2 seeds
     result = json.loads(out.read_text())
-    assert {"machine", "versions", "rows", "summary", "settings"} <= set(result)
-    peers = {r["peer"] for r in result["rows"]}
-    assert {"ours (jaxlib_kernels.ppo)", "purejaxrl-style", "Stable-Baselines3 (MiniGrid, torch CPU)"} <= peers
+    assert {"machine", "versions", "rows", "summary", "settings", "devices"} <= set(result)
+    assert len(result["devices"]) == 2  # --devices reached XLA before JAX started
+    split = "ours (jaxlib_kernels.ppo), seeds over 2 devices"
+    peers = {(r["peer"], r["seeds"]) for r in result["rows"]}
+    assert {("ours, one device", 1), ("purejaxrl-style", 1), ("Stable-Baselines3 (MiniGrid, torch CPU)", 1),
+            ("ours, one device", 2), (split, 2), ("purejaxrl-style", 2)} <= peers
+    assert (split, 1) not in peers  # one seed cannot be split: no duplicate row
     for row in result["rows"]:
         assert row["env_steps_per_s"] > 0 and "final_return_mean" in row and "compile_s" in row
-    summary = result["summary"]["Navix-Empty-5x5-v0/1"]
-    assert {"ours_over_purejaxrl", "ours_over_sb3", "ours_return", "purejaxrl_return", "sb3_return"} <= set(summary)
+    # the same seeds learn the same thing whether or not they are split over devices
+    by_peer = {r["peer"]: r for r in result["rows"] if r["seeds"] == 2}
+    assert by_peer[split]["final_return_per_seed"] == pytest.approx(by_peer["ours, one device"]["final_return_per_seed"])
+    assert by_peer[split]["devices"] == 2
+    for key in ("Navix-Empty-5x5-v0/1", "Navix-Empty-5x5-v0/2"):
+        assert {"ours_over_purejaxrl", "ours_one_device_over_purejaxrl", "ours_over_sb3", "ours_return",
+                "purejaxrl_return", "sb3_return", "ours_devices"} <= set(result["summary"][key])
+    assert result["summary"]["Navix-Empty-5x5-v0/2"]["ours_devices"] == 2
 
 
 def test_pipeline_analyses_a_run_folder(tmp_path):
