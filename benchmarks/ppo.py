@@ -167,6 +167,30 @@ def sb3_run(grid_id: str, total: int, seed: int, ours_cfg: ppo.PPOConfig) -> dic
             "final_return": float(np.mean(returns)) if returns else 0.0, "episodes_counted": len(returns)}
 
 
+def _sb3_child(barrier, queue, grid_id: str, total: int, seed: int, ours_cfg: ppo.PPOConfig) -> None:
+    barrier.wait()  # every process has imported torch/SB3 before any starts learning
+    queue.put(sb3_run(grid_id, total, seed, ours_cfg))
+
+
+def sb3_parallel(grid_id: str, total: int, procs: int, ours_cfg: ppo.PPOConfig) -> dict:
+    """``procs`` SB3 runs (seeds 100, 101, ...) in separate processes at once: what SB3 gets from the whole machine."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(procs), ctx.Queue()
+    children = [ctx.Process(target=_sb3_child, args=(barrier, queue, grid_id, total, 100 + i, ours_cfg))
+                for i in range(procs)]
+    for child in children:
+        child.start()
+    runs = [queue.get() for _ in children]
+    for child in children:
+        child.join()
+    return {"procs": procs, "runs": runs, "env_steps": sum(r["env_steps"] for r in runs),
+            "wall_s": max(r["seconds"] for r in runs),
+            "env_steps_per_s": sum(r["env_steps"] for r in runs) / max(r["seconds"] for r in runs),
+            "final_return": float(np.mean([r["final_return"] for r in runs]))}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", default="Navix-Empty-5x5-v0", choices=list(GRID))
@@ -177,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 8, 64])
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after the first (which is timed too)")
     parser.add_argument("--sb3-seeds", type=int, default=1, help="SB3 runs (one seed each); 0 skips SB3")
+    parser.add_argument("--sb3-procs", type=int, default=len(os.sched_getaffinity(0)),
+                        help="also run this many SB3 seeds at once in separate processes (the whole machine); <2 skips")
     parser.add_argument("--no-cartpole", action="store_true")
     parser.add_argument("--devices", type=int, default=None,
                         help="CPU devices XLA makes, seeds split over them (default: one per core; read before JAX starts)")
@@ -185,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.grid_timesteps, args.cartpole_timesteps, args.seeds, args.repeats = 4096, 2048, [1, 2], 0
-        args.sb3_seeds = min(args.sb3_seeds, 1)
+        args.sb3_seeds, args.sb3_procs = min(args.sb3_seeds, 1), min(args.sb3_procs, 2)
 
     tasks = [(args.grid, args.grid_timesteps)] + ([] if args.no_cartpole else [("CartPole-v1", args.cartpole_timesteps)])
     rows = []
@@ -203,9 +229,19 @@ def main(argv: list[str] | None = None) -> dict:
                      "final_return_mean": float(np.mean([r["final_return"] for r in sb3])),
                      "final_return_per_seed": [r["final_return"] for r in sb3], "memory_bytes": None,
                      "runs": sb3, "note": "one seed per run, runs one after another"})
+    if args.sb3_seeds and args.sb3_procs > 1:
+        print(f"SB3 on {GRID[args.grid]}: {args.sb3_procs} processes at once ...", flush=True)
+        par = sb3_parallel(GRID[args.grid], ours_cfg.env_steps, args.sb3_procs, ours_cfg)
+        rows.append({"env": args.grid, "peer": f"Stable-Baselines3, {par['procs']} processes at once", "seeds": par["procs"],
+                     "median_s": par["wall_s"], "env_steps_per_s": par["env_steps_per_s"], "compile_s": 0.0,
+                     "times_s": [r["seconds"] for r in par["runs"]], "env_steps_per_seed": par["runs"][0]["env_steps"],
+                     "final_return_mean": par["final_return"],
+                     "final_return_per_seed": [r["final_return"] for r in par["runs"]], "memory_bytes": None,
+                     "runs": par["runs"], "note": "one seed per process; steps/s = all steps / the slowest run's time"})
 
     summary = {}
-    sb3_row = next((r for r in rows if r["peer"].startswith("Stable")), None)
+    sb3_row = next((r for r in rows if r["peer"].startswith("Stable") and r["seeds"] == 1), None)
+    sb3_all = next((r for r in rows if r["peer"].startswith("Stable") and r["seeds"] > 1), None)
     for env_name, _ in tasks:
         for seeds in args.seeds:
             here = [r for r in rows if r["env"] == env_name and r["seeds"] == seeds]
@@ -220,6 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
                 entry["ours_over_sb3"] = best["env_steps_per_s"] / sb3_row["env_steps_per_s"]
                 entry["ours_one_device_over_sb3"] = one["env_steps_per_s"] / sb3_row["env_steps_per_s"]
                 entry["sb3_return"] = sb3_row["final_return_mean"]
+                if sb3_all:  # against SB3 using every core (one process per core), the machine-level figure
+                    entry["ours_over_sb3_all_cores"] = best["env_steps_per_s"] / sb3_all["env_steps_per_s"]
             summary[f"{env_name}/{seeds}"] = entry
 
     result = {"benchmark": "ppo", "quick": args.quick, "repeats": args.repeats, "seeds": args.seeds,
@@ -235,9 +273,10 @@ def main(argv: list[str] | None = None) -> dict:
           r["env_steps_per_s"], r["final_return_mean"], common.mib(r["memory_bytes"])] for r in rows]))
     print("\n" + common.table(
         ["env / seeds", "ours devices", "ours / purejaxrl", "ours one device / purejaxrl", "ours / SB3",
-         "ours one device / SB3", "return ours", "return purejaxrl", "return SB3"],
+         "ours one device / SB3", "ours / SB3 on all cores", "return ours", "return purejaxrl", "return SB3"],
         [[k, v["ours_devices"], v["ours_over_purejaxrl"], v["ours_one_device_over_purejaxrl"], v.get("ours_over_sb3"),
-          v.get("ours_one_device_over_sb3"), v["ours_return"], v["purejaxrl_return"], v.get("sb3_return")]
+          v.get("ours_one_device_over_sb3"), v.get("ours_over_sb3_all_cores"), v["ours_return"], v["purejaxrl_return"],
+          v.get("sb3_return")]
          for k, v in summary.items()]))
     print(f"\nwrote {common.write(result, args.out)}")
     return result

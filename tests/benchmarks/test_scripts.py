@@ -51,6 +51,7 @@ def test_ppo_quick(tmp_path):
     assert {("ours, one device", 1), ("purejaxrl-style", 1), ("Stable-Baselines3 (MiniGrid, torch CPU)", 1),
             ("ours, one device", 2), (split, 2), ("purejaxrl-style", 2)} <= peers
     assert (split, 1) not in peers  # one seed cannot be split: no duplicate row
+    assert ("Stable-Baselines3, 2 processes at once", 2) in peers  # SB3 on the whole machine as well
     for row in result["rows"]:
         assert row["env_steps_per_s"] > 0 and "final_return_mean" in row and "compile_s" in row
     # the same seeds learn the same thing whether or not they are split over devices
@@ -61,6 +62,7 @@ def test_ppo_quick(tmp_path):
         assert {"ours_over_purejaxrl", "ours_one_device_over_purejaxrl", "ours_over_sb3", "ours_return",
                 "purejaxrl_return", "sb3_return", "ours_devices"} <= set(result["summary"][key])
     assert result["summary"]["Navix-Empty-5x5-v0/2"]["ours_devices"] == 2
+    assert result["summary"]["Navix-Empty-5x5-v0/2"]["ours_over_sb3_all_cores"] > 0
 
 
 def test_pipeline_analyses_a_run_folder(tmp_path):
