@@ -55,6 +55,7 @@ bench: install $(BENCH_STAMP)
 	mkdir -p benchmarks/results
 	set -o pipefail; $(PY) benchmarks/envs.py $(ENVS_ARGS) | tee benchmarks/results/envs.md
 	set -o pipefail; $(PY) benchmarks/ppo.py $(PPO_ARGS) | tee benchmarks/results/ppo.md
+	set -o pipefail; $(PY) benchmarks/ppo_profile.py | tee benchmarks/results/ppo_profile.md
 	set -o pipefail; $(PY) benchmarks/pipeline.py $(PIPELINE_ARGS) | tee benchmarks/results/pipeline.md
 	set -o pipefail; $(PY) benchmarks/meta_es.py | tee benchmarks/results/meta_es.md
 

@@ -50,6 +50,7 @@ from jaxlib_kernels import ppo  # noqa: E402
 OURS = "ours (jaxlib_kernels.ppo)"
 OURS_ONE = "ours, one device"
 PJR = "purejaxrl-style"
+CHUNK = 8  # at most 8 seeds vmapped at once on each device (devices.population_jit): 32 at once outgrow the caches
 
 GRID = {"Navix-Empty-5x5-v0": "MiniGrid-Empty-5x5-v0", "Navix-Empty-8x8-v0": "MiniGrid-Empty-8x8-v0",
         "Navix-DoorKey-5x5-v0": "MiniGrid-DoorKey-5x5-v0"}
@@ -85,13 +86,13 @@ def bench_jax(env_name: str, total: int, seeds: int, repeats: int, num_envs: int
     ours_cfg, pjr_cfg = task_configs(env_name, total, num_envs, num_steps)
     keys, init_keys = seed_keys(seeds)
     ours_params = stacked_init(ppo.make_init(ours_cfg), init_keys)
-    ours_train = jax.vmap(ppo.make_train(ours_cfg))
+    ours_train = ppo.make_train(ours_cfg)
     split = devices.population_devices(seeds)
     peers = {}
     if len(split) > 1:
         peers[f"{OURS}, seeds over {len(split)} devices"] = (
-            devices.population_jit(ours_train, seeds), ours_params, ours_cfg.env_steps)
-    peers[OURS_ONE] = (jax.jit(ours_train), ours_params, ours_cfg.env_steps)
+            devices.population_jit(ours_train, seeds, chunk=CHUNK), ours_params, ours_cfg.env_steps)
+    peers[OURS_ONE] = (jax.jit(jax.vmap(ours_train)), ours_params, ours_cfg.env_steps)
     peers[PJR] = (jax.jit(jax.vmap(purejaxrl_ppo.make_train(pjr_cfg))),
                   stacked_init(purejaxrl_ppo.make_init(pjr_cfg), init_keys),
                   pjr_cfg["NUM_UPDATES"] * pjr_cfg["NUM_STEPS"] * pjr_cfg["NUM_ENVS"])

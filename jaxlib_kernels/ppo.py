@@ -286,6 +286,6 @@ def train_seeds(config: PPOConfig, drift: Drift | None, seeds: list[int] | np.nd
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, dtype=jnp.uint32))
     init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     params = init_params(config, init_keys)
-    train = devices.population_jit(jax.vmap(make_train(config, drift)), len(seeds))
+    train = devices.population_jit(make_train(config, drift), len(seeds))
     out = train(keys, params)
     return jax.tree_util.tree_map(np.asarray, out["metrics"])

@@ -65,6 +65,21 @@ def test_ppo_quick(tmp_path):
     assert result["summary"]["Navix-Empty-5x5-v0/2"]["ours_over_sb3_all_cores"] > 0
 
 
+def test_ppo_profile_quick(tmp_path):
+    out = tmp_path / "ppo_profile.json"
+    run_script("ppo_profile.py", "--quick", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert {r["update_epochs"] for r in result["breakdown"]["rows"]} == {1, 2, 4}
+    fit = result["breakdown"]["fit"]
+    assert fit["epoch_s"] > 0 and 0 < fit["update_share_at_4_epochs"] < 1.5
+    for name in ("baseline", "Eigen single-threaded"):
+        rows = result["flags"][name]["rows"]  # each variant ran in its own interpreter and returned figures
+        assert [r["seeds"] for r in rows] == [1, 2] and all(r["env_steps_per_s"] > 0 for r in rows)
+    split = result["split"]
+    assert split["local_devices"] == result["cores"]
+    assert split["rows"][0]["devices"] == min(2, result["cores"])
+
+
 def test_pipeline_analyses_a_run_folder(tmp_path):
     """The pipeline script's analysis on a run folder laid out as a real run leaves it (a whole run takes minutes)."""
     run = tmp_path / "runs" / "r1"

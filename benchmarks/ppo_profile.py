@@ -1,0 +1,165 @@
+"""Where a PPO training run's time goes, and what the XLA:CPU switches and the device split change.
+
+Our PPO (``jaxlib_kernels.ppo``) on Navix-Empty-5x5 with the pipeline's settings (16 envs x 128 steps, 4 epochs x 4
+minibatches, 65,536 env steps per seed), on this machine:
+1. the split of one seed's run time between the rollout (env steps, policy forward, GAE) and the update epochs,
+   from runs with 1, 2 and 4 update epochs (a least-squares line: time = rollout + epochs x epoch cost);
+2. env steps/s under XLA:CPU flags, each in a fresh interpreter (XLA reads ``XLA_FLAGS`` once), 1 and 8 seeds;
+3. the 8 seeds split over one CPU device per core (``jaxlib_kernels.devices``), against one device.
+Each figure is the median of ``--repeats`` runs after compiling. Prints markdown tables, writes
+``benchmarks/results/ppo_profile.json``.
+
+    .venv/bin/python benchmarks/ppo_profile.py [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+CHUNK = 8  # seeds vmapped at once on each device (benchmarks/ppo.py uses the same)
+VARIANTS = {
+    "baseline": "",
+    "Eigen single-threaded": "--xla_cpu_multi_thread_eigen=false",
+    "XNNPACK": "--xla_cpu_use_xnnpack=true",
+    "oneDNN": "--xla_cpu_use_onednn=true",
+    "fast math": "--xla_cpu_enable_fast_math=true",
+    "concurrency-optimised scheduler": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+}
+
+
+def child(seeds: list[int], total: int, repeats: int, epochs: list[int], split: bool) -> dict:
+    """Runs inside the fresh interpreter: times ``jit(vmap(train))`` for each seed count and epoch count."""
+    import jax
+    import numpy as np
+
+    from jaxlib_kernels import devices, ppo
+
+    out = []
+    for n in seeds:
+        for e in epochs:
+            config = ppo.PPOConfig(env_name="Navix-Empty-5x5-v0", total_timesteps=total, update_epochs=e)
+            keys = jax.vmap(jax.random.key)(jax.numpy.arange(n, dtype=jax.numpy.uint32))
+            params = ppo.init_params(config, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))
+            train = ppo.make_train(config)
+            fn = devices.population_jit(train, n, chunk=CHUNK) if split else jax.jit(jax.vmap(train))
+            start = time.perf_counter()
+            compiled = fn.lower(keys, params).compile()
+            compile_s = time.perf_counter() - start
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                result = jax.block_until_ready(compiled(keys, params))
+                times.append(time.perf_counter() - start)
+            median = sorted(times)[len(times) // 2]
+            out.append({"seeds": n, "update_epochs": e, "compile_s": compile_s, "times_s": times, "median_s": median,
+                        "env_steps_per_s": n * config.env_steps / median,
+                        "final_return": float(ppo.mean_return(jax.tree_util.tree_map(np.asarray, result["metrics"])).mean()),
+                        "devices": len(devices.population_devices(n)) if split else 1})
+    return {"rows": out, "local_devices": len(jax.local_devices())}
+
+
+def run_child(flags: str, seeds: list[int], total: int, repeats: int, epochs: list[int], device_count: int = 1,
+              split: bool = False) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = " ".join(f for f in [flags, f"--xla_force_host_platform_device_count={device_count}"] if f)
+    cmd = [sys.executable, __file__, "--child", json.dumps({"seeds": seeds, "total": total, "repeats": repeats,
+                                                            "epochs": epochs, "split": split})]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1][:300]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--timesteps", type=int, default=65_536)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=8, help="population size of the multi-seed rows")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (for the tests)")
+    parser.add_argument("--out", default=str(HERE / "results" / "ppo_profile.json"))
+    args = parser.parse_args(argv)
+    if args.child:
+        spec = json.loads(args.child)
+        print(json.dumps(child(spec["seeds"], spec["total"], spec["repeats"], spec["epochs"], spec["split"])))
+        return {}
+    import common
+
+    variants = VARIANTS
+    if args.quick:
+        args.timesteps, args.repeats, args.seeds = 4096, 1, 2
+        variants = {k: VARIANTS[k] for k in ("baseline", "Eigen single-threaded")}
+    cores = len(os.sched_getaffinity(0))
+
+    print("1/3 rollout against update epochs (1 seed) ...", flush=True)
+    breakdown = run_child("", [1], args.timesteps, args.repeats, [1, 2, 4])
+    rows = breakdown.get("rows", [])
+    if rows:
+        import numpy as np
+
+        e = np.array([r["update_epochs"] for r in rows], float)
+        t = np.array([r["median_s"] for r in rows], float)
+        epoch_s, rollout_s = np.polyfit(e, t, 1)
+        at4 = next(r for r in rows if r["update_epochs"] == 4)
+        breakdown["fit"] = {"rollout_s": float(rollout_s), "epoch_s": float(epoch_s),
+                            "update_share_at_4_epochs": float(4 * epoch_s / (rollout_s + 4 * epoch_s)),
+                            "time_at_4_epochs_s": at4["median_s"]}
+
+    print("2/3 XLA:CPU flags (1 and %d seeds, one device) ..." % args.seeds, flush=True)
+    flag_rows = {}
+    for name, flags in variants.items():
+        res = run_child(flags, [1, args.seeds], args.timesteps, args.repeats, [4])
+        flag_rows[name] = {"flags": flags, **res}
+        print(f"  {name}: " + ("error: " + res["error"] if "error" in res else
+                               ", ".join(f"{r['seeds']} seeds {r['env_steps_per_s'] / 1e3:.1f}k" for r in res["rows"])),
+              flush=True)
+
+    print(f"3/3 {args.seeds} seeds split over {cores} CPU devices ...", flush=True)
+    split = run_child("", [args.seeds], args.timesteps, args.repeats, [4], device_count=cores, split=True)
+
+    base = {r["seeds"]: r["env_steps_per_s"] for r in flag_rows["baseline"].get("rows", [])}
+    result = {"benchmark": "ppo_profile", "quick": args.quick, "timesteps": args.timesteps, "repeats": args.repeats,
+              "breakdown": breakdown, "flags": flag_rows, "split": split, "cores": cores,
+              "machine": common.machine(), "versions": common.versions()}
+
+    print(f"\n## ppo_profile: where one seed's time goes (Navix-Empty-5x5, {args.timesteps} steps, median of {args.repeats})\n")
+    print(common.table(["update epochs", "run (s)", "env steps/s", "final return"],
+                       [[r["update_epochs"], r["median_s"], r["env_steps_per_s"], r["final_return"]] for r in rows]))
+    if "fit" in breakdown:
+        f = breakdown["fit"]
+        print(f"\nfit: rollout + GAE {f['rollout_s']:.3f} s, one update epoch {f['epoch_s']:.3f} s; "
+              f"the 4 update epochs are {100 * f['update_share_at_4_epochs']:.0f}% of the run")
+    print("\n## XLA:CPU flags, env steps/s (one device)\n")
+    table = []
+    for name, row in flag_rows.items():
+        if "error" in row:
+            table.append([name, row["flags"] or "-", "error", "", "", row["error"]])
+            continue
+        for r in row["rows"]:
+            table.append([name, row["flags"] or "-", r["seeds"], r["env_steps_per_s"],
+                          r["env_steps_per_s"] / base[r["seeds"]] if r["seeds"] in base else None, r["final_return"]])
+    print(common.table(["variant", "XLA_FLAGS", "seeds", "env steps/s", "x baseline", "final return"], table))
+    if "rows" in split:
+        r = split["rows"][0]
+        print(f"\n## {args.seeds} seeds split over {r['devices']} CPU devices\n")
+        print(common.table(["peer", "seeds", "devices", "env steps/s", "x one device", "final return"], [
+            ["one device", args.seeds, 1, base.get(args.seeds), 1.0,
+             next(x["final_return"] for x in flag_rows["baseline"]["rows"] if x["seeds"] == args.seeds)],
+            ["split over devices", args.seeds, r["devices"], r["env_steps_per_s"],
+             r["env_steps_per_s"] / base[args.seeds] if args.seeds in base else None, r["final_return"]]]))
+    print(f"\nwrote {common.write(result, args.out)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
