@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jaxlib_kernels import devices  # noqa: E402  (before JAX makes its backends: --devices must take effect)
+# devices first: --devices must reach XLA before JAX makes its backends (importing jax does not make them)
+from jaxlib_kernels import devices
 
 
 def _early_devices(argv: list[str] | None) -> int:
@@ -38,14 +39,13 @@ def _early_devices(argv: list[str] | None) -> int:
 if __name__ == "__main__":
     devices.force_cpu_devices(_early_devices(sys.argv[1:]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import common
+import jax
+import jax.numpy as jnp
+import numpy as np
+import purejaxrl_ppo
 
-import common  # noqa: E402
-import purejaxrl_ppo  # noqa: E402
-
-from jaxlib_kernels import ppo  # noqa: E402
+from jaxlib_kernels import ppo
 
 OURS = "ours (jaxlib_kernels.ppo)"
 OURS_ONE = "ours, one device"

@@ -6,7 +6,8 @@ minibatches, 65,536 env steps per seed), on this machine:
    from runs with 1, 2 and 4 update epochs (a least-squares line: time = rollout + epochs x epoch cost);
 2. env steps/s under XLA:CPU flags, each in a fresh interpreter (XLA reads ``XLA_FLAGS`` once), 1 and 8 seeds;
 3. the 8 seeds split over one CPU device per core (``jaxlib_kernels.devices``), against one device.
-Each figure is the median of ``--repeats`` runs after compiling. Prints markdown tables, writes
+A child's figure is the median of ``--repeats`` runs after compiling; parts 2 and 3 run in ``--rounds`` interleaved
+rounds (every variant once a round) and report the median over rounds. Prints markdown tables, writes
 ``benchmarks/results/ppo_profile.json``.
 
     .venv/bin/python benchmarks/ppo_profile.py [--repeats 3] [--quick]
@@ -76,7 +77,7 @@ def run_child(flags: str, seeds: list[int], total: int, repeats: int, epochs: li
                                                             "epochs": epochs, "split": split})]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1][:300]}
+        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:300]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--timesteps", type=int, default=65_536)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs in each child (after compiling)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the variants (XLA flags, split)")
     parser.add_argument("--seeds", type=int, default=8, help="population size of the multi-seed rows")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for the tests)")
     parser.add_argument("--out", default=str(HERE / "results" / "ppo_profile.json"))
@@ -97,11 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     variants = VARIANTS
     if args.quick:
-        args.timesteps, args.repeats, args.seeds = 4096, 1, 2
+        args.timesteps, args.repeats, args.seeds, args.rounds = 4096, 1, 2, 1
         variants = {k: VARIANTS[k] for k in ("baseline", "Eigen single-threaded")}
     cores = len(os.sched_getaffinity(0))
 
-    print("1/3 rollout against update epochs (1 seed) ...", flush=True)
+    print("1/2 rollout against update epochs (1 seed) ...", flush=True)
     breakdown = run_child("", [1], args.timesteps, args.repeats, [1, 2, 4])
     rows = breakdown.get("rows", [])
     if rows:
@@ -115,20 +117,38 @@ def main(argv: list[str] | None = None) -> dict:
                             "update_share_at_4_epochs": float(4 * epoch_s / (rollout_s + 4 * epoch_s)),
                             "time_at_4_epochs_s": at4["median_s"]}
 
-    print("2/3 XLA:CPU flags (1 and %d seeds, one device) ..." % args.seeds, flush=True)
-    flag_rows = {}
-    for name, flags in variants.items():
-        res = run_child(flags, [1, args.seeds], args.timesteps, args.repeats, [4])
-        flag_rows[name] = {"flags": flags, **res}
-        print(f"  {name}: " + ("error: " + res["error"] if "error" in res else
-                               ", ".join(f"{r['seeds']} seeds {r['env_steps_per_s'] / 1e3:.1f}k" for r in res["rows"])),
-              flush=True)
+    print(f"2/2 XLA:CPU flags (1 and {args.seeds} seeds, one device) and the device split, "
+          f"{args.rounds} interleaved rounds ...", flush=True)
+    # Each round runs every variant once, in a fresh interpreter: a machine that slows down for a while then
+    # slows all variants of that round alike, and the median over rounds is compared.
+    runs: dict[str, list[dict]] = {name: [] for name in [*variants, "split"]}
+    for round_ in range(args.rounds):
+        for name, flags in variants.items():
+            runs[name].append(run_child(flags, [1, args.seeds], args.timesteps, args.repeats, [4]))
+        runs["split"].append(run_child("", [args.seeds], args.timesteps, args.repeats, [4], device_count=cores,
+                                       split=True))
+        print(f"  round {round_ + 1}: " + ", ".join(
+            f"{name} " + ("error" if "error" in rs[-1] else "/".join(f"{r['env_steps_per_s'] / 1e3:.0f}k" for r in rs[-1]["rows"]))
+            for name, rs in runs.items()), flush=True)
 
-    print(f"3/3 {args.seeds} seeds split over {cores} CPU devices ...", flush=True)
-    split = run_child("", [args.seeds], args.timesteps, args.repeats, [4], device_count=cores, split=True)
+    def merged(name: str, flags: str) -> dict:
+        """Median over rounds, per seed count; the error of the first failed round if any failed."""
+        failed = [r for r in runs[name] if "error" in r]
+        if failed:
+            return {"flags": flags, "error": failed[0]["error"]}
+        out = []
+        for i, first in enumerate(runs[name][0]["rows"]):
+            speeds = [r["rows"][i]["env_steps_per_s"] for r in runs[name]]
+            out.append({**first, "env_steps_per_s": float(sorted(speeds)[len(speeds) // 2]),
+                        "rounds_env_steps_per_s": speeds})
+        return {"flags": flags, "rows": out, "local_devices": runs[name][0]["local_devices"]}
 
+    flag_rows = {name: merged(name, flags) for name, flags in variants.items()}
+    split = merged("split", "")
     base = {r["seeds"]: r["env_steps_per_s"] for r in flag_rows["baseline"].get("rows", [])}
+
     result = {"benchmark": "ppo_profile", "quick": args.quick, "timesteps": args.timesteps, "repeats": args.repeats,
+              "rounds": args.rounds,
               "breakdown": breakdown, "flags": flag_rows, "split": split, "cores": cores,
               "machine": common.machine(), "versions": common.versions()}
 
@@ -139,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         f = breakdown["fit"]
         print(f"\nfit: rollout + GAE {f['rollout_s']:.3f} s, one update epoch {f['epoch_s']:.3f} s; "
               f"the 4 update epochs are {100 * f['update_share_at_4_epochs']:.0f}% of the run")
-    print("\n## XLA:CPU flags, env steps/s (one device)\n")
+    print(f"\n## XLA:CPU flags, env steps/s (one device; median over {args.rounds} rounds)\n")
     table = []
     for name, row in flag_rows.items():
         if "error" in row:
