@@ -3,10 +3,11 @@
 Our PPO (``jaxlib_kernels.ppo``) on Navix-Empty-5x5 with the pipeline's settings (16 envs x 128 steps, 4 epochs x 4
 minibatches, 65,536 env steps per seed), on this machine:
 1. the split of one seed's run time between the rollout (env steps, policy forward, GAE) and the update epochs,
-   from runs with 1, 2 and 4 update epochs (a least-squares line: time = rollout + epochs x epoch cost);
+   from runs with 1, 2 and 4 update epochs (a least-squares line: time = rollout + epochs x epoch cost; the line
+   through medians over the rounds);
 2. env steps/s under XLA:CPU flags, each in a fresh interpreter (XLA reads ``XLA_FLAGS`` once), 1 and 8 seeds;
 3. the 8 seeds split over one CPU device per core (``jaxlib_kernels.devices``), against one device.
-A child's figure is the median of ``--repeats`` runs after compiling; parts 2 and 3 run in ``--rounds`` interleaved
+A child's figure is the median of ``--repeats`` runs after compiling; all three run in ``--rounds`` interleaved
 rounds (every variant once a round) and report the median over rounds. Prints markdown tables, writes
 ``benchmarks/results/ppo_profile.json``.
 
@@ -103,26 +104,25 @@ def main(argv: list[str] | None = None) -> dict:
         variants = {k: VARIANTS[k] for k in ("baseline", "Eigen single-threaded")}
     cores = len(os.sched_getaffinity(0))
 
-    print("1/2 rollout against update epochs (1 seed) ...", flush=True)
-    breakdown = run_child("", [1], args.timesteps, args.repeats, [1, 2, 4])
-    rows = breakdown.get("rows", [])
-    if rows:
+    def fit_breakdown(rows: list[dict]) -> dict:
+        """time = rollout + epochs x epoch cost, least squares over the epoch counts."""
         import numpy as np
 
         e = np.array([r["update_epochs"] for r in rows], float)
         t = np.array([r["median_s"] for r in rows], float)
         epoch_s, rollout_s = np.polyfit(e, t, 1)
         at4 = next(r for r in rows if r["update_epochs"] == 4)
-        breakdown["fit"] = {"rollout_s": float(rollout_s), "epoch_s": float(epoch_s),
-                            "update_share_at_4_epochs": float(4 * epoch_s / (rollout_s + 4 * epoch_s)),
-                            "time_at_4_epochs_s": at4["median_s"]}
+        return {"rollout_s": float(rollout_s), "epoch_s": float(epoch_s),
+                "update_share_at_4_epochs": float(4 * epoch_s / (rollout_s + 4 * epoch_s)),
+                "time_at_4_epochs_s": at4["median_s"]}
 
-    print(f"2/2 XLA:CPU flags (1 and {args.seeds} seeds, one device) and the device split, "
+    print(f"rollout against update epochs (1 seed), XLA:CPU flags (1 and {args.seeds} seeds, one device) and the device split, "
           f"{args.rounds} interleaved rounds ...", flush=True)
     # Each round runs every variant once, in a fresh interpreter: a machine that slows down for a while then
     # slows all variants of that round alike, and the median over rounds is compared.
-    runs: dict[str, list[dict]] = {name: [] for name in [*variants, "split"]}
+    runs: dict[str, list[dict]] = {name: [] for name in ["breakdown", *variants, "split"]}
     for round_ in range(args.rounds):
+        runs["breakdown"].append(run_child("", [1], args.timesteps, args.repeats, [1, 2, 4]))
         for name, flags in variants.items():
             runs[name].append(run_child(flags, [1, args.seeds], args.timesteps, args.repeats, [4]))
         runs["split"].append(run_child("", [args.seeds], args.timesteps, args.repeats, [4], device_count=cores,
@@ -139,12 +139,17 @@ def main(argv: list[str] | None = None) -> dict:
         out = []
         for i, first in enumerate(runs[name][0]["rows"]):
             speeds = [r["rows"][i]["env_steps_per_s"] for r in runs[name]]
+            times = [r["rows"][i]["median_s"] for r in runs[name]]
             out.append({**first, "env_steps_per_s": float(sorted(speeds)[len(speeds) // 2]),
-                        "rounds_env_steps_per_s": speeds})
+                        "median_s": float(sorted(times)[len(times) // 2]), "rounds_env_steps_per_s": speeds})
         return {"flags": flags, "rows": out, "local_devices": runs[name][0]["local_devices"]}
 
     flag_rows = {name: merged(name, flags) for name, flags in variants.items()}
     split = merged("split", "")
+    breakdown = merged("breakdown", "")
+    rows = breakdown.get("rows", [])
+    if rows:
+        breakdown["fit"] = fit_breakdown(rows)
     base = {r["seeds"]: r["env_steps_per_s"] for r in flag_rows["baseline"].get("rows", [])}
 
     result = {"benchmark": "ppo_profile", "quick": args.quick, "timesteps": args.timesteps, "repeats": args.repeats,
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
               "breakdown": breakdown, "flags": flag_rows, "split": split, "cores": cores,
               "machine": common.machine(), "versions": common.versions()}
 
-    print(f"\n## ppo_profile: where one seed's time goes (Navix-Empty-5x5, {args.timesteps} steps, median of {args.repeats})\n")
+    print(f"\n## ppo_profile: where one seed's time goes (Navix-Empty-5x5, {args.timesteps} steps, median over {args.rounds} rounds)\n")
     print(common.table(["update epochs", "run (s)", "env steps/s", "final return"],
                        [[r["update_epochs"], r["median_s"], r["env_steps_per_s"], r["final_return"]] for r in rows]))
     if "fit" in breakdown:
