@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     variants = VARIANTS
     if args.quick:
         args.timesteps, args.repeats, args.seeds, args.rounds = 4096, 1, 2, 1
-        variants = {k: VARIANTS[k] for k in ("baseline", "Eigen single-threaded")}
+        variants = {"baseline": VARIANTS["baseline"]}
     cores = len(os.sched_getaffinity(0))
 
     def fit_breakdown(rows: list[dict]) -> dict:
