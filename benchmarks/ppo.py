@@ -18,7 +18,6 @@ less does not count. JAX compile time is measured apart (``lower().compile()``),
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jaxlib_kernels import devices
 
 
-def _early_devices(argv: list[str] | None) -> int:
+def _early_devices(argv: list[str] | None) -> int | None:
+    """``--devices`` read before JAX starts (None: ``force_cpu_devices``' default, one per usable core)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--devices", type=int, default=None)
-    count = pre.parse_known_args(argv)[0].devices
-    return count if count is not None else len(os.sched_getaffinity(0))
+    return pre.parse_known_args(argv)[0].devices
 
 
 if __name__ == "__main__":
@@ -70,11 +69,6 @@ def task_configs(env_name: str, total: int, num_envs: int = 16, num_steps: int =
     return ours, pjr
 
 
-def seed_keys(n: int):
-    keys = jax.vmap(jax.random.key)(jnp.arange(n, dtype=jnp.uint32))
-    return keys, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-
-
 def stacked_init(init, keys):
     init = jax.jit(init)
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[init(k) for k in keys])
@@ -84,7 +78,7 @@ def bench_jax(env_name: str, total: int, seeds: int, repeats: int, num_envs: int
     """Ours with the seeds split over the local devices, ours on one device, purejaxrl-style as published
     (``jit(vmap)`` on one device). With one seed, or one device, the split row is left out (it is the same)."""
     ours_cfg, pjr_cfg = task_configs(env_name, total, num_envs, num_steps)
-    keys, init_keys = seed_keys(seeds)
+    keys, init_keys = ppo.seed_keys(np.arange(seeds))
     ours_params = stacked_init(ppo.make_init(ours_cfg), init_keys)
     ours_train = ppo.make_train(ours_cfg)
     split = devices.population_devices(seeds)
@@ -202,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 8, 64])
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after the first (which is timed too)")
     parser.add_argument("--sb3-seeds", type=int, default=1, help="SB3 runs (one seed each); 0 skips SB3")
-    parser.add_argument("--sb3-procs", type=int, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--sb3-procs", type=int, default=devices.usable_cores(),
                         help="also run this many SB3 seeds at once in separate processes (the whole machine); <2 skips")
     parser.add_argument("--no-cartpole", action="store_true")
     parser.add_argument("--devices", type=int, default=None,

@@ -41,6 +41,7 @@ VARIANTS = {
 
 def child(seeds: list[int], total: int, repeats: int, epochs: list[int], split: bool) -> dict:
     """Runs inside the fresh interpreter: times ``jit(vmap(train))`` for each seed count and epoch count."""
+    import common
     import jax
     import numpy as np
 
@@ -50,8 +51,8 @@ def child(seeds: list[int], total: int, repeats: int, epochs: list[int], split: 
     for n in seeds:
         for e in epochs:
             config = ppo.PPOConfig(env_name="Navix-Empty-5x5-v0", total_timesteps=total, update_epochs=e)
-            keys = jax.vmap(jax.random.key)(jax.numpy.arange(n, dtype=jax.numpy.uint32))
-            params = ppo.init_params(config, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))
+            keys, init_keys = ppo.seed_keys(np.arange(n))
+            params = ppo.init_params(config, init_keys)
             train = ppo.make_train(config)
             fn = devices.population_jit(train, n, chunk=CHUNK) if split else jax.jit(jax.vmap(train))
             start = time.perf_counter()
@@ -62,7 +63,7 @@ def child(seeds: list[int], total: int, repeats: int, epochs: list[int], split: 
                 start = time.perf_counter()
                 result = jax.block_until_ready(compiled(keys, params))
                 times.append(time.perf_counter() - start)
-            median = sorted(times)[len(times) // 2]
+            median = common.median(times)
             out.append({"seeds": n, "update_epochs": e, "compile_s": compile_s, "times_s": times, "median_s": median,
                         "env_steps_per_s": n * config.env_steps / median,
                         "final_return": float(ppo.mean_return(jax.tree_util.tree_map(np.asarray, result["metrics"])).mean()),
@@ -98,11 +99,13 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     import common
 
+    from jaxlib_kernels import devices
+
     variants = VARIANTS
     if args.quick:
         args.timesteps, args.repeats, args.seeds, args.rounds = 4096, 1, 2, 1
         variants = {"baseline": VARIANTS["baseline"]}
-    cores = len(os.sched_getaffinity(0))
+    cores = devices.usable_cores()
 
     def fit_breakdown(rows: list[dict]) -> dict:
         """time = rollout + epochs x epoch cost, least squares over the epoch counts."""
@@ -140,8 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         for i, first in enumerate(runs[name][0]["rows"]):
             speeds = [r["rows"][i]["env_steps_per_s"] for r in runs[name]]
             times = [r["rows"][i]["median_s"] for r in runs[name]]
-            out.append({**first, "env_steps_per_s": float(sorted(speeds)[len(speeds) // 2]),
-                        "median_s": float(sorted(times)[len(times) // 2]), "rounds_env_steps_per_s": speeds})
+            out.append({**first, "env_steps_per_s": common.median(speeds), "median_s": common.median(times),
+                        "rounds_env_steps_per_s": speeds})
         return {"flags": flags, "rows": out, "local_devices": runs[name][0]["local_devices"]}
 
     flag_rows = {name: merged(name, flags) for name, flags in variants.items()}

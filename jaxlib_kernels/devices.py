@@ -33,6 +33,11 @@ def _backends_initialised() -> bool:
         return False
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def force_cpu_devices(count: int | None = None) -> bool:
     """Ask XLA for ``count`` CPU devices (default: one per usable core). True if it will take effect.
 
@@ -40,7 +45,7 @@ def force_cpu_devices(count: int | None = None) -> bool:
     exist, because XLA reads the flag only when it creates the CPU client.
     """
     if count is None:
-        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        count = usable_cores()
     if count < 1:
         raise ValueError(f"device count must be >= 1, got {count}")
     if _backends_initialised():
@@ -75,12 +80,11 @@ def population_jit(member_fn: Callable, size: int, devices: Sequence[jax.Device]
     of a CPU; measured with PPO on this machine, 32 seeds a device ran 8% faster in chunks of 8
     (``benchmarks/README.md``). Results match the plain vmap up to float summation order.
     """
-    sharding = population_sharding(size, devices)
-    per_device = size // sharding.mesh.size
-    if chunk is None or chunk >= per_device:
-        return jax.jit(jax.vmap(member_fn), in_shardings=sharding, out_shardings=sharding, **jit_kwargs)
-    if chunk < 1:
+    if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    sharding = population_sharding(size, devices)
+    if chunk is None or chunk >= size // sharding.mesh.size:
+        return jax.jit(jax.vmap(member_fn), in_shardings=sharding, out_shardings=sharding, **jit_kwargs)
 
     def local(*args):
         return jax.lax.map(lambda xs: member_fn(*xs), args, batch_size=chunk)

@@ -277,14 +277,19 @@ def mean_return(metrics: dict, last_fraction: float = 0.1) -> np.ndarray:
     return np.where(ep > 0, rs / np.maximum(ep, 1), 0.0)
 
 
+def seed_keys(seeds: list[int] | np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """Per-seed keys for ``train`` and, folded apart from them, for ``init_params``."""
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, dtype=jnp.uint32))
+    return keys, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+
+
 def train_seeds(config: PPOConfig, drift: Drift | None, seeds: list[int] | np.ndarray) -> dict:
     """Train one drift on several seeds in one ``jit(vmap(train))`` call; host arrays out.
 
     The seeds are split over the local devices that divide their number (``devices.population_jit``): one
     device per core when the process asked XLA for them (``devices.force_cpu_devices``), else one.
     """
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, dtype=jnp.uint32))
-    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    keys, init_keys = seed_keys(seeds)
     params = init_params(config, init_keys)
     train = devices.population_jit(make_train(config, drift), len(seeds))
     out = train(keys, params)

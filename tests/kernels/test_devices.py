@@ -25,8 +25,8 @@ from jaxlib_kernels.profiling import count_compilations
 
 config = ppo.PPOConfig(total_timesteps=2048, num_envs=4, num_steps=32)
 seeds = [0, 1, 2, 3]
-keys = jax.vmap(jax.random.key)(jax.numpy.asarray(seeds, dtype=jax.numpy.uint32))
-params = ppo.init_params(config, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))
+keys, init_keys = ppo.seed_keys(seeds)
+params = ppo.init_params(config, init_keys)
 train = ppo.make_train(config)
 one = jax.jit(jax.vmap(train))(keys, params)  # the reference: every seed on the first device
 split_fn = devices.population_jit(train, len(seeds))
