@@ -1,12 +1,15 @@
-"""Registry of research templates (DESIGN.md section 2)."""
+"""Registry of research templates (ARCHITECTURE.md, "Templates"): adding a template is one line here."""
 
 from __future__ import annotations
 
 from jaxlib_kernels.registry import Registry
-from jaxlib_kernels.templates import lpo
-from jaxlib_kernels.templates.base import Profile, Setting, Template
+from jaxlib_kernels.templates import hades, lpo
+from jaxlib_kernels.templates.base import Baseline, Metric, PluginSpec, Profile, ResultSchema, Setting, Template
 
-TEMPLATES: Registry[Template] = Registry("template", {"lpo": lpo.TEMPLATE})
+TEMPLATES: Registry[Template] = Registry("template", {
+    "lpo": lpo.TEMPLATE,
+    "hades": hades.TEMPLATE,
+})
 
 
 def make(name: str) -> Template:
@@ -14,4 +17,4 @@ def make(name: str) -> Template:
     return TEMPLATES[name]
 
 
-__all__ = ["TEMPLATES", "Profile", "Setting", "Template", "make"]
+__all__ = ["TEMPLATES", "Baseline", "Metric", "PluginSpec", "Profile", "ResultSchema", "Setting", "Template", "make"]

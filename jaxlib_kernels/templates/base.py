@@ -1,59 +1,198 @@
-"""What a research template is (DESIGN.md section 2): plug-in, baselines, settings, profiles, evaluation."""
+"""The template contract (ARCHITECTURE.md, "Templates"): what a research problem declares, and all the stages read.
+
+A template is one folder of code (``jaxlib_kernels/templates/<name>/``) and one folder of text
+(``prompts/templates/<name>/``), registered by one line in ``jaxlib_kernels/templates/__init__.py``. The generic
+stages (ideation, novelty, code, experiments, aggregation, plots, writeup, review, summary, archive) know only the
+fields below; nothing in them is about drifts, datasets or losses.
+
+A *candidate* travels between stages as text: plug-in source for ``kind="source"`` templates (a Python module
+defining the plug-in function), or canonical JSON for ``kind="parametric"`` ones (a configuration or a set of
+parameters). :meth:`Template.load` turns that text into what :attr:`Template.evaluate` takes.
+
+The unit result schema: ``evaluate(setting, budget, candidate, seeds)`` returns host arrays
+``{"x": (T,), "curve": (S, T), "final": (S,), **extras}`` with ``S = len(seeds)``; ``curve`` may hold NaN where
+nothing was measured yet. :class:`ResultSchema` names them for tables and figures.
+
+The metric's direction lives in :class:`Metric` only: every stage compares through :meth:`Metric.improvement`
+/ :meth:`Metric.best`, never with a bare ``>``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import hashlib
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[2]
+PROMPTS = ROOT / "prompts"
+
 
 @dataclasses.dataclass(frozen=True)
-class Setting:
-    """One experimental condition; held-out settings are never used to select candidates."""
+class Arg:
+    """One argument of a plug-in: its name, shape and meaning."""
 
     name: str
-    env: str
-    max_steps: int | None = None
-    timesteps_scale: float = 1.0
-    held_out: bool = False
+    shape: str
     description: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
+class PluginSpec:
+    """The plug-in a candidate implements. ``kind``: ``source`` (Python function) or ``parametric`` (JSON data)."""
+
+    name: str
+    args: tuple[Arg, ...]
+    returns: str
+    kind: str = "source"
+
+    def __post_init__(self):
+        if self.kind not in ("source", "parametric"):
+            raise ValueError(f"plug-in kind must be 'source' or 'parametric', got {self.kind!r}")
+
+    @property
+    def signature(self) -> str:
+        if self.kind == "parametric":
+            return f"{self.name} = {self.returns}"
+        return f"{self.name}({', '.join(a.name for a in self.args)}) -> {self.returns}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """The headline metric of a unit's ``final`` values and its direction (the one place the sign lives)."""
+
+    name: str
+    description: str
+    maximize: bool = True
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.maximize else -1.0
+
+    @property
+    def direction(self) -> str:
+        return "maximised" if self.maximize else "minimised"
+
+    def improvement(self, candidate: float, reference: float) -> float:
+        """How much better ``candidate`` is than ``reference`` (positive = better), in the metric's units."""
+        return self.sign * (float(candidate) - float(reference))
+
+    def best(self, values: Mapping[str, float]) -> str:
+        """The key of the best value."""
+        return max(values, key=lambda k: self.sign * float(values[k]))
+
+    def rank(self, values: Mapping[str, float]) -> list[str]:
+        """Keys from best to worst."""
+        return sorted(values, key=lambda k: -self.sign * float(values[k]))
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultSchema:
+    """Names of a unit result's arrays: the curve's x axis, the curve, the final value, named extras."""
+
+    x_label: str = "environment steps"
+    curve_label: str = "episodic return"
+    final_label: str = "final return"
+    extras: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A baseline as candidate text (source or JSON), with the label papers use; ``expression`` when symbolic."""
+
+    name: str
+    label: str
+    source: str
+    expression: Any = None
+    description: str = ""
+    latex: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One experimental condition; held-out settings are never used to select candidates.
+
+    ``budget_scale`` multiplies the profile's budget; ``options`` are template-specific (a frozen tuple of pairs).
+    """
+
+    name: str
+    env: str
+    held_out: bool = False
+    description: str = ""
+    budget_scale: float = 1.0
+    max_steps: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+
+@dataclasses.dataclass(frozen=True)
 class Profile:
-    """Sizes of a run: how many ideas, seeds, steps, and which settings and baselines."""
+    """Sizes of a run: ideas, seeds, the budget (in the template's unit), settings, baselines, search sizes."""
 
     name: str
     num_ideas: int
     seeds: int
-    total_timesteps: int
+    budget: int
     settings: tuple[str, ...]
     baselines: tuple[str, ...]
     search_generations: int = 6
     search_population: int = 32
 
+    def budget_of(self, setting: Setting) -> int:
+        return max(1, int(round(self.budget * setting.budget_scale)))
+
+
+def _no_figures(**_: Any) -> list[dict]:
+    return []
+
 
 @dataclasses.dataclass(frozen=True)
 class Template:
-    """A research problem: everything the stages need, with no Prefect or Ray inside."""
+    """A research problem: everything the stages need, with no Prefect or Ray inside.
+
+    Callables (all take host values and return host values):
+
+    * ``evaluate(setting, budget, candidate, seeds) -> {"x", "curve", "final", **extras}``
+    * ``check(candidate, key) -> [problem, ...]``: the gate's checks on random inputs (empty = fine)
+    * ``probe(candidate) -> 1-d array``: behaviour; distances are RMS differences divided by ``probe_scale``
+    * ``propose(template, profile, archive_rows, num_ideas, seed) -> [idea, ...]``: the offline search (ideation)
+    * ``render(template, idea) -> candidate text``: the offline code stage
+    * ``figures(template=, idea=, sources=, results=, final_info=, methods=, colors=, labels=, out_dir=)``
+      -> extra figure records beyond the generic curves and final values
+    * ``kernel_config(setting, budget) -> object``: the kernel's configuration of a unit (its repr keys the unit)
+    """
 
     name: str
     title: str
-    plugin_name: str
-    plugin_signature: str
-    metric: str
-    metric_description: str
-    baselines: dict[str, Any]  # name -> symbolic expression
-    baseline_labels: dict[str, str]
+    plugin: PluginSpec
+    metric: Metric
+    baselines: dict[str, Baseline]
     settings: dict[str, Setting]
     profiles: dict[str, Profile]
     evaluate: Callable[..., dict] = dataclasses.field(repr=False)
-    probe: Callable[[Callable], np.ndarray] = dataclasses.field(repr=False)
+    check: Callable[[Any, Any], list[str]] = dataclasses.field(repr=False)
+    probe: Callable[[Any], np.ndarray] = dataclasses.field(repr=False)
+    propose: Callable[..., list[dict]] = dataclasses.field(repr=False)
+    render: Callable[..., str] = dataclasses.field(repr=False)
+    kernel_config: Callable[[Setting, int], Any] = dataclasses.field(repr=False)
+    kernel_modules: tuple[str, ...] = ()  # the modules whose source computes a unit (its key covers them)
+    schema: ResultSchema = ResultSchema()
+    budget_unit: str = "environment steps"
+    probe_scale: float = 1.0
+    novelty_threshold: float = 0.1
+    figures: Callable[..., list[dict]] = dataclasses.field(default=_no_figures, repr=False)
+    formula_lhs: str = "f"
     search_space: dict = dataclasses.field(default_factory=dict)
-    check: Callable[[Callable, Any], list[str]] | None = dataclasses.field(default=None, repr=False)
+    package: str = ""  # the template's code package (for its source hash); default jaxlib_kernels.templates.<name>
 
+    # --- lookups ---------------------------------------------------------------------------------------------------
     def profile(self, name: str) -> Profile:
         from jaxlib_kernels.registry import Registry
 
@@ -63,3 +202,109 @@ class Template:
         from jaxlib_kernels.registry import Registry
 
         return Registry("setting", self.settings)[name]
+
+    def baseline(self, name: str) -> Baseline:
+        from jaxlib_kernels.registry import Registry
+
+        return Registry("baseline", self.baselines)[name]
+
+    @property
+    def baseline_labels(self) -> dict[str, str]:
+        return {k: b.label for k, b in self.baselines.items()}
+
+    @property
+    def plugin_name(self) -> str:
+        return self.plugin.name
+
+    @property
+    def text_dir(self) -> Path:
+        """The template's text: prompts, paper and review overrides, seed ideas, references."""
+        return PROMPTS / "templates" / self.name
+
+    @property
+    def code_dir(self) -> Path:
+        module = importlib.import_module(self.package or f"jaxlib_kernels.templates.{self.name}")
+        return Path(module.__file__).resolve().parent
+
+    # --- candidates --------------------------------------------------------------------------------------------------
+    def load(self, text: str) -> Any:
+        """Candidate text -> the object ``evaluate`` and ``check`` take (raises PluginError with the reason)."""
+        from jaxlib_kernels.plugin import PluginError, load_plugin
+
+        if self.plugin.kind == "source":
+            return load_plugin(text, self.plugin.name)
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"a {self.name} candidate is JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise PluginError(f"a {self.name} candidate is a JSON object, got {type(value).__name__}")
+        return value
+
+    def static_check(self, text: str) -> None:
+        """The first gate layer on candidate text, in the parent process (raises PluginError)."""
+        from jaxlib_kernels.plugin import static_check
+
+        if self.plugin.kind == "source":
+            static_check(text, self.plugin.name)
+        else:
+            self.load(text)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Behavioural distance: RMS difference of two probes in units of ``probe_scale``."""
+        diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+        return float(np.sqrt(np.mean(np.square(diff)))) / self.probe_scale
+
+    def probe_text(self, text: str) -> np.ndarray:
+        return np.asarray(self.probe(self.load(text)), dtype=np.float64).reshape(-1)
+
+    # --- cache keys --------------------------------------------------------------------------------------------------
+    def kernel_fingerprint(self, setting: Setting, budget: int) -> str:
+        """Hash of the kernel's configuration for a unit and of the source of the modules that compute it."""
+        h = hashlib.sha256(repr(self.kernel_config(setting, budget)).encode())
+        h.update(source_hash(self.kernel_modules, code_only=True).encode())
+        return h.hexdigest()[:16]
+
+    def text_hash(self) -> str:
+        """Hash of every file of the template's text folder."""
+        return files_hash([self.text_dir])
+
+    def describe(self) -> dict:
+        """What ``scientist templates`` prints."""
+        return {
+            "name": self.name, "title": self.title, "plugin": self.plugin.signature, "kind": self.plugin.kind,
+            "metric": self.metric.name, "direction": self.metric.direction, "budget_unit": self.budget_unit,
+            "baselines": list(self.baselines),
+            "settings": {k: ("held out" if s.held_out else "training") for k, s in self.settings.items()},
+            "profiles": {k: {"ideas": p.num_ideas, "seeds": p.seeds, "budget": p.budget, "settings": list(p.settings)}
+                         for k, p in self.profiles.items()},
+        }
+
+
+def files_hash(paths: list[Path], suffixes: tuple[str, ...] | None = None) -> str:
+    """sha256 over the relative names and bytes of every file under ``paths`` (sorted; caches skipped)."""
+    h = hashlib.sha256()
+    for base in paths:
+        base = Path(base)
+        files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+        for f in files:
+            if "__pycache__" in f.parts or (suffixes and f.suffix not in suffixes):
+                continue
+            h.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def source_hash(modules: tuple[str, ...] | list[str], code_only: bool = False) -> str:
+    """Hash of the source of modules (a package: every ``.py`` file in its folder)."""
+    paths = []
+    for name in modules:
+        module = importlib.import_module(name)
+        path = Path(module.__file__).resolve()
+        paths.append(path.parent if path.name == "__init__.py" else path)
+    return files_hash(paths, (".py",) if code_only else None)
+
+
+def candidate_json(value: Mapping[str, Any]) -> str:
+    """Canonical JSON text of a parametric candidate (sorted keys: the same candidate, the same text)."""
+    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,102 @@
+"""The ``lpo`` template: discover the drift of mirror learning for PPO-style agents on NAVIX gridworlds.
+
+Sources: Lu et al., 2022, "Discovered Policy Optimisation" (LPO, and its closed form DPO); Jackson et al., 2024,
+"Discovering Temporally-Aware Reinforcement Learning Algorithms" (TA-LPO: the drift sees training progress n/N);
+Kuba et al., 2022, "Mirror Learning". Code: ``kernel`` (PPO glue, gate checks, probe), ``search`` (the offline
+symbolic search), ``figures`` (the drift's shape), ``expressions`` (the baselines). Text: ``prompts/templates/lpo/``.
+"""
+
+from __future__ import annotations
+
+from jaxlib_kernels import symbolic
+from jaxlib_kernels.templates.base import (
+    Arg, Baseline, Metric, PluginSpec, Profile, ResultSchema, Setting, Template,
+)
+from jaxlib_kernels.templates.lpo import figures, kernel, search
+from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, LABELS, NO_DRIFT, PPO_CLIP
+from jaxlib_kernels.templates.lpo.kernel import check_plugin, evaluate, ppo_config, probe
+
+SETTINGS = {
+    "empty5": Setting("empty5", "Navix-Empty-5x5-v0", held_out=False, description="Empty 5x5, fixed start"),
+    "empty_random5": Setting(
+        "empty_random5", "Navix-Empty-Random-5x5-v0", held_out=True, description="Empty 5x5, random start (held out)"
+    ),
+    "empty6": Setting("empty6", "Navix-Empty-6x6-v0", held_out=True, description="Empty 6x6 (held-out grid)"),
+    "empty5_short": Setting(
+        "empty5_short", "Navix-Empty-5x5-v0", budget_scale=0.5, held_out=True,
+        description="Empty 5x5 with half the training horizon (held-out horizon)",
+    ),
+    "empty5_long": Setting(
+        "empty5_long", "Navix-Empty-5x5-v0", budget_scale=2.0, held_out=True,
+        description="Empty 5x5 with twice the training horizon (held-out horizon)",
+    ),
+    "doorkey5": Setting("doorkey5", "Navix-DoorKey-5x5-v0", held_out=True, description="DoorKey 5x5 (held out)"),
+}
+
+PROFILES = {
+    "smoke": Profile(
+        "smoke", num_ideas=1, seeds=4, budget=40_960, settings=("empty5", "empty_random5"),
+        baselines=("ppo_clip", "kl", "no_drift"), search_generations=4, search_population=24,
+    ),
+    "default": Profile(
+        "default", num_ideas=2, seeds=4, budget=98_304, settings=("empty5", "empty_random5", "empty5_short"),
+        baselines=("ppo_clip", "kl", "no_drift", "dpo"), search_generations=6, search_population=32,
+    ),
+    "paper": Profile(
+        "paper", num_ideas=4, seeds=8, budget=393_216,
+        settings=("empty5", "empty_random5", "empty6", "empty5_short", "doorkey5"),
+        baselines=("ppo_clip", "kl", "no_drift", "dpo"), search_generations=10, search_population=64,
+    ),
+}
+
+BASELINES = {
+    name: Baseline(name, LABELS[name], symbolic.render_source(expr, "drift", doc=f"{LABELS[name]} drift."),
+                   expression=expr, latex=symbolic.to_latex(expr))
+    for name, expr in EXPRESSIONS.items()
+}
+BASELINE_LABELS = LABELS
+SEARCH_SPACE = {
+    "variables": ["r", "A", "logr", "omr", "p"],
+    "unary": ["relu", "abs", "sq", "tanh", "neg"],
+    "binary": ["add", "sub", "mul", "max", "min"],
+    "constants": [0.1, 0.2, 0.5, 1.0, 2.0],
+}
+
+
+def baseline_source(name: str) -> str:
+    return BASELINES[name].source
+
+
+TEMPLATE = Template(
+    name="lpo",
+    title="Discovering drift functions for mirror learning",
+    plugin=PluginSpec(
+        "drift",
+        (Arg("ratio", "(...) float32", "probability ratio pi(a|s) / pi_old(a|s)"),
+         Arg("advantage", "ratio's shape, float32", "normalised advantage"),
+         Arg("progress", "() float32", "fraction of training done, n/N in [0, 1]")),
+        "array of ratio's shape, >= 0",
+    ),
+    metric=Metric("final_return", "mean episodic return over the last 10% of training", maximize=True),
+    baselines=BASELINES,
+    settings=SETTINGS,
+    profiles=PROFILES,
+    evaluate=evaluate,
+    check=check_plugin,
+    probe=probe,
+    propose=search.propose,
+    render=search.render,
+    kernel_config=ppo_config,
+    kernel_modules=("jaxlib_kernels.ppo", "jaxlib_kernels.envs", "jaxlib_kernels.devices",
+                    "jaxlib_kernels.templates.lpo.kernel"),
+    schema=ResultSchema("environment steps", "episodic return", "final return"),
+    budget_unit="environment steps",
+    probe_scale=search.SCALE,
+    novelty_threshold=search.NOVELTY_THRESHOLD,
+    figures=figures.drift_shape,
+    formula_lhs=r"D(r, A, \tfrac{n}{N})",
+    search_space=SEARCH_SPACE,
+)
+
+__all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS", "TEMPLATE",
+           "baseline_source", "check_plugin", "evaluate", "kernel", "ppo_config", "probe", "search"]
