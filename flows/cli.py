@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ideas", type=_positive("--ideas"), default=None, help="number of ideas (default: the profile's)")
     run.add_argument("--seeds", type=_positive("--seeds"), default=None, help="seeds per arm (default: the profile's)")
     run.add_argument("--profile", default="default", help="smoke | default | paper (default: default)")
-    run.add_argument("--timesteps", type=_positive("--timesteps"), default=None,
-                     help="environment steps per training run (default: the profile's)")
+    run.add_argument("--budget", "--timesteps", dest="budget", type=_positive("--budget"), default=None,
+                     help="training budget per unit in the template's unit (lpo: environment steps; hades: ES "
+                          "generations; default: the profile's); --timesteps is the old name")
     run.add_argument("--run-id", default=None, help="run id; an existing one is resumed (default: a new id)")
     run.add_argument("--runs-dir", default=os.environ.get("SCIENTIST_RUNS_DIR", "runs"), help="runs folder (default: runs/)")
     run.add_argument("--model", default=os.environ.get("SCIENTIST_MODEL") or None,
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-cost", type=_positive_float("--max-cost"), default=None,
                      help="LLM budget of the run in USD; the run stops cleanly when it is spent, keeping what it "
                           "finished (default: $SCIENTIST_MAX_COST; unset = no limit)")
+    run.add_argument("--no-fallback", dest="fallback", action="store_false",
+                     help="with a model: a stage whose model keeps failing fails its idea (ideation: the run) "
+                          "instead of falling back to the offline stage for that idea")
     run.add_argument("--unit-timeout", type=_positive("--unit-timeout"),
                      default=None,
                      help="seconds an experiment unit may run before it is stopped and recorded as failed "
@@ -193,8 +197,8 @@ def cmd_run(args) -> int:
     try:
         result = ai_scientist(
             template=args.template, num_ideas=args.ideas, seeds=args.seeds, profile=args.profile, model=args.model,
-            run_id=args.run_id, runs_dir=args.runs_dir, timesteps=args.timesteps, ray_address=args.ray_address,
-            max_cost=args.max_cost,
+            run_id=args.run_id, runs_dir=args.runs_dir, budget=args.budget, ray_address=args.ray_address,
+            max_cost=args.max_cost, fallback=args.fallback,
         )
     except RunFolderError as exc:
         print(f"scientist: error: {exc}", file=sys.stderr)

@@ -58,23 +58,20 @@ def run_search(name: str, spec: dict, es: dict, seed: int, generations: int, chu
             "centers": out["centers"]}
 
 
-@stage(name="talpo_candidate")
+@stage(name="talpo_candidate", modules=("jaxlib_kernels.es.talpo", "jaxlib_kernels.es.problems"))
 def talpo_candidate_task(spec: dict, search_dir: str, idea_dir: str) -> dict:
-    """Render the learned drift (the ES search mean) as plug-in source and pass it through the validation gate."""
+    """Render the learned drift (the ES search mean) as plug-in source; the pipeline's gate checks it next."""
     import jax
 
     from jaxlib_kernels.es import problems, talpo
-    from tasks import meta_es, sandbox
+    from tasks import meta_es
 
     net = problems.drift_net(spec)
     like = talpo.init_drift_params(jax.random.key(0), net)
     theta = meta_es.load_candidate(search_dir, like)
     source = talpo.render_source(theta, net)
     Path(idea_dir).mkdir(parents=True, exist_ok=True)
-    (Path(idea_dir) / "candidate.py").write_text(source)
-    result = sandbox.validate_source(source, "lpo", workdir=Path(idea_dir))
-    write_json(Path(idea_dir) / "validation.json", result.to_dict())
-    return {"source": source, "validation": result.to_dict(), "accepted": bool(result.accepted)}
+    return {"source": source}
 
 
 def _idea(spec: dict, es: dict, generations: int, curve: dict) -> dict:
@@ -92,7 +89,8 @@ def _idea(spec: dict, es: dict, generations: int, curve: dict) -> dict:
                        "learned drift against PPO clip, same seeds, on the training grid and held-out settings."),
         "expression_latex": r"\mathrm{ReLU}\big(w_{\mathrm{out}}^{\top}\tanh(W^{\top}\phi(r, A, n/N))\big)",
         "Interestingness": 7, "Feasibility": 8, "Novelty": 6,
-        "kind": "parametric",
+        "kind": "source",  # an ES-learned parametric drift, rendered as source with its weights as constants
+        "origin": "es",
         "temporal": bool(spec["temporal"]),
         "novelty": {"decision": "novel", "reason": "a parametric candidate found by ES, not by the symbolic search",
                     "nearest": "ppo_clip", "distance": None, "literature": []},
@@ -101,41 +99,33 @@ def _idea(spec: dict, es: dict, generations: int, curve: dict) -> dict:
 
 def _lpo_end_to_end(run: RunFolder, search: dict, spec: dict, es: dict, generations: int, seeds: int,
                     settings: tuple[str, ...], ray_address: str | None, store: dict) -> dict:
-    from jaxlib_kernels import symbolic
-    from jaxlib_kernels.templates import lpo
-    from tasks import aggregation, experiments, meta_es
-    from tasks.reporting import make_plots_task, review_paper_task, write_paper_task
+    """The learned drift through the AI-Scientist flow's own per-idea stages (``flows/pipeline.py``)."""
+    from flows import pipeline
+    from jaxlib_kernels.templates import Profile, lpo
+    from tasks import meta_es
+    from tasks.backends import OfflineBackend
 
     idea = _idea(spec, es, generations, search["metrics"])
     idea_dir = run.idea_dir(IDEA_NAME)
     cand = talpo_candidate_task.with_options(**store)(spec, search["dir"], str(idea_dir))
-    idea["source"], idea["validation"] = cand["source"], cand["validation"]
-    if not cand["accepted"]:
-        idea["status"] = f"rejected by the gate: {cand['validation']['reason']}"
-        return {"idea": idea}
-    seed_list = list(range(seeds))
+    idea["source"] = cand["source"]
     steps = spec["total_timesteps"]
-    base = [experiments.unit_spec("lpo", "ppo_clip", "baseline", symbolic.render_source(lpo.PPO_CLIP, "drift",
-                                  doc="PPO clip."), s, steps, seed_list) for s in settings]
-    mine = [experiments.unit_spec("lpo", IDEA_NAME, "candidate", idea["source"], s, steps, seed_list) for s in settings]
-    experiments.run_experiments_task.with_options(**store)(base + mine, str(run.units_dir), ray_address)
-    agg = aggregation.aggregate_task.with_options(**store)("lpo", idea, base + mine, str(run.units_dir), str(idea_dir))
-    idea["final_info"] = agg["final_info"]
-    figures = make_plots_task.with_options(**store)("lpo", idea, str(idea_dir))
-    figures = [*figures, meta_es.plot_learned_drift(idea["source"], idea_dir / "figures", "learned drift"),
+    prof = Profile("meta", num_ideas=1, seeds=seeds, budget=steps, settings=tuple(settings), baselines=("ppo_clip",))
+    backend = OfflineBackend(store=store)
+    ready = pipeline.implement(backend, lpo.TEMPLATE, run, [idea], [])
+    if not ready:
+        return {"idea": idea}
+    figures = [meta_es.plot_learned_drift(idea["source"], idea_dir / "figures", "learned drift"),
                read_json(run.path / "figures" / "es_fitness.json")]
-    context = {"profile": {"seeds": seeds, "total_timesteps": steps}, "run_id": run.run_id,
-               "labels": {IDEA_NAME: "TA-LPO, learned (ours)"}}
-    paper = write_paper_task.with_options(**store)("lpo", idea, figures, context, str(idea_dir))
-    idea["paper"] = paper
-    review = review_paper_task.with_options(**store)("lpo", idea, str(idea_dir)) if paper.get("pdf") else None
-    idea["review"] = review
-    idea["status"] = "reviewed" if review else "paper failed"
+    pipeline.evaluate_and_write(backend, lpo.TEMPLATE, prof, run, ready, ray_address, {},
+                                labels={IDEA_NAME: "TA-LPO, learned (ours)"}, extra_figures={IDEA_NAME: figures})
+    if not idea.get("review"):
+        idea["status"] = idea.get("status") if str(idea.get("status", "")).startswith("failed") else "paper failed"
     table = []
-    for setting, info in agg["final_info"].items():
+    for setting, info in (idea.get("final_info") or {}).items():
         comp = info.get("comparison", {})
         table.append({"setting": setting, "env": info.get("env"), "held_out": info["held_out"],
-                      "steps": int(steps * lpo.SETTINGS[setting].timesteps_scale),
+                      "steps": prof.budget_of(lpo.SETTINGS[setting]),
                       "learned_mean": info["means"].get(IDEA_NAME), "learned_ci95": info["ci95"].get(IDEA_NAME),
                       "ppo_clip_mean": info["means"].get("ppo_clip"), "ppo_clip_ci95": info["ci95"].get("ppo_clip"),
                       "difference": comp.get("difference"), "difference_ci95": comp.get("ci95"),
@@ -243,7 +233,7 @@ def meta_learning(
             workers = min(meta_es.available_workers(ray_address), max(1, population // 2))
         specs: dict[str, dict] = {}
         if template == "lpo":
-            steps = timesteps or prof.total_timesteps
+            steps = timesteps or prof.budget
             specs["talpo"] = problems.problem_spec("lpo", total_timesteps=steps, seed=seed, **(options or {}))
         else:
             sizes = dataset_sizes or [(options or {}).get("num_pairs", 4)]

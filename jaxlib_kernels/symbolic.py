@@ -170,16 +170,20 @@ def loads(text: str) -> Expr:
     return expr
 
 
-def render_source(expr: Expr, name: str = "drift", doc: str | None = None) -> str:
-    """A complete plug-in module: ``def name(ratio, advantage, progress)`` returning the expression."""
+def render_source(expr: Expr, name: str = "drift", doc: str | None = None,
+                  args: tuple[str, ...] = ("ratio", "advantage", "progress")) -> str:
+    """A complete plug-in module: ``def name(*args)`` returning the expression, broadcast to the first argument.
+
+    The variables of the tree are written in terms of ``VARIABLES``' argument names (ratio, advantage, progress).
+    """
     validate(expr)
     doc_line = f'    """{doc}"""\n' if doc else ""
     return (
         "import jax\n"
         "import jax.numpy as jnp\n\n\n"
-        f"def {name}(ratio, advantage, progress):\n"
+        f"def {name}({', '.join(args)}):\n"
         f"{doc_line}"
-        f"    return {to_source_expr(expr)} + jnp.zeros_like(ratio)\n"
+        f"    return {to_source_expr(expr)} + jnp.zeros_like({args[0]})\n"
     )
 
 

@@ -1,6 +1,11 @@
 """Aggregation: unit results -> a tidy pandas table (``results.parquet``) and ``final_info.json`` with means,
 standard errors, 95% confidence intervals (Student t) and a Welch t-test of the candidate against the best
-baseline of each setting (the best by mean final return on that setting).
+baseline of each setting (the best by the template's metric and its direction, ``Metric.best``).
+
+The tidy frame has one row per curve point (``metric == "curve"``, ``step`` = the curve's x) and one per seed's
+final value (``metric == "final"``); the template's ``ResultSchema`` names them for people. A comparison records
+the raw ``difference`` (candidate - best) and the ``improvement`` (the metric's sign times it: positive = better),
+so no later stage needs to know whether the metric is maximised.
 """
 
 from __future__ import annotations
@@ -11,32 +16,48 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from jaxlib_kernels.templates.base import Metric
 from tasks.runfolder import write_json
 
 ALPHA = 0.05
 
 
+COLUMNS = ["idea", "method", "role", "setting", "held_out", "seed", "step", "metric", "value"]
+
+
+class SchemaError(ValueError):
+    """A unit result that does not follow the template's result schema."""
+
+
+def check_result(result: dict, n_seeds: int) -> None:
+    """Raise :class:`SchemaError` unless ``result`` has x (T,), curve (S, T) and final (S,)."""
+    missing = [k for k in ("x", "curve", "final") if k not in result]
+    if missing:
+        raise SchemaError(f"unit result lacks {', '.join(missing)} (has {', '.join(sorted(result))})")
+    x, curve, final = (np.asarray(result[k]) for k in ("x", "curve", "final"))
+    if x.ndim != 1 or curve.shape != (n_seeds, x.shape[0]) or final.shape != (n_seeds,):
+        raise SchemaError(f"unit result shapes x {x.shape}, curve {curve.shape}, final {final.shape} do not match "
+                          f"{n_seeds} seeds (expected (T,), ({n_seeds}, T), ({n_seeds},))")
+
+
 def tidy_rows(idea: str, spec: dict, result: dict, held_out: bool) -> pd.DataFrame:
-    """Learning-curve points and final returns of one unit as tidy rows."""
+    """Curve points and final values of one unit as tidy rows."""
     seeds = spec["seeds"]
-    episodes = np.asarray(result["episodes"], dtype=float)
-    return_sum = np.asarray(result["return_sum"], dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        curve = np.where(episodes > 0, return_sum / episodes, np.nan)
-    steps = np.asarray(result["env_steps"])
+    check_result(result, len(seeds))
+    curve = np.asarray(result["curve"], dtype=float)
+    steps = np.asarray(result["x"])
     frames = []
     for i, seed in enumerate(seeds):
-        frames.append(pd.DataFrame({"env_steps": steps, "metric": "return", "value": curve[i], "seed": seed}))
-    final = np.asarray(result["final_return"], dtype=float)
-    frames.append(pd.DataFrame({"env_steps": int(steps[-1]), "metric": "final_return", "value": final,
-                                "seed": seeds}))
+        frames.append(pd.DataFrame({"step": steps, "metric": "curve", "value": curve[i], "seed": seed}))
+    final = np.asarray(result["final"], dtype=float)
+    frames.append(pd.DataFrame({"step": steps[-1], "metric": "final", "value": final, "seed": seeds}))
     df = pd.concat(frames, ignore_index=True)
     df.insert(0, "idea", idea)
     df.insert(1, "method", spec["method"])
     df.insert(2, "role", spec["role"])
     df.insert(3, "setting", spec["setting"])
     df.insert(4, "held_out", bool(held_out))
-    return df[["idea", "method", "role", "setting", "held_out", "seed", "env_steps", "metric", "value"]]
+    return df[COLUMNS]
 
 
 def summarize(values: np.ndarray) -> dict:
@@ -66,12 +87,14 @@ def welch(candidate: np.ndarray, baseline: np.ndarray) -> dict:
             "test": "Welch t-test"}
 
 
-def final_info(df: pd.DataFrame, candidate: str) -> dict:
-    """``{setting: {"means", "stderrs", "n", "ci95", "held_out", "comparison"}}`` from the tidy table."""
+def final_info(df: pd.DataFrame, candidate: str, metric: Metric | None = None) -> dict:
+    """``{setting: {"means", "stderrs", "n", "ci95", "held_out", "maximize", "comparison"}}`` from the tidy table."""
+    metric = metric or Metric("final", "final value")
     out = {}
-    finals = df[df.metric == "final_return"]
+    finals = df[df.metric == "final"]
     for setting, group in finals.groupby("setting", sort=False):
-        entry = {"means": {}, "stderrs": {}, "n": {}, "ci95": {}, "held_out": bool(group.held_out.iloc[0])}
+        entry = {"means": {}, "stderrs": {}, "n": {}, "ci95": {}, "held_out": bool(group.held_out.iloc[0]),
+                 "maximize": metric.maximize}
         by_method = {m: g.sort_values("seed").value.to_numpy() for m, g in group.groupby("method", sort=False)}
         for method, values in by_method.items():
             s = summarize(values)
@@ -79,14 +102,18 @@ def final_info(df: pd.DataFrame, candidate: str) -> dict:
             entry["n"][method], entry["ci95"][method] = s["n"], s["ci95"]
         baselines = [m for m in by_method if m != candidate and (group[group.method == m].role == "baseline").all()]
         if candidate in by_method and baselines:
-            best = max(baselines, key=lambda m: entry["means"][m])
-            entry["comparison"] = {"candidate": candidate, "best_baseline": best,
-                                   **welch(by_method[candidate], by_method[best])}
+            best = metric.best({m: entry["means"][m] for m in baselines})
+            test = welch(by_method[candidate], by_method[best])
+            improvement = metric.improvement(test["difference"], 0.0)
+            entry["comparison"] = {"candidate": candidate, "best_baseline": best, **test, "improvement": improvement,
+                                   "better": bool(test["significant"] and improvement > 0),
+                                   "worse": bool(test["significant"] and improvement < 0)}
         out[setting] = entry
     return out
 
 
-def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: Path, env_names: dict) -> dict:
+def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: Path, env_names: dict,
+              metric: Metric | None = None) -> dict:
     """Write ``results.parquet`` and ``final_info.json`` for one idea; failed units are listed, not hidden."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,12 +122,15 @@ def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: 
         if "error" in result:
             failed.append({"method": spec["method"], "setting": spec["setting"], "error": result["error"]})
             continue
-        frames.append(tidy_rows(idea["Name"], spec, result, held_out))
+        try:
+            frames.append(tidy_rows(idea["Name"], spec, result, held_out))
+        except SchemaError as exc:
+            failed.append({"method": spec["method"], "setting": spec["setting"], "error": str(exc)})
     if not frames:
         raise RuntimeError(f"no experiment of idea {idea['Name']} finished: {failed}")
     df = pd.concat(frames, ignore_index=True)
     df.to_parquet(out_dir / "results.parquet", index=False)
-    info = final_info(df, idea["Name"])
+    info = final_info(df, idea["Name"], metric)
     for setting in info:
         info[setting]["env"] = env_names.get(setting, "")
     write_json(out_dir / "final_info.json", info)
@@ -129,4 +159,4 @@ def aggregate_task(template_name: str, idea: dict, specs: list[dict], units_dir:
             result = {"error": err.read_text() if err.exists() else "no result"}
         unit_results.append((spec, result, template.setting(spec["setting"]).held_out))
     env_names = {s: template.setting(s).env for s in {spec["setting"] for spec in specs}}
-    return aggregate(idea, unit_results, Path(idea_dir), env_names)
+    return aggregate(idea, unit_results, Path(idea_dir), env_names, template.metric)

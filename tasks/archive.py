@@ -1,4 +1,8 @@
-"""``runs/archive.sqlite``: every evaluated candidate of every run, read by ideation (open-ended research)."""
+"""``runs/archive.sqlite``: every evaluated candidate of every run, read by ideation (open-ended research).
+
+``advantage`` is the mean over training settings of the candidate's improvement over the best baseline in the
+metric's direction (positive = better, for maximised and minimised metrics alike); ``train_mean`` is the raw mean.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +30,14 @@ CREATE TABLE IF NOT EXISTS candidates (
     overall INTEGER,
     decision TEXT,
     created TEXT NOT NULL,
+    improvement REAL,
     PRIMARY KEY (run_id, idea, setting)
 )
 """
+
+
+COLUMNS = ("run_id, template, idea, title, expression, source, setting, held_out, mean, stderr, n, best_baseline, "
+           "best_baseline_mean, p_value, overall, decision, created, improvement")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -36,6 +45,9 @@ def connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(path, timeout=30)
     con.execute(SCHEMA)
+    columns = {row[1] for row in con.execute("PRAGMA table_info(candidates)")}
+    if "improvement" not in columns:  # an archive of an older version: the metric's signed gain was added later
+        con.execute("ALTER TABLE candidates ADD COLUMN improvement REAL")
     return con
 
 
@@ -52,9 +64,10 @@ def record(path: Path, run_id: str, template: str, idea: dict, final_info: dict,
             info.get("n", {}).get(name), comp.get("best_baseline"),
             info["means"].get(comp.get("best_baseline")) if comp.get("best_baseline") else None,
             comp.get("p_value"), (review or {}).get("Overall"), (review or {}).get("Decision"), now,
+            comp.get("improvement"),
         ))
     with connect(path) as con:
-        con.executemany(f"INSERT OR REPLACE INTO candidates VALUES ({','.join('?' * 17)})", rows)
+        con.executemany(f"INSERT OR REPLACE INTO candidates ({COLUMNS}) VALUES ({','.join('?' * 18)})", rows)
     return len(rows)
 
 
@@ -66,8 +79,9 @@ def candidates(path: Path, template: str) -> list[dict]:
         con.row_factory = sqlite3.Row
         rows = con.execute(
             "SELECT run_id, idea, title, expression, source, AVG(CASE WHEN held_out = 0 THEN mean END) AS train_mean, "
-            "AVG(CASE WHEN held_out = 0 THEN mean - best_baseline_mean END) AS advantage, MAX(overall) AS overall "
-            "FROM candidates WHERE template = ? GROUP BY run_id, idea ORDER BY train_mean DESC",
+            "AVG(CASE WHEN held_out = 0 THEN COALESCE(improvement, mean - best_baseline_mean) END) AS advantage, "
+            "MAX(overall) AS overall "
+            "FROM candidates WHERE template = ? GROUP BY run_id, idea ORDER BY advantage DESC",
             (template,),
         ).fetchall()
     out = []

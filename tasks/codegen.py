@@ -1,6 +1,8 @@
-"""Code generation, offline backend: render the idea's expression to plug-in source, then pass it through the
-sandboxed validation gate (``tasks/sandbox.py``). The LLM backend writes the source and repairs it from the
-gate's reason; both end here, in ``ideas/<idea>/candidate.py`` and ``validation.json``.
+"""Code generation, offline backend: the template renders the idea's candidate (``Template.render``: an expression
+as plug-in source, or a parametric candidate as JSON), then the sandboxed validation gate (``tasks/sandbox.py``)
+checks it. The LLM backend writes the source and repairs it from the gate's reason; both end here, in
+``ideas/<idea>/candidate.py`` (or ``candidate.json``) and ``validation.json``. An idea that arrives with its
+``source`` already made (the meta flow's ES-learned drift) goes through the gate unchanged.
 """
 
 from __future__ import annotations
@@ -8,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from jaxlib_kernels import symbolic
 from jaxlib_kernels.templates import Template
 from tasks import sandbox
 from tasks.runfolder import write_json
 
 
 def render_candidate(template: Template, idea: dict) -> str:
-    return symbolic.render_source(idea["expression"], template.plugin_name, doc=idea.get("Title"))
+    return idea.get("source") or template.render(template, idea)
+
+
+def candidate_file(template: Template) -> str:
+    return "candidate.py" if template.plugin.kind == "source" else "candidate.json"
 
 
 def implement_candidate(
@@ -41,7 +46,7 @@ def implement_candidate(
         if result.accepted:
             break
         error = result.reason
-    (idea_dir / "candidate.py").write_text(source)
+    (idea_dir / candidate_file(template)).write_text(source)
     validation = attempts[-1]
     write_json(idea_dir / "validation.json", {"attempts": attempts, **validation})
     return {"accepted": bool(validation["accepted"]), "source": source, "validation": validation, "attempts": attempts}
@@ -52,7 +57,7 @@ def implement_candidate(
 from tasks.common import stage  # noqa: E402
 
 
-@stage(name="implement_candidate", retries=1)
+@stage(name="implement_candidate", retries=1, modules=("tasks.sandbox", "tasks.sandbox_child"))
 def implement_candidate_task(template_name: str, idea: dict, idea_dir: str) -> dict:
     """Prefect task over :func:`implement_candidate` (offline: render + validation gate)."""
     from prefect import get_run_logger

@@ -1,6 +1,9 @@
 """Experiments: baselines and candidates x settings, seeds vmapped inside a unit, units dispatched as Ray tasks.
 
-A unit is (template, method source, setting, budget, seeds). Its key is a hash of exactly that, and its result
+A unit is (template, candidate text, setting, budget, seeds). Its key is a hash of exactly that plus the template's
+kernel fingerprint (the repr of the kernel's configuration for the unit and the source of the kernel modules,
+``Template.kernel_fingerprint``): a change to ``ppo.py`` or to a setting's configuration gives new keys, so the
+units are computed again, while a change to the writeup keeps them. Its result
 is written atomically to ``runs/<id>/units/<key>.npz`` the moment Ray returns it, so a run killed halfway
 re-dispatches only the units that have no file (a line per finished or failed unit, with the Ray node and
 process that ran it, goes to ``units/ledger.jsonl``). Fault handling (retries of killed workers, the per-unit time
@@ -30,14 +33,26 @@ DEFAULT_CACHE = ROOT / ".cache" / "jax"
 _RAY_INIT_LOCK = threading.Lock()  # the warm-up thread and the experiments stage may both ask for Ray
 
 
-def unit_spec(template: str, method: str, role: str, source: str, setting: str, total_timesteps: int,
-              seeds: list[int]) -> dict:
-    spec = {"template": template, "method": method, "role": role, "source": source, "setting": setting,
-            "total_timesteps": int(total_timesteps), "seeds": [int(s) for s in seeds]}
-    # the key ignores the method's name: the same source on the same setting is the same experiment
+def unit_spec(template, method: str, role: str, source: str, setting: str, budget: int, seeds: list[int]) -> dict:
+    """One unit: ``template`` (a Template or its name), candidate text, setting, budget (already scaled), seeds."""
+    if isinstance(template, str):
+        from jaxlib_kernels.templates import make
+
+        template = make(template)
+    spec = {"template": template.name, "method": method, "role": role, "source": source, "setting": setting,
+            "budget": int(budget), "seeds": [int(s) for s in seeds],
+            "kernel": template.kernel_fingerprint(template.setting(setting), int(budget))}
+    # the key ignores the method's name: the same candidate on the same setting is the same experiment
     payload = {k: v for k, v in spec.items() if k not in ("method", "role")}
     spec["key"] = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
     return spec
+
+
+def unit_specs(template, profile, method: str, role: str, source: str) -> list[dict]:
+    """The units of one method on every setting of a profile (budget scaled per setting)."""
+    seeds = list(range(profile.seeds))
+    return [unit_spec(template, method, role, source, s, profile.budget_of(template.setting(s)), seeds)
+            for s in profile.settings]
 
 
 def _where() -> dict:
@@ -55,14 +70,19 @@ def _where() -> dict:
 
 
 def run_unit(spec: dict) -> dict:
-    """Evaluate one unit in this process: load the plug-in, train every seed in one compiled call."""
-    from jaxlib_kernels import plugin, templates
+    """Evaluate one unit in this process: load the candidate, evaluate every seed (vmapped inside the template)."""
+    from jaxlib_kernels import templates
+    from tasks.aggregation import check_result
 
     template = templates.make(spec["template"])
-    fn = plugin.load_plugin(spec["source"], template.plugin_name)
+    candidate = template.load(spec["source"])
     start = time.time()
-    out = template.evaluate(template.setting(spec["setting"]), spec["total_timesteps"], fn, spec["seeds"])
+    out = template.evaluate(template.setting(spec["setting"]), spec["budget"], candidate, spec["seeds"])
     out = {k: np.asarray(v) for k, v in out.items()}
+    check_result(out, len(spec["seeds"]))
+    if not np.all(np.isfinite(out["final"])):
+        raise FloatingPointError(f"the candidate's final {template.metric.name} is not finite on "
+                                 f"{int((~np.isfinite(out['final'])).sum())} of {len(spec['seeds'])} seeds")
     out["seconds"] = np.asarray(time.time() - start)
     out.update({k: np.asarray(v) for k, v in _where().items()})
     return out
@@ -196,8 +216,7 @@ def _warm_worker() -> str:
     """Import what a unit imports, so the worker process Ray keeps in its pool is ready for the first unit."""
     import jax  # noqa: F401
 
-    from jaxlib_kernels import ppo  # noqa: F401
-    from jaxlib_kernels.templates import lpo  # noqa: F401
+    from jaxlib_kernels import templates  # noqa: F401 - every registered template and its kernels
 
     return _where().get("node_id", "")
 
@@ -317,7 +336,8 @@ def _retry_unless_run_folder_error(task, task_run, state) -> bool:
     return not isinstance(getattr(state, "data", None), RunFolderError)
 
 
-@stage(name="run_experiments", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_run_folder_error)
+@stage(name="run_experiments", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_run_folder_error,
+       modules=("tasks.aggregation",))
 def run_experiments_task(specs: list[dict], units_dir: str, ray_address: str | None = None) -> dict[str, str]:
     """Prefect task over :func:`run_units`; returns ``{unit key: "ok" | error}`` (results stay in files)."""
     from prefect import get_run_logger
@@ -325,8 +345,8 @@ def run_experiments_task(specs: list[dict], units_dir: str, ray_address: str | N
     logger = get_run_logger()
 
     def done(spec, result):
-        logger.info("unit %s on %s: mean final return %.3f (%.1f s, node %s pid %s)", spec["method"], spec["setting"],
-                    float(np.mean(result["final_return"])), float(result["seconds"]), str(result.get("node_ip", "")),
+        logger.info("unit %s on %s: mean final %.3f (%.1f s, node %s pid %s)", spec["method"], spec["setting"],
+                    float(np.mean(result["final"])), float(result["seconds"]), str(result.get("node_ip", "")),
                     int(result.get("pid", -1)))
 
     results = run_units(specs, Path(units_dir), ray_address=ray_address, on_done=done)

@@ -1,36 +1,32 @@
-"""Novelty, offline backend: behavioural distance to every known and archived plug-in, plus a BM25 search of the
-template's local reference list (``prompts/templates/<t>/references.json``, summaries we wrote ourselves).
+"""Novelty, offline backend: behavioural distance to every known plug-in, plus a BM25 search of the template's
+local reference list (``prompts/templates/<t>/references.json``, summaries we wrote ourselves).
 
-Decision rule: an idea is novel iff its drift's behaviour on the probe grid (r x A x n/N, evaluated with JAX from
-its rendered source) lies at least ``NOVELTY_THRESHOLD`` (RMS difference in units of PPO clip's RMS drift) from
-every baseline, every candidate archived by earlier runs, and every idea already accepted in this run. The
-literature hits are reported beside the decision (the local list cannot prove an equation is new; the LLM
-backend searches real literature).
+Decision rule: an idea is novel iff its candidate's behaviour (``Template.probe``) lies at least
+``Template.novelty_threshold`` (``Template.distance``: RMS difference in the template's probe units) from every
+baseline, every candidate archived by earlier runs, and every idea already accepted in this run (ideas are
+decided in order, so of two ideas of one run that behave the same only the first is novel). The literature hits
+are reported beside the decision (the local list cannot prove an equation is new; the LLM backend searches real
+literature).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 from rank_bm25 import BM25Okapi
 
-from jaxlib_kernels import plugin, symbolic
 from jaxlib_kernels.templates import Template
-from tasks.ideation import NOVELTY_THRESHOLD, distance
-
-PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 
 
 def _tokens(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def literature(template_name: str, query: str, k: int = 3) -> list[dict]:
+def literature(template: Template, query: str, k: int = 3) -> list[dict]:
     """The ``k`` best BM25 matches of ``query`` in the template's reference list."""
-    path = PROMPTS / "templates" / template_name / "references.json"
+    path = template.text_dir / "references.json"
     if not path.exists():
         return []
     refs = json.loads(path.read_text())
@@ -40,41 +36,56 @@ def literature(template_name: str, query: str, k: int = 3) -> list[dict]:
     return [{"key": refs[i]["key"], "title": refs[i]["title"], "score": round(float(scores[i]), 3)} for i in order]
 
 
-def _probe_source(template: Template, source: str) -> np.ndarray:
-    return template.probe(plugin.load_plugin(source, template.plugin_name))
+def candidate_text(template: Template, idea: dict) -> str:
+    """The idea's candidate text: its source when implemented, else what the offline code stage would render."""
+    return idea.get("source") or template.render(template, idea)
+
+
+def known_behaviours(template: Template, archive_rows: list[dict], accepted: list[dict]) -> dict[str, np.ndarray]:
+    """Probes of every baseline, every archived candidate and every accepted idea of this run, by name."""
+    known = {f"baseline {name}": template.probe_text(b.source) for name, b in template.baselines.items()}
+    for row in archive_rows:
+        if row.get("source"):
+            try:
+                known[f"archived {row['idea']} (run {row['run_id']})"] = template.probe_text(row["source"])
+            except Exception:  # noqa: BLE001 - an archived candidate of older code that no longer loads is skipped
+                continue
+    for other in accepted:
+        known[f"idea {other['Name']} of this run"] = template.probe_text(candidate_text(template, other))
+    return known
 
 
 def check_novelty(template: Template, idea: dict, archive_rows: list[dict], accepted: list[dict]) -> dict:
     """Decide novel / not novel for one idea, with the nearest known plug-in, its distance and a reason."""
-    source = idea.get("source") or symbolic.render_source(idea["expression"], template.plugin_name)
-    behaviour = _probe_source(template, source)
-    known: dict[str, np.ndarray] = {}
-    for name, expr in template.baselines.items():
-        known[f"baseline {name}"] = _probe_source(template, symbolic.render_source(expr, template.plugin_name))
-    for row in archive_rows:
-        src = row.get("source") or (
-            symbolic.render_source(row["expression"], template.plugin_name) if row.get("expression") is not None else None
-        )
-        if src:
-            known[f"archived {row['idea']} (run {row['run_id']})"] = _probe_source(template, src)
-    for other in accepted:
-        src = other.get("source") or symbolic.render_source(other["expression"], template.plugin_name)
-        known[f"idea {other['Name']} of this run"] = _probe_source(template, src)
+    threshold = template.novelty_threshold
+    behaviour = template.probe_text(candidate_text(template, idea))
     if not np.all(np.isfinite(behaviour)):
-        return {"decision": "not novel", "reason": "its drift is not finite on the probe grid", "nearest": None,
-                "distance": None, "distances": {}, "literature": [], "threshold": NOVELTY_THRESHOLD}
-    distances = {k: round(distance(behaviour, v), 4) for k, v in known.items()}
+        return {"decision": "not novel", "reason": "its behaviour is not finite on the probe", "nearest": None,
+                "distance": None, "distances": {}, "literature": [], "threshold": threshold}
+    known = known_behaviours(template, archive_rows, accepted)
+    distances = {k: round(template.distance(behaviour, v), 4) for k, v in known.items()}
     nearest = min(distances, key=distances.get)
     d = distances[nearest]
-    hits = literature(template.name, f"{idea.get('Title', '')} {idea.get('Hypothesis', '')}")
-    novel = d >= NOVELTY_THRESHOLD
+    hits = literature(template, f"{idea.get('Title', '')} {idea.get('Hypothesis', '')}")
+    novel = d >= threshold
     lit = f"; closest reference: {hits[0]['title']} (BM25 {hits[0]['score']})" if hits else ""
     reason = (
-        f"behavioural distance {d:.3f} to the nearest known drift ({nearest}) is "
-        f"{'at least' if novel else 'below'} the threshold {NOVELTY_THRESHOLD}{lit}"
+        f"behavioural distance {d:.3f} to the nearest known candidate ({nearest}) is "
+        f"{'at least' if novel else 'below'} the threshold {threshold}{lit}"
     )
     return {"decision": "novel" if novel else "not novel", "reason": reason, "nearest": nearest, "distance": d,
-            "distances": distances, "literature": hits, "threshold": NOVELTY_THRESHOLD}
+            "distances": distances, "literature": hits, "threshold": threshold}
+
+
+def check_all(template: Template, ideas: list[dict], archive_rows: list[dict]) -> list[dict]:
+    """Decisions for the ideas of one run, in order: each is compared with those accepted before it."""
+    accepted, out = [], []
+    for idea in ideas:
+        decision = check_novelty(template, idea, archive_rows, accepted)
+        if decision["decision"] == "novel":
+            accepted.append(idea)
+        out.append(decision)
+    return out
 
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
@@ -82,13 +93,14 @@ def check_novelty(template: Template, idea: dict, archive_rows: list[dict], acce
 from tasks.common import stage  # noqa: E402
 
 
-@stage(name="check_novelty", retries=1)
-def check_novelty_task(template_name: str, idea: dict, archive_rows: list[dict]) -> dict:
-    """Prefect task over :func:`check_novelty`; returns the decision record."""
+@stage(name="check_novelty", retries=1, template_parts=("references.json",))
+def check_novelty_task(template_name: str, ideas: list[dict], archive_rows: list[dict]) -> list[dict]:
+    """Prefect task over :func:`check_all`; returns one decision record per idea."""
     from prefect import get_run_logger
 
     from jaxlib_kernels.templates import make
 
-    result = check_novelty(make(template_name), idea, archive_rows, [])
-    get_run_logger().info("%s: %s (%s)", idea["Name"], result["decision"], result["reason"])
-    return result
+    results = check_all(make(template_name), ideas, archive_rows)
+    for idea, result in zip(ideas, results, strict=True):
+        get_run_logger().info("%s: %s (%s)", idea["Name"], result["decision"], result["reason"])
+    return results

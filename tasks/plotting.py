@@ -1,7 +1,8 @@
-"""Figures of one idea (DESIGN.md section 1, ``make_plots``): learning curves, final returns, the drift's shape.
+"""Figures of one idea (ARCHITECTURE.md, ``make_plots``): curves and final values, plus the template's own figures.
 
-Reads the tidy ``results.parquet`` frame and ``final_info.json`` of ``aggregate_results`` and the plug-in sources,
-and writes every figure as PNG (for the paper and pymupdf's image count) and PDF (vector, for people).
+Reads the tidy ``results.parquet`` frame and ``final_info.json`` of ``aggregate_results``; axis names come from the
+template's ``ResultSchema``; the template's ``figures`` hook adds what is about its problem (the lpo drift's shape).
+Every figure is written as PNG (for the paper and pymupdf's image count) and PDF (vector, for people).
 Confidence intervals are t-intervals over seeds, as in the aggregate statistics (Agarwal et al., 2021, argue for
 interval estimates over point estimates when seeds are few).
 """
@@ -21,11 +22,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from jaxlib_kernels.templates.base import Metric, ResultSchema
+
+DEFAULT_SCHEMA = ResultSchema()
+
 DPI = 150
 CANDIDATE_COLOR = "#d62728"
 BASELINE_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
 SMOOTH_FRACTION = 0.05  # rolling window: this fraction of the updates, at least 1, at most 10
-DRIFT_R = (0.5, 2.0)
 
 
 def _candidate_name(idea: dict, results: pd.DataFrame) -> str:
@@ -78,7 +82,7 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def _save(fig, out_dir: Path, name: str) -> tuple[str, str]:
+def save(fig, out_dir: Path, name: str) -> tuple[str, str]:
     png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
     fig.savefig(png, dpi=DPI, bbox_inches="tight", facecolor="white")
     fig.savefig(pdf, bbox_inches="tight")
@@ -100,21 +104,22 @@ def _t_interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def smooth_curve(frame: pd.DataFrame, window: int) -> pd.DataFrame:
     """Per-seed rolling mean of ``value`` over updates (NaN updates are skipped, not counted as zero).
 
-    ``frame`` has columns seed, env_steps, value; returns a (env_steps x seed) table.
+    ``frame`` has columns seed, step, value; returns a (step x seed) table.
     """
-    table = frame.pivot_table(index="env_steps", columns="seed", values="value", aggfunc="mean", dropna=False)
+    table = frame.pivot_table(index="step", columns="seed", values="value", aggfunc="mean", dropna=False)
     table = table.sort_index()
     return table.rolling(window, min_periods=1).mean()
 
 
-def plot_learning_curves(results, final_info, settings, methods, colors, labels, out_dir) -> dict:
-    curves = results[results["metric"] == "return"]
+def plot_learning_curves(results, final_info, settings, methods, colors, labels, out_dir,
+                         schema: ResultSchema = DEFAULT_SCHEMA) -> dict:
+    curves = results[results["metric"] == "curve"]
     rows, cols = _grid(len(settings))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     windows, seeds_seen = set(), set()
     for ax, setting in zip(axes.flat, settings, strict=False):
         part = curves[curves["setting"] == setting]
-        n_updates = part["env_steps"].nunique()
+        n_updates = part["step"].nunique()
         window = int(min(10, max(1, round(SMOOTH_FRACTION * n_updates))))
         windows.add(window)
         for method in methods:
@@ -130,20 +135,20 @@ def plot_learning_curves(results, final_info, settings, methods, colors, labels,
             ok = ~np.isnan(half)
             ax.fill_between(x[ok], (mean - half)[ok], (mean + half)[ok], color=colors[method], alpha=0.18, lw=0)
         ax.set_title(_title(setting, results, final_info), fontsize=10)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("episodic return")
+        ax.set_xlabel(schema.x_label)
+        ax.set_ylabel(schema.curve_label)
         ax.grid(alpha=0.3)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     for ax in list(axes.flat)[len(settings):]:
         ax.set_visible(False)
-    _legend(fig, axes, len(methods))
-    png, pdf = _save(fig, out_dir, "learning_curves")
+    legend(fig, axes, len(methods))
+    png, pdf = save(fig, out_dir, "learning_curves")
     held = [s for s in settings if _held_out(s, results, final_info)]
     caption = (
-        f"Learning curves on {len(settings)} setting{'s' if len(settings) != 1 else ''}: episodic return against "
-        f"environment steps, mean over {_count_text(seeds_seen)} seeds per method with a shaded 95\u00a0% "
+        f"Learning curves on {len(settings)} setting{'s' if len(settings) != 1 else ''}: {schema.curve_label} "
+        f"against {schema.x_label}, mean over {_count_text(seeds_seen)} seeds per method with a shaded 95\u00a0% "
         f"t-interval. Curves are smoothed by a rolling mean over {_count_text(windows)} update"
-        f"{'s' if max(windows, default=1) != 1 else ''}, skipping updates in which no episode finished. "
+        f"{'s' if max(windows, default=1) != 1 else ''}, skipping points with no measurement. "
         + (f"Held-out settings ({', '.join(held)}) are marked in the panel titles." if held else
            "All settings are training settings.")
     )
@@ -157,15 +162,16 @@ def _count_text(values: set[int]) -> str:
     return str(values[0]) if values[0] == values[-1] else f"{values[0]}\u2013{values[-1]}"
 
 
-def _legend(fig, axes, n: int) -> None:
+def legend(fig, axes, n: int) -> None:
     handles, names = axes.flat[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, names, loc="lower center", ncol=min(n, 5), frameon=False, bbox_to_anchor=(0.5, -0.06))
     fig.tight_layout()
 
 
-def plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir) -> dict:
-    finals = results[results["metric"] == "final_return"]
+def plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir,
+                       schema: ResultSchema = DEFAULT_SCHEMA, metric: Metric | None = None) -> dict:
+    finals = results[results["metric"] == "final"]
     rows, cols = _grid(len(settings))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     rng = np.random.default_rng(0)  # jitter of the seed points only
@@ -186,7 +192,7 @@ def plot_final_returns(results, final_info, settings, methods, colors, labels, o
                        edgecolor="black", linewidth=0.4)
         ax.set_xticks(range(len(present)))
         ax.set_xticklabels([labels.get(m, m) for m in present], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("final return")
+        ax.set_ylabel(schema.final_label)
         comp = info.get("comparison")
         title = _title(setting, results, final_info)
         if comp:
@@ -198,68 +204,16 @@ def plot_final_returns(results, final_info, settings, methods, colors, labels, o
     for ax in list(axes.flat)[len(settings):]:
         ax.set_visible(False)
     fig.tight_layout()
-    png, pdf = _save(fig, out_dir, "final_returns")
+    png, pdf = save(fig, out_dir, "final_returns")
     caption = (
-        f"Final return (mean episodic return over the last 10\u00a0% of training) per setting and method: bars show "
+        f"{schema.final_label[:1].upper() + schema.final_label[1:]} ({metric.description}, {metric.direction}) per "
+        "setting and method: bars show "
         f"the mean over {_count_text(seeds)} seeds, error bars the 95\u00a0% t-interval, dots the individual "
         f"seeds. Panel titles give the Welch t-test p-value of the candidate against the best baseline; "
         + (f"the difference is significant at the 5\u00a0% level on {', '.join(significant)}." if significant
            else "no difference is significant at the 5\u00a0% level.")
     )
     return {"name": "final_returns", "png": png, "pdf": pdf, "caption": caption}
-
-
-def evaluate_drift(source: str, ratio: np.ndarray, advantage: float, progress: float) -> np.ndarray:
-    """Values of the plug-in ``drift`` in ``source`` over ``ratio`` at one advantage and progress."""
-    import jax.numpy as jnp
-
-    from jaxlib_kernels import plugin
-
-    fn = plugin.load_plugin(source, "drift")
-    r = jnp.asarray(ratio, dtype=jnp.float32)
-    out = fn(r, jnp.full_like(r, advantage), jnp.float32(progress))
-    return np.broadcast_to(np.asarray(out, dtype=np.float64), ratio.shape).copy()
-
-
-def plot_drift_shape(idea, sources, methods, colors, labels, out_dir) -> dict:
-    ratio = np.linspace(*DRIFT_R, 301)
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), squeeze=False)
-    failed, temporal = [], []
-    for ax, adv in zip(axes.flat, (1.0, -1.0), strict=True):
-        for method in methods:
-            if method not in sources:
-                continue
-            try:
-                d0 = evaluate_drift(sources[method], ratio, adv, 0.0)
-                d1 = evaluate_drift(sources[method], ratio, adv, 1.0)
-            except Exception:  # noqa: BLE001 - any failure of untrusted code is reported in the caption
-                if method not in failed:
-                    failed.append(method)
-                continue
-            lw = 2.2 if method == methods[-1] else 1.3
-            ax.plot(ratio, d0, color=colors[method], lw=lw, label=labels.get(method, method))
-            if np.max(np.abs(d1 - d0)) > 1e-7:
-                ax.plot(ratio, d1, color=colors[method], lw=lw, ls="--")
-                if method not in temporal:
-                    temporal.append(method)
-        ax.axvline(1.0, color="grey", lw=0.8, ls=":")
-        ax.set_title(f"A = {adv:+.0f}", fontsize=10)
-        ax.set_xlabel("probability ratio r")
-        ax.set_ylabel("drift D(r, A, n/N)")
-        ax.grid(alpha=0.3)
-    _legend(fig, axes, len(methods))
-    png, pdf = _save(fig, out_dir, "drift_shape")
-    cand = methods[-1]
-    caption = (
-        f"Drift D(r, A, n/N) over the probability ratio r in [{DRIFT_R[0]}, {DRIFT_R[1]}] for a positive (A = +1, "
-        f"left) and a negative (A = -1, right) advantage: the candidate {labels.get(cand, cand)} and the baselines. "
-        "Solid lines: start of training (n/N = 0); "
-        + (f"dashed lines: end of training (n/N = 1), drawn for the drifts that depend on progress "
-           f"({', '.join(labels.get(m, m) for m in temporal)})." if temporal
-           else "no drift shown depends on training progress, so n/N = 1 coincides with n/N = 0.")
-        + (f" Could not be evaluated: {', '.join(labels.get(m, m) for m in failed)}." if failed else "")
-    )
-    return {"name": "drift_shape", "png": png, "pdf": pdf, "caption": caption}
 
 
 def make_plots(
@@ -269,8 +223,9 @@ def make_plots(
     sources: dict[str, str],
     out_dir: Path,
     labels: dict[str, str],
+    template=None,
 ) -> list[dict]:
-    """Write learning_curves, final_returns and drift_shape (PNG + PDF) to ``out_dir``; their names, paths, captions."""
+    """Write learning_curves and final_returns (PNG + PDF) to ``out_dir``, then the template's own figures."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     candidate = _candidate_name(idea, results)
@@ -281,8 +236,14 @@ def make_plots(
     if labels[candidate] == candidate:
         labels[candidate] = f"{candidate} (ours)"
     settings = _settings(results, final_info)
-    return [
-        plot_learning_curves(results, final_info, settings, methods, colors, labels, out_dir),
-        plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir),
-        plot_drift_shape(idea, sources, methods, colors, labels, out_dir),
+    schema = template.schema if template is not None else DEFAULT_SCHEMA
+    metric = template.metric if template is not None else Metric("final", "the final value")
+    figures = [
+        plot_learning_curves(results, final_info, settings, methods, colors, labels, out_dir, schema),
+        plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir, schema, metric),
     ]
+    if template is not None:
+        figures += template.figures(template=template, idea=idea, sources=sources, results=results,
+                                    final_info=final_info, methods=methods, colors=colors, labels=labels,
+                                    out_dir=out_dir)
+    return figures

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from jaxlib_kernels import symbolic
 from jaxlib_kernels.templates import make
 from tasks.common import stage
 from tasks.runfolder import read_json, write_json
@@ -17,17 +16,18 @@ def labels_of(template_name: str, idea: dict) -> dict[str, str]:
     return {**template.baseline_labels, idea["Name"]: f"{idea['Name'].replace('_', ' ')} (ours)"}
 
 
-@stage(name="make_plots")
+@stage(name="make_plots", modules=("tasks.plotting",))
 def make_plots_task(template_name: str, idea: dict, idea_dir: str) -> list[dict]:
-    """Learning curves, final returns and the plug-in's shape, from the idea's results.parquet."""
+    """Curves and final values from the idea's results.parquet, then the template's own figures."""
     from tasks.plotting import make_plots
 
     template = make(template_name)
     results = pd.read_parquet(Path(idea_dir) / "results.parquet")
     final_info = read_json(Path(idea_dir) / "final_info.json")
-    sources = {b: symbolic.render_source(e, template.plugin_name) for b, e in template.baselines.items()}
+    sources = {b: baseline.source for b, baseline in template.baselines.items()}
     sources[idea["Name"]] = idea["source"]
-    return make_plots(idea, results, final_info, sources, Path(idea_dir) / "figures", labels_of(template_name, idea))
+    return make_plots(idea, results, final_info, sources, Path(idea_dir) / "figures", labels_of(template_name, idea),
+                      template)
 
 
 @stage(name="write_paper", retries=1)

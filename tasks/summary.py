@@ -19,11 +19,16 @@ def leaderboard_rows(ideas: list[dict]) -> list[dict]:
             "best_baseline_mean": r.get("best_baseline_mean"),
             "held_out_mean": r.get("held_out_mean"),
             "significant_wins": r.get("significant_wins"),
+            "significant_losses": r.get("significant_losses"),
+            "maximize": r.get("maximize", True),
             "overall": (idea.get("review") or {}).get("Overall"),
             "decision": (idea.get("review") or {}).get("Decision", ""),
             "pdf": (idea.get("paper") or {}).get("pdf") or "",
         })
-    rows.sort(key=lambda r: (r["train_mean"] is None, -(r["train_mean"] or 0)))
+    # best first in the metric's direction (ideas without results last)
+    rows.sort(key=lambda r: (r["train_mean"] is None, -(r["train_mean"] or 0) * (1 if r["maximize"] else -1)))
+    for r in rows:
+        r.pop("maximize")
     return rows
 
 

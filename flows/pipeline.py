@@ -1,0 +1,137 @@
+"""The per-idea research pipeline shared by every flow: code -> experiments on Ray -> aggregation -> plots ->
+paper -> review. The AI-Scientist flow runs it on the novel ideas of a run; the meta-learning flow runs it on the
+candidate its ES found (a parametric drift rendered as source), so there is one copy of these stages.
+
+The units of every idea (and the baselines once) go to Ray in one wave, so the cluster is saturated and baseline
+units are computed once per run, not once per idea; the stages after it run concurrently (mapped) on Prefect's
+thread pool. Every stage is a cached Prefect task (``tasks/common.py``): re-running a run id resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+from jaxlib_kernels.templates import Profile, Template
+from tasks import aggregation, experiments
+from tasks.backends import OfflineBackend, results, wait
+from tasks.runfolder import RunFolder, write_json
+
+
+def baseline_specs(template: Template, prof: Profile) -> list[dict]:
+    return [spec for b in prof.baselines
+            for spec in experiments.unit_specs(template, prof, b, "baseline", template.baseline(b).source)]
+
+
+def candidate_specs(template: Template, prof: Profile, idea: dict) -> list[dict]:
+    return experiments.unit_specs(template, prof, idea["Name"], "candidate", idea["source"])
+
+
+def result_summary(idea: dict, info: dict) -> dict:
+    """Means over training / held-out settings and the number of significant wins (the metric's direction)."""
+    train = [v for v in info.values() if not v["held_out"]]
+    held = [v for v in info.values() if v["held_out"]]
+    name = idea["Name"]
+
+    def mean(entries, key=None):
+        vals = [e["means"].get(key or e.get("comparison", {}).get("best_baseline")) for e in entries]
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    return {
+        "train_mean": mean(train, name), "held_out_mean": mean(held, name), "best_baseline_mean": mean(train),
+        "significant_wins": sum(1 for e in info.values() if (e.get("comparison") or {}).get("better")),
+        "significant_losses": sum(1 for e in info.values() if (e.get("comparison") or {}).get("worse")),
+        "maximize": bool(next(iter(info.values()), {}).get("maximize", True)),
+    }
+
+
+def implement(backend: OfflineBackend, template: Template, run: RunFolder, novel: list[dict],
+              archive_rows: list[dict]) -> list[dict]:
+    """Code + validation gate for the novel ideas; returns those that passed (status "implemented")."""
+    dirs = [str(run.idea_dir(i["Name"])) for i in novel]
+    impls = backend.implement(template.name, novel, dirs, archive_rows)
+    for idea, impl in zip(novel, impls, strict=True):
+        if impl is None:
+            continue
+        idea["source"], idea["validation"] = impl["source"], impl["validation"]
+        attempts = len(impl.get("attempts") or [1])
+        idea["status"] = "implemented" if impl["accepted"] else (
+            f"rejected by the gate after {attempts} attempt{'s' if attempts != 1 else ''}: "
+            f"{impl['validation']['reason']}")
+        if impl["accepted"] and impl.get("behaviour"):
+            apply_behaviour(idea, impl)
+    return [i for i in novel if i["status"] == "implemented"]
+
+
+def apply_behaviour(idea: dict, impl: dict) -> None:
+    """The accepted source's behavioural distance joins the model's literature decision."""
+    behaviour = impl.get("behaviour") or {}
+    idea["expression_latex"] = impl.get("expression_latex") or idea.get("expression_latex")
+    nov = idea.setdefault("novelty", {})
+    nov.update(nearest=behaviour.get("nearest"), distance=behaviour.get("distance"),
+               distances=behaviour.get("distances", {}), behaviour_decision=behaviour.get("decision"),
+               behaviour_reason=behaviour.get("reason"))
+    if behaviour and behaviour.get("decision") != "novel":
+        nov["decision"] = "not novel"
+        nov["reason"] = f"{nov.get('reason', '')} Behaviour: {behaviour.get('reason')}".strip()
+        idea["status"] = f"not novel: {behaviour.get('reason')}"
+
+
+def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profile, run: RunFolder,
+                       ready: list[dict], ray_address: str | None, timings: dict,
+                       ray_ready: threading.Event | None = None, checkpoint=lambda: None,
+                       labels: dict | None = None, extra_figures: dict[str, list[dict]] | None = None) -> list[dict]:
+    """Experiments (one wave on Ray), then per idea aggregation, plots, paper and review; returns reviewed ideas."""
+    store = backend.store
+    s = time.time()
+    base = baseline_specs(template, prof)
+    cand = {i["Name"]: candidate_specs(template, prof, i) for i in ready}
+    specs = base + [spec for ss in cand.values() for spec in ss]
+    print(f"running {len(specs)} experiment units ({prof.seeds} seeds each) on Ray")
+    if ray_ready is not None:
+        ray_ready.wait()
+    experiments.run_experiments_task.with_options(**store)(specs, str(run.units_dir), ray_address)
+    timings["experiments"] = time.time() - s
+
+    s = time.time()
+    dirs = {i["Name"]: str(run.idea_dir(i["Name"])) for i in ready}
+    aggs = results(wait(aggregation.aggregate_task.with_options(**store).map(
+        template.name, ready, [base + cand[i["Name"]] for i in ready], str(run.units_dir),
+        [dirs[i["Name"]] for i in ready]), ready, "aggregation"))
+    done = []
+    for idea, agg in zip(ready, aggs, strict=True):
+        if agg is not None:
+            idea["final_info"], idea["result"] = agg["final_info"], result_summary(idea, agg["final_info"])
+            done.append(idea)
+    figs = backend.plots(template.name, done, [dirs[i["Name"]] for i in done])
+    plotted = [(i, f + list((extra_figures or {}).get(i["Name"], []))) for i, f in zip(done, figs, strict=True)
+               if f is not None]
+    context = {"profile": dataclasses.asdict(prof), "run_id": run.run_id, "labels": labels or {}}
+    papers = backend.write(template.name, [i for i, _ in plotted], [f for _, f in plotted], context,
+                           [dirs[i["Name"]] for i, _ in plotted])
+    written = []
+    for (idea, _), paper in zip(plotted, papers, strict=True):
+        if paper is not None:
+            idea["paper"] = paper
+            written.append(idea)
+    checkpoint()
+    reviews = backend.review(template.name, written, [dirs[i["Name"]] for i in written])
+    for idea, rev in zip(written, reviews, strict=True):
+        if rev is not None:
+            idea["review"] = rev
+            idea["status"] = "reviewed"
+    timings["analysis+writeup+review"] = time.time() - s
+    write_json(run.ideas_json, read_ideas(run, ready))
+    return [i for i in written if i.get("review")]
+
+
+def read_ideas(run: RunFolder, ideas: list[dict]) -> list[dict]:
+    """``ideas.json``'s ideas with these (updated) ones in place of their earlier versions."""
+    from tasks.runfolder import read_json
+
+    by_name = {i["Name"]: i for i in ideas}
+    old = read_json(run.ideas_json, []) or []
+    merged = [by_name.pop(i["Name"], i) for i in old]
+    return merged + list(by_name.values())
