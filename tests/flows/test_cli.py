@@ -79,7 +79,8 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 def test_smoke_run_killed_during_experiments_resumes_and_writes_a_paper(tmp_path):
     runs = tmp_path / "runs"
     run_dir = runs / "killed"
-    args = [*SCIENTIST, "run", "--profile", "smoke", "--run-id", "killed", "--runs-dir", str(runs)]
+    args = [*SCIENTIST, "run", "--profile", "smoke", "--seeds", "2", "--budget", "8192", "--run-id", "killed",
+            "--runs-dir", str(runs)]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     while not _ledger(run_dir):  # kill as soon as the first experiment unit is on disk

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SCIENTIST = [sys.executable, "-m", "flows.cli"]
 # the smallest whole-flow settings: 2 seeds, 4 PPO updates of 2048 steps per unit
-SMALLEST = ["--profile", "smoke", "--seeds", "2", "--timesteps", "8192"]
+SMALLEST = ["--profile", "smoke", "--seeds", "2", "--budget", "8192"]
 
 
 def free_port() -> int:

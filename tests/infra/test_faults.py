@@ -136,7 +136,7 @@ def test_a_killed_worker_is_retried_and_the_unit_completes(local_ray, units):
     thread.join()
     result = box[spec["key"]]
     assert "error" not in result, result
-    assert np.asarray(result["final_return"]).shape == (1,)
+    assert np.asarray(result["final"]).shape == (1,)
     [entry] = entries(units)
     assert entry["status"] == "ok" and entry["pid"] != killed and entry["node_id"]
     on_disk = experiments.load_unit(units, spec)

@@ -62,7 +62,7 @@ def test_deploy_from_prefect_yaml_and_a_deployment_run_completes_on_a_process_wo
 
     runs = tmp_path / "runs"
     out = prefect(server, "deployment", "run", "ai-scientist/lpo", "--param", "profile=smoke", "--param", "seeds=2",
-                  "--param", "timesteps=8192", "--param", "run_id=from-deployment", "--param", f"runs_dir={runs}")
+                  "--param", "budget=8192", "--param", "run_id=from-deployment", "--param", f"runs_dir={runs}")
     flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
 
     log = open(tmp_path / "worker.log", "w")

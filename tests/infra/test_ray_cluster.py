@@ -48,7 +48,7 @@ def test_two_runs_at_once_on_a_two_node_cluster_use_both_nodes_and_do_not_interf
     for key in shared:
         a = load_unit(runs / "first" / "units", {"key": key})
         b = load_unit(runs / "second" / "units", {"key": key})
-        np.testing.assert_allclose(a["final_return"], b["final_return"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a["final"], b["final"], rtol=1e-5, atol=1e-6)
     # both runs are in the shared archive
     with sqlite3.connect(runs / "archive.sqlite") as db:
         archived = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM candidates")}

@@ -41,7 +41,7 @@ def test_llm_smoke_run_writes_a_paper_and_accounts_tokens_per_stage(tmp_path, se
     runs = tmp_path / "runs"
     env = _env(SCIENTIST_MODEL="openai/test-model", OPENAI_API_BASE=server.url,
                SCIENTIST_S2_API_BASE=server.url.replace("/v1", "/s2"), SEMANTIC_SCHOLAR_API_KEY="s2-fake-key-98765")
-    out = subprocess.run([*SCIENTIST, "run", "--profile", "smoke", "--seeds", "2", "--timesteps", "8192",
+    out = subprocess.run([*SCIENTIST, "run", "--profile", "smoke", "--seeds", "2", "--budget", "8192",
                           "--run-id", "llm", "--runs-dir", str(runs)], cwd=ROOT, env=env, capture_output=True, check=False,
                          text=True)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]

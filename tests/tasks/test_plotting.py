@@ -12,6 +12,27 @@ from tasks import plotting
 NAMES = ["learning_curves", "final_returns", "drift_shape"]
 
 
+def _lpo():
+    from jaxlib_kernels.templates import make
+
+    return make("lpo")
+
+
+def test_a_template_without_figures_gets_the_two_generic_ones_with_its_axis_names(tmp_path, win_experiment, kit):
+    import dataclasses
+
+    from jaxlib_kernels.templates.base import Metric, ResultSchema
+
+    results, final_info = win_experiment
+    bare = dataclasses.replace(_lpo(), figures=lambda **_: [], schema=ResultSchema("ES generations", "mean fitness",
+                               "fitness"), metric=Metric("loss", "a loss", maximize=False))
+    figures = plotting.make_plots(kit.make_idea(), results, final_info, kit.make_sources(), tmp_path, {}, bare)
+    assert [f["name"] for f in figures] == NAMES[:2]
+    captions = {f["name"]: f["caption"] for f in figures}
+    assert "mean fitness against ES generations" in captions["learning_curves"]
+    assert "minimised" in captions["final_returns"]
+
+
 def test_every_figure_is_written_as_png_and_pdf(win_figures):
     assert [f["name"] for f in win_figures] == NAMES
     for fig in win_figures:
@@ -48,18 +69,19 @@ def test_final_returns_caption_says_when_nothing_is_significant(null_figures, nu
 
 
 def test_smoothing_skips_missing_updates():
-    frame = pd.DataFrame({"seed": [0, 0, 0, 0], "env_steps": [1, 2, 3, 4], "value": [1.0, np.nan, 3.0, 5.0]})
+    frame = pd.DataFrame({"seed": [0, 0, 0, 0], "step": [1, 2, 3, 4], "value": [1.0, np.nan, 3.0, 5.0]})
     smoothed = plotting.smooth_curve(frame, window=2)[0].to_numpy()
     np.testing.assert_allclose(smoothed, [1.0, 1.0, 3.0, 4.0])
 
 
 def test_ppo_clip_drift_has_the_clip_shape():
     from jaxlib_kernels.templates import lpo
+    from jaxlib_kernels.templates.lpo.figures import evaluate_drift
 
     r = np.linspace(0.5, 2.0, 31)
-    d = plotting.evaluate_drift(lpo.baseline_source("ppo_clip"), r, advantage=1.0, progress=0.0)
+    d = evaluate_drift(lpo.baseline_source("ppo_clip"), r, advantage=1.0, progress=0.0)
     np.testing.assert_allclose(d, np.maximum(r - 1.2, 0.0), atol=1e-6)
-    d_neg = plotting.evaluate_drift(lpo.baseline_source("ppo_clip"), r, advantage=-1.0, progress=0.0)
+    d_neg = evaluate_drift(lpo.baseline_source("ppo_clip"), r, advantage=-1.0, progress=0.0)
     np.testing.assert_allclose(d_neg, np.maximum(0.8 - r, 0.0), atol=1e-6)
 
 
@@ -67,7 +89,8 @@ def test_a_broken_source_is_reported_not_fatal(tmp_path, win_experiment, kit):
     results, final_info = win_experiment
     sources = kit.make_sources()
     sources["kl"] = "import os\n\ndef drift(ratio, advantage, progress):\n    return ratio\n"
-    figures = plotting.make_plots(kit.make_idea(), results, final_info, sources, tmp_path, kit.make_context()["labels"])
+    figures = plotting.make_plots(kit.make_idea(), results, final_info, sources, tmp_path, kit.make_context()["labels"],
+                                  _lpo())
     drift = {f["name"]: f for f in figures}["drift_shape"]
     assert (tmp_path / "drift_shape.png").stat().st_size > 0
     assert "Could not be evaluated: KL drift" in drift["caption"]
@@ -75,7 +98,7 @@ def test_a_broken_source_is_reported_not_fatal(tmp_path, win_experiment, kit):
 
 def test_a_setting_without_curve_points_still_plots(tmp_path, win_experiment, kit):
     results, final_info = win_experiment
-    results = results[~((results["metric"] == "return") & (results["setting"] == "empty5_short"))]
-    figures = plotting.make_plots(kit.make_idea(), results, final_info, kit.make_sources(), tmp_path, {})
+    results = results[~((results["metric"] == "curve") & (results["setting"] == "empty5_short"))]
+    figures = plotting.make_plots(kit.make_idea(), results, final_info, kit.make_sources(), tmp_path, {}, _lpo())
     assert all((tmp_path / f"{n}.pdf").stat().st_size > 0 for n in NAMES)
     assert len(figures) == 3

@@ -7,6 +7,8 @@ import pytest
 
 from jaxlib_kernels import plugin, symbolic
 from jaxlib_kernels.templates import lpo, make
+from jaxlib_kernels.templates.base import Metric
+from jaxlib_kernels.templates.lpo import search
 from tasks import aggregation, archive, ideation, novelty
 
 
@@ -22,7 +24,7 @@ def test_unknown_template_suggests():
 
 @pytest.mark.parametrize("name", list(lpo.BASELINES))
 def test_rendered_source_matches_numpy_semantics(template, name):
-    expr = lpo.BASELINES[name]
+    expr = lpo.BASELINES[name].expression
     fn = plugin.load_plugin(symbolic.render_source(expr), "drift")
     r, a, p = (np.array([0.5, 0.9, 1.0, 1.3, 2.0]), np.array([-1.0, 2.0, 0.5, 1.0, -0.3]), np.float32(0.4))
     np.testing.assert_allclose(np.asarray(fn(r, a, p)), symbolic.evaluate_numpy(expr, r, a, p), rtol=1e-5, atol=1e-6)
@@ -46,23 +48,24 @@ def test_ideas_are_deterministic_distinct_novel_and_complete(template):
     for idea in a:
         assert {"Name", "Title", "Hypothesis", "Experiment", "Interestingness", "Feasibility", "Novelty"} <= set(idea)
         assert all(1 <= idea[k] <= 10 for k in ("Interestingness", "Feasibility", "Novelty"))
-        assert idea["search"]["distance"] >= ideation.NOVELTY_THRESHOLD
-        plaus, _ = ideation.plausibility(idea["expression"])
+        assert idea["search"]["distance"] >= search.NOVELTY_THRESHOLD
+        plaus, _ = search.plausibility(idea["expression"])
         assert plaus > 0
-    behaviours = [ideation.behaviour(i["expression"]) for i in a]
-    assert ideation.distance(behaviours[0], behaviours[1]) >= ideation.DIVERSITY
+    behaviours = [search.behaviour(i["expression"]) for i in a]
+    assert search.distance(behaviours[0], behaviours[1]) >= search.DIVERSITY
 
 
 def test_archive_feeds_the_next_search(template, tmp_path):
     prof = template.profile("smoke")
     idea = ideation.generate_ideas(template, prof, [], 1, "run-1")[0]
+    idea["source"] = template.render(template, idea)
     info = {"empty5": {"means": {idea["Name"]: 0.95, "ppo_clip": 0.90}, "stderrs": {idea["Name"]: 0.01}, "n": {idea["Name"]: 4},
                        "held_out": False, "comparison": {"best_baseline": "ppo_clip", "p_value": 0.01}}}
     db = tmp_path / "archive.sqlite"
     archive.record(db, "run-1", "lpo", idea, info, {"Overall": 6, "Decision": "Accept"})
     rows = archive.candidates(db, "lpo")
     assert rows[0]["idea"] == idea["Name"] and rows[0]["advantage"] == pytest.approx(0.05)
-    pool = ideation.seed_pool(template, rows)
+    pool = search.seed_pool(template, rows)
     assert any(c.parent == idea["Name"] and c.prior == pytest.approx(0.05) for c in pool)
     # the archived candidate is now known: proposing it again is not novel
     verdict = novelty.check_novelty(template, idea, rows, [])
@@ -73,7 +76,7 @@ def test_novelty_decisions(template):
     prof = template.profile("smoke")
     idea = ideation.generate_ideas(template, prof, [], 1, "run-n")[0]
     fresh = novelty.check_novelty(template, idea, [], [])
-    assert fresh["decision"] == "novel" and fresh["distance"] >= ideation.NOVELTY_THRESHOLD
+    assert fresh["decision"] == "novel" and fresh["distance"] >= template.novelty_threshold
     clip = {"Name": "my_clip", "Title": "clip", "Hypothesis": "", "expression": lpo.PPO_CLIP}
     known = novelty.check_novelty(template, clip, [], [])
     assert known["decision"] == "not novel" and known["nearest"] == "baseline ppo_clip" and known["distance"] < 1e-6
@@ -84,7 +87,7 @@ def _frame(candidate, baseline):
     for method, values in (("cand", candidate), ("base", baseline)):
         for seed, v in enumerate(values):
             rows.append({"idea": "cand", "method": method, "role": "candidate" if method == "cand" else "baseline",
-                         "setting": "s", "held_out": False, "seed": seed, "env_steps": 100, "metric": "final_return",
+                         "setting": "s", "held_out": False, "seed": seed, "step": 100, "metric": "final",
                          "value": v})
     return pd.DataFrame(rows)
 
@@ -100,3 +103,45 @@ def test_final_info_statistics():
     assert comp["best_baseline"] == "base" and comp["significant"] and comp["p_value"] < 0.01
     same = aggregation.final_info(_frame([0.5, 0.6, 0.55, 0.52], [0.52, 0.58, 0.56, 0.5]), "cand")["s"]
     assert not same["comparison"]["significant"]
+
+
+def test_two_ideas_of_one_run_that_behave_the_same_are_not_both_novel(template):
+    prof = template.profile("smoke")
+    idea = ideation.generate_ideas(template, prof, [], 1, "run-twins")[0]
+    twin = {**idea, "Name": f"{idea['Name']}_twin"}
+    first, second = novelty.check_all(template, [idea, twin], [])
+    assert first["decision"] == "novel"
+    assert second["decision"] == "not novel" and second["nearest"] == f"idea {idea['Name']} of this run"
+
+
+def test_a_minimised_metric_picks_the_lowest_baseline_and_calls_lower_better():
+    cand, low, high = [0.10, 0.12, 0.11, 0.13], [0.50, 0.55, 0.60, 0.52], [0.90, 0.92, 0.91, 0.95]
+    rows = []
+    for method, values in (("cand", cand), ("low", low), ("high", high)):
+        for seed, v in enumerate(values):
+            rows.append({"idea": "cand", "method": method, "role": "candidate" if method == "cand" else "baseline",
+                         "setting": "s", "held_out": False, "seed": seed, "step": 1, "metric": "final", "value": v})
+    frame = pd.DataFrame(rows)
+    minimised = aggregation.final_info(frame, "cand", Metric("loss", "a loss", maximize=False))["s"]
+    assert minimised["maximize"] is False
+    comp = minimised["comparison"]
+    assert comp["best_baseline"] == "low" and comp["difference"] < 0 < comp["improvement"]
+    assert comp["better"] and not comp["worse"]
+    maximised = aggregation.final_info(frame, "cand", Metric("return", "a return", maximize=True))["s"]["comparison"]
+    assert maximised["best_baseline"] == "high" and maximised["improvement"] < 0 and maximised["worse"]
+
+
+def test_archive_advantage_follows_the_metric_direction(tmp_path):
+    idea = {"Name": "cand", "Title": "t", "expression": None, "source": "{}"}
+    info = {"s": {"means": {"cand": 0.1, "low": 0.5}, "stderrs": {"cand": 0.01}, "n": {"cand": 4}, "held_out": False,
+                  "comparison": {"best_baseline": "low", "p_value": 0.01, "difference": -0.4, "improvement": 0.4}}}
+    db = tmp_path / "archive.sqlite"
+    archive.record(db, "run-1", "t", idea, info, None)
+    assert archive.candidates(db, "t")[0]["advantage"] == pytest.approx(0.4)
+
+
+def test_a_unit_result_off_the_schema_is_refused_with_its_shapes():
+    with pytest.raises(aggregation.SchemaError, match=r"curve \(3, 5\)"):
+        aggregation.check_result({"x": np.arange(4), "curve": np.zeros((3, 5)), "final": np.zeros(3)}, 3)
+    with pytest.raises(aggregation.SchemaError, match="lacks final"):
+        aggregation.check_result({"x": np.arange(4), "curve": np.zeros((3, 4))}, 3)

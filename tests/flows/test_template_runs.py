@@ -1,0 +1,113 @@
+"""Every registered template runs end to end as a user runs it, and resumes exactly.
+
+For each template: ``scientist run --template T --profile smoke`` (small seeds and budget) ends in a compiled PDF
+and a review, offline. Then, on that finished run: editing a paper text template and re-running the run id
+changes the paper and computes no experiment unit; a change of the kernel configuration gives every unit a new
+key, so those units would be computed again while the unchanged ones are found on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pymupdf
+import pytest
+
+from jaxlib_kernels.templates import TEMPLATES, Profile, make
+
+ROOT = Path(__file__).resolve().parents[2]
+SCIENTIST = [sys.executable, "-m", "flows.cli"]
+# small enough for CI, large enough for a real comparison: (seeds, budget) per template; None = the profile's
+SIZES = {"lpo": ("2", "8192")}
+MARKER = "This sentence was added to the paper text after the run had finished."
+
+
+def _ledger(run_dir: Path) -> list[dict]:
+    path = run_dir / "units" / "ledger.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _run(template: str, runs: Path, run_id: str) -> subprocess.CompletedProcess:
+    seeds, budget = SIZES.get(template, (None, None))
+    args = [*SCIENTIST, "run", "--template", template, "--profile", "smoke", "--run-id", run_id, "--runs-dir", str(runs)]
+    args += ["--seeds", seeds] if seeds else []
+    args += ["--budget", budget] if budget else []
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module", params=list(TEMPLATES))
+def finished(request, tmp_path_factory):
+    """One smoke run per template, shared by the tests of this module."""
+    runs = tmp_path_factory.mktemp(f"runs-{request.param}")
+    out = _run(request.param, runs, "smoke")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return request.param, runs, runs / "smoke", out
+
+
+@pytest.mark.slow
+def test_a_smoke_run_ends_in_a_pdf_and_a_review(finished):
+    name, _, run_dir, out = finished
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and run["template"] == name and run["backend"] == "offline"
+    assert run["papers"], "no paper"
+    for paper in run["papers"]:
+        assert paper["pdf"] in out.stdout
+        idea_dir = run_dir / "ideas" / paper["idea"]
+        review = json.loads((idea_dir / "review.json").read_text())
+        assert review["Decision"] == ("Accept" if review["Overall"] >= 6 else "Reject")
+        with pymupdf.open(paper["pdf"]) as doc:
+            assert doc.page_count >= 4
+            text = " ".join(page.get_text() for page in doc)
+        final_info = json.loads((idea_dir / "final_info.json").read_text())
+        for setting in final_info.values():
+            assert setting["maximize"] is make(name).metric.maximize
+            for mean in setting["means"].values():
+                assert f"{mean:.3f}" in text.replace("\u2212", "-")
+    ideas = json.loads((run_dir / "ideas.json").read_text())
+    assert all(i["kind"] == make(name).plugin.kind for i in ideas)
+
+
+def _paper_text_file(template) -> Path:
+    """The conclusion text this template's papers use: its own override, else the generic one."""
+    own = template.text_dir / "paper" / "conclusion.tex.j2"
+    return own if own.exists() else ROOT / "prompts" / "paper" / "conclusion.tex.j2"
+
+
+@pytest.mark.slow
+def test_editing_the_paper_text_rewrites_the_paper_and_computes_no_unit(finished):
+    name, runs, run_dir, _ = finished
+    units_before = _ledger(run_dir)
+    ideas_before = json.loads((run_dir / "ideas.json").read_text())
+    text_file = _paper_text_file(make(name))
+    original = text_file.read_bytes()
+    try:
+        text_file.write_bytes(original + f"\n{MARKER}\n".encode())
+        out = _run(name, runs, "smoke")
+    finally:
+        text_file.write_bytes(original)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert _ledger(run_dir) == units_before, "an experiment unit was computed again"
+    ideas = json.loads((run_dir / "ideas.json").read_text())
+    assert [i.get("source") for i in ideas] == [i.get("source") for i in ideas_before]
+    for paper in json.loads((run_dir / "run.json").read_text())["papers"]:
+        with pymupdf.open(paper["pdf"]) as doc:
+            assert MARKER[:40] in " ".join(" ".join(page.get_text().split()) for page in doc)
+
+
+def test_a_kernel_configuration_change_gives_new_unit_keys(finished):
+    from flows import pipeline
+    from tasks.experiments import load_unit
+
+    name, _, run_dir, _ = finished
+    template = make(name)
+    prof = Profile(**json.loads((run_dir / "run.json").read_text())["profile"])
+    specs = pipeline.baseline_specs(template, prof)
+    assert all(load_unit(run_dir / "units", s) is not None for s in specs), "the unchanged units are reused"
+    changed = dataclasses.replace(template, kernel_config=lambda s, b: (template.kernel_config(s, b), "changed"))
+    moved = pipeline.baseline_specs(changed, prof)
+    assert all(a["key"] != b["key"] for a, b in zip(specs, moved, strict=True))
+    assert all(load_unit(run_dir / "units", s) is None for s in moved), "changed units must be computed again"

@@ -1,0 +1,117 @@
+"""The template contract, checked for every registered template (ARCHITECTURE.md, "Templates").
+
+For each template: its declaration is complete and consistent, every baseline passes the validation gate, the
+evaluation follows the result schema, compiles once per shape and gives the same result for the same seeds, the
+offline search proposes valid distinct ideas, and the metric's direction is honoured by aggregation, the review
+and the summary. A smoke run of each template through the CLI is in ``tests/flows/test_template_runs.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxlib_kernels.templates import TEMPLATES, make
+
+NAMES = list(TEMPLATES)
+
+
+def _tiny_budget(template) -> int:
+    """The smallest budget worth evaluating in a test: lpo two PPO updates, others their smoke budget's tenth."""
+    if template.name == "lpo":
+        return 4096
+    return max(2, template.profile("smoke").budget // 5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_declaration_is_complete_and_consistent(name):
+    template = make(name)
+    assert template.plugin.kind in ("source", "parametric") and template.plugin.signature.startswith(template.plugin.name)
+    assert template.baselines and all(b.name == k and b.label and b.source for k, b in template.baselines.items())
+    assert any(not s.held_out for s in template.settings.values()), "a template needs a training setting"
+    assert any(s.held_out for s in template.settings.values()), "a template needs a held-out setting"
+    assert {"smoke", "default", "paper"} <= set(template.profiles)
+    for prof in template.profiles.values():
+        assert set(prof.settings) <= set(template.settings) and set(prof.baselines) <= set(template.baselines)
+        assert any(not template.setting(s).held_out for s in prof.settings)
+        assert prof.budget > 0 and prof.seeds >= 2
+    assert template.text_dir.is_dir() and (template.text_dir / "references.bib").exists()
+    assert (template.text_dir / "llm" / "task.md").exists(), "the LLM backend needs the template's task description"
+    assert template.probe_scale > 0 and template.novelty_threshold > 0
+    described = template.describe()
+    assert described["direction"] in ("maximised", "minimised") and described["plugin"] == template.plugin.signature
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_baseline_passes_the_gate(name, tmp_path):
+    from tasks import sandbox
+
+    template = make(name)
+    for baseline in template.baselines.values():
+        result = sandbox.validate_source(baseline.source, name, workdir=tmp_path / baseline.name)
+        assert result.accepted, f"{name}/{baseline.name}: {result.reason}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_evaluate_follows_the_schema_compiles_once_and_repeats(name):
+    from jaxlib_kernels.profiling import count_compilations
+    from tasks.aggregation import check_result
+
+    template = make(name)
+    setting = template.setting(template.profile("smoke").settings[0])
+    budget = _tiny_budget(template)
+    baseline = next(iter(template.baselines.values()))
+    seeds = [0, 1]
+    first = template.evaluate(setting, budget, template.load(baseline.source), seeds)
+    check_result(first, len(seeds))
+    assert np.all(np.isfinite(first["final"]))
+    with count_compilations() as counter:
+        again = template.evaluate(setting, budget, template.load(baseline.source), seeds)
+    assert counter.compiles == 0, f"{name}: the second evaluation with the same shapes compiled {counter.compiles}x"
+    np.testing.assert_array_equal(first["final"], again["final"])
+    np.testing.assert_array_equal(np.asarray(first["curve"]), np.asarray(again["curve"]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_offline_search_proposes_valid_distinct_novel_ideas(name):
+    from tasks import ideation, novelty
+
+    template = make(name)
+    prof = template.profile("smoke")
+    ideas = ideation.generate_ideas(template, prof, [], 2, "contract")
+    assert ideas and len({i["Name"] for i in ideas}) == len(ideas)
+    assert ideas == ideation.generate_ideas(template, prof, [], 2, "contract")
+    for idea, decision in zip(ideas, novelty.check_all(template, ideas, []), strict=True):
+        text = template.render(template, idea)
+        template.static_check(text)
+        assert template.check(template.load(text), __import__("jax").random.key(0)) == []
+        assert decision["decision"] == "novel", decision["reason"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("maximize", [True, False])
+def test_the_metric_direction_is_honoured_by_aggregation_review_and_summary(name, maximize):
+    """A candidate that is better in the metric's direction is 'better' everywhere, whichever the direction."""
+    from tasks import aggregation, review, summary
+
+    template = dataclasses.replace(make(name), metric=dataclasses.replace(make(name).metric, maximize=maximize))
+    sign = template.metric.sign
+    levels = {"cand": 1.0 + sign * 0.5, "b1": 1.0, "b2": 1.0 - sign * 0.3}
+    rows = []
+    for setting, held in (("train", False), ("held", True)):
+        for method, level in levels.items():
+            for seed in range(4):
+                rows.append({"idea": "cand", "method": method, "role": "candidate" if method == "cand" else "baseline",
+                             "setting": setting, "held_out": held, "seed": seed, "step": 1, "metric": "final",
+                             "value": level + 0.01 * seed})
+    info = aggregation.final_info(pd.DataFrame(rows), "cand", template.metric)
+    for entry in info.values():
+        comp = entry["comparison"]
+        assert comp["best_baseline"] == "b1" and comp["better"] and comp["improvement"] > 0
+    assert all(r["direction"] == "better" for r in review.comparisons(info))
+    worse = {"Name": "worse", "result": {"train_mean": 1.0 - sign * 0.9, "maximize": maximize}}
+    good = {"Name": "good", "result": {"train_mean": levels["cand"], "maximize": maximize}}
+    assert [r["idea"] for r in summary.leaderboard_rows([worse, good])] == ["good", "worse"]
