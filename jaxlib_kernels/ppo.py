@@ -11,6 +11,7 @@ Initial parameters are made outside the vmap (``make_init``) because flax's orth
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -140,9 +141,21 @@ def make_init(config: PPOConfig) -> Callable[[jax.Array], dict]:
     return init
 
 
+@functools.lru_cache(maxsize=64)
+def _jitted_init(config: PPOConfig) -> Callable:
+    return jax.jit(make_init(config))
+
+
+@functools.lru_cache(maxsize=64)
+def _population_train(config: PPOConfig, drift: Drift | None, size: int) -> Callable:
+    """The compiled ``train`` of one (configuration, drift, population size), kept so that a second call with the
+    same shapes compiles nothing (a drift is a static callable: a new function object is a new program)."""
+    return devices.population_jit(make_train(config, drift), size)
+
+
 def init_params(config: PPOConfig, keys: jax.Array) -> dict:
     """Initial parameters of several seeds, stacked, each made by one non-batched jitted call."""
-    init = jax.jit(make_init(config))
+    init = _jitted_init(config)
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[init(k) for k in keys])
 
 
@@ -291,6 +304,6 @@ def train_seeds(config: PPOConfig, drift: Drift | None, seeds: list[int] | np.nd
     """
     keys, init_keys = seed_keys(seeds)
     params = init_params(config, init_keys)
-    train = devices.population_jit(make_train(config, drift), len(seeds))
+    train = _population_train(config, drift, len(seeds))
     out = train(keys, params)
     return jax.tree_util.tree_map(np.asarray, out["metrics"])

@@ -141,7 +141,7 @@ def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: 
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.common import stage  # noqa: E402
+from tasks.common import stage
 
 
 @stage(name="aggregate_results")

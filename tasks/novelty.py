@@ -48,7 +48,7 @@ def known_behaviours(template: Template, archive_rows: list[dict], accepted: lis
         if row.get("source"):
             try:
                 known[f"archived {row['idea']} (run {row['run_id']})"] = template.probe_text(row["source"])
-            except Exception:  # noqa: BLE001 - an archived candidate of older code that no longer loads is skipped
+            except Exception:  # noqa: BLE001, S112 - an archived candidate that no longer loads is skipped
                 continue
     for other in accepted:
         known[f"idea {other['Name']} of this run"] = template.probe_text(candidate_text(template, other))
@@ -90,7 +90,7 @@ def check_all(template: Template, ideas: list[dict], archive_rows: list[dict]) -
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.common import stage  # noqa: E402
+from tasks.common import stage
 
 
 @stage(name="check_novelty", retries=1, template_parts=("references.json",))

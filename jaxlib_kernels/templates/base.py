@@ -32,7 +32,7 @@ import numpy as np
 from jaxlib_kernels.hashing import ROOT, files_hash, source_hash
 
 PROMPTS = ROOT / "prompts"
-__all__ = ["ROOT", "PROMPTS", "files_hash", "source_hash"]
+__all__ = ["PROMPTS", "ROOT", "files_hash", "source_hash"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +148,7 @@ class Profile:
     search_population: int = 32
 
     def budget_of(self, setting: Setting) -> int:
-        return max(1, int(round(self.budget * setting.budget_scale)))
+        return max(1, round(self.budget * setting.budget_scale))
 
 
 def _no_figures(**_: Any) -> list[dict]:

@@ -65,11 +65,12 @@ def test_evaluate_follows_the_schema_compiles_once_and_repeats(name):
     budget = _tiny_budget(template)
     baseline = next(iter(template.baselines.values()))
     seeds = [0, 1]
-    first = template.evaluate(setting, budget, template.load(baseline.source), seeds)
+    candidate = template.load(baseline.source)  # a source plug-in is a static callable: one compile per candidate
+    first = template.evaluate(setting, budget, candidate, seeds)
     check_result(first, len(seeds))
     assert np.all(np.isfinite(first["final"]))
     with count_compilations() as counter:
-        again = template.evaluate(setting, budget, template.load(baseline.source), seeds)
+        again = template.evaluate(setting, budget, candidate, seeds)
     assert counter.compiles == 0, f"{name}: the second evaluation with the same shapes compiled {counter.compiles}x"
     np.testing.assert_array_equal(first["final"], again["final"])
     np.testing.assert_array_equal(np.asarray(first["curve"]), np.asarray(again["curve"]))

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from jaxlib_kernels import symbolic
 from jaxlib_kernels.templates.base import (
-    Arg, Baseline, Metric, PluginSpec, Profile, ResultSchema, Setting, Template,
+    Arg,
+    Baseline,
+    Metric,
+    PluginSpec,
+    Profile,
+    ResultSchema,
+    Setting,
+    Template,
 )
 from jaxlib_kernels.templates.lpo import figures, kernel, search
 from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, LABELS, NO_DRIFT, PPO_CLIP
