@@ -140,6 +140,14 @@ class LLMBackend(OfflineBackend):
         futures = self._task(llm_stages.implement_candidate_task).map(
             unmapped(template_name), ideas, dirs, unmapped(archive_rows), unmapped(self.model))
         pairs = wait(futures, ideas, "implementation", record=False)
+        template = make(template_name)
+        for i, (impl, err) in enumerate(pairs):  # rejected model code: the offline rendering, where there is one
+            if err is None and impl is not None and not impl.get("accepted") and self.fallback \
+                    and _renderable(template, ideas[i]):
+                attempts = len(impl.get("attempts") or [1])
+                reason = (f"the model's code was rejected by the gate after {attempts} attempt(s): "
+                          f"{impl['validation']['reason']}")
+                pairs[i] = (None, reason)
         out = self._fall_back("implementation", ideas, pairs, lambda sub, idx: OfflineBackend.implement(
             self, template_name, sub, [dirs[i] for i in idx], archive_rows))
         self._behaviour(template_name, ideas, out, archive_rows)
@@ -171,6 +179,15 @@ class LLMBackend(OfflineBackend):
         pairs = wait(futures, ideas, "review", record=False)
         return self._fall_back("review", ideas, pairs, lambda sub, idx: OfflineBackend.review(
             self, template_name, sub, [dirs[i] for i in idx]))
+
+
+def _renderable(template, idea: dict) -> bool:
+    """Whether the offline code stage can render this idea (an offline idea carries its expression or candidate)."""
+    try:
+        template.render(template, idea)
+    except Exception:  # noqa: BLE001 - an LLM idea with no expression has no offline rendering
+        return False
+    return True
 
 
 def make_backend(model: str | None, store: dict, fallback: bool = True) -> OfflineBackend:

@@ -147,3 +147,36 @@ def test_bad_budget_is_one_line_and_exit_2(tmp_path, args, message):
     out = subprocess.run([*SCIENTIST, "run", "--runs-dir", str(tmp_path), *args], cwd=ROOT, env=_env(),
                          capture_output=True, text=True, check=False)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+
+
+def _babbler(request: dict) -> str:
+    """A model that never answers in the form asked: no JSON, no code block."""
+    return "I am sorry, I would rather talk about the weather today."
+
+
+@pytest.mark.slow
+def test_a_model_that_keeps_answering_badly_still_ends_in_a_paper_through_the_fallback(tmp_path, serve):
+    server = serve(_babbler)
+    runs = tmp_path / "runs"
+    env = _env(SCIENTIST_MODEL="openai/test-model", OPENAI_API_BASE=server.url, SCIENTIST_IDEA_REFLECTIONS="0",
+               SCIENTIST_CODE_REPAIR_ROUNDS="0", SCIENTIST_NUM_REVIEWS="1", SCIENTIST_REVIEW_REFLECTIONS="0")
+    base = [*SCIENTIST, "run", "--profile", "smoke", "--seeds", "2", "--budget", "8192", "--runs-dir", str(runs)]
+
+    strict = subprocess.run([*base, "--run-id", "strict", "--no-fallback"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, check=False)
+    assert strict.returncode == 1, strict.stdout[-3000:] + strict.stderr[-3000:]
+    failed = json.loads((runs / "strict" / "run.json").read_text())
+    assert failed["status"] == "failed" and failed["fallback"] is False and "ideation" in failed["error"]
+
+    out = subprocess.run([*base, "--run-id", "flaky"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    run = json.loads((runs / "flaky" / "run.json").read_text())
+    assert run["status"] == "completed" and run["backend"] == "llm" and run["papers"]
+    stages = {f["stage"] for f in run["fallbacks"]}
+    assert {"ideation", "novelty", "implementation", "review"} <= stages, stages
+    assert all("JSON" in f["reason"] or "json" in f["reason"] or "code" in f["reason"].lower()
+               for f in run["fallbacks"] if f["stage"] in ("ideation", "novelty", "review")), run["fallbacks"]
+    [idea] = json.loads((runs / "flaky" / "ideas.json").read_text())
+    assert idea["status"] == "reviewed" and {f["stage"] for f in idea["fallbacks"]} >= {"ideation", "review"}
+    assert idea["review"]["reviewer"] == "evidence"  # the offline reviewer stood in for the model
+    assert pymupdf.open(run["papers"][0]["pdf"]).page_count >= 4
