@@ -344,14 +344,28 @@ def check_schema(value: Any, required: dict[str, str] | None) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------- prompts
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(PROMPTS)), undefined=jinja2.StrictUndefined,
-                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False)
-_ENV.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
+_ENVS: dict[tuple[str, str | None], jinja2.Environment] = {}
 
 
-def render(name: str, **ctx: Any) -> str:
-    """A prompt of ``prompts/llm/``, rendered with Jinja2 (undefined variables are errors)."""
-    return _ENV.get_template(name).render(**ctx).strip()
+def _prompt_env(template_name: str | None) -> jinja2.Environment:
+    """Jinja2 over ``prompts/templates/<template_name>/llm/`` then ``prompts/llm/`` (one per prompts root and name)."""
+    from tasks import text as layers
+
+    key = (str(layers.PROMPTS), template_name)
+    if key not in _ENVS:
+        env = jinja2.Environment(loader=layers.loader("llm", template_name), undefined=jinja2.StrictUndefined,
+                                 trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False)
+        env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
+        _ENVS[key] = env
+    return _ENVS[key]
+
+
+def render(name: str, template_name: str | None = None, **ctx: Any) -> str:
+    """A prompt of ``prompts/llm/`` (or the research template's override of it), rendered with Jinja2.
+
+    ``template_name`` selects the layer ``prompts/templates/<template_name>/llm/``; undefined variables are errors.
+    """
+    return _prompt_env(template_name).get_template(name).render(**ctx).strip()
 
 
 # ------------------------------------------------------------------------------------------------------------ client

@@ -8,7 +8,9 @@ accepted source) -> writeup (section by section from the measured results and th
 only of papers the literature client returned or of references.bib; a LaTeX repair round; the offline text as the
 last resort, so a run never ends without a PDF because of the model's LaTeX) -> review (NeurIPS form, reflections,
 an ensemble and an area chair's meta-review; Decision = Overall >= 6; the evidence checks are given to the model and
-kept beside its review). Prompts are the Jinja2 files of ``prompts/llm/``; all calls go through :mod:`tasks.llm`.
+kept beside its review). Prompts are the Jinja2 files of ``prompts/llm/``, generic over the template contract and
+overridden file by file in ``prompts/templates/<name>/llm/`` (:mod:`tasks.text`); the task description is the
+template's ``llm/task.md``. All calls go through :mod:`tasks.llm`.
 
 Sizes (environment): ``SCIENTIST_IDEA_REFLECTIONS`` (2), ``SCIENTIST_NOVELTY_ROUNDS`` (3),
 ``SCIENTIST_CODE_REPAIR_ROUNDS`` (2: three attempts in all), ``SCIENTIST_NUM_REVIEWS`` (3),
@@ -22,9 +24,9 @@ import os
 import re
 from pathlib import Path
 
-from jaxlib_kernels import symbolic
 from jaxlib_kernels.templates import Template
 from tasks import literature as lit
+from tasks import text as layers
 from tasks.llm import BudgetExceeded, JSONReplyError, LLMClient, LLMError, check_schema, extract_json, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +48,32 @@ def _n(name: str, default: int) -> int:
 
 
 def task_description(template_name: str) -> str:
-    path = ROOT / "prompts" / "llm" / "templates" / f"{template_name}.md"
-    return path.read_text().strip() if path.exists() else f"Research template {template_name}."
+    """The template's ``prompts/templates/<name>/llm/task.md``; else a description written from its contract."""
+    path = layers.template_dir(template_name) / "llm" / "task.md"
+    if path.exists():
+        return path.read_text().strip()
+    template = layers.template_or_none(template_name)
+    if template is None:
+        return f"Research template {template_name}."
+    plugin = template.plugin
+    args = "; ".join(f"`{a.name}` ({a.shape}{': ' + a.description if a.description else ''})" for a in plugin.args)
+    kind = "a Python function" if plugin.kind == "source" else "a JSON object"
+    held = [k for k, v in template.settings.items() if v.held_out]
+    train = [k for k, v in template.settings.items() if not v.held_out]
+    return (
+        f'Research template "{template.name}": {template.title}.\n\n'
+        f"The plug-in is {kind}, `{plugin.signature}`" + (f", with the arguments {args}" if args else "")
+        + f"; it returns {plugin.returns}.\n"
+        f"The metric is {template.metric.name} ({template.metric.description}); it is {template.metric.direction}.\n"
+        f"The budget of a run is counted in {template.budget_unit}. Training settings: {', '.join(train) or 'none'}; "
+        f"held-out settings: {', '.join(held) or 'none'}. Baselines: {', '.join(template.baseline_labels.values())}."
+    )
+
+
+def writeup_guidance(template_name: str | None) -> tuple[dict[str, str], dict[str, int]]:
+    """Per-section guidance and word limits: ``prompts/llm/writeup_guidance.json`` and the template's override."""
+    data = layers.layered_json("llm", template_name, "writeup_guidance.json")
+    return dict(data.get("guidance") or {}), {k: int(v) for k, v in (data.get("words") or {}).items()}
 
 
 def seed_ideas(template_name: str) -> list[dict]:
@@ -87,8 +113,9 @@ def generate_ideas(client: LLMClient, template: Template, archive_rows: list[dic
     ideas: list[dict] = []
     errors: list[str] = []
     for index in range(num_ideas):
-        prompt = render("ideation.j2", index=index + 1, total=num_ideas, task=task_description(template.name),
-                        seeds=seed_ideas(template.name), archive=archive, previous=ideas)
+        prompt = render("ideation.j2", template.name, index=index + 1, total=num_ideas, template=template,
+                        task=task_description(template.name), seeds=seed_ideas(template.name), archive=archive,
+                        previous=ideas)
         try:
             raw, messages = client.complete_json(prompt, "ideation", IDEA_FIELDS)
         except BudgetExceeded:
@@ -101,8 +128,8 @@ def generate_ideas(client: LLMClient, template: Template, archive_rows: list[dic
         rounds_done = 0
         for rnd in range(1, reflections + 1):
             try:
-                text, messages = client.complete(render("ideation_reflection.j2", round=rnd, rounds=reflections),
-                                                 "ideation", messages)
+                text, messages = client.complete(render("ideation_reflection.j2", template.name, round=rnd,
+                                                        rounds=reflections, template=template), "ideation", messages)
             except LLMError:  # the budget is spent or the call failed: the idea as it stands is kept
                 break
             rounds_done = rnd
@@ -123,8 +150,6 @@ def generate_ideas(client: LLMClient, template: Template, archive_rows: list[dic
 # ---------------------------------------------------------------------------------------------------------- novelty
 def check_novelty(client: LLMClient, template: Template, idea: dict, rounds: int | None = None) -> dict:
     """Literature novelty: the model searches (at most ``rounds`` queries) and decides, with its reason."""
-    from tasks.ideation import NOVELTY_THRESHOLD
-
     rounds = _n("SCIENTIST_NOVELTY_ROUNDS", 3) if rounds is None else rounds
     results: list[dict] = []
     papers: dict[str, dict] = {}
@@ -140,7 +165,8 @@ def check_novelty(client: LLMClient, template: Template, idea: dict, rounds: int
     for rnd in range(1, rounds + 1):
         used = rnd
         last = rnd == rounds
-        prompt = render("novelty.j2", round=rnd, rounds=rounds, idea=idea, results=results, last=last)
+        prompt = render("novelty.j2", template.name, round=rnd, rounds=rounds, idea=idea, results=results, last=last,
+                        template=template)
         reply, _ = client.complete_json(prompt, "novelty", {"Decision": "str"}, validate=valid)
         reason = str(reply.get("Reason") or "")
         if reply["Decision"] != "undecided" and (results or not reply.get("Query") or last):
@@ -161,7 +187,7 @@ def check_novelty(client: LLMClient, template: Template, idea: dict, rounds: int
         "literature_sources": sorted({r["source"] for r in results}),
         "fallback_to_local": any(r["source"] == "local" for r in results),
         "literature": list(papers.values()), "nearest": None, "distance": None, "distances": {},
-        "threshold": NOVELTY_THRESHOLD,
+        "threshold": template.novelty_threshold,
     }
 
 
@@ -193,17 +219,18 @@ def implement_candidate(client: LLMClient, template: Template, idea: dict, idea_
 
     repair_rounds = _n("SCIENTIST_CODE_REPAIR_ROUNDS", 2) if repair_rounds is None else repair_rounds
     state: dict = {"messages": None, "source": "", "latex": None, "round": 0}
-    example = symbolic.render_source(template.baselines["ppo_clip"], template.plugin_name, doc="PPO clip drift.") \
-        if "ppo_clip" in template.baselines else ""
+    first = next(iter(template.baselines.values()), None)  # the template's first baseline, as an example
+    example, example_label = (first.source, first.label) if first is not None else ("", "")
 
     def write_source(_idea: dict, error: str | None) -> str:
         if error is None:
-            prompt = render("code.j2", task=task_description(template.name), plugin_name=template.plugin_name,
-                            idea=idea, signature=template.plugin_signature, example=example.strip())
+            prompt = render("code.j2", template.name, task=task_description(template.name), template=template,
+                            plugin_name=template.plugin.name, idea=idea, signature=template.plugin.signature,
+                            example=example.strip(), example_label=example_label)
         else:
             state["round"] += 1
-            prompt = render("code_repair.j2", round=state["round"], rounds=repair_rounds, error=error,
-                            source=state["source"])
+            prompt = render("code_repair.j2", template.name, round=state["round"], rounds=repair_rounds, error=error,
+                            source=state["source"], template=template)
         text, state["messages"] = client.complete(prompt, "code", state["messages"])
         state["source"], latex = parse_code(text)
         state["latex"] = latex or state["latex"]
@@ -221,20 +248,14 @@ CITE = re.compile(r"\\(cite[tp]?|citealp|citeauthor|citeyear)\*?(\[[^\]]*\]){0,2
 REF = re.compile(r"\\(ref|eqref|autoref|cref|Cref)\{([^}]*)\}")
 SECTION_CMD = re.compile(r"\\(sub)*section\*?\{[^}]*\}")
 LATEX_FENCE = re.compile(r"```[ \t]*(?:latex|tex)?[ \t]*\n(.*?)```", re.DOTALL)
-WORDS = {"abstract": 150, "introduction": 350, "related_work": 250, "background": 250, "method": 300,
-         "setup": 200, "results": 400, "limitations": 150, "conclusion": 120}
-GUIDANCE = {
-    "abstract": "Summarise the problem, the drift, the experiment and the measured outcome honestly.",
-    "introduction": "Motivate learned or designed drift functions and state the contribution and its outcome.",
-    "related_work": "Place the work among the references listed below (and only those).",
-    "background": "Explain mirror learning, the probability ratio, the advantage and PPO's clip as a drift.",
-    "method": "Describe the drift as implemented and why it might help; refer to Eq.~\\eqref{eq:candidate}.",
-    "setup": "Describe environments, seeds, baselines and the statistical test; refer to Table~\\ref{tab:settings}.",
-    "results": "Report the measured numbers, the confidence intervals and the tests; refer to every figure and "
-               "to Tables~\\ref{tab:results} and~\\ref{tab:tests}. Say plainly when a difference is not significant.",
-    "limitations": "State the limitations: few seeds, small environments, short training, one hyperparameter set.",
-    "conclusion": "Conclude in a few sentences without overstating the results.",
-}
+
+
+def _direction(c: dict, maximize: bool) -> str:
+    if "better" in c or "worse" in c:
+        return "better" if c.get("better") else "worse" if c.get("worse") else "no significant difference"
+    improvement = (1.0 if maximize else -1.0) * float(c.get("difference", float("nan")))
+    sig = bool(c.get("significant"))
+    return "better" if sig and improvement > 0 else "worse" if sig and improvement < 0 else "no significant difference"
 
 
 def results_text(final_info: dict, labels: dict) -> str:
@@ -250,7 +271,8 @@ def results_text(final_info: dict, labels: dict) -> str:
         if c:
             lines.append(f"  ours - best baseline ({labels.get(c.get('best_baseline'), c.get('best_baseline'))}): "
                          f"{c.get('difference', float('nan')):+.3f}, 95% CI {c.get('ci95')}, p = "
-                         f"{c.get('p_value', float('nan')):.3g} ({'significant' if c.get('significant') else 'not significant'})")
+                         f"{c.get('p_value', float('nan')):.3g} ({'significant' if c.get('significant') else 'not significant'}"
+                         f"; {_direction(c, bool(info.get('maximize', True)))})")
     return "\n".join(lines)
 
 
@@ -294,10 +316,13 @@ def sanitize_section(text: str, known_keys: set[str], known_labels: set[str]) ->
 def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: dict, figures: list[dict],
                 context: dict, out_dir: Path) -> dict:
     """Model-written sections in the pylatex document; LaTeX repair round; offline text as the last resort."""
+    from jaxlib_kernels.templates import make
     from tasks import writeup
 
+    template = make(template_name)
+    guidance, words = writeup_guidance(template_name)
     out_dir = Path(out_dir)
-    bib_src = TEMPLATE_PROMPTS / template_name / "references.bib"
+    bib_src = layers.template_dir(template_name) / "references.bib"
     local_keys = set(writeup.bib_keys(bib_src)) if bib_src.exists() else set()
     novelty = idea.get("novelty") or {}
     returned = list(novelty.get("literature") or [])
@@ -323,9 +348,10 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
     dropped: list[str] = []
     removed: list[str] = []
     for key, title in [("abstract", "Abstract")] + list(writeup.SECTIONS):
-        prompt = render("writeup_section.j2", title=title, paper_title=idea.get("Title", idea["Name"]),
-                        guidance=GUIDANCE.get(key, ""), idea=idea, source=idea.get("source", ""), results=res,
-                        figures=figures, citations=citable, written=list(sections), words=WORDS.get(key, 250))
+        prompt = render("writeup_section.j2", template_name, title=title, paper_title=idea.get("Title", idea["Name"]),
+                        guidance=guidance.get(key, ""), idea=idea, source=idea.get("source", ""), results=res,
+                        figures=figures, citations=citable, written=list(sections), words=words.get(key, 250),
+                        template=template)
         text, _ = client.complete(prompt, "writeup")
         body, d, r = sanitize_section(text, known_keys, labels)
         dropped += d
@@ -345,7 +371,8 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
     if result.get("error"):
         repair_error = result["error"]
         try:
-            repaired, _ = client.complete_json(render("latex_repair.j2", error=repair_error, sections=sections),
+            repaired, _ = client.complete_json(render("latex_repair.j2", template_name, error=repair_error,
+                                                      sections=sections),
                                                "writeup", validate=_sections_dict)
             fixed = {}
             for k, v in repaired.items():
@@ -395,12 +422,12 @@ def _normalise_review(r: dict) -> dict:
     return out
 
 
-def _one_review(client: LLMClient, prompt: str, reflections: int) -> dict:
+def _one_review(client: LLMClient, prompt: str, reflections: int, template_name: str | None = None) -> dict:
     review, messages = client.complete_json(prompt, "review", REVIEW_FIELDS)
     done_after = 0
     for rnd in range(1, reflections + 1):
-        text, messages = client.complete(render("review_reflection.j2", round=rnd, rounds=reflections), "review",
-                                         messages)
+        text, messages = client.complete(render("review_reflection.j2", template_name, round=rnd, rounds=reflections),
+                                         "review", messages)
         done_after = rnd
         try:
             review = check_schema(extract_json(text), REVIEW_FIELDS)
@@ -437,11 +464,12 @@ def review_paper(client: LLMClient, idea: dict, final_info: dict, paper: dict, t
     offline = evidence_reviewer.review_paper(idea, final_info, paper, template_name)
     evidence = offline["evidence"]
     text = paper_text(paper)
-    reviews = [_one_review(client, render("review.j2", index=i + 1, total=num_reviews, evidence=evidence,
-                                          paper_text=text), reflections) for i in range(num_reviews)]
+    reviews = [_one_review(client, render("review.j2", template_name, index=i + 1, total=num_reviews,
+                                          evidence=evidence, paper_text=text), reflections, template_name)
+               for i in range(num_reviews)]
     if len(reviews) > 1:
-        meta, _ = client.complete_json(render("meta_review.j2", reviews=reviews, evidence=evidence), "review",
-                                       REVIEW_FIELDS)
+        meta, _ = client.complete_json(render("meta_review.j2", template_name, reviews=reviews, evidence=evidence),
+                                       "review", REVIEW_FIELDS)
         meta = _normalise_review(meta)
     else:
         meta = dict(reviews[0])
@@ -508,17 +536,18 @@ def implement_candidate_task(template_name: str, idea: dict, idea_dir: str, arch
     return result
 
 
-@stage(name="write_paper_llm")
+@stage(name="write_paper_llm", modules=("tasks.writeup", "tasks.text", "tasks.llm", "tasks.literature"),
+       paths=("prompts/paper", "prompts/llm"), template_parts=("paper", "llm", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str,
                      model: str) -> dict:
     from prefect import get_run_logger
 
     from jaxlib_kernels.templates import make
-    from tasks.reporting import labels_of
+    from tasks.reporting import labels_of, paper_baselines
 
     template = make(template_name)
     final_info = read_json(Path(idea_dir) / "final_info.json")
-    ctx = {**context, "labels": labels_of(template_name, idea), "baselines": template.baselines}
+    ctx = {**context, "labels": labels_of(template_name, idea), "baselines": paper_baselines(template, context)}
     paper = write_paper(_client(model), template_name, idea, final_info, figures, ctx, Path(idea_dir) / "paper")
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages, text: %s)", idea["Name"], paper.get("pdf") or "FAILED",
@@ -526,7 +555,8 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
     return paper
 
 
-@stage(name="review_paper_llm")
+@stage(name="review_paper_llm", modules=("tasks.review", "tasks.writeup", "tasks.text", "tasks.llm"),
+       paths=("prompts/review", "prompts/paper", "prompts/llm"), template_parts=("review", "paper", "llm", "*"))
 def review_paper_task(template_name: str, idea: dict, idea_dir: str, model: str) -> dict:
     from prefect import get_run_logger
     from prefect.artifacts import create_markdown_artifact

@@ -16,6 +16,14 @@ def labels_of(template_name: str, idea: dict) -> dict[str, str]:
     return {**template.baseline_labels, idea["Name"]: f"{idea['Name'].replace('_', ' ')} (ours)"}
 
 
+def paper_baselines(template, context: dict) -> dict:
+    """The baselines a paper describes (name -> ``Baseline``): the profile's, else every baseline of the template."""
+    profile = context.get("profile") or {}
+    names = profile.get("baselines") if isinstance(profile, dict) else getattr(profile, "baselines", None)
+    chosen = [n for n in (names or []) if n in template.baselines]
+    return {n: template.baselines[n] for n in chosen} if chosen else dict(template.baselines)
+
+
 @stage(name="make_plots", modules=("tasks.plotting",))
 def make_plots_task(template_name: str, idea: dict, idea_dir: str) -> list[dict]:
     """Curves and final values from the idea's results.parquet, then the template's own figures."""
@@ -30,7 +38,9 @@ def make_plots_task(template_name: str, idea: dict, idea_dir: str) -> list[dict]
                       template)
 
 
-@stage(name="write_paper", retries=1)
+# the text stages' cache keys cover their code and text (generic and the template's layer; "*": references.bib)
+@stage(name="write_paper", retries=1, modules=("tasks.writeup", "tasks.text"), paths=("prompts/paper",),
+       template_parts=("paper", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
     """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
     from prefect import get_run_logger
@@ -39,14 +49,15 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
 
     template = make(template_name)
     final_info = read_json(Path(idea_dir) / "final_info.json")
-    ctx = {**context, "labels": labels_of(template_name, idea), "baselines": template.baselines}
+    ctx = {**context, "labels": labels_of(template_name, idea), "baselines": paper_baselines(template, context)}
     paper = write_paper(template_name, idea, final_info, figures, ctx, Path(idea_dir) / "paper")
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages)", idea["Name"], paper.get("pdf") or "FAILED", paper.get("pages"))
     return paper
 
 
-@stage(name="review_paper")
+@stage(name="review_paper", modules=("tasks.review", "tasks.writeup", "tasks.text"),
+       paths=("prompts/review", "prompts/paper"), template_parts=("review", "paper", "*"))
 def review_paper_task(template_name: str, idea: dict, idea_dir: str) -> dict:
     """The evidence reviewer's NeurIPS form, written to review.json."""
     from prefect import get_run_logger

@@ -5,7 +5,9 @@ Ethical Concerns, Soundness, Presentation, Contribution, Overall, Confidence, De
 reviewer fills (Lu et al., 2024); here every score follows a documented, deterministic rule over evidence checks
 (seeds, confidence intervals, significance on training and held-out settings, novelty, PDF checks). The rule's text
 is ``prompts/review/evidence_rule.md``; :func:`score` implements exactly that text. Review prose comes from Jinja2
-templates in ``prompts/review/``.
+templates in ``prompts/review/``, which a research template overrides file by file in
+``prompts/templates/<name>/review/`` (:mod:`tasks.text`). "Better" follows the metric's direction as recorded in
+``final_info.json`` (each comparison's ``improvement``, ``better`` and ``worse``), never a bare ``>``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 import jinja2
 
+from tasks import text as layers
+
 ROOT = Path(__file__).resolve().parents[1]
 REVIEW_PROMPTS = ROOT / "prompts" / "review"
 RULE_PATH = REVIEW_PROMPTS / "evidence_rule.md"
@@ -26,7 +30,7 @@ MIN_SEEDS = 4
 ALPHA = 0.05
 MIN_FIGURES = 2
 MIN_PAGES = 4
-NOVELTY_DISTANCES = (0.05, 0.2)
+NOVELTY_DISTANCES = (0.05, 0.2)  # in the template's probe units (Template.distance: RMS / probe_scale)
 PRECISION_MAX_REL_HALFWIDTH = 0.10
 LARGE_EFFECT = 0.05
 ACCEPT_AT = 6
@@ -58,15 +62,23 @@ def _round_half_up(x: float) -> int:
 
 
 def comparisons(final_info: dict) -> list[dict]:
-    """One row per setting: the candidate against the best baseline, with the direction of a significant result."""
+    """One row per setting: the candidate against the best baseline, with the direction of a significant result.
+
+    The direction comes from the comparison's ``improvement`` / ``better`` / ``worse`` (the metric's sign applied by
+    the aggregation); a comparison without them is signed by ``final_info[setting]["maximize"]`` (default True).
+    """
     rows = []
     for name, info in final_info.items():
         comp = info.get("comparison") or {}
         cand, best = comp.get("candidate"), comp.get("best_baseline")
         diff = float(comp["difference"]) if _finite(comp.get("difference")) else math.nan
+        sign = 1.0 if info.get("maximize", True) else -1.0
+        improvement = float(comp["improvement"]) if _finite(comp.get("improvement")) else sign * diff
         p = float(comp["p_value"]) if _finite(comp.get("p_value")) else math.nan
         sig = bool(comp.get("significant", False)) and _finite(p) and p < ALPHA
-        direction = "better" if sig and diff > 0 else ("worse" if sig and diff < 0 else "tie")
+        better = bool(comp["better"]) if "better" in comp else improvement > 0
+        worse = bool(comp["worse"]) if "worse" in comp else improvement < 0
+        direction = "better" if sig and better else ("worse" if sig and worse else "tie")
         means = info.get("means", {})
         lo_hi = (info.get("ci95", {}) or {}).get(cand)
         cand_mean = means.get(cand, math.nan)
@@ -77,9 +89,10 @@ def comparisons(final_info: dict) -> list[dict]:
         best_mean = means.get(best, math.nan)
         rows.append({
             "setting": name, "held_out": bool(info.get("held_out", False)), "candidate": cand, "best": best,
-            "candidate_mean": cand_mean, "best_mean": best_mean, "difference": diff, "p": p,
-            "direction": direction, "rel_halfwidth": rel_half,
-            "relative_gain": diff / abs(best_mean) if _finite(best_mean) and best_mean else math.nan,
+            "candidate_mean": cand_mean, "best_mean": best_mean, "difference": diff, "improvement": improvement,
+            "p": p, "direction": direction, "rel_halfwidth": rel_half,
+            "relative_gain": improvement / abs(best_mean) if _finite(best_mean) and best_mean and _finite(improvement)
+            else math.nan,
         })
     return rows
 
@@ -235,11 +248,30 @@ def _items(text: str) -> list[str]:
     return items
 
 
-def _env() -> jinja2.Environment:
+def _env(template_name: str | None = None) -> jinja2.Environment:
+    """Jinja2 over ``prompts/templates/<template_name>/review/`` first, then ``prompts/review/``."""
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(REVIEW_PROMPTS)), trim_blocks=True, lstrip_blocks=True,
+        loader=layers.loader("review", template_name), trim_blocks=True, lstrip_blocks=True,
         undefined=jinja2.StrictUndefined, autoescape=False,
     )
+
+
+def _contract(template_name: str, final_info: dict) -> dict:
+    """What the review text may say about the problem (generic defaults when the template is unknown)."""
+    template = layers.template_or_none(template_name)
+    n_baselines = max((len([m for m in i.get("means", {}) if m != (i.get("comparison") or {}).get("candidate")])
+                       for i in final_info.values()), default=0)
+    if template is None:
+        maximize = bool(next((i["maximize"] for i in final_info.values() if "maximize" in i), True))
+        return {"template_title": template_name, "plugin_name": "plug-in", "plugin_signature": "plug-in",
+                "metric": "the final value", "maximize": maximize,
+                "metric_direction": "maximised" if maximize else "minimised", "final_label": "final value",
+                "budget_unit": "steps", "probe_scale": 1.0, "n_baselines": n_baselines}
+    return {"template_title": template.title, "plugin_name": template.plugin.name,
+            "plugin_signature": template.plugin.signature, "metric": template.metric.description,
+            "maximize": template.metric.maximize, "metric_direction": template.metric.direction,
+            "final_label": template.schema.final_label, "budget_unit": template.budget_unit,
+            "probe_scale": template.probe_scale, "n_baselines": n_baselines}
 
 
 def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str = "lpo") -> dict:
@@ -254,8 +286,9 @@ def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str =
         "failed": [e for e in evidence if not e["passed"]], "scores": scores, "paper": paper,
         "seeds": min((int(n) for i in final_info.values() for n in (i.get("n") or {}).values()), default=0),
         "novelty": idea.get("novelty") or {}, "alpha": ALPHA, "min_seeds": MIN_SEEDS,
+        **_contract(template_name, final_info),
     }
-    env = _env()
+    env = _env(template_name)
     render = lambda name: env.get_template(name).render(**ctx)
     review = {
         "Summary": " ".join(render("summary.md.j2").split()),

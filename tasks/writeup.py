@@ -1,8 +1,10 @@
 """The offline writeup (DESIGN.md sections 1 and 4, ``write_paper``): pylatex -> paper.tex -> latexmk -> paper.pdf.
 
 As in The AI Scientist (Lu et al., 2024), the paper is a LaTeX document compiled and checked after writing; here the
-prose comes from Jinja2 templates in ``prompts/paper/`` filled with the measured numbers of ``final_info.json``, so
-the wording follows the results (significant or not, training or held-out settings). Every free text that came from
+prose comes from Jinja2 templates filled with the measured numbers of ``final_info.json``, so the wording follows the
+results (significant or not, better or worse by the metric's direction, training or held-out settings). The generic
+text in ``prompts/paper/`` knows only the template contract (plug-in, metric and direction, budget, baselines,
+settings); a template overrides any file in ``prompts/templates/<name>/paper/`` (:mod:`tasks.text`). Every free text that came from
 a user or a model is escaped for LaTeX; one repair attempt (formula shown from the expression tree or verbatim, text
 folded to ASCII) follows a failed compile, and the .tex and the build log are kept when that fails too. The PDF is
 read back with pymupdf: pages, embedded images, unresolved references, and whether the table's numbers made it.
@@ -25,9 +27,9 @@ import jinja2
 from pylatex import Command, Document, Figure, NoEscape, Package, Section, Table, Tabular
 from pylatex.base_classes import Environment
 
+from tasks import text as layers
+
 ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ROOT / "prompts"
-PAPER_PROMPTS = PROMPTS / "paper"
 LATEXMK = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]
 COMPILE_TIMEOUT_S = 300  # a guard against a hung TeX run, not a performance target
 SECTIONS = [
@@ -159,13 +161,26 @@ def _and_list(items: Any) -> Tex:
     return Tex(", ".join(items[:-1]) + " and " + items[-1])
 
 
+def _capfirst(value: Any) -> Tex:
+    value = value if isinstance(value, Tex) else escape_tex(value)
+    return Tex(value[:1].upper() + value[1:])
+
+
+def _cite(bib: list[str] | set[str], command: str, fallback: str = "") -> Any:
+    def cite(*keys: str) -> Tex:
+        known = [k for k in keys if k in bib]
+        return Tex(f"{command}{{{','.join(known)}}}") if known else Tex(fallback)
+
+    return cite
+
+
 def make_env(template_name: str) -> jinja2.Environment:
     """Jinja2 for LaTeX: ``<< x >>`` variables (escaped unless :class:`Tex`), ``<% %>`` blocks, ``<# #>`` comments.
 
-    Templates are looked up in ``prompts/paper/<template_name>/`` first, then ``prompts/paper/``.
+    Templates are looked up in ``prompts/templates/<template_name>/paper/`` first, then ``prompts/paper/``.
     """
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(PAPER_PROMPTS / template_name), str(PAPER_PROMPTS)]),
+        loader=layers.loader("paper", template_name),
         block_start_string="<%", block_end_string="%>",
         variable_start_string="<<", variable_end_string=">>",
         comment_start_string="<#", comment_end_string="#>",
@@ -175,11 +190,18 @@ def make_env(template_name: str) -> jinja2.Environment:
     env.filters.update(
         num=fmt_num, signed=fmt_signed, pval=fmt_p, int=fmt_int, pct=fmt_pct, andlist=_and_list,
         peq=fmt_p_eq, tex=lambda s: Tex(s), esc=escape_tex, citetkey=lambda k: Tex(f"\\citet{{{k}}}"),
+        capfirst=_capfirst,
     )
     return env
 
 
 # ------------------------------------------------------------------------------------------------------------ facts
+GENERIC_FIGURES = ("learning_curves", "final_returns", "final_values")  # the generic stage's figures
+MAX_PARAMETER_ROWS = 12  # a parametric candidate's table shows at most this many entries ...
+MAX_VALUE_CHARS = 60  # ... each value's JSON cut to this length
+UNKNOWN_SCHEMA = {"x_label": "step", "curve_label": "value", "final_label": "final value"}
+
+
 def bib_keys(path: Path) -> list[str]:
     """The entry keys of a .bib file."""
     return re.findall(r"@\w+\s*\{\s*([^,\s]+)\s*,", Path(path).read_text())
@@ -191,7 +213,21 @@ def _profile_value(profile: Any, key: str, default: Any = None) -> Any:
     return getattr(profile, key, default)
 
 
-def _formula(latex: str, label: str, lhs: str = r"D(r, A, \tfrac{n}{N})") -> Tex:
+def _finite(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _plain_lhs(lhs: str) -> str:
+    r"""A LaTeX left-hand side as plain text for the verbatim fallback (``D(r, A, \tfrac{n}{N})`` -> ``D(r, A, n/N)``)."""
+    plain = re.sub(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"\1/\2", lhs)
+    plain = re.sub(r"\\[A-Za-z]+\s*", "", plain)
+    return plain.replace("{", "").replace("}", "").strip() or "f"
+
+
+def _formula(latex: str, label: str, lhs: str = "f") -> Tex:
     return Tex(
         "\\begin{equation}\n"
         f"  \\fitmath{{{lhs} = {latex}}}\n"
@@ -200,20 +236,59 @@ def _formula(latex: str, label: str, lhs: str = r"D(r, A, \tfrac{n}{N})") -> Tex
     )
 
 
-def _verbatim_formula(text: str, label: str) -> Tex:
+def _verbatim_formula(text: str, label: str, lhs: str | None = "f") -> Tex:
     """A formula that would not compile, shown as escaped typewriter text (with a number to \\ref)."""
+    prefix = f"{escape_tex(_plain_lhs(lhs), True)} = " if lhs else ""
     return Tex(
         "\\begin{equation}\n"
-        f"  \\parbox{{0.85\\linewidth}}{{\\raggedright\\ttfamily D(r, A, n/N) = {escape_tex(text, True)}}}\n"
+        f"  \\parbox{{0.85\\linewidth}}{{\\raggedright\\ttfamily {prefix}{escape_tex(text, True)}}}\n"
         f"  \\label{{{label}}}\n"
         "\\end{equation}\n"
     )
 
 
-def candidate_formula(idea: dict, safe: bool) -> tuple[Tex, str]:
-    """The candidate's display formula and how it was obtained ("given", "tree", "verbatim")."""
+def _parameters_block(candidate: Any, label: str) -> Tex:
+    """A parametric candidate's JSON as a small two-column table (numbered like a formula, so it can be \\ref'd)."""
+    items = list(candidate.items()) if isinstance(candidate, dict) else [("value", candidate)]
+    lines = []
+    for key, value in items[:MAX_PARAMETER_ROWS]:
+        shown = json.dumps(value, sort_keys=True, default=str)
+        if len(shown) > MAX_VALUE_CHARS:
+            shown = shown[:MAX_VALUE_CHARS - 3] + "..."
+        lines.append(f"\\texttt{{{escape_tex(key, True)}}} & \\texttt{{{escape_tex(shown, True)}}} \\\\")
+    if len(items) > MAX_PARAMETER_ROWS:
+        lines.append(f"\\multicolumn{{2}}{{l}}{{\\ldots{{}} and {len(items) - MAX_PARAMETER_ROWS} more}} \\\\")
+    if not items:
+        lines.append("\\multicolumn{2}{l}{(no parameters)} \\\\")
+    body = "\n".join(lines)
+    return Tex(
+        "\\begin{equation}\n"
+        f"  \\fitpar{{\\small\\begin{{tabular}}{{ll}}\\toprule\nParameter & Value \\\\\n\\midrule\n{body}\n"
+        "\\bottomrule\n\\end{tabular}}\n"
+        f"  \\label{{{label}}}\n"
+        "\\end{equation}\n"
+    )
+
+
+def _parametric_value(idea: dict) -> Any:
+    if idea.get("candidate") is not None:
+        return idea["candidate"]
+    try:
+        return json.loads(idea.get("source") or "")
+    except (TypeError, ValueError):
+        return {}
+
+
+def candidate_formula(idea: dict, safe: bool, lhs: str = "f") -> tuple[Tex, str]:
+    """The candidate's display block and how it was obtained ("given", "tree", "verbatim", "parameters").
+
+    A parametric candidate without an expression tree shows its JSON as a table; otherwise the formula ``lhs = ...``
+    comes from the given LaTeX (not in safe mode), else from the expression tree, else verbatim text.
+    """
     from jaxlib_kernels import symbolic
 
+    if idea.get("kind") == "parametric" and idea.get("expression") is None:
+        return _parameters_block(_parametric_value(idea), "eq:candidate"), "parameters"
     given = str(idea.get("expression_latex") or "").strip()
     from_tree = None
     try:
@@ -222,64 +297,105 @@ def candidate_formula(idea: dict, safe: bool) -> tuple[Tex, str]:
     except symbolic.ExpressionError:  # no tree, or a malformed one: the given LaTeX is all we have
         from_tree = None
     if not safe and given and not FORBIDDEN_TEX.search(given):
-        return _formula(given, "eq:candidate"), "given"
+        return _formula(given, "eq:candidate", lhs), "given"
     if from_tree is not None and (not safe or from_tree != given):
-        return _formula(from_tree, "eq:candidate"), "tree"
-    return _verbatim_formula(given or "(no formula)", "eq:candidate"), "verbatim"
+        return _formula(from_tree, "eq:candidate", lhs), "tree"
+    return _verbatim_formula(given or "(no formula)", "eq:candidate", lhs), "verbatim"
 
 
-def _baseline_formulas(baselines: dict, labels: dict, safe: bool) -> list[dict]:
+def _variables(expr: Any) -> list[str]:
+    """The variable names of an expression tree (``[op, arg, ...]`` lists, names as strings, numbers)."""
+    found: set[str] = set()
+
+    def walk(e: Any) -> None:
+        if isinstance(e, str):
+            found.add(e)
+        elif isinstance(e, (list, tuple)) and e:
+            for arg in e[1:]:
+                walk(arg)
+
+    walk(expr)
+    return sorted(found)
+
+
+def _baseline_formulas(baselines: dict, labels: dict, lhs: str = "f") -> list[dict]:
+    """Each baseline's display formula: its ``latex``, else its expression tree, else its description as text.
+
+    ``baselines`` maps names to :class:`~jaxlib_kernels.templates.base.Baseline` objects (or, as before the
+    template contract, to bare expression trees).
+    """
     from jaxlib_kernels import symbolic
 
     out = []
-    for name, expr in baselines.items():
+    for name, baseline in baselines.items():
         label = f"eq:{_label_key(name)}"
-        try:
-            symbolic.validate(expr)
-            formula = _formula(symbolic.to_latex(expr), label)
-        except symbolic.ExpressionError:
-            formula = _verbatim_formula(json.dumps(expr), label)
-        out.append({"name": name, "label": labels.get(name, name), "formula": formula,
-                    "ref": Tex(f"Eq.~\\eqref{{{label}}}"), "temporal": _uses_progress(expr)})
+        is_record = hasattr(baseline, "source")
+        expr = getattr(baseline, "expression", None) if is_record else baseline
+        latex = getattr(baseline, "latex", None) if is_record else None
+        description = str(getattr(baseline, "description", "") or "") if is_record else ""
+        shown = labels.get(name) or getattr(baseline, "label", None) or name
+        formula = None
+        if latex and not FORBIDDEN_TEX.search(latex):
+            formula = _formula(latex, label, lhs)
+        else:
+            try:
+                symbolic.validate(expr)
+                formula = _formula(symbolic.to_latex(expr), label, lhs)
+            except symbolic.ExpressionError:
+                formula = _verbatim_formula(description or shown, label, None)
+        out.append({"name": name, "label": shown, "formula": formula, "description": description,
+                    "ref": Tex(f"Eq.~\\eqref{{{label}}}"), "variables": _variables(expr)})
     return out
 
 
-def _uses_progress(expr: Any) -> bool:
-    from jaxlib_kernels import symbolic
+def _metric_of(template: Any, info: dict) -> Any:
+    """The metric of a setting: the template's, unless final_info says the other direction (then that one)."""
+    from jaxlib_kernels.templates.base import Metric
 
-    try:
-        return symbolic.uses(expr, "p")
-    except (TypeError, IndexError):
-        return False
+    maximize = info.get("maximize")
+    if template is not None and (maximize is None or bool(maximize) == template.metric.maximize):
+        return template.metric
+    return Metric("final", "the final value", maximize=True if maximize is None else bool(maximize))
 
 
-def _setting_facts(template: Any, final_info: dict, candidate: str, labels: dict, total_steps: int) -> list[dict]:
+def _setting_facts(template: Any, final_info: dict, candidate: str, labels: dict, budget: int) -> list[dict]:
     rows = []
     for name, info in final_info.items():
         setting = template.settings.get(name) if template is not None else None
+        metric = _metric_of(template, info)
         comp = info.get("comparison") or {}
         best = comp.get("best_baseline")
-        diff = comp.get("difference", math.nan)
+        diff = float(comp["difference"]) if _finite(comp.get("difference")) else math.nan
+        improvement = float(comp["improvement"]) if _finite(comp.get("improvement")) else (
+            metric.improvement(diff, 0.0) if _finite(diff) else math.nan)
         sig = bool(comp.get("significant", False))
-        direction = "better" if sig and diff > 0 else ("worse" if sig and diff < 0 else "tie")
-        means = info.get("means", {})
-        ranked = sorted(means, key=lambda m: -means[m])
-        scale = getattr(setting, "timesteps_scale", 1.0)
+        if "better" in comp or "worse" in comp:
+            better, worse = bool(comp.get("better")), bool(comp.get("worse"))
+        else:  # a final_info without directions: the metric's sign on the raw difference
+            better, worse = sig and improvement > 0, sig and improvement < 0
+        direction = "better" if better else ("worse" if worse else "tie")
+        means = {m: float(v) for m, v in (info.get("means") or {}).items() if _finite(v)}
+        ranked = metric.rank(means) if means else []
+        scale = float(getattr(setting, "budget_scale", 1.0) or 1.0)
+        best_mean = means.get(best, math.nan) if best else math.nan
         rows.append({
             "name": name,
             "env": info.get("env") or getattr(setting, "env", ""),
-            "description": re.sub(r"\s*\(held[- ]out[^)]*\)\s*$", "", getattr(setting, "description", "") or name),
+            "description": re.sub(r"\s*\(held[- ]out[^)]*\)\s*$", "", getattr(setting, "description", "") or ""),
             "held_out": bool(info.get("held_out", getattr(setting, "held_out", False))),
-            "steps": int(total_steps * scale) if total_steps else 0,
+            "steps": max(1, round(budget * scale)) if budget else 0,
             "candidate_mean": means.get(candidate, math.nan),
             "candidate_stderr": info.get("stderrs", {}).get(candidate, math.nan),
             "best": best, "best_label": labels.get(best, best or "none"),
-            "best_mean": means.get(best, math.nan) if best else math.nan,
+            "best_mean": best_mean,
             "best_stderr": info.get("stderrs", {}).get(best, math.nan) if best else math.nan,
-            "difference": diff, "ci": comp.get("ci95", [math.nan, math.nan]), "p": comp.get("p_value", math.nan),
+            "difference": diff, "improvement": improvement,
+            "ci": comp.get("ci95", [math.nan, math.nan]), "p": comp.get("p_value", math.nan),
             "significant": sig, "direction": direction, "test": comp.get("test", "Welch t-test"),
             "rank": ranked.index(candidate) + 1 if candidate in ranked else None, "n_methods": len(ranked),
-            "relative": diff / abs(means[best]) if best and means.get(best) else math.nan,
+            "top": ranked[0] if ranked else None,
+            "relative": improvement / abs(best_mean) if _finite(best_mean) and best_mean and _finite(improvement)
+            else math.nan,
         })
     return rows
 
@@ -292,15 +408,40 @@ def _outcome(rows: list[dict]) -> str:
     return "mixed" if better and worse else "better" if better else "worse" if worse else "tie"
 
 
+def _contract_facts(template: Any, template_name: str, final_info: dict, idea: dict) -> dict:
+    """What the template contract says about the problem; defaults when the template is unknown."""
+    if template is None:
+        maximize = bool(next((i["maximize"] for i in final_info.values() if "maximize" in i), True))
+        return {
+            "template_title": template_name, "plugin_name": "plugin", "plugin_signature": "plugin",
+            "plugin_kind": idea.get("kind", "source"), "plugin_args": [], "plugin_returns": "",
+            "formula_lhs": Tex("f"), "metric": "the final value", "metric_name": "final",
+            "maximize": maximize, "budget_unit": "steps", "probe_scale": 1.0, "novelty_threshold": None,
+            **UNKNOWN_SCHEMA,
+        }
+    plugin = template.plugin
+    return {
+        "template_title": template.title, "plugin_name": plugin.name, "plugin_signature": plugin.signature,
+        "plugin_kind": plugin.kind,
+        "plugin_args": [{"name": a.name, "shape": a.shape, "description": a.description} for a in plugin.args],
+        "plugin_returns": plugin.returns, "formula_lhs": Tex(template.formula_lhs),
+        "metric": template.metric.description, "metric_name": template.metric.name,
+        "maximize": template.metric.maximize, "budget_unit": template.budget_unit,
+        "probe_scale": template.probe_scale, "novelty_threshold": template.novelty_threshold,
+        "x_label": template.schema.x_label, "curve_label": template.schema.curve_label,
+        "final_label": template.schema.final_label,
+    }
+
+
 def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[dict], context: dict,
                 bib: list[str], safe: bool = False) -> dict:
-    """Everything the text templates may say, measured or given; free text stays raw and is escaped on output."""
-    try:
-        from jaxlib_kernels import templates
+    """Everything the text templates may say, measured or given; free text stays raw and is escaped on output.
 
-        template = templates.make(template_name)
-    except KeyError:  # an unknown template still gets a paper, with fewer descriptions
-        template = None
+    The names are listed in ``prompts/paper/README.md``. An unknown template still gets a paper, with generic
+    descriptions and the metric's direction taken from ``final_info``.
+    """
+    template = layers.template_or_none(template_name)
+    contract = _contract_facts(template, template_name, final_info, idea)
     labels = dict(getattr(template, "baseline_labels", {}) or {})
     labels.update(context.get("labels") or {})
     candidate = idea.get("Name", "candidate")
@@ -309,28 +450,37 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
         candidate = comps[0].get("candidate", candidate)
     labels.setdefault(candidate, candidate)
     profile = context.get("profile") or {}
-    total_steps = int(_profile_value(profile, "total_timesteps", 0) or 0)
-    rows = _setting_facts(template, final_info, candidate, labels, total_steps)
+    budget = int(_profile_value(profile, "budget", 0) or _profile_value(profile, "total_timesteps", 0) or 0)
+    rows = _setting_facts(template, final_info, candidate, labels, budget)
     train = [r for r in rows if not r["held_out"]]
     held = [r for r in rows if r["held_out"]]
     ns = [int(v) for i in final_info.values() for v in (i.get("n") or {}).values()]
-    text = (lambda s: escape_tex(s, True)) if safe else (lambda s: s)
+    plain = (lambda s: escape_tex(s, True)) if safe else (lambda s: s)
     baselines = context.get("baselines") or dict(getattr(template, "baselines", {}) or {})
-    formula, formula_source = candidate_formula(idea, safe)
+    formula, formula_source = candidate_formula(idea, safe, lhs=str(contract["formula_lhs"]))
     novelty = idea.get("novelty") or {}
     literature = [dict(e) for e in novelty.get("literature", []) if e.get("key") in bib]
     figs = {f["name"]: Tex(f"Figure~\\ref{{fig:{_label_key(f['name'])}}}") for f in figures}
+    maximize = contract["maximize"]
     return {
-        "title": text(idea.get("Title") or candidate),
-        "name": text(candidate),
-        "label": text(labels[candidate]),
-        "hypothesis": text(idea.get("Hypothesis", "")),
-        "experiment": text(idea.get("Experiment", "")),
+        **contract,
+        "template_name": template_name,
+        "metric_direction": "maximised" if maximize else "minimised",
+        "higher": "higher" if maximize else "lower",
+        "highest": "highest" if maximize else "lowest",
+        "title": plain(idea.get("Title") or candidate),
+        "name": plain(candidate),
+        "label": plain(labels[candidate]),
+        "hypothesis": plain(idea.get("Hypothesis", "")),
+        "experiment": plain(idea.get("Experiment", "")),
         "scores": {k: idea.get(k) for k in ("Interestingness", "Feasibility", "Novelty")},
+        "idea": idea,
+        "kind": idea.get("kind") or contract["plugin_kind"],
         "formula": formula,
         "formula_source": formula_source,
-        "temporal": _uses_progress(idea.get("expression")) or bool(idea.get("temporal")),  # parametric: given
-        "baselines": _baseline_formulas(baselines, labels, safe),
+        "candidate_ref": Tex("Eq.~\\eqref{eq:candidate}"),
+        "variables": _variables(idea.get("expression")),
+        "baselines": _baseline_formulas(baselines, labels, str(contract["formula_lhs"])),
         "settings": rows, "train": train, "held": held,
         "train_outcome": _outcome(train), "held_outcome": _outcome(held),
         "better": [r for r in rows if r["direction"] == "better"],
@@ -338,26 +488,26 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
         "ties": [r for r in rows if r["direction"] == "tie"],
         "seeds_min": min(ns) if ns else 0, "seeds_max": max(ns) if ns else 0,
         "seeds": int(_profile_value(profile, "seeds", min(ns) if ns else 0) or 0),
-        "total_timesteps": total_steps,
-        "metric": getattr(template, "metric_description", "the final metric"),
-        "template_title": getattr(template, "title", template_name),
+        "budget": budget,
         "novelty": {
             "decision": novelty.get("decision", "unknown"),
-            "reason": text(novelty.get("reason", "")),
-            "nearest": text(labels.get(novelty.get("nearest"), novelty.get("nearest") or "none")),
+            "reason": plain(novelty.get("reason", "")),
+            "nearest": plain(labels.get(novelty.get("nearest"), novelty.get("nearest") or "none")),
             "distance": novelty.get("distance"),
             "literature": literature,
         },
         "figs": figs,
+        "curves_fig": figs.get("learning_curves"),
+        "finals_fig": figs.get("final_returns") or figs.get("final_values"),
+        "extra_figures": [{"name": f["name"], "ref": figs[f["name"]], "caption": plain(f.get("caption", ""))}
+                          for f in figures if f["name"] not in GENERIC_FIGURES],
         "table": Tex("Table~\\ref{tab:results}"),
         "tests_table": Tex("Table~\\ref{tab:tests}"),
         "setup_table": Tex("Table~\\ref{tab:settings}"),
         "run_id": str(context.get("run_id", "")),
         "bib": set(bib),
-        "cite": lambda *keys: Tex(f"\\citep{{{','.join(k for k in keys if k in bib)}}}")
-        if any(k in bib for k in keys) else Tex(""),
-        "citet": lambda *keys: Tex(f"\\citet{{{','.join(k for k in keys if k in bib)}}}")
-        if any(k in bib for k in keys) else Tex("prior work"),
+        "cite": _cite(bib, "~\\citep"),
+        "citet": _cite(bib, "\\citet", "prior work"),
     }
 
 
@@ -372,6 +522,8 @@ PREAMBLE = r"""
   \ifdim\wd\fitbox>0.9\linewidth\resizebox{0.9\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}
 \newcommand{\fitwidth}[1]{\sbox{\fitbox}{#1}%
   \ifdim\wd\fitbox>\linewidth\resizebox{\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}
+\newcommand{\fitpar}[1]{\sbox{\fitbox}{#1}%
+  \ifdim\wd\fitbox>0.85\linewidth\resizebox{0.85\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}
 """
 
 
@@ -414,9 +566,8 @@ def _results_table(env, facts: dict, final_info: dict) -> Table:
             if mean is None:
                 cells.append(NoEscape("--"))
                 continue
-            best = max(info["means"].values())
             m = fmt_num(mean)
-            cell = (rf"\textbf{{{m}}}" if mean == best else m) + (rf" $\pm$ {fmt_num(se)}" if se is not None else "")
+            cell = (rf"\textbf{{{m}}}" if method == s["top"] else m) + (rf" $\pm$ {fmt_num(se)}" if se is not None else "")
             cells.append(NoEscape(cell))
         tab.add_row(cells)
     table.append(NoEscape(r"\fitwidth{%"))
@@ -457,7 +608,8 @@ def _settings_table(env, facts: dict) -> Table:
     table = Table(position="tbp")
     table.append(NoEscape(r"\centering\small"))
     tab = Tabular("lllrl", booktabs=True)
-    tab.add_row([NoEscape(c) for c in ("Setting", "Environment", "Role", "Env.\\ steps", "Description")])
+    budget_head = _capfirst(facts["budget_unit"])
+    tab.add_row([NoEscape(c) for c in ("Setting", "Environment", "Role", budget_head, "Description")])
     tab.add_hline()
     for s in facts["settings"]:
         tab.add_row([
@@ -608,7 +760,7 @@ def write_paper(
     """
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    bib_src = PROMPTS / "templates" / template_name / "references.bib"
+    bib_src = layers.template_dir(template_name) / "references.bib"
     bib_dst = out_dir / "references.bib"
     if bib_src.exists():
         shutil.copyfile(bib_src, bib_dst)

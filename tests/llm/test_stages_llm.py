@@ -92,6 +92,9 @@ def test_code_failing_the_gate_three_times_is_a_recorded_rejection(serve, client
     result = llm_stages.implement_candidate(client_for(server), LPO, IDEA, tmp_path / "idea", repair_rounds=2)
     assert result["accepted"] is False and len(result["attempts"]) == 3 and result["repairs"] == 2
     assert [stage_of(r) for r in server.requests] == ["code", "code repair (round 1 of 2)", "code repair (round 2 of 2)"]
+    first = last_user(server.requests[0])
+    example = next(iter(LPO.baselines.values()))  # the template's first baseline is the code example
+    assert example.source.strip() in first and LPO.plugin.signature in first
     assert "os" in last_user(server.requests[1]) and "import os" in last_user(server.requests[1])
     assert "open" in last_user(server.requests[2])
     validation = json.loads((tmp_path / "idea" / "validation.json").read_text())
@@ -191,7 +194,7 @@ def test_latex_that_does_not_compile_gets_a_repair_round(serve, client_for, tmp_
 
     server = serve(script)
     idea = {**REVIEWED_IDEA, "source": "def drift(ratio, advantage, progress):\n    return 0.0 * ratio\n"}
-    context = {"profile": {"seeds": 2, "total_timesteps": 8192}, "run_id": "t", "baselines": LPO.baselines,
+    context = {"profile": {"seeds": 2, "budget": 8192}, "run_id": "t", "baselines": LPO.baselines,
                "labels": {**LPO.baseline_labels, "idea": "ours"}}
     paper = llm_stages.write_paper(client_for(server), "lpo", idea, FINAL_INFO, [], context, tmp_path / "paper")
     repair = next(r for r in server.requests if stage_of(r) == "latex repair")
@@ -200,3 +203,32 @@ def test_latex_that_does_not_compile_gets_a_repair_round(serve, client_for, tmp_
     assert paper["llm_repair_error"].startswith("! Undefined control sequence")
     tex = (tmp_path / "paper" / "paper.tex").read_text()
     assert "Our drift is new \\citep{lu2022dpo}" in tex and "The Results text" in tex and "frobnicate" not in tex
+
+
+def test_the_llm_text_is_layered_per_template():
+    from tasks.llm import render
+    from tasks.text import template_dir
+
+    assert (template_dir("lpo") / "llm" / "task.md").is_file()
+    assert llm_stages.task_description("lpo") == (template_dir("lpo") / "llm" / "task.md").read_text().strip()
+    assert llm_stages.task_description("no_such_template") == "Research template no_such_template."
+    lpo_guidance, lpo_words = llm_stages.writeup_guidance("lpo")
+    guidance, words = llm_stages.writeup_guidance("no_such_template")
+    assert "mirror learning" in lpo_guidance["background"] and "drift" not in guidance["background"]
+    assert lpo_guidance["related_work"] == guidance["related_work"] and lpo_words == words and words["results"] == 400
+    assert set(guidance) == set(words) == {"abstract", "introduction", "related_work", "background", "method",
+                                           "setup", "results", "limitations", "conclusion"}
+    ctx = {"round": 1, "rounds": 2, "template": LPO}
+    assert "non-negative, zero at r = 1" in render("ideation_reflection.j2", "lpo", **ctx)  # lpo's override
+    assert "every requirement of the plug-in" in render("ideation_reflection.j2", None, **ctx)
+
+
+def test_results_text_states_the_direction_of_each_comparison():
+    minimised = {"s": {**FINAL_INFO["empty5"], "maximize": False,
+                       "comparison": {**FINAL_INFO["empty5"]["comparison"], "difference": -0.05, "p_value": 0.01,
+                                      "significant": True}}}
+    assert "; better)" in llm_stages.results_text(minimised, {})
+    recorded = {"s": {**minimised["s"], "comparison": {**minimised["s"]["comparison"], "better": False,
+                                                       "worse": True}}}
+    assert "; worse)" in llm_stages.results_text(recorded, {})
+    assert "; no significant difference)" in llm_stages.results_text(FINAL_INFO, {})

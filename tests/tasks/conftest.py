@@ -1,8 +1,9 @@
 """Shared fixtures of the writeup stages: a synthetic but realistic experiment of the lpo template.
 
-The results frame follows the results.parquet contract (tidy: one row per learning-curve point and one
-``final_return`` row per seed); final_info is computed from it with scipy's Welch t-test, exactly as the contract
-describes, so the tests never depend on hand-typed numbers.
+The results frame follows the results.parquet contract (tidy columns idea, method, role, setting, held_out, seed,
+step, metric, value: one ``curve`` row per curve point and one ``final`` row per seed); final_info is computed from it
+with scipy's Welch t-test and the metric's direction (``maximize``, ``improvement``, ``better``, ``worse``), exactly as
+the contract describes, so the tests never depend on hand-typed numbers.
 """
 
 from __future__ import annotations
@@ -36,15 +37,18 @@ def _lpo():
     return lpo
 
 
-def synthetic_results(effect: float, seed: int = 0, noise: float = 0.012) -> pd.DataFrame:
-    """Learning curves and final returns; the candidate sits ``effect`` above the best baseline's level."""
+def synthetic_results(effect: float, seed: int = 0, noise: float = 0.012, maximize: bool = True) -> pd.DataFrame:
+    """Learning curves and final values; the candidate sits ``effect`` beyond the best baseline's level.
+
+    ``maximize=False``: the best baseline is the lowest one and the candidate sits ``effect`` below it.
+    """
     lpo = _lpo()
     rng = np.random.default_rng(seed)
     rows = []
     for setting in SETTINGS:
         held_out = lpo.SETTINGS[setting].held_out
         levels = dict(LEVELS[setting])
-        levels[CANDIDATE] = max(levels.values()) + effect
+        levels[CANDIDATE] = max(levels.values()) + effect if maximize else min(levels.values()) - effect
         for method, level in levels.items():
             role = "candidate" if method == CANDIDATE else "baseline"
             for s in range(SEEDS):
@@ -57,17 +61,21 @@ def synthetic_results(effect: float, seed: int = 0, noise: float = 0.012) -> pd.
                 final = float(np.clip(level + rng.normal(0, noise), 0.0, 0.955))
                 base = {"idea": CANDIDATE, "method": method, "role": role, "setting": setting,
                         "held_out": held_out, "seed": s}
-                rows += [{**base, "env_steps": int(x), "metric": "return", "value": float(v)}
+                rows += [{**base, "step": int(x), "metric": "curve", "value": float(v)}
                          for x, v in zip(steps, curve, strict=True)]
-                rows.append({**base, "env_steps": int(steps[-1]), "metric": "final_return", "value": final})
+                rows.append({**base, "step": int(steps[-1]), "metric": "final", "value": final})
     return pd.DataFrame(rows)
 
 
-def final_info_from(results: pd.DataFrame) -> dict:
-    """final_info.json from the tidy frame: means, stderrs, n, t-intervals, Welch test vs the best baseline."""
+def final_info_from(results: pd.DataFrame, maximize: bool = True) -> dict:
+    """final_info.json from the tidy frame: means, stderrs, n, t-intervals, Welch test vs the best baseline.
+
+    The best baseline and the direction of the comparison follow ``maximize`` (the metric's direction).
+    """
     lpo = _lpo()
+    sign = 1.0 if maximize else -1.0
     info = {}
-    finals = results[results["metric"] == "final_return"]
+    finals = results[results["metric"] == "final"]
     for setting, part in finals.groupby("setting", sort=False):
         values = {m: g["value"].to_numpy() for m, g in part.groupby("method", sort=False)}
         means = {m: float(v.mean()) for m, v in values.items()}
@@ -77,19 +85,23 @@ def final_info_from(results: pd.DataFrame) -> dict:
                     means[m] + stats.t.ppf(0.975, n[m] - 1) * stderrs[m]] for m in values}
         candidate = part.loc[part["role"] == "candidate", "method"].iloc[0]
         baselines = [m for m in values if m != candidate]
-        best = max(baselines, key=lambda m: means[m])
+        best = max(baselines, key=lambda m: sign * means[m])
         a, b = values[candidate], values[best]
         test = stats.ttest_ind(a, b, equal_var=False)
         va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
         df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
         diff = means[candidate] - means[best]
         half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+        significant = bool(test.pvalue < 0.05)
+        improvement = sign * diff
         info[setting] = {
             "means": means, "stderrs": stderrs, "n": n, "ci95": ci95,
-            "held_out": bool(part["held_out"].iloc[0]), "env": lpo.SETTINGS[setting].env,
+            "held_out": bool(part["held_out"].iloc[0]), "env": lpo.SETTINGS[setting].env, "maximize": maximize,
             "comparison": {"candidate": candidate, "best_baseline": best, "difference": diff,
-                           "ci95": [diff - half, diff + half], "p_value": float(test.pvalue),
-                           "significant": bool(test.pvalue < 0.05), "test": "Welch t-test"},
+                           "improvement": improvement, "ci95": [diff - half, diff + half],
+                           "p_value": float(test.pvalue), "significant": significant,
+                           "better": significant and improvement > 0, "worse": significant and improvement < 0,
+                           "test": "Welch t-test"},
         }
     return info
 
@@ -104,6 +116,7 @@ def make_idea(**overrides) -> dict:
                       "PPO explore first and settle later, raising the final return.",
         "Experiment": "Train PPO with the drift on empty5 and evaluate on held-out grids and horizons.",
         "Interestingness": 6, "Feasibility": 9, "Novelty": 5,
+        "kind": "source",
         "expression": CANDIDATE_EXPR,
         "expression_latex": symbolic.to_latex(CANDIDATE_EXPR),
         "novelty": {"decision": "novel", "reason": "behaviourally distinct from every known drift",
@@ -130,7 +143,8 @@ def make_context() -> dict:
     return {
         "labels": {**lpo.BASELINE_LABELS, CANDIDATE: "Annealed clip"},
         "baselines": {name: lpo.BASELINES[name] for name in BASELINES},
-        "profile": {"seeds": SEEDS, "total_timesteps": UPDATES * BATCH, "settings": list(SETTINGS)},
+        "profile": {"seeds": SEEDS, "budget": UPDATES * BATCH, "settings": list(SETTINGS),
+                    "baselines": list(BASELINES)},
         "run_id": "20250101-000000-lpo-test",
     }
 
@@ -155,7 +169,8 @@ def win_figures(tmp_path_factory, win_experiment):
 
     results, final_info = win_experiment
     out = tmp_path_factory.mktemp("figures")
-    return make_plots(make_idea(), results, final_info, make_sources(), out, make_context()["labels"])
+    return make_plots(make_idea(), results, final_info, make_sources(), out, make_context()["labels"],
+                      _lpo().TEMPLATE)
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +179,8 @@ def null_figures(tmp_path_factory, null_experiment):
 
     results, final_info = null_experiment
     out = tmp_path_factory.mktemp("figures_null")
-    return make_plots(make_idea(), results, final_info, make_sources(), out, make_context()["labels"])
+    return make_plots(make_idea(), results, final_info, make_sources(), out, make_context()["labels"],
+                      _lpo().TEMPLATE)
 
 
 @pytest.fixture(scope="session")

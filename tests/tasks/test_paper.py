@@ -117,7 +117,7 @@ def test_an_invalid_formula_without_a_tree_is_shown_verbatim(tmp_path, win_exper
 def test_a_failure_the_repair_cannot_fix_keeps_tex_and_log(tmp_path, win_experiment, win_figures, kit, monkeypatch):
     _, final_info = win_experiment
     broken = writeup.Tex("\\begin{equation}\\undefinedmacro{r}\\end{equation}\n")
-    monkeypatch.setattr(writeup, "candidate_formula", lambda idea, safe: (broken, "given"))
+    monkeypatch.setattr(writeup, "candidate_formula", lambda idea, safe, **_: (broken, "given"))
     paper = writeup.write_paper("lpo", kit.make_idea(), final_info, win_figures, kit.make_context(), tmp_path)
     assert paper["pdf"] is None and paper["repaired"] is True
     assert paper["error"].startswith("! Undefined control sequence")
@@ -179,10 +179,154 @@ def test_references_are_real_and_consistent():
         assert re.search(r"author\s*=", entry) and re.search(r"year\s*=\s*\{\d{4}\}", entry)
 
 
+LITERAL_CITE = re.compile(r"\\cite[tp]?\*?(?:\[[^\]]*\])*\{([^}]+)\}|\\citealp\{([^}]+)\}")
+CITE_CALL = re.compile(r"\bcitet?\(([^)]*)\)")
+
+
 def test_every_citation_in_the_templates_is_in_the_bib():
+    """lpo's texts cite its bib; generic texts cite only through cite(), which drops keys a template's bib lacks."""
     keys = set(writeup.bib_keys(BIB))
     cited = set()
-    for path in (ROOT / "prompts" / "paper").rglob("*.j2"):
-        for group in re.findall(r"\\cite[tp]?\*?(?:\[[^\]]*\])*\{([^}]+)\}|\\citealp\{([^}]+)\}", path.read_text()):
+    for path in (ROOT / "prompts" / "templates" / "lpo" / "paper").rglob("*.j2"):
+        for group in LITERAL_CITE.findall(path.read_text()):
             cited |= {k.strip() for g in group for k in g.split(",") if k.strip()}
     assert cited and cited <= keys, cited - keys
+    called = set()
+    for path in (ROOT / "prompts" / "paper").rglob("*.j2"):
+        assert not LITERAL_CITE.search(path.read_text()), f"{path.name}: a literal citation in a generic text"
+        for args in CITE_CALL.findall(path.read_text()):
+            called |= set(re.findall(r"[\"']([^\"']+)[\"']", args))
+    assert called and called <= keys, called - keys
+
+
+# ------------------------------------------------------------------------------------- the template contract's text
+GENERIC_TEXT = [ROOT / "prompts" / stage for stage in ("paper", "review", "llm")]
+ONE_TEMPLATE = re.compile(r"\bPPO\b|(?i:\bdrift)|(?i:\bmirror)|(?i:\bnavix)")
+PARAMETERS = {"learning_rate": 0.0003, "widths": [64, 64], "schedule_name": "cosine_with_warmup",
+              "table": list(range(100))}
+
+
+def test_generic_text_mentions_no_single_template():
+    files = [p for folder in GENERIC_TEXT for p in folder.rglob("*") if p.is_file()]
+    assert len(files) > 20
+    for path in files:
+        hits = ONE_TEMPLATE.findall(path.read_text())
+        assert not hits, f"{path.relative_to(ROOT)} mentions {sorted(set(hits))}"
+    assert not (ROOT / "prompts" / "llm" / "templates").exists()  # the task description lives with its template
+
+
+@pytest.fixture(scope="module")
+def prompts_copy(tmp_path_factory):
+    """A copy of prompts/ with an lpo paper override and a second template's review override."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("prompts") / "prompts"
+    shutil.copytree(ROOT / "prompts", root)
+    (root / "templates" / "lpo" / "paper" / "caption_tests.tex.j2").write_text("OVERRIDDEN tests of << label >>.\n")
+    (root / "templates" / "other" / "review").mkdir(parents=True)
+    (root / "templates" / "other" / "review" / "limitations.md.j2").write_text("- OTHER limitation.\n")
+    (root / "templates" / "other" / "llm").mkdir(parents=True)
+    (root / "templates" / "other" / "llm" / "system.j2").write_text("OTHER system prompt\n")
+    return root
+
+
+def test_a_template_folder_overrides_the_generic_text(prompts_copy, monkeypatch, win_experiment, kit):
+    from tasks import review, text
+    from tasks.llm import render
+
+    monkeypatch.setattr(text, "PROMPTS", prompts_copy)
+    env = writeup.make_env("lpo")
+    assert Path(env.get_template("caption_tests.tex.j2").filename).parent == prompts_copy / "templates/lpo/paper"
+    assert Path(env.get_template("introduction.tex.j2").filename).parent == prompts_copy / "templates/lpo/paper"
+    assert Path(env.get_template("caption_results.tex.j2").filename).parent == prompts_copy / "paper"
+    assert Path(writeup.make_env("other").get_template("caption_tests.tex.j2").filename).parent == \
+        prompts_copy / "paper"
+    _, final_info = win_experiment
+    facts = writeup.build_facts("lpo", kit.make_idea(), final_info, [], kit.make_context(), [])
+    assert env.get_template("caption_tests.tex.j2").render(**facts) == "OVERRIDDEN tests of Annealed clip.\n"
+    other = review.review_paper(kit.make_idea(), final_info, {"pdf": None}, "other")
+    generic = review.review_paper(kit.make_idea(), final_info, {"pdf": None}, "yet_another")
+    assert other["Limitations"] == ["OTHER limitation."] and generic["Limitations"] != other["Limitations"]
+    assert render("system.j2", "other") == "OTHER system prompt"
+    assert render("system.j2", "lpo") == render("system.j2") != "OTHER system prompt"
+
+
+@pytest.fixture(scope="module")
+def minimised(kit):
+    """The candidate sits below every baseline: a win when the metric is minimised, a loss when it is maximised."""
+    results = kit.synthetic_results(effect=0.06, seed=3, maximize=False)
+    return kit.final_info_from(results, maximize=False), kit.final_info_from(results, maximize=True)
+
+
+def _abstract(template_name: str, facts: dict) -> str:
+    return " ".join(writeup.make_env(template_name).get_template("abstract.tex.j2").render(**facts).split())
+
+
+def test_the_metric_direction_decides_the_paper_wording(minimised, kit):
+    as_min, as_max = minimised
+    idea, ctx = kit.make_idea(), kit.make_context()
+    low = writeup.build_facts("no_such_template", idea, as_min, [], ctx, [])
+    assert low["metric_direction"] == "minimised" and low["higher"] == "lower"
+    assert [r["direction"] for r in low["settings"]] == ["better"] * 3
+    assert all(r["rank"] == 1 and r["top"] == kit.CANDIDATE and r["difference"] < 0 < r["relative"]
+               for r in low["settings"])
+    assert low["train_outcome"] == "better" and low["held_outcome"] == "better"
+    assert "significantly better than the strongest baseline" in _abstract("no_such_template", low)
+    high = writeup.build_facts("no_such_template", idea, as_max, [], ctx, [])
+    assert high["metric_direction"] == "maximised"
+    assert [r["direction"] for r in high["settings"]] == ["worse"] * 3
+    assert all(r["rank"] == r["n_methods"] == 5 and r["top"] != kit.CANDIDATE and r["relative"] < 0
+               for r in high["settings"])
+    assert "significantly worse than the strongest baseline" in _abstract("no_such_template", high)
+
+
+def test_a_template_with_a_minimised_metric_ranks_by_it(minimised, kit, monkeypatch):
+    import dataclasses
+
+    from jaxlib_kernels.templates import Metric
+    from tasks import text
+
+    ctx = kit.make_context()
+    template = dataclasses.replace(  # the lpo template with its metric turned around
+        text.template_or_none("lpo"), name="lpo_min", metric=Metric("final_loss", "a loss", maximize=False))
+    monkeypatch.setattr(text, "template_or_none", lambda name: template if name == "lpo_min" else None)
+    facts = writeup.build_facts("lpo_min", kit.make_idea(), minimised[0], [], ctx, [])
+    assert facts["metric"] == "a loss" and facts["metric_direction"] == "minimised"
+    assert [r["direction"] for r in facts["settings"]] == ["better"] * 3 and facts["settings"][0]["rank"] == 1
+    assert facts["plugin_signature"] == template.plugin.signature and facts["formula_lhs"] == template.formula_lhs
+    assert facts["final_label"] == template.schema.final_label and facts["budget_unit"] == "environment steps"
+    short = next(r for r in facts["settings"] if r["name"] == "empty5_short")
+    assert short["steps"] == facts["budget"] // 2  # the profile's budget times the setting's budget_scale
+
+
+def test_baseline_formulas_come_from_the_contract():
+    from jaxlib_kernels.templates import Baseline
+
+    rows = writeup._baseline_formulas({
+        "a": Baseline("a", "Alpha", "source", latex=r"\alpha x"),
+        "b": Baseline("b", "Beta", "source", description="tuned by hand"),
+        "c": Baseline("c", "Gamma", "source"),
+    }, {}, "g(x)")
+    assert [r["label"] for r in rows] == ["Alpha", "Beta", "Gamma"]
+    assert r"\fitmath{g(x) = \alpha x}" in rows[0]["formula"]
+    assert "tuned by hand" in rows[1]["formula"] and "g(x)" not in rows[1]["formula"]
+    assert "Gamma" in rows[2]["formula"]
+
+
+def test_a_parametric_candidate_with_a_minimised_metric_gets_a_generic_paper(tmp_path, minimised, win_figures, kit):
+    as_min, _ = minimised
+    idea = kit.make_idea(kind="parametric", expression=None, expression_latex=None, candidate=PARAMETERS)
+    paper = writeup.write_paper("no_such_template", idea, as_min, win_figures, kit.make_context(), tmp_path)
+    assert paper["pdf"] is not None, paper["error"]
+    assert not paper["repaired"] and paper["formula_source"] == "parameters"
+    assert paper["unresolved_refs"] == 0 and paper["table_numbers_found"] and paper["figures"] >= 2
+    text = " ".join(pdf_text(paper["pdf"]).split())
+    assert "significantly better than the strongest baseline" in text and "minimised" in text
+    assert "Parameter Value" in text and "learning_rate 0.0003" in text and "cosine_with_warmup" in text
+    assert "[0, 1, 2, 3" in text and "..." in text  # a long value is cut
+    tex = Path(paper["tex"]).read_text()
+    for info in as_min.values():  # the best (lowest) mean of every setting is bold
+        assert f"\\textbf{{{min(info['means'].values()):.3f}}}" in tex
+        assert f"\\textbf{{{max(info['means'].values()):.3f}}}" not in tex
+    for fig in win_figures:  # every figure, the template's own too, is referenced by the generic text
+        assert f"\\ref{{fig:{fig['name'].replace('_', '-')}}}" in tex

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
+
 from tasks import review
 
 SCORES_1_4 = ("Originality", "Quality", "Clarity", "Significance", "Soundness", "Presentation", "Contribution")
@@ -110,8 +112,56 @@ def test_the_rule_text_states_the_constants_the_code_uses():
     assert f"p < {review.ALPHA}" in text
     assert f"at least {review.MIN_FIGURES} figures" in text and f"at least {review.MIN_PAGES} pages" in text
     assert f">= {review.NOVELTY_DISTANCES[0]}" in text and f">= {review.NOVELTY_DISTANCES[1]}" in text
+    assert "probe units" in text and "`Template.probe_scale`" in text  # the distances' unit
+    assert "metric's direction" in text
     assert f"at most {review.PRECISION_MAX_REL_HALFWIDTH:.2f}" in text
     assert f"at least {review.LARGE_EFFECT * 100:.0f} %" in text
     assert f"Overall >= {review.ACCEPT_AT}" in text and f"to {review.MAX_OVERALL} (all fours)" in text
     for check in review.CHECKS:
         assert f"`{check}`" in text
+
+
+def _strip_directions(final_info: dict, keep_maximize: bool = True) -> dict:
+    """A final_info as written before the metric's direction was recorded."""
+    info = copy.deepcopy(final_info)
+    for setting in info.values():
+        for key in ("improvement", "better", "worse"):
+            setting["comparison"].pop(key)
+        if not keep_maximize:
+            setting.pop("maximize")
+    return info
+
+
+def test_comparisons_follow_the_metric_direction(kit):
+    results = kit.synthetic_results(effect=0.06, seed=3, maximize=False)  # the candidate is below every baseline
+    as_min, as_max = kit.final_info_from(results, maximize=False), kit.final_info_from(results, maximize=True)
+    low, high = review.comparisons(as_min), review.comparisons(as_max)
+    assert [r["direction"] for r in low] == ["better"] * 3 and [r["direction"] for r in high] == ["worse"] * 3
+    assert all(r["difference"] < 0 < r["improvement"] and r["relative_gain"] > 0 for r in low)
+    assert all(r["difference"] < 0 and r["improvement"] < 0 and r["relative_gain"] < 0 for r in high)
+    assert all(r["relative_gain"] == pytest.approx(r["improvement"] / abs(r["best_mean"])) for r in low + high)
+    # without the recorded directions, final_info's "maximize" signs the difference (and maximising is the default)
+    assert [r["direction"] for r in review.comparisons(_strip_directions(as_min))] == ["better"] * 3
+    assert [r["direction"] for r in review.comparisons(_strip_directions(as_max))] == ["worse"] * 3
+    assert [r["direction"] for r in review.comparisons(_strip_directions(as_min, False))] == ["worse"] * 3
+
+
+def test_a_win_on_a_minimised_metric_is_reviewed_as_a_win(win_paper, kit):
+    results = kit.synthetic_results(effect=0.06, seed=3, maximize=False)
+    low = review.review_paper(kit.make_idea(), kit.final_info_from(results, maximize=False), win_paper, "lpo")
+    high = review.review_paper(kit.make_idea(), kit.final_info_from(results, maximize=True), win_paper, "lpo")
+    assert passed(low)["significant_training"] and passed(low)["significant_held_out"]
+    assert not passed(high)["significant_training"] and not passed(high)["significant_held_out"]
+    assert "significantly better" in low["Summary"] and "significantly worse" in high["Summary"]
+    assert low["Significance"] > high["Significance"] and low["Overall"] > high["Overall"]
+
+
+def test_review_text_comes_from_the_template_layer(win_paper, win_experiment, kit):
+    lpo = review.review_paper(kit.make_idea(), win_experiment[1], win_paper, "lpo")
+    generic = review.review_paper(kit.make_idea(), win_experiment[1], win_paper, "no_such_template")
+    assert "drift function for mirror learning" in lpo["Summary"]
+    assert "no_such_template" in generic["Summary"] and "drift" not in generic["Summary"].lower()
+    assert "maximised" in generic["Summary"] and "4 baselines" in generic["Summary"]
+    assert lpo["Overall"] == generic["Overall"] and lpo["evidence"] == generic["evidence"]  # same rule, other words
+    assert all("drift" not in item.lower() for field in ("Strengths", "Weaknesses", "Questions", "Limitations")
+               for item in generic[field])
