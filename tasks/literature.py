@@ -135,9 +135,10 @@ def search(query: str, template_name: str, limit: int = 5) -> dict:
             return {"source": name, "papers": fn(query, limit), "notes": notes}
         except SourceDown as exc:
             notes.append(f"{name}: {exc}")
+    from jaxlib_kernels.templates import make
     from tasks.novelty import literature
 
-    hits = literature(template_name, query, k=limit)
+    hits = literature(make(template_name), query, k=limit)
     papers = [{"key": h["key"], "title": h["title"], "authors": [], "year": None, "venue": "", "abstract": "",
                "citations": None, "url": None, "source": "local", "score": h["score"]} for h in hits]
     notes.append("fell back to the local reference index (BM25 over prompts/templates/<t>/references.json)")

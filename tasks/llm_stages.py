@@ -87,7 +87,7 @@ def _slug(text: str) -> str:
     return s if s and s[0].isalpha() else f"idea_{s}".strip("_")
 
 
-def _clean_idea(raw: dict, used: set[str]) -> dict:
+def _clean_idea(raw: dict, used: set[str], kind: str = "source") -> dict:
     name = base = _slug(raw["Name"])
     i = 2
     while name in used:
@@ -98,7 +98,7 @@ def _clean_idea(raw: dict, used: set[str]) -> dict:
     idea["Hypothesis"] = str(raw.get("Hypothesis") or raw.get("Experiment"))
     for k in ("Interestingness", "Feasibility", "Novelty"):
         idea[k] = round(min(10, max(1, float(raw[k]))))
-    idea.update(kind="source", expression=None, expression_latex=None, parent=None, mutations=[], backend="llm")
+    idea.update(kind=kind, expression=None, expression_latex=None, parent=None, mutations=[], backend="llm")
     return idea
 
 
@@ -139,7 +139,7 @@ def generate_ideas(client: LLMClient, template: Template, archive_rows: list[dic
                 pass  # keep the previous version of the idea
             if DONE.search(text or ""):
                 break
-        idea = _clean_idea(raw, used)
+        idea = _clean_idea(raw, used, template.plugin.kind)
         idea["reflections"] = rounds_done
         ideas.append(idea)
     if not ideas:
