@@ -1,18 +1,31 @@
 """Static checks and a restricted loader for plug-in source (DESIGN.md section 5, first layer).
 
-The static check walks the AST: imports only from an allow-list, no dunder attributes or names, no
-``open``/``exec``/``eval``/``compile``/``globals`` and friends. ``load_plugin`` then executes checked source with
-a reduced set of builtins and an ``__import__`` that admits only the allow-list. This is the first layer; the
-validation gate (``tasks/sandbox.py``) runs it in a separate, limited process before any experiment does.
+The static check walks the AST: imports only of the modules in an allow-list (exact names), no dunder or private
+(``_``-prefixed) attributes or names, no frame, generator or code introspection (``gi_frame``, ``f_back``,
+``f_globals``, ...), no ``open``/``exec``/``eval``/``compile``/``globals`` and friends, no attribute that reaches
+files, host callbacks or JAX internals. ``load_plugin`` then executes checked source with a reduced set of builtins
+and an ``__import__`` that admits only the allow-list and hands out read-only views of the modules: an attribute of
+a view that is itself a module outside the allow-list is refused at run time. That closes the module graph, which
+the AST cannot see: ``jax.version`` imports ``subprocess`` and ``jax.interpreters`` imports ``os``, so
+``jax.version.subprocess.run(...)`` is plain attribute access. This is the first layer; the validation gate
+(``tasks/sandbox.py``) runs the checks in a separate, limited process before any experiment does, and experiments
+load candidates through the same loader.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import types
 from collections.abc import Callable
 
-ALLOWED_IMPORTS = ("jax", "jax.numpy", "jax.nn", "jax.lax", "math", "functools")
+ALLOWED_IMPORTS = ("jax", "jax.numpy", "jax.nn", "jax.lax", "jax.random", "math", "functools")
+# modules a plug-in may import or reach as an attribute of an allowed module (exact names; jax's other submodules,
+# jax.version and jax.interpreters among them, lead to subprocess, os and jaxlib)
+ALLOWED_MODULES = frozenset({
+    *ALLOWED_IMPORTS, "jax.numpy.linalg", "jax.numpy.fft", "jax.nn.initializers", "jax.lax.linalg", "jax.scipy",
+    "jax.scipy.special", "jax.tree_util", "jax.tree",
+})
 FORBIDDEN_NAMES = {
     "open", "exec", "eval", "compile", "globals", "locals", "vars", "input", "breakpoint", "help",
     "getattr", "setattr", "delattr", "__import__", "memoryview", "exit", "quit", "dir",
@@ -22,7 +35,10 @@ FORBIDDEN_ATTRIBUTES = {
     "save", "savez", "savez_compressed", "load", "fromfile", "tofile", "genfromtxt", "loadtxt", "savetxt",
     "pure_callback", "io_callback", "callback", "host_callback", "debug", "experimental", "_src", "extend",
     "distributed", "profiler", "monitoring", "config",
+    "dump", "ctypes",  # numpy arrays (jax.device_get) pickle to a path; .ctypes leads to the ctypes module
 }
+# frame, generator, coroutine, traceback and code introspection: f_back and f_globals walk up to the caller's module
+INTROSPECTION_PREFIXES = ("gi_", "cr_", "ag_", "f_", "tb_", "co_")
 SAFE_BUILTINS = (
     "abs", "all", "any", "bool", "dict", "enumerate", "float", "int", "isinstance", "len", "list", "max", "min",
     "pow", "range", "reversed", "round", "slice", "sorted", "sum", "tuple", "zip", "ValueError", "TypeError",
@@ -35,7 +51,7 @@ class PluginError(ValueError):
 
 
 def _allowed(module: str) -> bool:
-    return any(module == a or module.startswith(a + ".") for a in ALLOWED_IMPORTS)
+    return module in ALLOWED_MODULES
 
 
 def static_check(source: str, name: str) -> None:
@@ -50,7 +66,7 @@ def static_check(source: str, name: str) -> None:
                 if not _allowed(alias.name) or any(p in FORBIDDEN_ATTRIBUTES for p in alias.name.split(".")):
                     raise PluginError(
                         f"line {node.lineno}: import of {alias.name!r} is not allowed "
-                        f"(allowed: {', '.join(ALLOWED_IMPORTS)})"
+                        f"(allowed: {', '.join(sorted(ALLOWED_MODULES))})"
                     )
         elif isinstance(node, ast.ImportFrom):
             names = [node.module or ""] + [a.name for a in node.names]
@@ -58,10 +74,15 @@ def static_check(source: str, name: str) -> None:
                     p in FORBIDDEN_ATTRIBUTES for n in names for p in n.split(".")):
                 raise PluginError(
                     f"line {node.lineno}: import from {node.module or '.'!r} is not allowed "
-                    f"(allowed: {', '.join(ALLOWED_IMPORTS)})"
+                    f"(allowed: {', '.join(sorted(ALLOWED_MODULES))})"
                 )
         elif isinstance(node, ast.Attribute) and node.attr.startswith("__"):
             raise PluginError(f"line {node.lineno}: dunder attribute {node.attr!r} is not allowed")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise PluginError(f"line {node.lineno}: private attribute {node.attr!r} is not allowed")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith(INTROSPECTION_PREFIXES):
+            raise PluginError(f"line {node.lineno}: attribute {node.attr!r} is not allowed (frame, generator and "
+                              "code introspection is out of reach of a plug-in)")
         elif isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
             raise PluginError(f"line {node.lineno}: attribute {node.attr!r} is not allowed (files, host callbacks "
                               "and JAX internals are out of reach of a plug-in)")
@@ -74,10 +95,58 @@ def static_check(source: str, name: str) -> None:
         raise PluginError(f"no top-level function named {name!r}")
 
 
+class ModuleView:
+    """What a plug-in sees of an allowed module: its attributes, read-only, minus modules outside the allow-list.
+
+    A submodule in the allow-list comes back as a view too; any other module (``jax.version``, whose
+    ``subprocess`` attribute runs programs) raises ``AttributeError``. No ``__name__``: Python's ``from M import x``
+    would otherwise fall back to ``sys.modules[M.__name__ + ".x"]`` and hand out the refused module.
+    """
+
+    __slots__ = ("_module",)
+
+    def __init__(self, module: types.ModuleType):
+        object.__setattr__(self, "_module", module)
+
+    def __getattr__(self, attr: str):
+        module = object.__getattribute__(self, "_module")
+        if attr.startswith("_") or attr in FORBIDDEN_ATTRIBUTES:
+            raise AttributeError(f"attribute {attr!r} of module {module.__name__!r} is out of reach of a plug-in")
+        value = getattr(module, attr)
+        if isinstance(value, types.ModuleType):
+            if not _allowed(value.__name__):
+                raise AttributeError(f"{module.__name__}.{attr} is module {value.__name__!r}, out of reach of a "
+                                     f"plug-in (allowed modules: {', '.join(sorted(ALLOWED_MODULES))})")
+            return ModuleView(value)
+        return value
+
+    def __setattr__(self, attr: str, value) -> None:
+        raise AttributeError(f"a plug-in cannot change module {object.__getattribute__(self, '_module').__name__!r}")
+
+    def __delattr__(self, attr: str) -> None:
+        self.__setattr__(attr, None)
+
+    def __dir__(self) -> list[str]:
+        return [a for a in dir(object.__getattribute__(self, "_module")) if not a.startswith("_")]
+
+    def __repr__(self) -> str:
+        return f"<plug-in view of module {object.__getattribute__(self, '_module').__name__!r}>"
+
+    def __reduce__(self):  # a loaded plug-in's globals survive (cloud)pickling: the module goes by reference
+        return ModuleView, (object.__getattribute__(self, "_module"),)
+
+
 def _restricted_import(name, globals=None, locals=None, fromlist=(), level=0):
     if level or not _allowed(name):
         raise ImportError(f"import of {name!r} is not allowed in a plug-in")
-    return builtins.__import__(name, globals, locals, fromlist, level)
+    view = ModuleView(builtins.__import__(name, globals, locals, fromlist, level))
+    for attr in fromlist or ():
+        if attr != "*":
+            try:
+                view.__getattr__(attr)  # ``from jax import version``: say why here, not as a bare ImportError later
+            except AttributeError as exc:
+                raise ImportError(str(exc)) from None
+    return view
 
 
 def load_plugin(source: str, name: str) -> Callable:

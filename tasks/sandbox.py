@@ -1,8 +1,10 @@
-"""The validation gate for generated plug-in source (DESIGN.md section 5).
+"""The validation gate for candidates of every template kind (DESIGN.md section 5).
 
-Layers, cheapest first:
+A candidate is text: plug-in source for a ``kind="source"`` template, canonical JSON for a ``kind="parametric"``
+one. Layers, cheapest first:
 
-1. the static AST check (:func:`jaxlib_kernels.plugin.static_check`) in this process: a rejected source never
+1. the template's static check (:meth:`Template.static_check`) in this process: for source, the AST check of
+   :func:`jaxlib_kernels.plugin.static_check`; for parametric candidates, the JSON parse. A rejected candidate never
    starts a process;
 2. a child process (``python -m tasks.sandbox_child``) in its own session (``setsid``), with resource limits
    (address space, CPU seconds, open files, file size, no core dumps; the child sets them from its arguments as
@@ -11,9 +13,12 @@ Layers, cheapest first:
    folder (removed afterwards), a minimal environment (no API keys or other variables of the parent), no network
    (a new network namespace via ``unshare -n`` where the kernel allows it) and, with it, a new mount namespace in
    which every mount except the working folder is read-only (``unshare -m``; this stops writes that the static
-   check cannot see, such as ``jnp.save("/somewhere", x)``);
+   check cannot see; the folder is entered again through its bind mount, so relative paths stay writable);
 3. a wall-clock timeout that kills the child's whole process group;
-4. inside the child, the template's ``check`` (shape, finiteness, sign, finite gradients, determinism).
+4. inside the child: ``template.load`` (for source, the restricted loader: allowed modules only, seen through
+   read-only views that refuse modules outside the allow-list), the template's ``check`` (shape, finiteness, sign,
+   finite gradients, determinism), and for source a determinism check across a retrace; run as root, the child
+   drops all capabilities before it loads the candidate.
 
 Every failure comes back as a :class:`ValidationResult` whose ``reason`` the repair loop feeds to the model.
 
@@ -45,6 +50,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jaxlib_kernels.templates.base import Template
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_MB = 6144
@@ -308,7 +317,7 @@ def verdict(
 
 def validate_source(
     source: str,
-    template: str = "lpo",
+    template: str | Template = "lpo",
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     memory_mb: int = DEFAULT_MEMORY_MB,
@@ -316,32 +325,38 @@ def validate_source(
     workdir: str | Path | None = None,
     _hooks: dict | None = None,
 ) -> ValidationResult:
-    """Validate plug-in ``source`` for ``template``: static check here, then the checks in a sandboxed child.
+    """Validate a candidate's text for ``template`` (a name or a registered template): static check here, then the
+    checks in a sandboxed child. ``source`` is plug-in source or, for a parametric template, its JSON text.
 
     ``workdir``: where the child's private temporary folder is made (and removed afterwards); the system's
-    temporary folder when ``None``. ``_hooks`` is for tests only (``report_env``, ``probe_connect``: see
-    :mod:`tasks.sandbox_child`). Never raises for a bad candidate; an unknown ``template`` raises.
+    temporary folder when ``None``. ``_hooks`` is for tests only (``report_env``, ``report_limits``,
+    ``probe_connect``, ``probe_write``, ``probe_remount``: see :mod:`tasks.sandbox_child`). Never raises for a bad candidate; an unknown ``template`` raises.
     """
-    from jaxlib_kernels.plugin import PluginError, static_check
+    from jaxlib_kernels.plugin import PluginError
     from jaxlib_kernels.templates import make
 
     start = time.monotonic()
-    name = make(template).plugin_name
+    spec = make(template if isinstance(template, str) else template.name)
     if not isinstance(source, str):
+        what = "source" if spec.plugin.kind == "source" else "candidate text (JSON)"
         return ValidationResult(
-            False, f"source must be a string, not {type(source).__name__}", "static", [], time.monotonic() - start
+            False,
+            f"{what} of {spec.plugin.name!r} must be a string, not {type(source).__name__}",
+            "static",
+            [],
+            time.monotonic() - start,
         )
     try:
-        static_check(source, name)
+        spec.static_check(source)
     except PluginError as exc:
         return ValidationResult(False, str(exc), "static", [], time.monotonic() - start)
-    request = {**(_hooks or {}), "source": source, "template": template}
+    request = {**(_hooks or {}), "source": source, "template": spec.name}
     res = _run_child(request, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s, workdir=workdir)
     res.duration_s = time.monotonic() - start
     return res
 
 
-def validate_file(path: str | Path, template: str = "lpo", **kw) -> ValidationResult:
+def validate_file(path: str | Path, template: str | Template = "lpo", **kw) -> ValidationResult:
     """:func:`validate_source` on a file's text; a missing or unreadable file is a rejected result."""
     start = time.monotonic()
     try:

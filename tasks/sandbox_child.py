@@ -4,7 +4,15 @@ Started by :func:`tasks.sandbox.validate_source` in a fresh session, in a privat
 folder and (where the kernel allows) in new network and mount namespaces. It first sets its resource limits
 from its arguments (:func:`apply_limits`), then reads one JSON request on stdin::
 
-    {"source": "...", "template": "lpo", "isolate_fs": true}
+    {"source": "<candidate text>", "template": "lpo", "isolate_fs": true}
+
+``source`` is the candidate as text of either kind (plug-in source, or JSON for a parametric template). The child
+loads it with ``template.load`` and runs ``template.check(candidate, key)``; for a source candidate it then
+compares ``template.probe`` before and after ``jax.clear_caches()``: a plug-in that keeps state between calls (a
+counter in a mutable default, a key made from it) returns the same values on two calls of one jitted function,
+because jit traces once, but not after a retrace, which every new compilation of an experiment is. Run as root,
+the child drops every capability (the bounding set too, and sets no-new-privileges) after the read-only remount
+and the trusted imports, so code that escaped the loader could not remount the file system writable again.
 
 and writes exactly one JSON line to its original stdout, the last line there::
 
@@ -12,10 +20,11 @@ and writes exactly one JSON line to its original stdout, the last line there::
      "problems": [str, ...], "details": {...}}
 
 Everything the plug-in prints goes to stderr, so it cannot forge that line. The trusted part (imports, the
-read-only remount) runs before the plug-in is loaded. Test-only hooks, ignored unless the request asks for them:
-``"report_env": true`` reports the names of the environment variables; ``"report_limits": true`` the resource
-limits in effect; ``"probe_connect": port`` tries a TCP
-connection to ``127.0.0.1:port`` and reports the outcome.
+read-only remount, dropping privileges) runs before the plug-in is loaded. Test-only hooks, ignored unless the
+request asks for them: ``"report_env": true`` reports the names of the environment variables;
+``"report_limits": true`` the resource limits in effect; ``"probe_connect": port`` tries a TCP connection to
+``127.0.0.1:port`` and reports the outcome; ``"probe_write": [path, ...]`` tries to create each file (after the
+remount) and ``"probe_remount": true`` tries to make ``/`` writable again (after the privileges are dropped).
 """
 
 from __future__ import annotations
@@ -96,6 +105,7 @@ def readonly_except(folder: str) -> str:
     folder = os.path.realpath(folder)
     mount(None, "/", MS_REC | MS_PRIVATE)
     mount(folder, folder, MS_BIND | MS_REC)
+    os.chdir(folder)  # the old working directory is on the mount below, about to become read-only: enter the bind
     failed = []
     for target, options in _mountinfo():
         if target == folder or target.startswith(folder.rstrip("/") + "/"):
@@ -111,6 +121,65 @@ def readonly_except(folder: str) -> str:
     if failed:
         return "read-only except the working folder, but not: " + ", ".join(failed[:10])
     return "read-only except the working folder"
+
+
+# prctl(2) options and the capset(2) header version (linux/prctl.h, linux/capability.h)
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_privileges() -> str:
+    """As root: drop every capability (bounding set, then effective/permitted/inheritable) and set no-new-privs.
+
+    Without CAP_SYS_ADMIN the read-only remount cannot be undone, and a program the process might start gets no
+    capabilities either (the bounding set is empty). Not root: nothing to drop. Returns a short status for the
+    report; raises ``OSError`` when a step fails.
+    """
+    if os.geteuid() != 0:
+        return "not root: nothing to drop"
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(rc: int, what: str) -> None:
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as fh:
+            last = int(fh.read())
+    except (OSError, ValueError):
+        last = 63
+    for cap in range(last + 1):
+        rc = libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0)
+        if rc != 0 and ctypes.get_errno() != 22:  # EINVAL: a capability this kernel does not know
+            check(rc, f"prctl(PR_CAPBSET_DROP, {cap})")
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # two {effective, permitted, inheritable} sets, all zero
+    check(libc.capset(header, data), "capset")
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    return "dropped all capabilities"
+
+
+def _probe_write(path: str) -> str:
+    try:
+        with open(path, "x") as fh:
+            fh.write("written from the sandbox")
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "written"
+
+
+def _probe_remount() -> str:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
+    if libc.mount(None, b"/", None, MS_REMOUNT | MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        return f"refused: {os.strerror(err)}"
+    return "remounted / writable"
 
 
 def _probe_connect(port: int) -> str:
@@ -147,10 +216,10 @@ def _result(accepted: bool, stage: str, reason: str, problems=None, details=None
 
 
 def run(request: dict) -> dict:
-    """Validate ``request["source"]`` against its template; never raises."""
+    """Validate the candidate text ``request["source"]`` against its template; never raises."""
     details: dict = {}
-    source = request.get("source")
-    if not isinstance(source, str):
+    candidate_text = request.get("source")
+    if not isinstance(candidate_text, str):
         return _result(False, "crash", "bad request: 'source' must be a string")
     if request.get("isolate_fs"):
         try:
@@ -163,11 +232,14 @@ def run(request: dict) -> dict:
         details["limits"] = request.get("limits")
     if request.get("probe_connect") is not None:
         details["connect"] = _probe_connect(request["probe_connect"])
+    if request.get("probe_write") is not None:
+        details["write"] = {str(path): _probe_write(str(path)) for path in request["probe_write"]}
 
     try:  # trusted imports, before any plug-in code runs
         import jax
+        import numpy as np
 
-        from jaxlib_kernels.plugin import PluginError, load_plugin
+        from jaxlib_kernels.plugin import PluginError
         from jaxlib_kernels.templates import make
 
         template = make(request.get("template", "lpo"))
@@ -179,11 +251,17 @@ def run(request: dict) -> dict:
         return _result(False, stage, f"the sandbox could not start: {_describe(exc)}", details=details)
     if template.check is None:
         return _result(False, "crash", f"template {template.name!r} has no check", details=details)
+    try:
+        details["privileges"] = drop_privileges()
+    except OSError as exc:
+        details["privileges"] = f"not dropped: {exc}"
+    if request.get("probe_remount"):
+        details["remount"] = _probe_remount()
 
-    name = template.plugin_name
+    name = template.plugin.name
     out_of_memory = False
     try:
-        fn = load_plugin(source, name)
+        candidate = template.load(candidate_text)
     except MemoryError:
         out_of_memory = True
     except PluginError as exc:
@@ -193,8 +271,24 @@ def run(request: dict) -> dict:
     if out_of_memory:  # built after the except block, once the traceback (and its memory) is released
         return _result(False, "memory", f"ran out of memory while loading {name!r} (MemoryError)", details=details)
 
+    def retrace_problems() -> list[str]:
+        """A source candidate's probe before and after a retrace: state kept between calls shows up here."""
+        if template.plugin.kind != "source":
+            return []  # JSON data holds no state
+        before = np.asarray(template.probe(candidate), dtype=np.float64)
+        jax.clear_caches()
+        after = np.asarray(template.probe(candidate), dtype=np.float64)
+        if before.shape == after.shape and np.array_equal(before, after, equal_nan=True):
+            return []
+        problem = (
+            f"not deterministic: {name!r} returns different values once traced again (state kept between calls, "
+            "such as a counter in a mutable default argument, changes it), so a unit's result would depend on what "
+            "was compiled before it"
+        )
+        return [problem]
+
     try:
-        problems = list(template.check(fn, key))
+        problems = list(template.check(candidate, key)) or retrace_problems()
     except MemoryError:
         out_of_memory = True
     except RecursionError as exc:

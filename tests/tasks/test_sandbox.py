@@ -2,6 +2,9 @@
 
 The hostile corpus lives in ``tests/tasks/hostile/`` (one ``def drift(ratio, advantage, progress)`` module each;
 ``EXPECTED`` below says how each must fail). Static rejections start no process; every other case is one child.
+``IN_CHILD`` are the cases that pass the static check on purpose (asserted), so that the child's own protections
+are what stops them: the loader's module views, the determinism check across a retrace, the read-only file system
+and the dropped capabilities (the last two probed through the child's test hooks).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from jaxlib_kernels.templates import TEMPLATES, Template, make
 from jaxlib_kernels.templates.lpo import baseline_source
 from tasks import sandbox
 
@@ -34,6 +38,11 @@ STATIC = {
     # host callbacks and file I/O inside jax/jnp are refused by the static check since plugin.FORBIDDEN_ATTRIBUTES
     "nondeterministic": ("static", ["'pure_callback'", "not allowed"]),
     "write_via_save": ("static", ["'save'", "not allowed"]),
+    # holes of the first gate, closed in jaxlib_kernels/plugin.py: each passed the static check and the loader
+    "write_via_dump": ("static", ["'dump'", "not allowed"]),
+    "escape_ctypes": ("static", ["private attribute '_ctypes'", "not allowed"]),
+    "escape_frame_walk": ("static", ["introspection", "not allowed"]),
+    "from_jax_import_os": ("static", ["import from", "'jax.interpreters'", "not allowed"]),
 }
 CHECKS = {
     "returns_nan": ("checks", ["non-finite"]),
@@ -43,12 +52,25 @@ CHECKS = {
     "raises": ("checks", ["ValueError", "not implemented yet", "plug-in line"]),
     "forged_result": ("checks", ["non-finite"]),  # its printed "accepted" line must not be believed
 }
+# pass the static check (asserted below), stopped inside the child
+IN_CHILD = {
+    "write_via_module_graph": ("checks", ["AttributeError", "jax.version", "out of reach of a plug-in", "plug-in line"]),
+    "shell_via_module_graph": ("load", ["AttributeError", "jax.interpreters", "out of reach of a plug-in"]),
+    "monkeypatch_module": ("load", ["cannot change module 'jax.numpy'"]),
+    "nondeterministic_counter": ("checks", ["not deterministic", "traced again", "'drift'"]),
+    "nondeterministic_key": ("checks", ["not deterministic", "traced again", "'drift'"]),
+}
+# files each IN_CHILD case would write if it got through
+ESCAPE_TARGETS = {
+    "write_via_module_graph": Path("/tmp/sandbox-escape-module-graph.txt"),
+    "shell_via_module_graph": Path("/tmp/sandbox-escape-shell.txt"),
+}
 SPECIAL = {  # tested one by one below, with their own limits or skips
     "alloc_xla": ("memory", ["memory"]),
     "alloc_list": ("memory", ["memory"]),
     "infinite_loop": ("timeout", ["timed out"]),
 }
-EXPECTED = {**STATIC, **CHECKS, **SPECIAL}
+EXPECTED = {**STATIC, **CHECKS, **IN_CHILD, **SPECIAL}
 
 
 def hostile(name: str) -> Path:
@@ -106,6 +128,12 @@ def test_missing_file_is_a_rejected_result(tmp_path, no_child):
 def test_non_string_source_is_rejected(no_child):
     result = sandbox.validate_source(b"def drift(r, a, p): return r")  # type: ignore[arg-type]
     assert not result.accepted and "must be a string" in result.reason
+    assert "'drift'" in result.reason  # named after the template's plug-in
+
+
+@pytest.mark.parametrize("name", sorted(IN_CHILD))
+def test_in_child_cases_pass_the_static_check(name):
+    make("lpo").static_check(hostile(name).read_text())  # raises PluginError if the AST check caught it
 
 
 # --------------------------------------------------------------------------- how a child's end is read (no process)
@@ -148,12 +176,15 @@ def test_verdict_on_timeout():
 
 
 SECRETS = {"OPENAI_API_KEY": "sk-test-not-a-real-key", "JAX_SCIENTIST_TEST_SECRET": "hunter2"}
+WRITE_PROBE = Path(f"/tmp/sandbox-write-probe-{os.getpid()}.txt")
 
 
 @pytest.fixture(scope="module")
 def ppo_clip_report(tmp_path_factory):
-    """ppo_clip through the gate, with the test hooks on: env names, limits, a connection to our listening port."""
+    """ppo_clip through the gate, with the test hooks on: env names, limits, a connection to our listening port,
+    a write outside the child's folder and one inside, an attempt to make ``/`` writable again."""
     workdir = tmp_path_factory.mktemp("gate")
+    WRITE_PROBE.unlink(missing_ok=True)
     saved = {k: os.environ.get(k) for k in SECRETS}
     os.environ.update(SECRETS)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -165,7 +196,8 @@ def ppo_clip_report(tmp_path_factory):
             baseline_source("ppo_clip"),
             "lpo",
             workdir=workdir,
-            _hooks={"report_env": True, "report_limits": True, "probe_connect": port},
+            _hooks={"report_env": True, "report_limits": True, "probe_connect": port,
+                    "probe_write": [str(WRITE_PROBE), "inside.txt"], "probe_remount": True},
         )
     finally:
         listener.close()
@@ -226,12 +258,61 @@ def test_bad_behaviour_is_rejected_by_the_checks(name, tmp_path):
     assert_rejected(sandbox.validate_file(hostile(name), workdir=tmp_path), name)
 
 
-def test_write_outside_its_folder_is_refused(tmp_path):
-    target = Path("/tmp/sandbox-escape-probe.npy")  # hostile/write_via_save.py writes here with jnp.save
-    target.unlink(missing_ok=True)
-    result = sandbox.validate_file(hostile("write_via_save"), workdir=tmp_path)
-    assert_rejected(result, "write_via_save")
-    assert not target.exists()
+@pytest.mark.parametrize("name", sorted(IN_CHILD))
+def test_what_passes_the_static_check_is_stopped_in_the_child(name, tmp_path):
+    target = ESCAPE_TARGETS.get(name)
+    if target is not None:
+        target.unlink(missing_ok=True)
+    result = sandbox.validate_file(hostile(name), workdir=tmp_path)
+    assert_rejected(result, name)
+    if target is not None:
+        assert not target.exists(), f"{name} wrote {target}"
+
+
+def test_the_file_system_is_read_only_outside_the_folder(ppo_clip_report):
+    if not sandbox.filesystem_isolated():
+        pytest.skip("`unshare -m` does not work here: children run without a private mount namespace")
+    result, _ = ppo_clip_report
+    assert result.details["filesystem"] == "read-only except the working folder", result.details
+    writes = result.details["write"]
+    assert "Read-only file system" in writes[str(WRITE_PROBE)], writes
+    assert not WRITE_PROBE.exists()
+    assert writes["inside.txt"] == "written"  # its own folder stays writable
+
+
+def test_a_root_child_drops_its_capabilities_and_cannot_remount(ppo_clip_report):
+    if os.geteuid() != 0 or not sandbox.filesystem_isolated():
+        pytest.skip("only a root child in its own mount namespace could remount the file system writable")
+    result, _ = ppo_clip_report
+    assert result.details["privileges"] == "dropped all capabilities", result.details
+    assert result.details["remount"].startswith("refused"), result.details
+    assert "not permitted" in result.details["remount"], result.details
+
+
+def _parametric_templates() -> list[str]:
+    return [name for name, t in TEMPLATES.items()
+            if isinstance(t, Template) and t.plugin.kind == "parametric" and t.baselines]
+
+
+@pytest.mark.parametrize("name", _parametric_templates() or [pytest.param("none", marks=pytest.mark.skip(
+    reason="no parametric template is registered yet"))])
+def test_parametric_candidates_go_through_the_same_gate(name, tmp_path, monkeypatch):
+    template = make(name)
+    baseline = next(iter(template.baselines.values()))
+    accepted = sandbox.validate_source(baseline.source, name, workdir=tmp_path)
+    assert accepted.accepted and accepted.stage == "ok", accepted
+    wrong = sandbox.validate_source('{"not": "a candidate of this template"}', name, workdir=tmp_path)
+    assert not wrong.accepted and wrong.stage == "checks" and wrong.problems, wrong
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a statically rejected candidate must not start a process")
+
+    monkeypatch.setattr(sandbox, "_run_child", refuse)
+    for text, words in (("{not json", ["JSON"]), ("[1, 2]", ["JSON object", "list"])):
+        result = sandbox.validate_source(text, name)
+        assert not result.accepted and result.stage == "static", result
+        for word in words:
+            assert word in result.reason, (word, result.reason)
 
 
 @pytest.mark.parametrize("name", ["alloc_xla", "alloc_list"])
