@@ -1,5 +1,5 @@
 """The ``scientist`` command line: ``run`` (the AI-Scientist flow), ``validate`` (the gate on a hand-written plug-in),
-``server`` (a local Prefect server with its UI)."""
+``templates`` (the registered research templates), ``server`` (a local Prefect server with its UI)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="run the validation gate on a plug-in file")
     val.add_argument("file", help="Python file defining the template's plug-in function")
     val.add_argument("--template", default="lpo")
+
+    tpl = sub.add_parser("templates", help="list the registered research templates and what they declare")
+    tpl.add_argument("--json", action="store_true", help="print each template's description as JSON")
 
     meta = sub.add_parser("meta", help="ES meta-training: TA-LPO drift (lpo) or HaDES datasets (hades)")
     meta.add_argument("--template", default="lpo", help="lpo | hades (default: lpo)")
@@ -233,6 +236,31 @@ def cmd_validate(args) -> int:
     return 1
 
 
+def cmd_templates(args) -> int:
+    """Each registered template: plug-in signature and kind, metric and direction, budget unit, settings, profiles."""
+    import json
+
+    from jaxlib_kernels.templates import TEMPLATES
+
+    described = [template.describe() for template in TEMPLATES.values()]
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for template, info in zip(TEMPLATES.values(), described, strict=True):
+        settings = ", ".join(f"{name} ({role})" for name, role in info["settings"].items())
+        print(f"{info['name']}: {info['title']}")
+        print(f"  plug-in    {info['plugin']}  [{info['kind']}]")
+        print(f"  metric     {info['metric']}, {info['direction']}: {template.metric.description}")
+        print(f"  budget     in {info['budget_unit']}")
+        print(f"  baselines  {', '.join(info['baselines'])}")
+        print(f"  settings   {settings}")
+        for name, profile in info["profiles"].items():
+            print(f"  profile    {name}: {profile['ideas']} ideas, {profile['seeds']} seeds, budget "
+                  f"{profile['budget']} {info['budget_unit']}, settings {', '.join(profile['settings'])}")
+        print()
+    return 0
+
+
 def _port_free(host: str, port: int) -> bool:
     import socket
 
@@ -371,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_validate(args)
         if args.command == "meta":
             return cmd_meta(args)
+        if args.command == "templates":
+            return cmd_templates(args)
         if args.command == "server":
             return cmd_server(args)
     except UsageError as exc:

@@ -121,3 +121,34 @@ def test_smoke_run_killed_during_experiments_resumes_and_writes_a_paper(tmp_path
     ideas = json.loads((run_dir / "ideas.json").read_text())
     assert ideas[0]["novelty"]["decision"] == "novel" and ideas[0]["validation"]["accepted"]
     assert (run_dir / "summary.md").exists() and (runs / "archive.sqlite").exists()
+
+
+def test_templates_lists_every_registered_template_with_what_it_declares(capsys):
+    from flows import cli
+    from jaxlib_kernels.templates import TEMPLATES
+
+    assert {"lpo", "hades"} <= set(TEMPLATES)
+    assert cli.main(["templates"]) == 0
+    text = capsys.readouterr().out
+    blocks = {block.split(":", 1)[0]: block for block in text.strip().split("\n\n")}
+    assert list(blocks) == list(TEMPLATES)
+    for name, template in TEMPLATES.items():
+        block = blocks[name]
+        assert template.plugin.signature in block and f"[{template.plugin.kind}]" in block
+        assert f"{template.metric.name}, {template.metric.direction}" in block
+        assert f"in {template.budget_unit}" in block
+        for setting_name, setting in template.settings.items():
+            assert f"{setting_name} ({'held out' if setting.held_out else 'training'})" in block
+        for profile_name in template.profiles:
+            assert f"profile    {profile_name}:" in block
+    assert "drift(ratio, advantage, progress) -> " in blocks["lpo"] and "maximised" in blocks["lpo"]
+    assert "[parametric]" in blocks["hades"]
+
+    assert cli.main(["templates", "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described == [template.describe() for template in TEMPLATES.values()]
+    by_name = {d["name"]: d for d in described}
+    assert by_name["lpo"]["plugin"] == TEMPLATES["lpo"].plugin.signature
+    assert by_name["lpo"]["kind"] == "source" and by_name["hades"]["kind"] == "parametric"
+    for name, template in TEMPLATES.items():
+        assert by_name[name]["direction"] == template.metric.direction
