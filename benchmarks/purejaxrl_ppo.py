@@ -4,7 +4,7 @@ Written after purejaxrl's ``make_train(config) -> train(rng)``: gymnax-style ``r
 ``step(key, state, action, params)`` environments behind a LogWrapper, an MLP actor-critic with tanh, GAE by a
 reverse scan, clipped policy and value losses, minibatch shuffling per epoch. Two deviations, both neutral for
 speed: initial parameters come from outside (``make_init``; flax's orthogonal init inside ``jit(vmap)`` was seen
-to hang here, DESIGN.md section 9), and the per-update metrics are reduced to episode counts and return sums in
+to hang here, ARCHITECTURE.md section 9), and the per-update metrics are reduced to episode counts and return sums in
 the kernel instead of returning every step's info. navix is called through its own API (``env.step`` with its
 delayed autoreset), gymnax through its own (``(obs, state, reward, terminated, truncated, info)``).
 rejax 0.1.3, the packaged alternative, unpacks gymnax's old 4-value step and fails with gymnax 1.0.1.

@@ -1,4 +1,4 @@
 """Pure JAX kernels of jax-scientist: environments, RL, ES and research templates.
 
-Nothing here imports Prefect or Ray (DESIGN.md section 7.7).
+Nothing here imports Prefect or Ray (ARCHITECTURE.md section 7).
 """

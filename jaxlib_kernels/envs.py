@@ -2,7 +2,7 @@
 
 One adapter for every navix id: ``make(name)`` returns a :class:`GridEnv` whose ``reset``/``step`` are pure,
 jit- and vmap-friendly, reset in the same step an episode ends (navix itself resets one call later, which
-wastes a step; DESIGN.md section 9), flatten the observation for an MLP policy, and track episode returns
+wastes a step; ARCHITECTURE.md section 9), flatten the observation for an MLP policy, and track episode returns
 like purejaxrl's LogWrapper. Rewards use MiniGrid's ``1 - 0.9 t / max_steps`` (navix ``penality_coeff=0.9``).
 
 gymnax 1.0 ids with discrete actions (``CartPole-v1``, the MinAtar games) go through :class:`GymnaxEnv`, the same
@@ -23,7 +23,7 @@ from gymnax.environments import spaces
 
 from jaxlib_kernels.registry import Registry
 
-# MiniGrid's own horizons; navix.make uses 100 for every grid, which changes what learns (DESIGN.md section 9).
+# MiniGrid's own horizons; navix.make uses 100 for every grid, which changes what learns (ARCHITECTURE.md section 9).
 _MINIGRID_MAX_STEPS = {
     "Empty": lambda s: 4 * s * s,
     "Empty-Random": lambda s: 4 * s * s,

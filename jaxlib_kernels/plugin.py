@@ -1,4 +1,4 @@
-"""Static checks and a restricted loader for plug-in source (DESIGN.md section 5, first layer).
+"""Static checks and a restricted loader for plug-in source (ARCHITECTURE.md section 5, first layer).
 
 The static check walks the AST: imports only of the modules in an allow-list (exact names), no dunder or private
 (``_``-prefixed) attributes or names, no frame, generator or code introspection (``gi_frame``, ``f_back``,

@@ -5,7 +5,7 @@ The policy loss is ``L = -E[r A - D(r, A, n/N)]`` with a pluggable drift ``D``; 
 ``relu((r - clip(r, 1-eps, 1+eps)) A)`` gives exactly PPO's clipped objective. ``make_train(config, drift)``
 returns ``train(key, params) -> {"state", "metrics"}``; the caller applies ``jit(vmap(train))`` over seeds.
 Initial parameters are made outside the vmap (``make_init``) because flax's orthogonal initializer inside
-``jit(vmap(train))`` was seen to hang (DESIGN.md section 9).
+``jit(vmap(train))`` was seen to hang (ARCHITECTURE.md section 9).
 """
 
 from __future__ import annotations

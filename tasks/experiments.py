@@ -158,7 +158,7 @@ def ray_env() -> dict[str, str]:
     The shared JAX compilation cache (so a kernel compiled once is reused by every later unit, on every node
     that sees the folder), the CPU platform if forced, and the Prefect API of the driver: units are plain Ray
     tasks that never talk to Prefect, but anything Prefect inside a worker must report to the driver's server,
-    never start a temporary server of its own (DESIGN.md section 6).
+    never start a temporary server of its own (ARCHITECTURE.md section 6).
     """
     env = {
         "JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR", str(DEFAULT_CACHE)),

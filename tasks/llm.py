@@ -1,4 +1,4 @@
-"""The LLM backend's client (DESIGN.md section 4): one client over ``litellm.completion`` for every stage.
+"""The LLM backend's client (ARCHITECTURE.md section 4): one client over ``litellm.completion`` for every stage.
 
 As in The AI Scientist (Lu et al., 2024) every stage talks to the model through one function; here that function
 also owns what the AI Scientist leaves to the user: timeouts, retries with exponential backoff on rate limits,

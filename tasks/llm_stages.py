@@ -1,4 +1,4 @@
-"""The LLM backend of every stage (DESIGN.md section 4), after The AI Scientist (Lu et al., 2024).
+"""The LLM backend of every stage (ARCHITECTURE.md section 4), after The AI Scientist (Lu et al., 2024).
 
 ideation (JSON ideas, reflection rounds with an early stop, the archive and its review scores in the prompt) ->
 novelty (the model writes queries; :mod:`tasks.literature` searches Semantic Scholar / OpenAlex, or the local index;

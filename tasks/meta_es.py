@@ -1,4 +1,4 @@
-"""ES meta-training in checkpointed chunks, the population evaluated on Ray (DESIGN.md sections 2 and 6).
+"""ES meta-training in checkpointed chunks, the population evaluated on Ray (ARCHITECTURE.md sections 2 and 6).
 
 One chunk runs generations ``[start, end)`` of a search and leaves ``searches/<name>/gen_<end>.npz`` (the evosax
 state and the metric history): ask and tell run jitted in the flow process, the population is evaluated by

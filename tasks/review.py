@@ -1,4 +1,4 @@
-"""The offline evidence reviewer (DESIGN.md section 4, ``review_paper``): the NeurIPS form from evidence alone.
+"""The offline evidence reviewer (ARCHITECTURE.md section 4, ``review_paper``): the NeurIPS form from evidence alone.
 
 The form (Summary, Strengths, Weaknesses, Originality, Quality, Clarity, Significance, Questions, Limitations,
 Ethical Concerns, Soundness, Presentation, Contribution, Overall, Confidence, Decision) is the one The AI Scientist's

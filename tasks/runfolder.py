@@ -1,4 +1,4 @@
-"""The run folder of DESIGN.md section 3: paths, atomic JSON writes, run.json, and a lock per run id."""
+"""The run folder of ARCHITECTURE.md section 3: paths, atomic JSON writes, run.json, and a lock per run id."""
 
 from __future__ import annotations
 

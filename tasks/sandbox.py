@@ -1,4 +1,4 @@
-"""The validation gate for candidates of every template kind (DESIGN.md section 5).
+"""The validation gate for candidates of every template kind (ARCHITECTURE.md section 5).
 
 A candidate is text: plug-in source for a ``kind="source"`` template, canonical JSON for a ``kind="parametric"``
 one. Layers, cheapest first:

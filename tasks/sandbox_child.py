@@ -1,4 +1,4 @@
-"""Child side of the validation gate (DESIGN.md section 5): ``python -m tasks.sandbox_child``.
+"""Child side of the validation gate (ARCHITECTURE.md section 5): ``python -m tasks.sandbox_child``.
 
 Started by :func:`tasks.sandbox.validate_source` in a fresh session, in a private working
 folder and (where the kernel allows) in new network and mount namespaces. It first sets its resource limits

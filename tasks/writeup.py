@@ -1,4 +1,4 @@
-"""The offline writeup (DESIGN.md sections 1 and 4, ``write_paper``): pylatex -> paper.tex -> latexmk -> paper.pdf.
+"""The offline writeup (ARCHITECTURE.md sections 1 and 4, ``write_paper``): pylatex -> paper.tex -> latexmk -> paper.pdf.
 
 As in The AI Scientist (Lu et al., 2024), the paper is a LaTeX document compiled and checked after writing; here the
 prose comes from Jinja2 templates filled with the measured numbers of ``final_info.json``, so the wording follows the

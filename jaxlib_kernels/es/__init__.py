@@ -1,4 +1,4 @@
-"""Evolution-strategy meta-learning kernels (DESIGN.md section 2, parametric candidates): the generation loop over
+"""Evolution-strategy meta-learning kernels (ARCHITECTURE.md section 2, parametric candidates): the generation loop over
 evosax 0.3 (:mod:`jaxlib_kernels.es.meta`) and the TA-LPO drift network (:mod:`jaxlib_kernels.es.talpo`).
 """
 

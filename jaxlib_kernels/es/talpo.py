@@ -131,7 +131,7 @@ def make_fitness(
     """``fitness(key, theta) -> final PPO return`` with drift ``theta``.
 
     The agent's initial weights come from a pool of ``num_inits`` made outside any ``vmap`` (flax's orthogonal
-    initializer can hang inside ``jit(vmap)``, DESIGN.md section 9); ``key`` picks one and seeds the training.
+    initializer can hang inside ``jit(vmap)``, ARCHITECTURE.md section 9); ``key`` picks one and seeds the training.
     """
     pool = ppo.init_params(ppo_config, jax.random.split(jax.random.key(seed), num_inits))
     train = make_train_with_drift_params(ppo_config, net)

@@ -1,5 +1,5 @@
 """Each benchmark script runs end to end at a tiny size and writes its JSON with the expected fields (no speeds
-are asserted: DESIGN.md section 8)."""
+are asserted: ARCHITECTURE.md section 8)."""
 
 import json
 import os

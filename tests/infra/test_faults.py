@@ -1,4 +1,4 @@
-"""Faults at the level of experiment units (DESIGN.md section 6): a killed Ray worker, a unit past its time
+"""Faults at the level of experiment units (ARCHITECTURE.md section 6): a killed Ray worker, a unit past its time
 limit, a candidate that crashes, a full disk, an unwritable folder, a busy run id.
 
 The unit tests share one local Ray of one CPU started in this process (each unit is one seed, one PPO update of

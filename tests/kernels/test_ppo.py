@@ -1,4 +1,4 @@
-"""PPO kernel: it learns, the clip drift is PPO's objective, and the property tests of DESIGN.md 7.10."""
+"""PPO kernel: it learns, the clip drift is PPO's objective, and the property tests of ARCHITECTURE.md section 8."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible chat-completions server on 127.0.0.1 that replies from a script (DESIGN.md section 8).
+"""An OpenAI-compatible chat-completions server on 127.0.0.1 that replies from a script (ARCHITECTURE.md section 8).
 
 ``ScriptedServer(script)``: ``script(request) -> reply`` is called for every ``POST .../chat/completions``; a reply
 is a string (the assistant's content), or a dict: ``{"status": 429}`` (an HTTP error), ``{"sleep": s, "content":

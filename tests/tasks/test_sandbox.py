@@ -1,4 +1,4 @@
-"""The validation gate (DESIGN.md section 5): baselines pass, every hostile candidate is rejected with a reason.
+"""The validation gate (ARCHITECTURE.md section 5): baselines pass, every hostile candidate is rejected with a reason.
 
 The hostile corpus lives in ``tests/tasks/hostile/`` (one ``def drift(ratio, advantage, progress)`` module each;
 ``EXPECTED`` below says how each must fail). Static rejections start no process; every other case is one child.
