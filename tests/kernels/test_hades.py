@@ -1,18 +1,26 @@
-"""HaDES behaviour distillation (jaxlib_kernels.templates.hades): envs, cloning, one compile, and CartPole solved."""
+"""HaDES behaviour distillation (jaxlib_kernels.templates.hades): the kernel (envs, cloning, one compile, CartPole
+solved) and the template (candidate gate, probe, experiment unit, offline ideation, text)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import time
 
 import jax
 import jax.numpy as jnp
+import jinja2
 import numpy as np
 import pytest
 
 from jaxlib_kernels.es import meta
+from jaxlib_kernels.profiling import count_compilations
 from jaxlib_kernels.registry import UnknownNameError
-from jaxlib_kernels.templates import hades
+from jaxlib_kernels.templates import hades, make
+from jaxlib_kernels.templates.base import Setting, candidate_json
+from jaxlib_kernels.templates.hades import candidate as cand
+from jaxlib_kernels.templates.hades import search
 
 SMALL = hades.HadesConfig(num_pairs=4, width=8, eval_episodes=1)
 
@@ -95,20 +103,195 @@ def test_minatar_and_navix_fitness(env_name):
     assert value.shape == () and np.isfinite(float(value)) and float(value) >= 0.0
 
 
-def test_template_parts():
+def test_dataset_check_and_transfer():
     dataset = hades.initial_candidate(jax.random.key(0), SMALL)
-    assert hades.check_plugin(dataset) == []
-    assert hades.check_plugin({"obs": np.zeros((3, 4)), "logits": np.zeros((2, 2))})
-    assert hades.check_plugin({"obs": np.full((2, 4), np.nan), "logits": np.zeros((2, 2))})
-    behaviour = hades.probe(dataset, SMALL)
-    assert behaviour.shape == (32 * 2,) and np.allclose(behaviour.reshape(32, 2).sum(-1), 1.0, atol=1e-5)
-    assert hades.TEMPLATE.name == "hades" and hades.TEMPLATE.check is hades.check_plugin
-    for setting in hades.SETTINGS.values():
-        assert setting.env in hades.ENVS
-    for profile in hades.PROFILES.values():
-        assert set(profile.settings) <= set(hades.SETTINGS) and set(profile.baselines) <= set(hades.BASELINES)
+    env = SMALL.make_env()
+    assert hades.check_dataset(dataset, 4, env) == []
+    assert "exactly the keys" in hades.check_dataset({"obs": np.zeros((2, 4))})[0]
+    assert hades.check_dataset({"obs": np.zeros((3, 4)), "logits": np.zeros((2, 2))})
+    assert "expected 5 pairs" in hades.check_dataset(dataset, 5)[0]
+    assert "non-finite" in hades.check_dataset({"obs": np.full((2, 4), np.nan), "logits": np.zeros((2, 2))})[0]
     transfer = hades.transfer_returns(jax.random.key(0), dataset, SMALL, widths=(4, 16), num_inits=2)
-    assert set(transfer) == {4, 16}
+    assert set(transfer) == {4, 16} and all(1.0 <= v <= 500.0 for v in transfer.values())
+
+
+# --- the template -------------------------------------------------------------------------------------------------
+
+TINY = Setting("tiny", "CartPole-v1", max_steps=50, description="CartPole-v1, 50 steps (test)",
+               options=(("population", 8), ("width", 8), ("search_width", 8), ("eval_episodes", 1)))
+TINY_CANDIDATES = {"hades_r": {"method": "hades_r", "es_lr": 0.1, "num_pairs": 2, "inner_steps": 5},
+                   "direct": {"method": "direct", "es_lr": 0.1}}
+
+
+def test_template_is_registered_and_consistent():
+    t = make("hades")
+    assert t is hades.TEMPLATE and t.plugin.kind == "parametric" and t.metric.maximize
+    assert t.budget_unit == "ES generations" and t.schema.extras == ("return_max",)
+    for setting in t.settings.values():
+        assert setting.env in hades.ENVS
+        hades.unit.setting_options(setting)  # known option names only
+    assert any(s.held_out and s.option("width") != 64 for s in t.settings.values())  # a held-out width
+    assert any(s.held_out and s.env != "CartPole-v1" for s in t.settings.values())  # a held-out environment
+    for profile in t.profiles.values():
+        assert set(profile.settings) <= set(t.settings) and set(profile.baselines) <= set(t.baselines)
+        assert "direct" in profile.baselines
+    for name, baseline in t.baselines.items():
+        t.static_check(baseline.source)
+        assert baseline.source == candidate_json(json.loads(baseline.source))
+        assert t.check(t.load(baseline.source), jax.random.key(0)) == [], name
+    assert json.loads(t.baselines["direct"].source)["method"] == "direct"
+    # the unit key covers the setting's options and the budget
+    cartpole, w16 = t.setting("cartpole"), t.setting("cartpole_w16")
+    assert t.kernel_config(cartpole, 10).width == 64 and t.kernel_config(w16, 10).width == 16
+    assert len({t.kernel_fingerprint(cartpole, 10), t.kernel_fingerprint(w16, 10),
+                t.kernel_fingerprint(cartpole, 11)}) == 3
+    with pytest.raises(ValueError, match="unknown option"):
+        hades.kernel_config(Setting("bad", "CartPole-v1", options=(("populaton", 8),)), 3)
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ([1, 2], "JSON object"),
+    ({"num_pairs": 4}, "missing key 'method'"),
+    ({"method": "hades"}, "method must be one of"),
+    ({"method": "hades_r", "num_pair": 4}, "unknown key(s) ['num_pair']"),
+    ({"method": "hades_r", "num_pairs": 0}, "num_pairs must lie in [1, 256]"),
+    ({"method": "hades_r", "num_pairs": 2.5}, "num_pairs must be an integer"),
+    ({"method": "hades_r", "num_pairs": True}, "num_pairs must be a number"),
+    ({"method": "hades_r", "es_lr": "0.1"}, "es_lr must be a number"),
+    ({"method": "hades_r", "es_std": float("nan")}, "es_std must lie in"),
+    ({"method": "hades_f", "inner_lr": 2.0}, "inner_lr must lie in [0.0001, 0.5]"),
+    ({"method": "direct", "num_pairs": 4}, "'num_pairs' does not apply to method 'direct'"),
+])
+def test_check_rejects_bad_configs_with_reasons(bad, reason):
+    problems = hades.check(bad, jax.random.key(0))
+    assert problems and any(reason in p for p in problems), problems
+    if isinstance(bad, dict) and "method" in bad and bad["method"] in hades.METHODS:
+        with pytest.raises(ValueError, match="invalid hades candidate"):
+            hades.evaluate(TINY, 1, bad, [0])
+
+
+def test_check_accepts_valid_configs_and_builds_the_dataset():
+    assert hades.check({"method": "hades_r"}, jax.random.key(0)) == []
+    assert hades.check({"method": "hades_f", "num_pairs": 16, "es_lr": 0.2, "inner_steps": 10}, None) == []
+    assert hades.check({"method": "direct", "es_std": 0.05}, jax.random.key(1)) == []
+    t = hades.TEMPLATE
+    assert t.load(' {"method": "hades_r", "num_pairs": 8}') == {"method": "hades_r", "num_pairs": 8}
+    with pytest.raises(Exception, match="JSON"):
+        t.static_check("not json")
+
+
+def test_probe_calls_trivial_changes_not_novel():
+    t = hades.TEMPLATE
+    base = {"method": "hades_r", "num_pairs": 4, "es_lr": 0.05}
+
+    def dist(a, b):
+        return t.distance(t.probe(a), t.probe(b))
+
+    assert dist(base, {"method": "hades_r"}) == 0.0  # defaults filled
+    assert dist(base, {**base, "es_lr": 0.055}) < t.novelty_threshold  # 10 % on one key
+    assert dist(base, {**base, "es_lr": 0.06, "es_std": 0.11}) < t.novelty_threshold
+    assert dist(base, {**base, "num_pairs": 8}) == pytest.approx(1.0)  # one doubling = 1
+    assert dist(base, {**base, "method": "hades_f"}) >= t.novelty_threshold
+    assert dist({"method": "direct"}, base) >= t.novelty_threshold
+    assert t.probe(base).shape == (cand.PROBE_SIZE,)
+
+
+@pytest.mark.parametrize("method", ["hades_r", "direct"])
+def test_evaluate_schema_same_seeds_same_result_and_no_recompile(method):
+    candidate = TINY_CANDIDATES[method]
+    out = hades.evaluate(TINY, 3, candidate, [0, 1])
+    assert set(out) == {"x", "curve", "final", "return_max"}
+    np.testing.assert_array_equal(out["x"], [1, 2, 3])
+    assert out["curve"].shape == (2, 3) and out["return_max"].shape == (2, 3) and out["final"].shape == (2,)
+    for values in (out["curve"], out["return_max"], out["final"]):
+        assert np.all(np.isfinite(values)) and np.all((values >= 1.0) & (values <= 50.0))
+    assert np.all(out["return_max"] >= out["curve"])
+    with count_compilations() as counter:
+        again = hades.evaluate(TINY, 3, candidate, [0, 1])
+    assert counter.compiles == 0
+    for k in out:
+        np.testing.assert_array_equal(out[k], again[k])
+    other = hades.evaluate(TINY, 3, candidate, [2, 0])
+    np.testing.assert_array_equal(other["curve"][1], out["curve"][0])  # a seed's result does not depend on others
+    assert not np.array_equal(other["curve"][0], out["curve"][0])
+
+
+def test_held_out_width_changes_only_the_final_evaluation():
+    candidate = TINY_CANDIDATES["hades_r"]  # its search step is already compiled by the test above
+    wide = dataclasses.replace(TINY, name="tiny_w32", options=(*TINY.options, ("width", 32)))
+    narrow, transfer = hades.evaluate(TINY, 2, candidate, [0]), hades.evaluate(wide, 2, candidate, [0])
+    np.testing.assert_array_equal(narrow["curve"], transfer["curve"])  # same search (search_width 8)
+    unit = hades.kernel_config(wide, 2)
+    method, config, _ = hades.unit.unit_problem(unit, {"method": "direct"})
+    assert method == "direct" and unit.width == 32 and config.width == 32  # direct searches a policy of the final width itself
+
+
+def _profile(num_ideas=3):
+    return dataclasses.replace(hades.PROFILES["smoke"], num_ideas=num_ideas)
+
+
+def test_propose_is_deterministic_distinct_and_away_from_baselines():
+    t, profile = hades.TEMPLATE, _profile(3)
+    ideas = t.propose(t, profile, [], 3, 7)
+    assert ideas == t.propose(t, profile, [], 3, 7)
+    assert len(ideas) == 3 and len({i["Name"] for i in ideas}) == 3
+    baselines = [t.load(b.source) for b in t.baselines.values()]
+    for idea in ideas:
+        assert idea["kind"] == "parametric" and idea["expression"] is None and idea["expression_latex"] is None
+        assert idea["backend"] == "offline" and idea["mutations"]
+        for field in ("Title", "Hypothesis", "Experiment"):
+            assert isinstance(idea[field], str) and len(idea[field]) > 40 and "{" not in idea[field]
+        assert all(1 <= idea[k] <= 10 for k in ("Interestingness", "Feasibility", "Novelty"))
+        text = t.render(t, idea)
+        assert text == candidate_json(idea["candidate"]) and t.load(text) == idea["candidate"]
+        assert t.check(t.load(text), jax.random.key(0)) == []
+        for b in baselines:
+            assert t.distance(t.probe(idea["candidate"]), t.probe(b)) >= t.novelty_threshold
+    for a in ideas:
+        for b in ideas:
+            if a is not b:
+                assert cand.distance(a["candidate"], b["candidate"]) >= search.DIVERSITY
+    assert any(t.propose(t, profile, [], 3, s) != ideas for s in (1, 2, 3))
+
+
+def test_propose_skips_archived_configs_and_builds_on_good_ones():
+    t, profile = hades.TEMPLATE, _profile(2)
+    first = t.propose(t, profile, [], 2, 0)
+    rows = [{"idea": i["Name"], "run_id": "old", "source": t.render(t, i), "train_mean": 100.0, "advantage": 50.0}
+            for i in first]
+    rows.append({"idea": "broken", "source": "{not json", "train_mean": None, "advantage": None})
+    later = t.propose(t, profile, rows, 2, 0)
+    assert later
+    for idea in later:
+        for row in rows[:-1]:
+            assert cand.distance(idea["candidate"], json.loads(row["source"])) >= t.novelty_threshold
+    assert any(i["parent"] in {r["idea"] for r in rows} for i in t.propose(t, _profile(4), rows, 4, 0))
+
+
+def test_text_files_exist_parse_and_cite_known_keys():
+    t = hades.TEMPLATE
+    folder = t.text_dir
+    for name in ("idea_title.j2", "idea_hypothesis.j2", "idea_experiment.j2", "seed_ideas.json",
+                 "references.bib", "references.json", "llm/task.md"):
+        assert (folder / name).is_file(), name
+    for seed in json.loads((folder / "seed_ideas.json").read_text()):
+        assert hades.check(seed["candidate"]) == [], seed["name"]
+    bib = set(re.findall(r"^@\w+\{([^,]+),", (folder / "references.bib").read_text(), re.MULTILINE))
+    assert {r["key"] for r in json.loads((folder / "references.json").read_text())} == bib
+    assert {"lupu2024behaviour", "salimans2017evolution", "wang2018dataset", "lange2023evosax",
+            "lange2022gymnax", "barto1983neuronlike"} <= bib
+    latex = jinja2.Environment(block_start_string="<%", block_end_string="%>", variable_start_string="<<",
+                               variable_end_string=">>", comment_start_string="<#", comment_end_string="#>")
+    sections = sorted((folder / "paper").glob("*.tex.j2"))
+    assert {p.name for p in sections} == {f"{s}.tex.j2" for s in
+                                          ("introduction", "background", "method", "related_work", "limitations")}
+    for path in sections:
+        source = path.read_text()
+        latex.parse(source)
+        for group in re.findall(r"\\cite[pt]?\{([^}]+)\}", source):
+            assert set(group.split(",")) <= bib, (path.name, group)
+    task = (folder / "llm" / "task.md").read_text()
+    assert all(f'"{k}"' in task for k in hades.KEYS)
 
 
 @pytest.mark.slow
