@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--profiles", nargs="+", default=["smoke", "default"])
     parser.add_argument("--warm-profiles", nargs="*", default=["smoke"],
                         help="profiles also run a second time on the warm cache (default: smoke)")
-    parser.add_argument("--extra", default="", help="more `scientist run` flags, e.g. '--timesteps 8192'")
+    parser.add_argument("--extra", default="", help="more `scientist run` flags, e.g. '--budget 8192'")
     parser.add_argument("--workdir", default=None, help="where runs and caches go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--analyse", nargs=2, metavar=("RUN_DIR", "CACHE_DIR"),
