@@ -191,13 +191,6 @@ def check_novelty(client: LLMClient, template: Template, idea: dict, rounds: int
     }
 
 
-def behavioural_novelty(template: Template, idea: dict, archive_rows: list[dict]) -> dict:
-    """The offline rule on the accepted source: distance to every baseline and archived drift (probe grid)."""
-    from tasks import novelty
-
-    return novelty.check_novelty(template, idea, archive_rows, [])
-
-
 # ------------------------------------------------------------------------------------------------------------- code
 PY_FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
 
@@ -494,7 +487,8 @@ def _client(model: str) -> LLMClient:
     return active(model)
 
 
-@stage(name="generate_ideas_llm")
+@stage(name="generate_ideas_llm", modules=("tasks.llm", "tasks.text"), paths=("prompts/llm",),
+       template_parts=("llm", "*"))
 def generate_ideas_task(template_name: str, profile: dict, num_ideas: int, run_id: str, archive_rows: list[dict],
                         model: str) -> list[dict]:
     """Prefect task over :func:`generate_ideas` (LLM backend; the client retries, the task does not)."""
@@ -507,7 +501,8 @@ def generate_ideas_task(template_name: str, profile: dict, num_ideas: int, run_i
     return ideas
 
 
-@stage(name="check_novelty_llm")
+@stage(name="check_novelty_llm", modules=("tasks.llm", "tasks.text", "tasks.literature"), paths=("prompts/llm",),
+       template_parts=("llm", "references.json"))
 def check_novelty_task(template_name: str, idea: dict, archive_rows: list[dict], model: str) -> dict:
     from prefect import get_run_logger
 
@@ -518,18 +513,18 @@ def check_novelty_task(template_name: str, idea: dict, archive_rows: list[dict],
     return result
 
 
-@stage(name="implement_candidate_llm")
+@stage(name="implement_candidate_llm", modules=("tasks.llm", "tasks.text", "tasks.codegen", "tasks.sandbox",
+                                                "tasks.sandbox_child"), paths=("prompts/llm",), template_parts=("llm",))
 def implement_candidate_task(template_name: str, idea: dict, idea_dir: str, archive_rows: list[dict],
                              model: str) -> dict:
-    """The model's plug-in through the gate (with repairs); then its behavioural distance to known drifts."""
+    """The model's plug-in through the gate (with repairs). Its behavioural novelty is decided by the backend
+    (``tasks/backends.py``), in order over the run's ideas, so it is also compared with the ideas accepted before."""
     from prefect import get_run_logger
 
     from jaxlib_kernels.templates import make
 
     template = make(template_name)
     result = implement_candidate(_client(model), template, idea, Path(idea_dir))
-    if result["accepted"]:
-        result["behaviour"] = behavioural_novelty(template, {**idea, "source": result["source"]}, archive_rows)
     v = result["validation"]
     get_run_logger().info("%s: %s after %d attempt(s) (%s)", idea["Name"], "accepted" if result["accepted"]
                           else "rejected", len(result["attempts"]), v["reason"])
