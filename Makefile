@@ -38,8 +38,11 @@ smoke: install
 server: install
 	$(VENV)/bin/scientist server $(ARGS)
 
+# Two pytest workers, one test file each at a time (--dist loadfile: a file's module fixtures are shared by its
+# tests); most of the suite waits on subprocesses, servers and latexmk, so two workers keep both cores busy.
+TEST_WORKERS ?= 2
 test: install
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The peers of benchmarks/ (SB3, MiniGrid, CPU torch): torch first, so that pip keeps the CPU build it has.
 BENCH_STAMP := $(VENV)/.bench-installed

@@ -1,19 +1,25 @@
-"""Every registered template runs end to end as a user runs it, and resumes exactly.
+"""Every registered template runs end to end as a user runs it, survives a kill, and resumes exactly.
 
-For each template: ``scientist run --template T --profile smoke`` (small seeds and budget) ends in a compiled PDF
-and a review, offline. Then, on that finished run: editing a paper text template and re-running the run id
-changes the paper and computes no experiment unit; a change of the kernel configuration gives every unit a new
-key, so those units would be computed again while the unchanged ones are found on disk.
+For each template: ``scientist run --template T --profile smoke`` (small seeds and budget) is killed (the whole
+process tree, SIGKILL) as soon as its first experiment unit is on disk, then re-run with the same run id: it
+resumes without computing a finished unit again and ends in a compiled PDF and a review, offline. Then, on that
+finished run: editing a paper text template and re-running the run id changes the paper and computes no
+experiment unit; a change of the kernel configuration gives every unit a new key, so those units would be
+computed again while the unchanged ones are found on disk.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pymupdf
 import pytest
 
@@ -31,26 +37,70 @@ def _ledger(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _run(template: str, runs: Path, run_id: str) -> subprocess.CompletedProcess:
+def _args(template: str, runs: Path, run_id: str) -> list[str]:
     seeds, budget = SIZES.get(template, (None, None))
     args = [*SCIENTIST, "run", "--template", template, "--profile", "smoke", "--run-id", run_id, "--runs-dir", str(runs)]
     args += ["--seeds", seeds] if seeds else []
     args += ["--budget", budget] if budget else []
-    return subprocess.run(args, check=False, cwd=ROOT, capture_output=True, text=True)
+    return args
+
+
+def _run(template: str, runs: Path, run_id: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_args(template, runs, run_id), check=False, cwd=ROOT, capture_output=True, text=True)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    family = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for p in family:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
 
 
 @pytest.fixture(scope="module", params=list(TEMPLATES))
 def finished(request, tmp_path_factory):
-    """One smoke run per template, shared by the tests of this module."""
-    runs = tmp_path_factory.mktemp(f"runs-{request.param}")
-    out = _run(request.param, runs, "smoke")
+    """One smoke run per template, killed after its first unit and resumed; shared by the tests of this module."""
+    name = request.param
+    runs = tmp_path_factory.mktemp(f"runs-{name}")
+    run_dir = runs / "smoke"
+    with open(runs / "first.log", "w") as log:
+        proc = subprocess.Popen(_args(name, runs, "smoke"), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        while not _ledger(run_dir):  # kill as soon as the first experiment unit is on disk
+            assert proc.poll() is None, (runs / "first.log").read_text()[-3000:]
+            time.sleep(0.2)
+        _kill_tree(proc)
+    first = _ledger(run_dir)
+    finished_files = {p.name: p.read_bytes() for e in first for p in (run_dir / "units").glob(f"{e['key']}.*")}
+    out = _run(name, runs, "smoke")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    return request.param, runs, runs / "smoke", out
+    return name, runs, run_dir, out, first, finished_files
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_computing_a_finished_unit_again(finished):
+    name, _, run_dir, _, first, finished_files = finished
+    prof = make(name).profile("smoke")
+    total = (len(prof.baselines) + prof.num_ideas) * len(prof.settings)
+    assert 1 <= len(first) < total
+    keys = [e["key"] for e in _ledger(run_dir)]
+    assert len(keys) == total and len(set(keys)) == total  # every unit once: none of the finished ones twice
+    assert _ledger(run_dir)[: len(first)] == first
+    # the units finished before the kill are the same files, untouched by the resumed run
+    assert {n: (run_dir / "units" / n).read_bytes() for n in finished_files} == finished_files
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["resumed"] is True
+    ideas = json.loads((run_dir / "ideas.json").read_text())
+    assert ideas[0]["novelty"]["decision"] == "novel" and ideas[0]["validation"]["accepted"]
+    assert (run_dir / "summary.md").exists() and (run_dir.parent / "archive.sqlite").exists()
 
 
 @pytest.mark.slow
 def test_a_smoke_run_ends_in_a_pdf_and_a_review(finished):
-    name, _, run_dir, out = finished
+    name, _, run_dir, out, _, _ = finished
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "completed" and run["template"] == name and run["backend"] == "offline"
     assert run["papers"], "no paper"
@@ -72,14 +122,14 @@ def test_a_smoke_run_ends_in_a_pdf_and_a_review(finished):
 
 
 def _paper_text_file(template) -> Path:
-    """The conclusion text this template's papers use: its own override, else the generic one."""
-    own = template.text_dir / "paper" / "conclusion.tex.j2"
+    """A paper text only this template's papers use (its limitations override), else the generic conclusion."""
+    own = template.text_dir / "paper" / "limitations.tex.j2"
     return own if own.exists() else ROOT / "prompts" / "paper" / "conclusion.tex.j2"
 
 
 @pytest.mark.slow
 def test_editing_the_paper_text_rewrites_the_paper_and_computes_no_unit(finished):
-    name, runs, run_dir, _ = finished
+    name, runs, run_dir, *_ = finished
     units_before = _ledger(run_dir)
     ideas_before = json.loads((run_dir / "ideas.json").read_text())
     text_file = _paper_text_file(make(name))
@@ -102,7 +152,7 @@ def test_a_kernel_configuration_change_gives_new_unit_keys(finished):
     from flows import pipeline
     from tasks.experiments import load_unit
 
-    name, _, run_dir, _ = finished
+    name, _, run_dir, *_ = finished
     template = make(name)
     prof = Profile(**json.loads((run_dir / "run.json").read_text())["profile"])
     specs = pipeline.baseline_specs(template, prof)
