@@ -3,7 +3,8 @@
 Peers, side by side in one run, random actions, observations consumed the way a policy consumes them: every
 observation, as float32, is multiplied by one fixed random vector (a policy's first layer, in miniature) and the
 results are summed into the scan carry, so XLA cannot drop their computation. (a) our adapter,
-``jit(scan(vmap(env.step)))`` with same-step reset and flat float observations; (b) navix called directly (``env.step`` with its own delayed autoreset, the same full-grid symbolic
+``jit(scan(vmap(env.step)))`` through the environment protocol (explicit keys, same-step reset, flat float
+observations); (b) navix called directly (``env.step`` with its own delayed autoreset, the same full-grid symbolic
 observation); (c) MiniGrid (gymnasium, the full-grid symbolic observation through ``FullyObsWrapper`` +
 ``ImgObsWrapper``), one env and a ``SyncVectorEnv`` of 16.
 Compile time is measured apart (``lower().compile()``); times are medians over ``--repeats``, the JAX peers
@@ -13,6 +14,7 @@ compiled program for JAX, tracemalloc's peak for MiniGrid. Prints a markdown tab
 
     .venv/bin/python benchmarks/envs.py                 # Empty-8x8 and DoorKey-8x8, batch 1, 256, 2048, 8192
     .venv/bin/python benchmarks/envs.py --quick         # a tiny run (the tests use it)
+    .venv/bin/python benchmarks/envs.py --no-minigrid   # the JAX peers only (without the bench extra)
 """
 
 from __future__ import annotations
@@ -52,15 +54,18 @@ def consume(obs: jax.Array, batch: int) -> jax.Array:
 def adapter_rollout(name: str, batch: int, steps: int, env=None):
     env = env or envs.make(name)
 
+    params = env.default_params
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
     def run(key):
         key, reset_key = jax.random.split(key)
-        state, obs = jax.vmap(env.reset)(jax.random.split(reset_key, batch))
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, batch), params)
 
         def body(carry, _):
             state, key, acc = carry
-            key, action_key = jax.random.split(key)
+            key, action_key, step_key = jax.random.split(key, 3)
             action = jax.random.randint(action_key, (batch,), 0, env.num_actions)
-            state, obs, reward, _, _ = jax.vmap(env.step)(state, action)
+            obs, state, reward, _, _, _ = step(jax.random.split(step_key, batch), state, action, params)
             return (state, key, acc + consume(obs, batch) + reward.sum()), None
 
         (_, _, acc), _ = jax.lax.scan(body, (state, key, consume(obs, batch)), None, steps)
@@ -180,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budget", type=int, default=2**18, help="about this many env steps per timed JAX call")
     parser.add_argument("--minigrid-steps", type=int, default=2000, help="env.step calls per MiniGrid repeat")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one env (for the tests)")
+    parser.add_argument("--no-minigrid", action="store_true", help="skip MiniGrid (needs the bench extra)")
     parser.add_argument("--out", default=str(common.RESULTS / "envs.json"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -189,17 +195,18 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for short in args.envs:
         navix_id, gym_id = ENVS[short]
-        rows = [bench_minigrid(gym_id, 0, args.minigrid_steps, args.repeats),
-                bench_minigrid(gym_id, 16, max(1, args.minigrid_steps // 16), args.repeats)]
+        rows = [] if args.no_minigrid else [
+            bench_minigrid(gym_id, 0, args.minigrid_steps, args.repeats),
+            bench_minigrid(gym_id, 16, max(1, args.minigrid_steps // 16), args.repeats)]
         for batch in args.batches:
             rows += bench_jax(builders, navix_id, batch, num_steps_for(batch, args.budget), args.repeats)
-        single = rows[0]["steps_per_s"]
+        single = None if args.no_minigrid else rows[0]["steps_per_s"]
         ratios = {}
         for batch in args.batches:
             ours = next(r for r in rows if r["peer"].startswith("ours") and r["batch"] == batch)
             direct = next(r for r in rows if r["peer"] == "navix direct" and r["batch"] == batch)
-            ours["x_minigrid_single"] = ours["steps_per_s"] / single
-            direct["x_minigrid_single"] = direct["steps_per_s"] / single
+            ours["x_minigrid_single"] = ours["steps_per_s"] / single if single else None
+            direct["x_minigrid_single"] = direct["steps_per_s"] / single if single else None
             ratios[str(batch)] = {"ours_over_minigrid_single": ours["x_minigrid_single"],
                                   "ours_over_navix_direct": ours["steps_per_s"] / direct["steps_per_s"]}
         results[short] = {"navix_id": navix_id, "minigrid_id": gym_id, "rows": rows, "ratios": ratios}

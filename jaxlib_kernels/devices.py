@@ -24,15 +24,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 FLAG = "--xla_force_host_platform_device_count"
 
 
-def _backends_initialised() -> bool:
-    try:
-        from jax._src import xla_bridge
-
-        return bool(xla_bridge.backends_are_initialized())
-    except (ImportError, AttributeError):  # pragma: no cover - older/newer JAX without the helper
-        return False
-
-
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity where the OS reports it)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -41,15 +32,21 @@ def usable_cores() -> int:
 def force_cpu_devices(count: int | None = None) -> bool:
     """Ask XLA for ``count`` CPU devices (default: one per usable core). True if it will take effect.
 
-    A count already in ``XLA_FLAGS`` is replaced. Returns False (and changes nothing) once JAX's backends
-    exist, because XLA reads the flag only when it creates the CPU client.
+    Sets JAX's ``jax_num_cpu_devices`` option and replaces any count in ``XLA_FLAGS`` (which child processes
+    inherit). Returns False (and changes nothing) once JAX's backends exist, because XLA reads the count only
+    when it creates the CPU client; a repeat of the count already set is True.
     """
     if count is None:
         count = usable_cores()
     if count < 1:
         raise ValueError(f"device count must be >= 1, got {count}")
-    if _backends_initialised():
+    try:
+        # JAX's public option for this process; its validator refuses a new value once the backends exist, which
+        # is how we learn (without JAX's private xla_bridge) whether the count can still take effect.
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:
         return False
+    # and the XLA flag, for the processes this one starts (Ray workers inherit XLA_FLAGS: tasks/experiments.py)
     flags = re.sub(rf"{FLAG}=\d+", "", os.environ.get("XLA_FLAGS", "")).split()
     os.environ["XLA_FLAGS"] = " ".join([*flags, f"{FLAG}={count}"])
     return True

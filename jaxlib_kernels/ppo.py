@@ -63,7 +63,7 @@ class PPOConfig:
         """Environment steps actually taken (a whole number of rollouts)."""
         return self.num_updates * self.batch_size
 
-    def make_env(self) -> envs.GridEnv:
+    def make_env(self) -> envs.Env:
         return envs.make(self.env_name, max_steps=self.max_steps)
 
 
@@ -166,17 +166,24 @@ def make_train(config: PPOConfig, drift: Drift | None = None) -> Callable[[jax.A
     drift = drift or ppo_clip_drift()
     tx = _optimizer(config)
 
+    env_params = env.default_params
+    reset = jax.vmap(env.reset, in_axes=(0, None))
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
     def train(key: jax.Array, params: dict) -> dict:
         key, reset_key = jax.random.split(key)
-        env_state, obs = jax.vmap(env.reset)(jax.random.split(reset_key, config.num_envs))
+        obs, env_state = reset(jax.random.split(reset_key, config.num_envs), env_params)
         runner = RunnerState(params, tx.init(params), env_state, obs, key, jnp.zeros((), jnp.int32))
 
         def env_step(runner: RunnerState, _):
-            key, action_key = jax.random.split(runner.key)
+            key, action_key, step_key = jax.random.split(runner.key, 3)
             logits, value = network.apply(runner.params, runner.obs)
             action = jax.random.categorical(action_key, logits)
             log_prob = categorical_log_prob(logits, action)
-            env_state, obs, reward, done, info = jax.vmap(env.step)(runner.env_state, action)
+            obs, env_state, reward, terminated, truncated, info = step(
+                jax.random.split(step_key, config.num_envs), runner.env_state, action, env_params
+            )
+            done = jnp.logical_or(terminated, truncated)  # purejaxrl's GAE: a truncation also cuts the bootstrap
             transition = Transition(
                 done, action, value, reward, log_prob, runner.obs, info.returned_episode, info.returned_episode_return
             )
@@ -262,16 +269,19 @@ def make_train(config: PPOConfig, drift: Drift | None = None) -> Callable[[jax.A
 def make_random_policy_eval(config: PPOConfig) -> Callable[[jax.Array], dict]:
     """Returns of a uniformly random policy over the same number of steps (a floor for the tests and papers)."""
     env = config.make_env()
+    env_params = env.default_params
+    env_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
     def run(key: jax.Array) -> dict:
         key, reset_key = jax.random.split(key)
-        env_state, _ = jax.vmap(env.reset)(jax.random.split(reset_key, config.num_envs))
+        _, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, config.num_envs), env_params)
 
         def step(carry, _):
             env_state, key = carry
-            key, action_key = jax.random.split(key)
+            key, action_key, step_key = jax.random.split(key, 3)
             action = jax.random.randint(action_key, (config.num_envs,), 0, env.num_actions)
-            env_state, _, _, _, info = jax.vmap(env.step)(env_state, action)
+            _, env_state, _, _, _, info = env_step(jax.random.split(step_key, config.num_envs), env_state, action,
+                                                   env_params)
             return (env_state, key), (info.returned_episode.sum(), (info.returned_episode_return * info.returned_episode).sum())
 
         _, (episodes, return_sum) = jax.lax.scan(step, (env_state, key), None, config.env_steps // config.num_envs)

@@ -14,6 +14,7 @@ import jinja2
 import numpy as np
 import pytest
 
+from jaxlib_kernels import envs
 from jaxlib_kernels.es import meta
 from jaxlib_kernels.profiling import count_compilations
 from jaxlib_kernels.registry import UnknownNameError
@@ -26,12 +27,13 @@ SMALL = hades.HadesConfig(num_pairs=4, width=8, eval_episodes=1)
 
 
 def test_cartpole_adapter_follows_gymnax_1_api():
-    env = hades.make_env("CartPole-v1")
+    env = hades.make_env("CartPole-v1")  # the environment protocol of jaxlib_kernels.envs
+    assert hades.ENVS is envs.ENVS and isinstance(env, envs.Env)
     assert (env.obs_size, env.num_actions, env.max_steps) == (4, 2, 500)
-    state, obs = env.reset(jax.random.key(0))
-    state, obs, reward, done = env.step(jax.random.key(1), state, jnp.int32(1))
+    obs, state = env.reset(jax.random.key(0), env.default_params)
+    obs, state, reward, terminated, truncated, _ = env.step(jax.random.key(1), state, jnp.int32(1), env.default_params)
     assert obs.shape == (4,) and obs.dtype == jnp.float32
-    assert float(reward) == 1.0 and not bool(done)
+    assert float(reward) == 1.0 and not bool(terminated | truncated)
 
 
 def test_unknown_env_suggests_close_matches_and_continuous_is_refused():

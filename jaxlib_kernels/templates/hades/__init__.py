@@ -51,7 +51,6 @@ from jaxlib_kernels.templates.hades.kernel import (
     DEFAULT_ES,
     ENVS,
     METHODS,
-    EpisodeEnv,
     HadesConfig,
     behaviour_clone,
     check_dataset,
@@ -178,7 +177,7 @@ TEMPLATE = Template(
 
 __all__ = [
     "BASELINES", "BASELINE_LABELS", "DEFAULTS", "DEFAULT_ES", "ENVS", "KEYS", "METHODS", "OPTIONS", "PROFILES",
-    "SETTINGS", "TEMPLATE", "EpisodeEnv", "HadesConfig", "UnitConfig", "baseline_source", "behaviour_clone",
+    "SETTINGS", "TEMPLATE", "HadesConfig", "UnitConfig", "baseline_source", "behaviour_clone",
     "candidate", "check", "check_dataset", "episode_return", "evaluate", "evaluate_dataset", "init_dataset",
     "init_policy", "initial_candidate", "kernel", "kernel_config", "make_direct_fitness", "make_env", "make_fitness",
     "make_hades_fitness", "mean_return", "normalise", "policy_logits", "probe", "resolve", "search", "train",

@@ -5,8 +5,8 @@ a freshly initialised policy MLP is trained on it by behaviour cloning (full-bat
 cross-entropy), then run greedily in the environment; the episode return is the fitness. HaDES-R samples the
 policy's initial weights per evaluation (datasets that teach any initialisation), HaDES-F keeps one fixed
 initialisation. The baseline is direct-parameter neuroevolution: the same ES on the policy weights themselves.
-Environments: gymnax 1.0 (CartPole-v1, the MinAtar games, ``(obs, state, reward, terminated, truncated, info)``)
-and navix gridworlds through :mod:`jaxlib_kernels.envs`. The policy width is a parameter, so a dataset found for
+Environments: gymnax 1.0 ids (CartPole-v1, Acrobot-v1, the MinAtar games) and navix gridworlds, through the
+environment protocol of :mod:`jaxlib_kernels.envs`. The policy width is a parameter, so a dataset found for
 one width can be tested on others (transfer). Measured: on CartPole-v1 four pairs suffice (OpenES population 64,
 20-40 generations). The ``hades`` template (``__init__``) configures this kernel from a JSON candidate.
 """
@@ -17,77 +17,24 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from gymnax.environments import spaces
 
 from jaxlib_kernels import envs
 from jaxlib_kernels.es import meta
 from jaxlib_kernels.registry import Registry
 
-# --- environments: one episodic interface over gymnax and navix ---------------------------------------------------
+# --- environments: the protocol of jaxlib_kernels.envs ------------------------------------------------------------
+
+ENVS: Registry = envs.ENVS
+"""Discrete-action gymnax ids (``CartPole-v1``, ``Breakout-MinAtar``, ...) and every navix id (``envs.ENVS``)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class EpisodeEnv:
-    """``reset(key) -> (state, obs)``, ``step(key, state, action) -> (state, obs, reward, done)``; flat float obs."""
-
-    name: str
-    obs_size: int
-    num_actions: int
-    max_steps: int
-    reset: Callable = dataclasses.field(repr=False, compare=False)
-    step: Callable = dataclasses.field(repr=False, compare=False)
-
-
-def _gymnax_env(name: str) -> Callable[..., EpisodeEnv]:
-    def build(max_steps: int | None = None) -> EpisodeEnv:
-        env, params = gymnax.make(name)
-        if not isinstance(env.action_space(params), spaces.Discrete):
-            raise ValueError(f"{name} has a continuous action space; HaDES here needs discrete actions")  # noqa: TRY004
-        if max_steps is not None:
-            params = params.replace(max_steps_in_episode=max_steps)
-
-        def reset(key):
-            obs, state = env.reset(key, params)
-            return state, jnp.reshape(obs, (-1,)).astype(jnp.float32)
-
-        def step(key, state, action):
-            obs, state, reward, terminated, truncated, _ = env.step(key, state, action, params)
-            return state, jnp.reshape(obs, (-1,)).astype(jnp.float32), reward, jnp.logical_or(terminated, truncated)
-
-        obs_size = int(np.prod(env.observation_space(params).shape))
-        return EpisodeEnv(name, obs_size, int(env.num_actions), int(params.max_steps_in_episode), reset, step)
-
-    return build
-
-
-def _navix_env(name: str) -> Callable[..., EpisodeEnv]:
-    def build(max_steps: int | None = None) -> EpisodeEnv:
-        grid = envs.make(name, max_steps=max_steps)
-
-        def step(key, state, action):
-            state, obs, reward, done, _ = grid.step(state, action)
-            return state, obs, reward, done
-
-        return EpisodeEnv(name, grid.obs_size, grid.num_actions, grid.max_steps, grid.reset, step)
-
-    return build
-
-
-ENVS: Registry = Registry(
-    "environment",
-    {name: _gymnax_env(name) for name in gymnax.registered_envs} | {name: _navix_env(name) for name in envs.ENVS},
-)
-"""Discrete-action gymnax ids (``CartPole-v1``, ``Breakout-MinAtar``, ...) and every navix id."""
-
-
-def make_env(name: str, max_steps: int | None = None) -> EpisodeEnv:
-    """The episodic adapter of a gymnax or navix id; unknown names get close-match suggestions."""
-    return ENVS.make(name, max_steps=max_steps)
+def make_env(name: str, max_steps: int | None = None) -> envs.Env:
+    """``envs.make(name, max_steps=...)``: the environment protocol of a gymnax or navix id."""
+    return envs.make(name, max_steps=max_steps)
 
 
 # --- policy and behaviour cloning --------------------------------------------------------------------------------
@@ -111,7 +58,7 @@ class HadesConfig:
     obs_init_std: float = 0.5  # scale of the initial synthetic states
     logit_init_std: float = 1.0
 
-    def make_env(self) -> EpisodeEnv:
+    def make_env(self) -> envs.Env:
         return make_env(self.env_name, self.max_steps)
 
 
@@ -133,7 +80,7 @@ def policy_logits(params: list[dict], obs: jax.Array) -> jax.Array:
     return h @ params[-1]["w"] + params[-1]["b"]
 
 
-def init_dataset(key: jax.Array, config: HadesConfig, env: EpisodeEnv | None = None) -> dict:
+def init_dataset(key: jax.Array, config: HadesConfig, env: envs.Env | None = None) -> dict:
     """A random synthetic dataset: ``{"obs": (N, obs_size), "logits": (N, num_actions)}``."""
     env = env or config.make_env()
     obs_key, logit_key = jax.random.split(key)
@@ -143,7 +90,7 @@ def init_dataset(key: jax.Array, config: HadesConfig, env: EpisodeEnv | None = N
     }
 
 
-def check_dataset(dataset: Any, num_pairs: int | None = None, env: EpisodeEnv | None = None) -> list[str]:
+def check_dataset(dataset: Any, num_pairs: int | None = None, env: envs.Env | None = None) -> list[str]:
     """Problems of a synthetic dataset (keys, shapes against ``num_pairs`` and ``env``, finiteness); empty = fine."""
     if not isinstance(dataset, dict) or set(dataset) != {"obs", "logits"}:
         return ["a dataset is a dict with exactly the keys 'obs' and 'logits'"]
@@ -179,17 +126,19 @@ def behaviour_clone(params: list[dict], dataset: dict, steps: int = 50, lr: floa
     return params
 
 
-def episode_return(key: jax.Array, params: list[dict], env: EpisodeEnv, greedy: bool = True) -> jax.Array:
+def episode_return(key: jax.Array, params: list[dict], env: envs.Env, greedy: bool = True) -> jax.Array:
     """Undiscounted return of one episode (at most ``env.max_steps`` steps) of the policy."""
+    env_params = env.default_params
     reset_key, loop_key = jax.random.split(key)
-    state, obs = env.reset(reset_key)
+    obs, state = env.reset(reset_key, env_params)
 
     def body(carry, step_key):
         state, obs, alive, total = carry
         act_key, env_key = jax.random.split(step_key)
         logits = policy_logits(params, obs)
         action = jnp.argmax(logits) if greedy else jax.random.categorical(act_key, logits)
-        state, obs, reward, done = env.step(env_key, state, action)
+        obs, state, reward, terminated, truncated, _ = env.step(env_key, state, action, env_params)
+        done = jnp.logical_or(terminated, truncated)  # the step already reset; alive masks the next episode
         total = total + alive * reward
         alive = alive * (1.0 - done.astype(jnp.float32))
         return (state, obs, alive, total), None
@@ -199,7 +148,7 @@ def episode_return(key: jax.Array, params: list[dict], env: EpisodeEnv, greedy: 
     return total
 
 
-def mean_return(key: jax.Array, params: list[dict], env: EpisodeEnv, episodes: int, greedy: bool = True) -> jax.Array:
+def mean_return(key: jax.Array, params: list[dict], env: envs.Env, episodes: int, greedy: bool = True) -> jax.Array:
     """Mean return over ``episodes`` independent episodes."""
     keys = jax.random.split(key, episodes)
     return jax.vmap(episode_return, in_axes=(0, None, None, None))(keys, params, env, greedy).mean()
