@@ -28,6 +28,7 @@ from pylatex import Command, Document, Figure, NoEscape, Package, Section, Table
 from pylatex.base_classes import Environment
 
 from tasks import text as layers
+from tasks.review import _finite
 
 ROOT = Path(__file__).resolve().parents[1]
 LATEXMK = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]
@@ -211,13 +212,6 @@ def _profile_value(profile: Any, key: str, default: Any = None) -> Any:
     if isinstance(profile, dict):
         return profile.get(key, default)
     return getattr(profile, key, default)
-
-
-def _finite(x: Any) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
 
 
 def _plain_lhs(lhs: str) -> str:
