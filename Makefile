@@ -38,11 +38,13 @@ smoke: install
 server: install
 	$(VENV)/bin/scientist server $(ARGS)
 
-# Two pytest workers, one test file each at a time (--dist loadfile: a file's module fixtures are shared by its
-# tests); most of the suite waits on subprocesses, servers and latexmk, so two workers keep both cores busy.
+# Two pytest workers; tests/conftest.py groups the tests into work units (a test file, so that its module fixtures
+# are shared, or one template's part of a file parametrized over the registry) and starts the longest units first,
+# by the cold durations in tests/durations.json. Refresh them with
+#   rm -rf .cache/jax && SCIENTIST_RECORD_DURATIONS=tests/durations.json make test
 TEST_WORKERS ?= 2
 test: install
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The peers of benchmarks/ (SB3, MiniGrid, CPU torch): torch first, so that pip keeps the CPU build it has.
 BENCH_STAMP := $(VENV)/.bench-installed

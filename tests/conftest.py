@@ -25,12 +25,68 @@ def _no_ray_left_behind():
         ray.shutdown()
 
 
+# Work units of ``make test`` (``-n 2 --dist loadgroup``): one per test file, so that a file's module fixtures are
+# shared by its tests, except the files parametrized over the template registry, which give one unit per template
+# (each template's smoke run is minutes long; one worker for all of them would be the suite's critical path).
+SPLIT_BY_TEMPLATE = {"tests/flows/test_template_runs.py": "finished", "tests/kernels/test_template_contract.py": "name"}
+SPLIT_BY_TEST = {"tests/llm/test_flow_llm.py"}  # function fixtures only: every test is a unit of its own
+DURATIONS = ROOT / "tests" / "durations.json"  # seconds per work unit, measured cold (see the Makefile's test target)
+
+
+def _unit(item) -> str:
+    path = item.nodeid.split("::")[0]
+    if path in SPLIT_BY_TEST:
+        return item.nodeid.split("@")[0]
+    param = SPLIT_BY_TEMPLATE.get(path)
+    callspec = getattr(item, "callspec", None)
+    if param and callspec is not None and param in callspec.params:
+        return f"{path}[{callspec.params[param]}]"
+    return path
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
-    """Files with the most ``slow`` tests first (a stable sort), so that with ``-n 2 --dist loadfile`` (make test)
-    the long end-to-end files start at once on both workers instead of leaving one worker alone at the end."""
-    slow_per_file: dict[str, int] = {}
+    """Group the tests into work units and put the longest units first (longest-processing-time-first), so the two
+    workers finish together instead of one running a long end-to-end file alone at the end. A unit's weight is its
+    measured duration from ``tests/durations.json``; a unit not measured yet weighs 15 s plus a minute per ``slow``
+    test."""
+    import json
+
+    measured = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    guess: dict[str, float] = {}
     for item in items:
-        slow_per_file.setdefault(item.nodeid.split("::")[0], 0)
-        if item.get_closest_marker("slow"):
-            slow_per_file[item.nodeid.split("::")[0]] += 1
-    items.sort(key=lambda item: -slow_per_file[item.nodeid.split("::")[0]])
+        unit = _unit(item)
+        item.add_marker(pytest.mark.xdist_group(unit))
+        guess[unit] = guess.get(unit, 15.0) + (60.0 if item.get_closest_marker("slow") else 0.0)
+    weight = {unit: float(measured.get(unit, g)) for unit, g in guess.items()}
+    items.sort(key=lambda item: -weight[_unit(item)])
+
+
+_spent: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Add up each work unit's duration (setup, call and teardown) for ``SCIENTIST_RECORD_DURATIONS``."""
+    unit = report.nodeid.split("@")[0]
+    path = unit.split("::")[0]
+    if path in SPLIT_BY_TEST:
+        path = unit
+    elif path in SPLIT_BY_TEMPLATE and "[" in unit:
+        params = unit.split("[", 1)[1].rstrip("]").split("-")
+        from jaxlib_kernels.templates import TEMPLATES
+
+        names = [p for p in params if p in TEMPLATES]
+        path = f"{path}[{names[0]}]" if names else path
+    _spent[path] = _spent.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With ``SCIENTIST_RECORD_DURATIONS=FILE``, merge the measured unit durations into FILE (JSON)."""
+    import json
+
+    target = os.environ.get("SCIENTIST_RECORD_DURATIONS")
+    if target and not hasattr(session.config, "workerinput") and _spent:
+        path = Path(target)
+        known = json.loads(path.read_text()) if path.exists() else {}
+        known.update({k: round(v, 1) for k, v in _spent.items()})
+        path.write_text(json.dumps(dict(sorted(known.items())), indent=1) + "\n")
