@@ -25,6 +25,47 @@ def _no_ray_left_behind():
         ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """The API URL of one real ``scientist server`` (Prefect, SQLite) per test worker, for the end-to-end runs that
+    need no temporary server of their own (each temporary server costs a start and a fresh database per run).
+    ``make run``'s own path, the temporary server, stays covered by the CLI, LLM and fault tests."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    home = tmp_path_factory.mktemp("prefect-session")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "server", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        while True:
+            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=5) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        yield api
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
 # Work units of ``make test`` (``-n 2 --dist loadgroup``): one per test file, so that a file's module fixtures are
 # shared by its tests, except the files parametrized over the template registry, which give one unit per template
 # (each template's smoke run is minutes long; one worker for all of them would be the suite's critical path).

@@ -1,6 +1,7 @@
 """Every registered template runs end to end as a user runs it, survives a kill, and resumes exactly.
 
-For each template: ``scientist run --template T --profile smoke`` (small seeds and budget) is killed (the whole
+For each template: ``scientist run --template T --profile smoke`` (small seeds and budget), against one real
+``scientist server`` of the test session (the ``prefect_api`` fixture), is killed (the whole
 process tree, SIGKILL) as soon as its first experiment unit is on disk, then re-run with the same run id: it
 resumes without computing a finished unit again and ends in a compiled PDF and a review, offline. Then, on that
 finished run: editing a paper text template and re-running the run id changes the paper and computes no
@@ -45,8 +46,13 @@ def _args(template: str, runs: Path, run_id: str) -> list[str]:
     return args
 
 
-def _run(template: str, runs: Path, run_id: str) -> subprocess.CompletedProcess:
-    return subprocess.run(_args(template, runs, run_id), check=False, cwd=ROOT, capture_output=True, text=True)
+def _env(api: str) -> dict:
+    return {**os.environ, "PREFECT_API_URL": api}
+
+
+def _run(template: str, runs: Path, run_id: str, api: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_args(template, runs, run_id), check=False, cwd=ROOT, capture_output=True, text=True,
+                          env=_env(api))
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -61,28 +67,28 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module", params=list(TEMPLATES))
-def finished(request, tmp_path_factory):
+def finished(request, tmp_path_factory, prefect_api):
     """One smoke run per template, killed after its first unit and resumed; shared by the tests of this module."""
     name = request.param
     runs = tmp_path_factory.mktemp(f"runs-{name}")
     run_dir = runs / "smoke"
     with open(runs / "first.log", "w") as log:
         proc = subprocess.Popen(_args(name, runs, "smoke"), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env=_env(prefect_api))
         while not _ledger(run_dir):  # kill as soon as the first experiment unit is on disk
             assert proc.poll() is None, (runs / "first.log").read_text()[-3000:]
             time.sleep(0.2)
         _kill_tree(proc)
     first = _ledger(run_dir)
     finished_files = {p.name: p.read_bytes() for e in first for p in (run_dir / "units").glob(f"{e['key']}.*")}
-    out = _run(name, runs, "smoke")
+    out = _run(name, runs, "smoke", prefect_api)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    return name, runs, run_dir, out, first, finished_files
+    return name, runs, run_dir, out, first, finished_files, prefect_api
 
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_without_computing_a_finished_unit_again(finished):
-    name, _, run_dir, _, first, finished_files = finished
+    name, _, run_dir, _, first, finished_files, _ = finished
     prof = make(name).profile("smoke")
     total = (len(prof.baselines) + prof.num_ideas) * len(prof.settings)
     assert 1 <= len(first) < total
@@ -100,7 +106,7 @@ def test_a_killed_run_resumes_without_computing_a_finished_unit_again(finished):
 
 @pytest.mark.slow
 def test_a_smoke_run_ends_in_a_pdf_and_a_review(finished):
-    name, _, run_dir, out, _, _ = finished
+    name, _, run_dir, out, *_ = finished
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "completed" and run["template"] == name and run["backend"] == "offline"
     assert run["papers"], "no paper"
@@ -129,14 +135,14 @@ def _paper_text_file(template) -> Path:
 
 @pytest.mark.slow
 def test_editing_the_paper_text_rewrites_the_paper_and_computes_no_unit(finished):
-    name, runs, run_dir, *_ = finished
+    name, runs, run_dir, *_, api = finished
     units_before = _ledger(run_dir)
     ideas_before = json.loads((run_dir / "ideas.json").read_text())
     text_file = _paper_text_file(make(name))
     original = text_file.read_bytes()
     try:
         text_file.write_bytes(original + f"\n{MARKER}\n".encode())
-        out = _run(name, runs, "smoke")
+        out = _run(name, runs, "smoke", api)
     finally:
         text_file.write_bytes(original)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
