@@ -330,9 +330,9 @@ def _check_meta_args(args) -> dict:
         if args.env is not None:
             if args.template != "hades":
                 raise UsageError("--env applies to --template hades (lpo meta-trains on its empty5 grid)")
-            from jaxlib_kernels.templates.hades import ENVS
+            from jaxlib_kernels import envs
 
-            ENVS[args.env]
+            envs.ENVS[args.env]
     except UnknownNameError as exc:
         raise UsageError(str(exc)) from None
     if args.workers is not None and args.workers < 0:

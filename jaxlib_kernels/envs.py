@@ -28,14 +28,12 @@ and jit- and vmap-friendly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-import gymnax
 import jax
 import jax.numpy as jnp
-import navix as nx
-from gymnax.environments import spaces
 
 from jaxlib_kernels.registry import Registry
 
@@ -175,6 +173,8 @@ class NavixEnv:
 
 def _navix_factory(name: str):
     def build(max_steps: int | None = None, penalty: float = 0.9, **kwargs) -> NavixEnv:
+        import navix as nx
+
         steps = int(max_steps or default_max_steps(name))
         env = nx.make(name, max_steps=steps, penality_coeff=penalty, observation_fn=nx.observations.symbolic, **kwargs)
         return NavixEnv(name=name, max_steps=steps, penalty=penalty, env=env)
@@ -226,6 +226,9 @@ class GymnaxEnv:
 
 def _gymnax_factory(name: str):
     def build(max_steps: int | None = None, penalty: float = 0.9, **kwargs) -> GymnaxEnv:
+        import gymnax
+        from gymnax.environments import spaces
+
         del penalty  # a navix setting; gymnax rewards are the environment's own
         env, params = gymnax.make(name, **kwargs)
         if not isinstance(env.action_space(params), spaces.Discrete):
@@ -239,17 +242,33 @@ def _gymnax_factory(name: str):
 
 # --- the registry --------------------------------------------------------------------------------------------------
 
-NAVIX_IDS: tuple[str, ...] = tuple(nx.registry())
-GYMNAX_IDS: tuple[str, ...] = tuple(gymnax.registered_envs)
+# navix and gymnax are imported when the registry is first used, not with this module: importing them costs
+# seconds (navix loads its sprites and agents, gymnax its plotting stack), paid otherwise by every process that
+# only needs a template's metadata (the flow's driver, the gate's children).
 
-ENVS: Registry = Registry(
-    "environment",
-    {name: _navix_factory(name) for name in NAVIX_IDS} | {name: _gymnax_factory(name) for name in GYMNAX_IDS},
-)
-"""Every navix id and every gymnax id (those with continuous actions are refused when made)."""
+
+@functools.cache
+def _registry() -> tuple[tuple[str, ...], tuple[str, ...], Registry]:
+    import gymnax
+    import navix as nx
+
+    navix_ids, gymnax_ids = tuple(nx.registry()), tuple(gymnax.registered_envs)
+    envs = Registry(
+        "environment",
+        {name: _navix_factory(name) for name in navix_ids} | {name: _gymnax_factory(name) for name in gymnax_ids},
+    )
+    return navix_ids, gymnax_ids, envs
+
+
+def __getattr__(name: str) -> Any:
+    """``NAVIX_IDS``, ``GYMNAX_IDS`` and ``ENVS`` (every navix id and every gymnax id; those with continuous actions
+    are refused when made), built on first use."""
+    if name in ("NAVIX_IDS", "GYMNAX_IDS", "ENVS"):
+        return _registry()[("NAVIX_IDS", "GYMNAX_IDS", "ENVS").index(name)]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make(name: str, max_steps: int | None = None, penalty: float = 0.9, **kwargs) -> Env:
     """The :class:`Env` of a navix id (``Navix-Empty-5x5-v0``, MiniGrid's horizon by default) or of a
     discrete-action gymnax id (``CartPole-v1``); unknown names get close-match suggestions."""
-    return ENVS.make(name, max_steps=max_steps, penalty=penalty, **kwargs)
+    return _registry()[2].make(name, max_steps=max_steps, penalty=penalty, **kwargs)

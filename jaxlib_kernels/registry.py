@@ -16,8 +16,21 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+class Lazy:
+    """A registry entry named by ``"package.module:attribute"``, imported when it is first looked up (a template's
+    kernels import heavy libraries; listing or choosing one template should not import all of them)."""
+
+    def __init__(self, target: str):
+        self.module, _, self.attribute = target.partition(":")
+
+    def load(self):
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.attribute)
+
+
 class Registry(Mapping[str, T], Generic[T]):
-    """A named dict of factories or values with helpful errors."""
+    """A named dict of factories or values with helpful errors; :class:`Lazy` entries are imported on first use."""
 
     def __init__(self, kind: str, entries: Mapping[str, T] | None = None):
         self.kind = kind
@@ -31,9 +44,12 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __getitem__(self, name: str) -> T:
         try:
-            return self._entries[name]
+            value = self._entries[name]
         except KeyError:
             raise UnknownNameError(self.unknown_message(name)) from None
+        if isinstance(value, Lazy):
+            value = self._entries[name] = value.load()
+        return value
 
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)

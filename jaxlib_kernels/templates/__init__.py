@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from jaxlib_kernels.registry import Registry
-from jaxlib_kernels.templates import hades, lpo
+from jaxlib_kernels.registry import Lazy, Registry
 from jaxlib_kernels.templates.base import Baseline, Metric, PluginSpec, Profile, ResultSchema, Setting, Template
 
+# name -> "module:attribute" of its Template; imported when first made (a template's kernels import their libraries)
 TEMPLATES: Registry[Template] = Registry("template", {
-    "lpo": lpo.TEMPLATE,
-    "hades": hades.TEMPLATE,
+    "lpo": Lazy("jaxlib_kernels.templates.lpo:TEMPLATE"),
+    "hades": Lazy("jaxlib_kernels.templates.hades:TEMPLATE"),
 })
 
 

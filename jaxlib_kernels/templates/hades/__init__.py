@@ -49,7 +49,6 @@ from jaxlib_kernels.templates.hades.candidate import (
 )
 from jaxlib_kernels.templates.hades.kernel import (
     DEFAULT_ES,
-    ENVS,
     METHODS,
     HadesConfig,
     behaviour_clone,
@@ -176,7 +175,7 @@ TEMPLATE = Template(
 )
 
 __all__ = [
-    "BASELINES", "BASELINE_LABELS", "DEFAULTS", "DEFAULT_ES", "ENVS", "KEYS", "METHODS", "OPTIONS", "PROFILES",
+    "BASELINES", "BASELINE_LABELS", "DEFAULTS", "DEFAULT_ES", "KEYS", "METHODS", "OPTIONS", "PROFILES",
     "SETTINGS", "TEMPLATE", "HadesConfig", "UnitConfig", "baseline_source", "behaviour_clone",
     "candidate", "check", "check_dataset", "episode_return", "evaluate", "evaluate_dataset", "init_dataset",
     "init_policy", "initial_candidate", "kernel", "kernel_config", "make_direct_fitness", "make_env", "make_fitness",

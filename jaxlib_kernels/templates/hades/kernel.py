@@ -28,8 +28,6 @@ from jaxlib_kernels.registry import Registry
 
 # --- environments: the protocol of jaxlib_kernels.envs ------------------------------------------------------------
 
-ENVS: Registry = envs.ENVS
-"""Discrete-action gymnax ids (``CartPole-v1``, ``Breakout-MinAtar``, ...) and every navix id (``envs.ENVS``)."""
 
 
 def make_env(name: str, max_steps: int | None = None) -> envs.Env:
