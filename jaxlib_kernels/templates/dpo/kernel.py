@@ -132,7 +132,7 @@ def task_arrays(lm: LMConfig, task: TaskConfig) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(task.task_seed)
     init = rng.normal(size=lm.vocab)
     trans = task.chain_temperature * rng.normal(size=(lm.vocab, lm.vocab))
-    log_softmax = lambda a: a - np.log(np.exp(a - a.max(-1, keepdims=True)).sum(-1, keepdims=True)) - a.max(  # noqa: E731
+    log_softmax = lambda a: a - np.log(np.exp(a - a.max(-1, keepdims=True)).sum(-1, keepdims=True)) - a.max(
         -1, keepdims=True)
     values = rng.permutation(np.linspace(0.0, 1.0, lm.vocab))
     return {"init": log_softmax(init).astype(np.float32), "trans": log_softmax(trans).astype(np.float32),
@@ -294,8 +294,9 @@ def _data_fn(config: DPOConfig) -> Callable:
 
 
 def _train_key(config: DPOConfig) -> DPOConfig:
-    """The part of a configuration the compiled training depends on: the betas are an argument, not a constant."""
-    return dataclasses.replace(config, betas=(), kl_coef=0.0)
+    """The part of a configuration the compiled training depends on: the betas are an argument, not a constant,
+    and the task (its data are an argument too)."""
+    return dataclasses.replace(config, betas=(), kl_coef=0.0, task=TaskConfig(reward=""))
 
 
 @functools.lru_cache(maxsize=64)
@@ -356,7 +357,7 @@ def _measure_fn(config: DPOConfig) -> Callable:
 
 def train_seeds(config: DPOConfig, loss_fn: Callable, seeds: list[int]) -> dict[str, np.ndarray]:
     """Train every seed and beta: reward, KL and mean loss ``(S, len(betas), checkpoints)``, ``ref_reward (S,)``."""
-    ref = sft_params(config.lm, config.task)
+    ref = sft_params(config.lm, dataclasses.replace(config.task, reward=""))  # SFT does not see the reward
     keys = jax.random.wrap_key_data(jnp.stack([jax.random.key_data(jax.random.key(int(s))) for s in seeds]))
     k_data, k_train, k_eval = jax.vmap(functools.partial(jax.random.split, num=3), out_axes=1)(keys)
     data = _data_fn(_data_key(config))(ref, k_data)
