@@ -54,7 +54,7 @@ SETTINGS = {
 
 PROFILES = {
     "smoke": Profile(
-        "smoke", num_ideas=1, seeds=2, budget=32, settings=("unigram", "unigram_betas"), baselines=("dpo", "lrml"),
+        "smoke", num_ideas=1, seeds=2, budget=32, settings=("unigram", "unigram_betas"), baselines=("dpo",),
         search_generations=3, search_population=16,
     ),
     "default": Profile(
