@@ -1,7 +1,9 @@
 """Symbolic expressions for plug-in search: a tiny JSON-able expression tree rendered to jnp source and LaTeX.
 
-An expression is a variable name (``"r"``, ``"A"``, ``"logr"``, ``"omr"`` = 1 - r, ``"p"`` = progress n/N),
-a float constant, or a list ``[op, *children]``. The offline ideation searches over these trees (as in
+An expression is a variable name, a float constant, or a list ``[op, *children]``. The variables are a map
+``name -> (jnp source, LaTeX)``: by default ``VARIABLES``, lpo's (``"r"``, ``"A"``, ``"logr"``, ``"omr"`` = 1 - r,
+``"p"`` = progress n/N); another template passes its own map as ``variables=`` (the ``dpo`` template: ``"z"`` =
+beta * rho) and evaluates with numpy through :func:`evaluate_env`. The offline ideation searches over these trees (as in
 symbolic-regression searches for learned objectives, e.g. Lu et al. 2022; Chen et al. 2023 "Symbolic Discovery
 of Optimization Algorithms"), and codegen renders the found tree to a plug-in's source.
 """
@@ -30,6 +32,10 @@ UNARY = {
     "neg": ("(-{0})", "-{0}"),
     "sq": ("jnp.square({0})", r"\left({0}\right)^2"),
     "tanh": ("jnp.tanh({0})", r"\tanh\left({0}\right)"),
+    # for preference losses: -log sigmoid(x) (the logistic loss), sigmoid(x), exp(-x)
+    "logsig": ("jax.nn.softplus(-{0})", r"-\log\sigma\left({0}\right)"),
+    "sig": ("jax.nn.sigmoid({0})", r"\sigma\left({0}\right)"),
+    "expneg": ("jnp.exp(-{0})", r"e^{{-\left({0}\right)}}"),
 }
 
 BINARY = {
@@ -50,8 +56,12 @@ class ExpressionError(ValueError):
     """A malformed expression tree."""
 
 
-def validate(expr: Expr) -> None:
-    """Raise :class:`ExpressionError` unless ``expr`` is a well-formed tree."""
+Variables = dict[str, tuple[str, str]]
+
+
+def validate(expr: Expr, variables: Variables | None = None) -> None:
+    """Raise :class:`ExpressionError` unless ``expr`` is a well-formed tree over ``variables`` (default lpo's)."""
+    variables = VARIABLES if variables is None else variables
     if isinstance(expr, bool):
         raise ExpressionError("booleans are not expressions")
     if isinstance(expr, (int, float)):
@@ -59,8 +69,8 @@ def validate(expr: Expr) -> None:
             raise ExpressionError(f"constant {expr} is not finite")
         return
     if isinstance(expr, str):
-        if expr not in VARIABLES:
-            raise ExpressionError(f"unknown variable {expr!r}; known: {', '.join(VARIABLES)}")
+        if expr not in variables:
+            raise ExpressionError(f"unknown variable {expr!r}; known: {', '.join(variables)}")
         return
     if not isinstance(expr, (list, tuple)) or not expr:
         raise ExpressionError(f"not an expression: {expr!r}")
@@ -78,37 +88,49 @@ def validate(expr: Expr) -> None:
     if op == "clip" and not all(isinstance(a, (int, float)) for a in args[1:]):
         raise ExpressionError("clip bounds must be constants")
     for a in args:
-        validate(a)
+        validate(a, variables)
 
 
 def _fmt(c: float) -> str:
     return repr(float(round(c, 6)))
 
 
-def to_source_expr(expr: Expr) -> str:
-    """The jnp expression (over ``ratio``, ``advantage``, ``progress``) of a tree."""
+def to_source_expr(expr: Expr, variables: Variables | None = None) -> str:
+    """The jnp expression of a tree (lpo's variables: over ``ratio``, ``advantage``, ``progress``)."""
+    variables = VARIABLES if variables is None else variables
+
+    def src(e: Expr) -> str:
+        return to_source_expr(e, variables)
+
     if isinstance(expr, (int, float)):
         return _fmt(expr)
     if isinstance(expr, str):
-        return VARIABLES[expr][0]
+        return variables[expr][0]
     op, *args = expr
     if op in UNARY:
-        return UNARY[op][0].format(to_source_expr(args[0]))
+        return UNARY[op][0].format(src(args[0]))
     if op in BINARY:
-        return BINARY[op][0].format(to_source_expr(args[0]), to_source_expr(args[1]))
+        return BINARY[op][0].format(src(args[0]), src(args[1]))
     if op == "clip":
-        return f"jnp.clip({to_source_expr(args[0])}, {_fmt(args[1])}, {_fmt(args[2])})"
+        return f"jnp.clip({src(args[0])}, {_fmt(args[1])}, {_fmt(args[2])})"
     if op == "ifpos":
-        return f"jnp.where({to_source_expr(args[0])} >= 0, {to_source_expr(args[1])}, {to_source_expr(args[2])})"
+        return f"jnp.where({src(args[0])} >= 0, {src(args[1])}, {src(args[2])})"
     raise ExpressionError(f"unknown operator {op!r}")
 
 
-def to_latex(expr: Expr) -> str:
+def to_latex(expr: Expr, variables: Variables | None = None) -> str:
     """LaTeX math (without dollars) of a tree."""
+    return _to_latex(expr, VARIABLES if variables is None else variables)
+
+
+def _to_latex(expr: Expr, variables: Variables) -> str:
+    def to_latex(e: Expr) -> str:  # the recursion keeps the variable map
+        return _to_latex(e, variables)
+
     if isinstance(expr, (int, float)):
         return f"{float(expr):.3g}"
     if isinstance(expr, str):
-        return VARIABLES[expr][1]
+        return variables[expr][1]
     op, *args = expr
     if op in UNARY:
         return UNARY[op][1].format(to_latex(args[0]))
@@ -171,19 +193,21 @@ def loads(text: str) -> Expr:
 
 
 def render_source(expr: Expr, name: str = "drift", doc: str | None = None,
-                  args: tuple[str, ...] = ("ratio", "advantage", "progress")) -> str:
+                  args: tuple[str, ...] = ("ratio", "advantage", "progress"),
+                  variables: Variables | None = None) -> str:
     """A complete plug-in module: ``def name(*args)`` returning the expression, broadcast to the first argument.
 
-    The variables of the tree are written in terms of ``VARIABLES``' argument names (ratio, advantage, progress).
+    The variables of the tree are written in terms of the variable map's sources (by default ``VARIABLES``: the
+    argument names ratio, advantage, progress).
     """
-    validate(expr)
+    validate(expr, variables)
     doc_line = f'    """{doc}"""\n' if doc else ""
     return (
         "import jax\n"
         "import jax.numpy as jnp\n\n\n"
         f"def {name}({', '.join(args)}):\n"
         f"{doc_line}"
-        f"    return {to_source_expr(expr)} + jnp.zeros_like({args[0]})\n"
+        f"    return {to_source_expr(expr, variables)} + jnp.zeros_like({args[0]})\n"
     )
 
 
@@ -193,12 +217,40 @@ _NP_UNARY = {
     "neg": np.negative,
     "sq": np.square,
     "tanh": np.tanh,
+    "logsig": lambda x: np.logaddexp(0.0, -x),
+    "sig": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)),
+    "expneg": lambda x: np.exp(-x),
 }
 _NP_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
+def evaluate_env(expr: Expr, env: dict[str, np.ndarray]) -> np.ndarray:
+    """Evaluate a tree with numpy over named variable values (broadcast together); any template's variables."""
+    shape = np.broadcast_shapes(*(np.shape(v) for v in env.values()))
+    with np.errstate(all="ignore"):
+        return _evaluate_env(expr, env, shape)
+
+
+def _evaluate_env(expr: Expr, env: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    if isinstance(expr, (int, float)):
+        return np.full(shape, float(expr))
+    if isinstance(expr, str):
+        return np.broadcast_to(np.asarray(env[expr], dtype=np.float64), shape)
+    op, *args = expr
+    if op in _NP_UNARY:
+        return _NP_UNARY[op](_evaluate_env(args[0], env, shape))
+    if op in _NP_BINARY:
+        return _NP_BINARY[op](_evaluate_env(args[0], env, shape), _evaluate_env(args[1], env, shape))
+    if op == "clip":
+        return np.clip(_evaluate_env(args[0], env, shape), args[1], args[2])
+    if op == "ifpos":
+        cond = _evaluate_env(args[0], env, shape) >= 0
+        return np.where(cond, _evaluate_env(args[1], env, shape), _evaluate_env(args[2], env, shape))
+    raise ExpressionError(f"unknown operator {op!r}")
+
+
 def evaluate_numpy(expr: Expr, r: np.ndarray, A: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Evaluate a tree with numpy (fast, for search); same semantics as the rendered jnp source."""
+    """Evaluate an lpo tree with numpy (fast, for search); same semantics as the rendered jnp source."""
     with np.errstate(all="ignore"):
         if isinstance(expr, (int, float)):
             return np.full(np.broadcast(r, A, p).shape, float(expr))

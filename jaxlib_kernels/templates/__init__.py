@@ -9,6 +9,7 @@ from jaxlib_kernels.templates.base import Baseline, Metric, PluginSpec, Profile,
 TEMPLATES: Registry[Template] = Registry("template", {
     "lpo": Lazy("jaxlib_kernels.templates.lpo:TEMPLATE"),
     "hades": Lazy("jaxlib_kernels.templates.hades:TEMPLATE"),
+    "dpo": Lazy("jaxlib_kernels.templates.dpo:TEMPLATE"),
 })
 
 

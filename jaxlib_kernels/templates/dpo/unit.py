@@ -1,0 +1,38 @@
+"""One ``dpo`` experiment unit: a setting's kernel configuration and the evaluation of a loss on it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxlib_kernels.templates.base import Setting
+from jaxlib_kernels.templates.dpo import kernel
+from jaxlib_kernels.templates.dpo.kernel import BETAS, DPOConfig, LMConfig, TaskConfig
+
+SMALL = LMConfig(layers=1, d_model=32, mlp=64, heads=2)
+WIDE = LMConfig(layers=2, d_model=48, mlp=96, heads=4)
+
+
+def kernel_config(setting: Setting, budget: int) -> DPOConfig:
+    """The kernel configuration of a setting at a unit's budget (policy gradient steps, already scaled)."""
+    steps = max(1, int(budget))
+    return DPOConfig(lm=setting.option("lm", SMALL), task=TaskConfig(reward=setting.option("reward", "unigram")),
+                     betas=tuple(setting.option("betas", BETAS)), steps=steps, checkpoints=min(4, steps))
+
+
+def evaluate(setting: Setting, budget: int, loss, seeds: list[int]) -> dict:
+    """Train every seed and beta with ``loss``: the unit result of the template contract plus the frontier."""
+    config = kernel_config(setting, budget)
+    out = kernel.train_seeds(config, loss, seeds)
+    curve = kernel.penalised(config, out["reward"], out["kl"])  # (S, T)
+    return {
+        "x": (np.arange(config.checkpoints) + 1) * config.steps_per_checkpoint,
+        "curve": curve,
+        "final": curve[:, -1],
+        "reward": out["reward"][..., -1],  # (S, betas)
+        "kl": out["kl"][..., -1],
+        "betas": np.asarray(config.betas),
+        "reward_curve": out["reward"],
+        "kl_curve": out["kl"],
+        "loss": out["loss"],
+        "ref_reward": out["ref_reward"],
+    }

@@ -1,0 +1,149 @@
+"""The ``dpo`` template: the baselines against the papers' formulas, the symbolic variables, and the LM kernel.
+
+The kernel tests share one module fixture (the training setting's SFT model comes from the disk cache that the
+contract test and the smoke run also use) and assert that a second evaluation, and an evaluation of the held-out
+beta range, compile nothing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+from jaxlib_kernels import plugin, symbolic
+from jaxlib_kernels.templates import make
+from jaxlib_kernels.templates.dpo import kernel, losses, search
+
+
+def _loss(name: str):
+    return plugin.load_plugin(losses.SOURCES[name], "preference_loss")
+
+
+def test_lrml_has_the_papers_local_minimum_and_maximum_at_beta_005():
+    """Lu et al. (2024), appendix: at beta = tau = 0.05 a local minimum near rho = -2.3714 (0.7859) and a local
+    maximum near rho = 1.44012 (0.8783)."""
+    f = _loss("lrml")
+    beta = jnp.float32(0.05)
+    grad = jax.jit(jax.grad(lambda r: f(r, beta)))
+    lo = brentq(lambda x: float(grad(jnp.float32(x))), -4.0, -1.0, xtol=1e-6)
+    hi = brentq(lambda x: float(grad(jnp.float32(x))), 0.5, 3.0, xtol=1e-6)
+    assert lo == pytest.approx(-2.3714, abs=2e-3) and hi == pytest.approx(1.44012, abs=2e-3)
+    assert float(f(jnp.float32(lo), beta)) == pytest.approx(0.7859, abs=1e-4)
+    assert float(f(jnp.float32(hi), beta)) == pytest.approx(0.8783, abs=1e-4)
+    second = jax.grad(grad)
+    assert float(second(jnp.float32(lo))) > 0 > float(second(jnp.float32(hi)))
+
+
+def test_dpo_gradient_matches_its_closed_form():
+    """d/d rho of -log sigmoid(beta rho) is -beta sigmoid(-beta rho)."""
+    f = _loss("dpo")
+    rho = jnp.linspace(-80.0, 80.0, 41)
+    for beta in (0.025, 0.1, 0.5):
+        grad = jax.grad(lambda r, b=beta: jnp.sum(f(r, jnp.float32(b))))(rho)
+        np.testing.assert_allclose(np.asarray(grad), -beta * np.asarray(jax.nn.sigmoid(-beta * rho)), rtol=1e-5,
+                                   atol=1e-7)
+
+
+def test_baselines_follow_their_formulas_and_trees():
+    """Each source against an independent numpy formula; the expression trees render to the same function."""
+    rho = np.linspace(-30.0, 30.0, 61).astype(np.float32)
+    beta = 0.1
+    z = beta * rho.astype(np.float64)
+    sig = lambda x: 1.0 / (1.0 + np.exp(-x))
+    dpo = np.logaddexp(0.0, -z)
+    expected = {
+        "dpo": dpo, "ipo": (rho - 1 / (2 * beta)) ** 2, "slic": np.maximum(0.0, 1 - z),
+        "lrml": (1 - sig(z / 0.05)) * dpo + sig(z / 0.05) * np.exp(-z),
+        "padll": 0.9 * np.where(rho < 0, 0.5, 1.0) * dpo, "cell": 0.5 * dpo + 0.5 * np.exp(-z),
+        "dbaql": sig(np.var(z / 0.05)) * np.logaddexp(0.0, -z / 0.9) + (1 - sig(np.var(z / 0.05))) * np.exp(-0.9 * z),
+    }
+    m2 = 0.5 + 0.01 * (np.mean(sig(z / 0.05)) - 0.5)
+    q = sig(0.05 * m2 - z)
+    expected["aql"] = q * dpo + (1 - q) * np.maximum(0.0, 1 - z)
+    u = z / 0.05
+    m1 = np.mean(sig(-u)) * np.var(u)
+    r = sig(0.1 * np.abs(u - (m1 + 0.05 * (sig(np.mean(u)) - m1))))
+    expected["aqfl"] = r * dpo + (1 - r) * np.maximum(0.0, 1 - z)
+    assert set(expected) == set(losses.SOURCES)
+    for name, want in expected.items():
+        got = np.asarray(_loss(name)(jnp.asarray(rho), jnp.float32(beta)), dtype=np.float64)
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5, err_msg=name)
+    for name, expr in losses.EXPRESSIONS.items():
+        src = symbolic.render_source(expr, "preference_loss", args=losses.ARGS, variables=losses.VARIABLES)
+        got = np.asarray(plugin.load_plugin(src, "preference_loss")(jnp.asarray(rho), jnp.float32(beta)))
+        np.testing.assert_allclose(got, expected[name], rtol=2e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(symbolic.evaluate_env(expr, {"z": z}), expected[name], rtol=1e-6, err_msg=name)
+
+
+def test_symbolic_keeps_lpo_variables_by_default_and_takes_a_template_map():
+    with pytest.raises(symbolic.ExpressionError, match="unknown variable 'z'"):
+        symbolic.validate(["logsig", "z"])
+    symbolic.validate(["logsig", "z"], losses.VARIABLES)
+    with pytest.raises(symbolic.ExpressionError, match="unknown variable 'r'"):
+        symbolic.validate(["mul", "r", "A"], losses.VARIABLES)
+    assert symbolic.to_latex(["logsig", "z"], losses.VARIABLES) == r"-\log\sigma\left(z\right)"
+    assert symbolic.to_source_expr(["mul", "r", "A"]) == "(ratio * advantage)"
+
+
+def test_the_search_behaviour_is_the_probe_of_the_rendered_source():
+    """The offline search's numpy gradient in z and the template's JAX probe agree for a rendered idea."""
+    template = make("dpo")
+    ideas = search.propose(template, template.profile("smoke"), [], 1, seed=3)
+    assert ideas
+    probe = template.probe_text(template.render(template, ideas[0]))
+    np.testing.assert_allclose(probe, search.behaviour(ideas[0]["expression"]), rtol=2e-3, atol=2e-3)
+
+
+def test_the_gate_refuses_a_loss_that_breaks_and_says_why():
+    template = make("dpo")
+    bad = "import jax.numpy as jnp\n\ndef preference_loss(rho, beta):\n    return jnp.log(beta * rho)\n"
+    problems = template.check(template.load(bad), jax.random.key(0))
+    assert problems and "non-finite" in problems[0]
+    flat = "import jax.numpy as jnp\n\ndef preference_loss(rho, beta):\n    return jnp.zeros_like(rho)\n"
+    assert any("zero everywhere" in p for p in template.check(template.load(flat), jax.random.key(0)))
+    scalar = "import jax.numpy as jnp\n\ndef preference_loss(rho, beta):\n    return jnp.mean(rho)\n"
+    assert "shape" in template.check(template.load(scalar), jax.random.key(0))[0]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """DPO on the training setting, 2 seeds, a small budget (the SFT model from the shared disk cache)."""
+    template = make("dpo")
+    loss = template.load(template.baselines["dpo"].source)
+    setting = template.setting("unigram")
+    return template, loss, setting, template.evaluate(setting, 16, loss, [0, 1])
+
+
+@pytest.mark.slow
+def test_evaluation_compiles_once_shares_the_program_across_beta_ranges_and_repeats(trained):
+    from jaxlib_kernels.profiling import count_compilations
+
+    template, loss, setting, first = trained
+    with count_compilations() as counter:
+        again = template.evaluate(setting, 16, loss, [0, 1])
+        other = template.evaluate(template.setting("unigram_betas"), 16, loss, [0, 1])
+    assert counter.compiles == 0, f"compiled {counter.compiles}x"
+    for key in ("curve", "final", "reward", "kl"):
+        np.testing.assert_array_equal(first[key], again[key])
+    assert other["betas"].tolist() != first["betas"].tolist() and not np.array_equal(other["kl"], first["kl"])
+    # shapes: x (T,), curve (S, T), per-beta reward and KL (S, betas); KL is never negative
+    assert first["curve"].shape == (2, first["x"].shape[0]) and first["reward"].shape == (2, 4)
+    assert np.all(first["kl"] >= 0) and np.all((first["reward"] >= 0) & (first["reward"] <= 1))
+    np.testing.assert_allclose(first["final"], np.mean(first["reward"] - 0.1 * first["kl"], axis=1))
+
+
+@pytest.mark.slow
+def test_dpo_moves_reward_up_and_the_reference_is_cached(trained):
+    from jaxlib_kernels.profiling import count_compilations
+
+    template, _, setting, first = trained
+    # the SFT samples' mean reward (the pairs) against the policy's after training, at every beta
+    assert np.all(first["reward"].mean(axis=0) > first["ref_reward"].mean()), (first["reward"], first["ref_reward"])
+    config = template.kernel_config(setting, 16)
+    kernel.sft_params.cache_clear()
+    with count_compilations() as counter:
+        kernel.sft_params(config.lm, kernel.TaskConfig(reward=""))
+    assert counter.compiles == 0, "the SFT model was trained again instead of read from the disk cache"
