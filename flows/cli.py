@@ -191,6 +191,9 @@ def cmd_run(args) -> int:
     except RunFolderError as exc:
         print(f"scientist: error: {exc}", file=sys.stderr)
         return 2
+    from tasks import lifeline
+
+    lifeline.watch()  # a killed run takes its temporary Prefect server, local Ray and gate children with it
     unreachable = _probe_model(args)
     if unreachable:
         print(f"scientist: error: {unreachable}", file=sys.stderr)
@@ -280,6 +283,8 @@ def cmd_server(args) -> int:
     import time
     import urllib.request
 
+    from tasks import lifeline
+
     if not _port_free(args.host, args.port):
         raise UsageError(f"{args.host}:{args.port} is in use (a server already running?); choose another --port")
     exe = Path(sys.executable).with_name("prefect")
@@ -288,9 +293,14 @@ def cmd_server(args) -> int:
         raise UsageError("the prefect command is not installed in this environment")
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)  # the server does not talk to another server
+    base = f"http://{args.host}:{args.port}"
+    # the UI (in the browser) asks the API at this address; Prefect's default is built from its own host/port
+    # settings (4200), not from ``--port``, so a UI on another port could not reach its API
+    env["PREFECT_SERVER_API_HOST"], env["PREFECT_SERVER_API_PORT"] = args.host, str(args.port)
+    env.setdefault("PREFECT_SERVER_UI_API_URL", f"{base}/api")
+    lifeline.watch()  # a SIGKILLed ``scientist server`` takes its prefect server (and uvicorn) with it
     proc = subprocess.Popen([exe, "server", "start", "--host", args.host, "--port", str(args.port)], env=env)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    base = f"http://{args.host}:{args.port}"
     try:
         while proc.poll() is None:
             try:
@@ -367,8 +377,10 @@ def _check_meta_args(args) -> dict:
 def cmd_meta(args) -> int:
     extra = _check_meta_args(args)
     from flows.meta_learning import meta_learning
+    from tasks import lifeline
     from tasks.runfolder import RunFolderError
 
+    lifeline.watch()
     try:
         result = meta_learning(
             template=args.template, strategy=args.strategy, generations=args.generations, population=args.population,

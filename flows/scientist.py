@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -18,7 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import pipeline
 from jaxlib_kernels.templates import make as make_template
-from tasks import archive, experiments, llm, summary
+from tasks import archive, artifacts, experiments, llm, summary
 from tasks.backends import make_backend
 from tasks.common import storage
 from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, read_json, write_json
@@ -158,7 +159,13 @@ def _finish(run: RunFolder, template: str, ideas: list[dict], timings: dict, t0:
     write_json(run.ideas_json, ideas)
     summary.update_archive(run.archive, run.run_id, template, [i for i in ideas if i.get("final_info")])
     text = summary.write_summary(run.path, run.run_id, ideas, timings)
-    create_markdown_artifact(key="run-summary", markdown=text, description=f"Leaderboard of {run.run_id}")
+    artifacts.publish_results(run.run_id, run.path, ideas)
+    artifacts.publish_archive(run.run_id, archive.candidates(run.archive, template))
+    pdfs = [f"- {i['Name']}: [{i['paper']['pdf']}]({Path(i['paper']['pdf']).resolve().as_uri()})"
+            for i in ideas if (i.get("paper") or {}).get("pdf")]
+    more = ("\n\n## Papers\n\n" + "\n".join(pdfs) if pdfs else "") + (
+        "\n\nArtifacts of this run: `results` (table), `figures`, `paper-<idea>` (PDF links), `archive` (table).")
+    create_markdown_artifact(key="run-summary", markdown=text + more, description=f"Leaderboard of {run.run_id}")
     papers_out = [{"idea": i["Name"], "pdf": (i.get("paper") or {}).get("pdf"),
                    "decision": (i.get("review") or {}).get("Decision"), "overall": (i.get("review") or {}).get("Overall")}
                   for i in ideas if i.get("paper")]

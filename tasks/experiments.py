@@ -342,14 +342,24 @@ def run_experiments_task(specs: list[dict], units_dir: str, ray_address: str | N
     """Prefect task over :func:`run_units`; returns ``{unit key: "ok" | error}`` (results stay in files)."""
     from prefect import get_run_logger
 
+    from tasks.artifacts import Progress
+
     logger = get_run_logger()
+    keys = {s["key"]: s for s in specs}
+    finished = sum(load_unit(Path(units_dir), s) is not None for s in keys.values())
+    progress = Progress(len(keys), "experiment units", key="experiment-progress")
+    progress.update(finished)
 
     def done(spec, result):
+        nonlocal finished
+        finished += 1
+        progress.update(finished)
         logger.info("unit %s on %s: mean final %.3f (%.1f s, node %s pid %s)", spec["method"], spec["setting"],
                     float(np.mean(result["final"])), float(result["seconds"]), str(result.get("node_ip", "")),
                     int(result.get("pid", -1)))
 
     results = run_units(specs, Path(units_dir), ray_address=ray_address, on_done=done)
+    progress.update(len(keys))
     failed = {k: r["error"] for k, r in results.items() if "error" in r}
     for key, reason in failed.items():
         logger.warning("unit %s failed: %s", key, reason)
