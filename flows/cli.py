@@ -6,17 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # a busy 2-core machine needs more than the default 20 s to start the temporary Prefect server
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# JAX warns on every fork of its (multithreaded) process. Ours are all fork+exec (subprocess with a preexec_fn:
-# Ray's start of its local processes, which sets PR_SET_PDEATHSIG in the child; no Python runs after the fork but
-# that hook), where nothing of JAX's state is used before exec: the warning does not apply to them.
-warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
 
 class UsageError(Exception):

@@ -97,7 +97,8 @@ def ai_scientist(
             prefect_api_url=os.environ.get("PREFECT_API_URL"), pid=os.getpid(),
         )
         print(f"run {run.run_id} ({'resumed' if resumed else 'new'}) in {run.path}")
-        ray_warm_up = experiments.start_ray_in_background(ray_address)  # overlaps Ray's start with ideation
+        if approve != "ideas":  # overlaps Ray's start with ideation (with an approval: after it, if ideas run)
+            ray_warm_up = experiments.start_ray_in_background(ray_address)
         if model:
             client = _start_llm(run, model, max_cost)
         backend = make_backend(model, {"result_storage": storage(run.results_store)}, fallback)
@@ -134,6 +135,7 @@ def ai_scientist(
                 print("no idea approved: stopping before the experiments")
                 return _finish(run, template, ideas, timings, t0, client, "stopped: no idea approved",
                                backend=backend)
+            ray_warm_up = experiments.start_ray_in_background(ray_address)
 
         # code + validation gate
         s = time.time()

@@ -21,11 +21,17 @@ import logging
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from tasks.runfolder import RunFolderError, check_writable, write_json
+
+# JAX warns on every fork of its (multithreaded) process. Ours are all fork+exec (subprocess with a preexec_fn:
+# Ray's start of its local processes, which sets PR_SET_PDEATHSIG in the child; no Python runs after the fork but
+# that hook), where nothing of JAX's state is used before exec: the warning does not apply to them.
+warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
