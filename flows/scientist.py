@@ -114,8 +114,7 @@ def ai_scientist(
             idea["novelty"] = d
             idea["status"] = "novel" if d and d["decision"] == "novel" else idea.get("status", "not novel")
         write_json(run.ideas_json, ideas)
-        create_table_artifact(key="ideas", table=[{k: i.get(k) for k in ("Name", "Title", "Interestingness",
-                              "Feasibility", "Novelty", "status")} for i in ideas], description=f"Ideas of {run.run_id}")
+        _ideas_artifact(run, ideas)
         timings["ideation+novelty"] = time.time() - s
         print(f"{len(ideas)} ideas, {sum(i['status'] == 'novel' for i in ideas)} novel")
         checkpoint()
@@ -203,6 +202,12 @@ def ask_approval(run: RunFolder, ideas: list[dict], timeout: int) -> dict:
     return {"status": "resumed", "approved": approved, "feedback": answer.feedback, "ignored": unknown}
 
 
+def _ideas_artifact(run: RunFolder, ideas: list[dict]) -> None:
+    """The ``ideas`` table (after novelty, then again with the final statuses when the run ends)."""
+    create_table_artifact(key="ideas", table=[{k: i.get(k) for k in ("Name", "Title", "Interestingness",
+                          "Feasibility", "Novelty", "status")} for i in ideas], description=f"Ideas of {run.run_id}")
+
+
 def _start_llm(run: RunFolder, model: str, max_cost: float | None) -> llm.LLMClient:
     """The run's LLM client: configured from the environment, its server probed, its accounting resumed."""
     config = llm.LLMConfig.from_env(model, max_cost)
@@ -220,6 +225,8 @@ def _finish(run: RunFolder, template: str, ideas: list[dict], timings: dict, t0:
     write_json(run.ideas_json, ideas)
     summary.update_archive(run.archive, run.run_id, template, [i for i in ideas if i.get("final_info")])
     text = summary.write_summary(run.path, run.run_id, ideas, timings)
+    if ideas:
+        _ideas_artifact(run, ideas)
     artifacts.publish_results(run.run_id, run.path, ideas)
     artifacts.publish_archive(run.run_id, archive.candidates(run.archive, template))
     pdfs = [f"- {i['Name']}: [{i['paper']['pdf']}]({Path(i['paper']['pdf']).resolve().as_uri()})"

@@ -22,6 +22,7 @@ from clusters import ROOT, SCIENTIST, SMALLEST, kill_tree
 from test_prefect_deployment import FINAL, api
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -182,8 +183,8 @@ def test_the_flow_run_page_shows_state_task_runs_and_artifacts(prefect_server, b
     browser.save_screenshot(str(browser.shots / "artifacts.png"))
 
     chosen, dropped = cockpit["proposed"]
-    artifacts = {a["key"]: a for a in api(prefect_server, "/artifacts/filter",
-                                          {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}})}
+    artifacts = {a["key"]: a for a in sorted(api(prefect_server, "/artifacts/filter", {  # the latest of each key
+        "artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}}), key=lambda a: a["created"])}
     review_key = next(k for k in artifacts if k.startswith("review-"))
     paper_key = next(k for k in artifacts if k.startswith("paper-"))
     expect = {"ideas": [chosen, dropped, "not approved"], "results": ["candidate_mean", "best_baseline", chosen],
@@ -191,7 +192,11 @@ def test_the_flow_run_page_shows_state_task_runs_and_artifacts(prefect_server, b
               "archive": [chosen], "figures": ["learning curves"], "experiment-progress": []}
     for key, texts in expect.items():
         browser.get(f"{base}/artifacts/artifact/{artifacts[key]['id']}")
-        wait_text(browser, key, *texts)
+        try:
+            wait_text(browser, key, *texts)
+        except TimeoutException:
+            browser.save_screenshot(str(browser.shots / f"artifact-{key}-failed.png"))
+            raise AssertionError(f"artifact {key}: {texts} not all in the page:\n{body(browser)[-2000:]}") from None
         browser.save_screenshot(str(browser.shots / f"artifact-{key}.png"))
     browser.get(f"{base}/artifacts/artifact/{artifacts['figures']['id']}")
     WebDriverWait(browser, WAIT_S).until(lambda d: any(
