@@ -212,11 +212,10 @@ def test_the_flow_run_page_shows_state_task_runs_and_artifacts(prefect_server, b
 def test_feedback_reaches_the_llm_code_prompt():
     from jaxlib_kernels.templates import make
     from tasks.llm import render
-    from tasks.llm_stages import task_description
 
     template = make("lpo")
     idea = {"Name": "x", "Title": "T", "Experiment": "E", "researcher_feedback": FEEDBACK}
-    prompt = render("code.j2", "lpo", task=task_description("lpo"), template=template, plugin_name="drift",
+    prompt = render("code.j2", "lpo", task="", template=template, plugin_name="drift",
                     idea=idea, signature=template.plugin.signature, example="", example_label="")
     assert FEEDBACK in prompt
     assert FEEDBACK not in render("code.j2", "lpo", task="", template=template, plugin_name="drift",
