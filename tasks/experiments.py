@@ -32,6 +32,10 @@ from tasks.runfolder import RunFolderError, check_writable, write_json
 # Ray's start of its local processes, which sets PR_SET_PDEATHSIG in the child; no Python runs after the fork but
 # that hook), where nothing of JAX's state is used before exec: the warning does not apply to them.
 warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+# Ray 2.60 says on every local start that it turned token authentication on (it found ~/.ray/auth_token): a
+# notice, not a problem. Only that line is dropped; its warning that authentication is *off* still shows.
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+    lambda record: not record.getMessage().startswith("Token authentication is enabled for this Ray cluster"))
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
