@@ -125,7 +125,7 @@ class Progress:
         self.done = min(int(done), self.total)
         if self.tty:
             end = "\n" if self.done >= self.total else ""
-            print(f"\r{self.label}: {self.done}/{self.total} ({100 * self.done / self.total:.0f}%)", end=end,
+            print(f"\r\x1b[K{self.label}: {self.done}/{self.total} ({100 * self.done / self.total:.0f}%)", end=end,
                   file=sys.stderr, flush=True)
         now = time.time()
         if self.artifact_id is not None and (now - self._last >= 1.0 or self.done >= self.total):
