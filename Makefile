@@ -10,7 +10,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run smoke server test bench lint clean
+.PHONY: install run smoke server test bench lint clean tex browser postgres
 
 install: $(STAMP) tex
 
@@ -28,6 +28,23 @@ tex:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES); \
 	fi
 
+# Debian's Chromium and its WebDriver (the UI tests drive the Prefect UI in headless Chromium), only when missing.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing $(BROWSER_PACKAGES)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES); \
+	fi
+
+# Debian's PostgreSQL server binaries (the Postgres test starts a throw-away cluster of its own), only when missing.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing postgresql"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
+
 run: install
 	$(VENV)/bin/scientist run $(ARGS)
 
@@ -43,7 +60,7 @@ server: install
 # by the cold durations in tests/durations.json. Refresh them with
 #   rm -rf .cache/jax && SCIENTIST_RECORD_DURATIONS=tests/durations.json make test
 TEST_WORKERS ?= 2
-test: install
+test: install browser postgres
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The peers of benchmarks/ (SB3, MiniGrid, CPU torch): torch first, so that pip keeps the CPU build it has.

@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds an experiment unit may run before it is stopped and recorded as failed "
                           "(default: $SCIENTIST_UNIT_TIMEOUT; unset = no limit)")
 
+    run.add_argument("--approve", choices=["ideas"], default=None,
+                     help="pause after novelty until a person approves the ideas (Prefect UI form or `scientist "
+                          "approve`); needs a Prefect server (PREFECT_API_URL, e.g. `scientist server`)")
+    run.add_argument("--approval-timeout", type=_positive("--approval-timeout"), default=3600,
+                     help="seconds to wait for the approval before the run stops cleanly (default: 3600)")
+
+    apr = sub.add_parser("approve", help="resume a run paused for approval (scientist run --approve ideas)")
+    apr.add_argument("run_id", help="the run id (or the Prefect flow run id) of the paused run")
+    apr.add_argument("--ideas", default=None, help="comma-separated idea names to run (default: all proposed)")
+    apr.add_argument("--feedback", default="", help="free text for the next stage (with a model: its code prompt)")
+
     srv = sub.add_parser("server", help="start a local Prefect server (UI + API) and print where it is")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     srv.add_argument("--port", type=_positive("--port"), default=4200, help="port (default: 4200)")
@@ -116,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_run_args(args) -> None:
+    if args.approve and not os.environ.get("PREFECT_API_URL"):
+        raise UsageError("--approve needs a Prefect server to resume from: start `scientist server` and export "
+                         "PREFECT_API_URL")
     if args.model is None and args.max_cost is not None:
         raise UsageError("--max-cost needs a model (--model or SCIENTIST_MODEL); the offline backend costs nothing")
     from jaxlib_kernels.registry import UnknownNameError
@@ -191,6 +205,9 @@ def cmd_run(args) -> int:
     except RunFolderError as exc:
         print(f"scientist: error: {exc}", file=sys.stderr)
         return 2
+    from tasks import lifeline
+
+    lifeline.watch()  # a killed run takes its temporary Prefect server, local Ray and gate children with it
     unreachable = _probe_model(args)
     if unreachable:
         print(f"scientist: error: {unreachable}", file=sys.stderr)
@@ -201,7 +218,8 @@ def cmd_run(args) -> int:
         result = ai_scientist(
             template=args.template, num_ideas=args.ideas, seeds=args.seeds, profile=args.profile, model=args.model,
             run_id=args.run_id, runs_dir=args.runs_dir, budget=args.budget, ray_address=args.ray_address,
-            max_cost=args.max_cost, fallback=args.fallback,
+            max_cost=args.max_cost, fallback=args.fallback, approve=args.approve,
+            approval_timeout=args.approval_timeout,
         )
     except RunFolderError as exc:
         print(f"scientist: error: {exc}", file=sys.stderr)
@@ -217,6 +235,42 @@ def cmd_run(args) -> int:
     for paper in result["papers"]:
         print(f"  {paper['idea']}: {paper['pdf'] or 'no PDF'} -> {paper['decision']} (overall {paper['overall']})")
     return 0 if result["papers"] else 1
+
+
+def cmd_approve(args) -> int:
+    """Resume the paused flow run of a run id (or a flow run id) with the approved ideas and the feedback."""
+    import uuid
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+    from prefect.input import keyset_from_paused_state
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise UsageError("set PREFECT_API_URL to the server the run uses (e.g. http://127.0.0.1:4200/api)")
+    with get_client(sync_client=True) as client:
+        try:
+            flow_runs = [client.read_flow_run(uuid.UUID(args.run_id))]
+        except ValueError:
+            paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            flow_runs = [f for f in paused if (f.parameters or {}).get("run_id") == args.run_id]
+        flow_runs = [f for f in flow_runs if f.state is not None and f.state.is_paused()]
+        if not flow_runs:
+            raise UsageError(f"no paused flow run of run {args.run_id} on {os.environ['PREFECT_API_URL']}")
+        flow_run = flow_runs[0]
+        ideas = args.ideas
+        if ideas is None:  # the names the form proposed
+            from prefect.input.actions import read_flow_run_input
+
+            keyset = keyset_from_paused_state(flow_run.state)
+            initial = read_flow_run_input(keyset["schema"], flow_run_id=flow_run.id)
+            ideas = ((initial or {}).get("properties", {}).get("ideas", {}) or {}).get("default", "")
+    resume_flow_run(flow_run.id, run_input={"ideas": ideas, "feedback": args.feedback})
+    print(f"resumed flow run {flow_run.id} ({flow_run.name}): ideas {ideas or 'none'}"
+          + (f", feedback {args.feedback!r}" if args.feedback else ""))
+    return 0
 
 
 def cmd_validate(args) -> int:
@@ -280,6 +334,8 @@ def cmd_server(args) -> int:
     import time
     import urllib.request
 
+    from tasks import lifeline
+
     if not _port_free(args.host, args.port):
         raise UsageError(f"{args.host}:{args.port} is in use (a server already running?); choose another --port")
     exe = Path(sys.executable).with_name("prefect")
@@ -288,9 +344,14 @@ def cmd_server(args) -> int:
         raise UsageError("the prefect command is not installed in this environment")
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)  # the server does not talk to another server
+    base = f"http://{args.host}:{args.port}"
+    # the UI (in the browser) asks the API at this address; Prefect's default is built from its own host/port
+    # settings (4200), not from ``--port``, so a UI on another port could not reach its API
+    env["PREFECT_SERVER_API_HOST"], env["PREFECT_SERVER_API_PORT"] = args.host, str(args.port)
+    env.setdefault("PREFECT_SERVER_UI_API_URL", f"{base}/api")
+    lifeline.watch()  # a SIGKILLed ``scientist server`` takes its prefect server (and uvicorn) with it
     proc = subprocess.Popen([exe, "server", "start", "--host", args.host, "--port", str(args.port)], env=env)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    base = f"http://{args.host}:{args.port}"
     try:
         while proc.poll() is None:
             try:
@@ -367,8 +428,10 @@ def _check_meta_args(args) -> dict:
 def cmd_meta(args) -> int:
     extra = _check_meta_args(args)
     from flows.meta_learning import meta_learning
+    from tasks import lifeline
     from tasks.runfolder import RunFolderError
 
+    lifeline.watch()
     try:
         result = meta_learning(
             template=args.template, strategy=args.strategy, generations=args.generations, population=args.population,
@@ -395,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "approve":
+            return cmd_approve(args)
         if args.command == "validate":
             return cmd_validate(args)
         if args.command == "meta":

@@ -42,8 +42,12 @@ def run_search(name: str, spec: dict, es: dict, seed: int, generations: int, chu
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "search.json", {"problem": spec, "es": es, "seed": seed, "generations": generations,
                                         "chunk": chunk})
+    from tasks.artifacts import Progress
+
     out, computed = None, 0
+    progress = Progress(generations, f"ES generations of {name}", key=f"es-progress-{name}")
     for start in range(0, generations, chunk):
+        progress.update(start)
         if max_chunks is not None and computed >= max_chunks:
             meta_es.release_evaluators(spec)
             return {"name": name, "dir": str(folder), "done": False, "generation": start,
@@ -52,6 +56,7 @@ def run_search(name: str, spec: dict, es: dict, seed: int, generations: int, chu
         out = meta_es.run_chunk_task.with_options(**store)(spec, es, seed, start, end, str(folder), workers,
                                                             ray_address, center_seeds)
         computed += bool(out["computed"])
+    progress.update(generations)
     meta_es.release_evaluators(spec)
     meta_es.write_curve(folder, out["metrics"], out["centers"])
     return {"name": name, "dir": str(folder), "done": True, "generation": generations, "metrics": out["metrics"],

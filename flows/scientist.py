@@ -11,14 +11,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from flows import pipeline
 from jaxlib_kernels.templates import make as make_template
-from tasks import archive, experiments, llm, summary
+from tasks import archive, artifacts, experiments, llm, summary
 from tasks.backends import make_backend
 from tasks.common import storage
 from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, read_json, write_json
@@ -49,6 +54,8 @@ def ai_scientist(
     ray_address: str | None = None,
     max_cost: float | None = None,
     fallback: bool = True,
+    approve: str | None = None,
+    approval_timeout: int = 3600,
 ) -> dict:
     """Propose, check, implement, run, write up and review research ideas on one template.
 
@@ -56,7 +63,9 @@ def ai_scientist(
     generations), default the profile's. With ``model`` (a litellm id) every stage but the experiments uses the
     LLM backend; a stage whose model keeps failing falls back to the offline stage for that idea (recorded in
     ideas.json and run.json) unless ``fallback`` is False. ``max_cost`` (USD) is its budget: when it is spent
-    the run stops cleanly, keeping what it finished.
+    the run stops cleanly, keeping what it finished. ``approve="ideas"``: after novelty the run pauses until a
+    person resumes it (the Prefect UI's form, or ``scientist approve``) with the ideas to run and free-text
+    feedback for the next stage's prompt; unresumed after ``approval_timeout`` seconds it stops cleanly.
     """
     logger = get_run_logger()
     t0 = time.time()
@@ -88,7 +97,8 @@ def ai_scientist(
             prefect_api_url=os.environ.get("PREFECT_API_URL"), pid=os.getpid(),
         )
         print(f"run {run.run_id} ({'resumed' if resumed else 'new'}) in {run.path}")
-        ray_warm_up = experiments.start_ray_in_background(ray_address)  # overlaps Ray's start with ideation
+        if approve != "ideas":  # overlaps Ray's start with ideation (with an approval: after it, if ideas run)
+            ray_warm_up = experiments.start_ray_in_background(ray_address)
         if model:
             client = _start_llm(run, model, max_cost)
         backend = make_backend(model, {"result_storage": storage(run.results_store)}, fallback)
@@ -104,11 +114,27 @@ def ai_scientist(
             idea["novelty"] = d
             idea["status"] = "novel" if d and d["decision"] == "novel" else idea.get("status", "not novel")
         write_json(run.ideas_json, ideas)
-        create_table_artifact(key="ideas", table=[{k: i.get(k) for k in ("Name", "Title", "Interestingness",
-                              "Feasibility", "Novelty", "status")} for i in ideas], description=f"Ideas of {run.run_id}")
+        _ideas_artifact(run, ideas)
         timings["ideation+novelty"] = time.time() - s
         print(f"{len(ideas)} ideas, {sum(i['status'] == 'novel' for i in ideas)} novel")
         checkpoint()
+        if approve == "ideas" and any(i["status"] == "novel" for i in ideas):
+            s = time.time()
+            try:
+                approval = ask_approval(run, ideas, approval_timeout)
+            except FlowPauseTimeout:
+                print(f"no approval within {approval_timeout} s: stopping, keeping the ideas")
+                run.update_run_json(approval={"status": "timed out", "timeout_s": approval_timeout})
+                return _finish(run, template, ideas, timings, t0, client, "stopped: approval timed out",
+                               f"the ideas were not approved within {approval_timeout} s", backend)
+            timings["approval"] = time.time() - s
+            write_json(run.ideas_json, ideas)
+            run.update_run_json(approval=approval)
+            if not approval["approved"]:
+                print("no idea approved: stopping before the experiments")
+                return _finish(run, template, ideas, timings, t0, client, "stopped: no idea approved",
+                               backend=backend)
+            ray_warm_up = experiments.start_ray_in_background(ray_address)
 
         # code + validation gate
         s = time.time()
@@ -141,6 +167,47 @@ def ai_scientist(
         run.unlock()
 
 
+class IdeaApproval(RunInput):
+    """The form of a run paused for approval (``--approve ideas``): which ideas run on, and what to tell the model."""
+
+    ideas: str = Field(description="comma-separated names of the ideas to implement and run (the others are "
+                                   "recorded as not approved); empty: none")
+    feedback: str = Field(default="", description="free text for the next stage (with a model: its code prompt)")
+
+
+def ask_approval(run: RunFolder, ideas: list[dict], timeout: int) -> dict:
+    """Pause the flow run with the :class:`IdeaApproval` form (all novel ideas proposed); apply the answer to
+    ``ideas`` (statuses, ``researcher_feedback``) and return what was approved."""
+    novel = [i["Name"] for i in ideas if i["status"] == "novel"]
+    lines = "\n".join(f"- `{i['Name']}`: {i.get('Title', '')}" for i in ideas if i["status"] == "novel")
+    form = IdeaApproval.with_initial_data(
+        description=f"## Approve the ideas of {run.run_id}\n\n{lines}\n\nKeep the names to run, separated by "
+                    "commas; feedback goes to the next stage.", ideas=",".join(novel))
+    print(f"waiting for approval of {len(novel)} ideas ({', '.join(novel)}): resume the flow run in the Prefect UI "
+          f"or run `scientist approve {run.run_id} [--ideas A,B] [--feedback TEXT]` (timeout {timeout} s)")
+    answer = pause_flow_run(wait_for_input=form, timeout=timeout, key="approve-ideas")
+    chosen = [n.strip() for n in answer.ideas.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - set(novel))
+    for idea in ideas:
+        if idea["status"] != "novel":
+            continue
+        if idea["Name"] in chosen:
+            if answer.feedback.strip():
+                idea["researcher_feedback"] = answer.feedback.strip()
+        else:
+            idea["status"] = "not approved"
+    approved = [n for n in novel if n in chosen]
+    print(f"approved: {', '.join(approved) or 'none'}" + (f" (unknown names ignored: {', '.join(unknown)})"
+                                                          if unknown else ""))
+    return {"status": "resumed", "approved": approved, "feedback": answer.feedback, "ignored": unknown}
+
+
+def _ideas_artifact(run: RunFolder, ideas: list[dict]) -> None:
+    """The ``ideas`` table (after novelty, then again with the final statuses when the run ends)."""
+    create_table_artifact(key="ideas", table=[{k: i.get(k) for k in ("Name", "Title", "Interestingness",
+                          "Feasibility", "Novelty", "status")} for i in ideas], description=f"Ideas of {run.run_id}")
+
+
 def _start_llm(run: RunFolder, model: str, max_cost: float | None) -> llm.LLMClient:
     """The run's LLM client: configured from the environment, its server probed, its accounting resumed."""
     config = llm.LLMConfig.from_env(model, max_cost)
@@ -158,7 +225,15 @@ def _finish(run: RunFolder, template: str, ideas: list[dict], timings: dict, t0:
     write_json(run.ideas_json, ideas)
     summary.update_archive(run.archive, run.run_id, template, [i for i in ideas if i.get("final_info")])
     text = summary.write_summary(run.path, run.run_id, ideas, timings)
-    create_markdown_artifact(key="run-summary", markdown=text, description=f"Leaderboard of {run.run_id}")
+    if ideas:
+        _ideas_artifact(run, ideas)
+    artifacts.publish_results(run.run_id, run.path, ideas)
+    artifacts.publish_archive(run.run_id, archive.candidates(run.archive, template))
+    pdfs = [f"- {i['Name']}: [{i['paper']['pdf']}]({Path(i['paper']['pdf']).resolve().as_uri()})"
+            for i in ideas if (i.get("paper") or {}).get("pdf")]
+    more = ("\n\n## Papers\n\n" + "\n".join(pdfs) if pdfs else "") + (
+        "\n\nArtifacts of this run: `results` (table), `figures`, `paper-<idea>` (PDF links), `archive` (table).")
+    create_markdown_artifact(key="run-summary", markdown=text + more, description=f"Leaderboard of {run.run_id}")
     papers_out = [{"idea": i["Name"], "pdf": (i.get("paper") or {}).get("pdf"),
                    "decision": (i.get("review") or {}).get("Decision"), "overall": (i.get("review") or {}).get("Overall")}
                   for i in ideas if i.get("paper")]

@@ -21,11 +21,21 @@ import logging
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from tasks.runfolder import RunFolderError, check_writable, write_json
+
+# JAX warns on every fork of its (multithreaded) process. Ours are all fork+exec (subprocess with a preexec_fn:
+# Ray's start of its local processes, which sets PR_SET_PDEATHSIG in the child; no Python runs after the fork but
+# that hook), where nothing of JAX's state is used before exec: the warning does not apply to them.
+warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+# Ray 2.60 says on every local start that it turned token authentication on (it found ~/.ray/auth_token): a
+# notice, not a problem. Only that line is dropped; its warning that authentication is *off* still shows.
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+    lambda record: not record.getMessage().startswith("Token authentication is enabled for this Ray cluster"))
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -342,14 +352,24 @@ def run_experiments_task(specs: list[dict], units_dir: str, ray_address: str | N
     """Prefect task over :func:`run_units`; returns ``{unit key: "ok" | error}`` (results stay in files)."""
     from prefect import get_run_logger
 
+    from tasks.artifacts import Progress
+
     logger = get_run_logger()
+    keys = {s["key"]: s for s in specs}
+    finished = sum(load_unit(Path(units_dir), s) is not None for s in keys.values())
+    progress = Progress(len(keys), "experiment units", key="experiment-progress")
+    progress.update(finished)
 
     def done(spec, result):
+        nonlocal finished
+        finished += 1
+        progress.update(finished)
         logger.info("unit %s on %s: mean final %.3f (%.1f s, node %s pid %s)", spec["method"], spec["setting"],
                     float(np.mean(result["final"])), float(result["seconds"]), str(result.get("node_ip", "")),
                     int(result.get("pid", -1)))
 
     results = run_units(specs, Path(units_dir), ray_address=ray_address, on_done=done)
+    progress.update(len(keys))
     failed = {k: r["error"] for k, r in results.items() if "error" in r}
     for key, reason in failed.items():
         logger.warning("unit %s failed: %s", key, reason)

@@ -120,13 +120,13 @@ def ray_cluster_fixture(tmp_path):
 class PrefectServer:
     """``scientist server`` (a real ``prefect server start``) on a free port, with its own PREFECT_HOME."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, extra_env: dict | None = None):
         self.port = free_port()
         self.home = tmp / "prefect-home"
         self.home.mkdir()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         self.env.update({"PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                         "PREFECT_UI_ENABLED": "true"})
+                         "PREFECT_UI_ENABLED": "true", **(extra_env or {})})
         self.log = tmp / "prefect-server.log"
         self.proc = subprocess.Popen([*SCIENTIST, "server", "--port", str(self.port)], cwd=ROOT, env=self.env,
                                      stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -148,3 +148,59 @@ def prefect_server_fixture(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster (Debian's ``postgresql`` binaries) on 127.0.0.1 and a free port, trust
+    authentication, superuser and database ``prefect``. As root it runs as the ``postgres`` user (initdb and the
+    server refuse root); its data folder is a fresh /tmp folder that user owns, removed by :meth:`stop`."""
+
+    def __init__(self):
+        import glob
+        import pwd
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            raise FileNotFoundError("no /usr/lib/postgresql/*/bin/initdb: apt-get install postgresql (make install)")
+        self.bin = Path(bins[-1]).parent
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="pg", dir="/tmp"))
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        data, self.log = self.dir / "data", self.dir / "server.log"
+        self._run("initdb", "-D", str(data), "-U", "prefect", "-A", "trust", "-E", "UTF8", "--no-instructions")
+        self._run("pg_ctl", "-D", str(data), "-l", str(self.log), "-w", "-t", "300", "-o",
+                  f"-h 127.0.0.1 -p {self.port} -k {self.dir}", "start")
+        self.data = data
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "prefect", "prefect")
+        self.url = f"postgresql+asyncpg://prefect@127.0.0.1:{self.port}/prefect"
+
+    def _run(self, exe: str, *args: str) -> str:
+        out = subprocess.run([*self.as_user, str(self.bin / exe), *args], cwd=self.dir, capture_output=True,
+                             text=True, check=False)
+        assert out.returncode == 0, (exe, out.stdout[-2000:], out.stderr[-2000:])
+        return out.stdout
+
+    def stop(self) -> None:
+        if getattr(self, "data", None) is not None:
+            subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
+                            "stop"], cwd=self.dir, capture_output=True, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgres_prefect_server_fixture(tmp_path_factory):
+    """``scientist server`` on a throw-away Postgres."""
+    pg = Postgres()
+    server = None
+    try:
+        server = PrefectServer(tmp_path_factory.mktemp("prefect-pg"),
+                               {"PREFECT_SERVER_DATABASE_CONNECTION_URL": pg.url})
+        server.postgres = pg
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        pg.stop()

@@ -10,3 +10,4 @@ import clusters
 
 ray_cluster = pytest.fixture(clusters.ray_cluster_fixture)
 prefect_server = pytest.fixture(clusters.prefect_server_fixture, scope="module")  # one server for the module
+postgres_prefect_server = pytest.fixture(clusters.postgres_prefect_server_fixture, scope="module")

@@ -1,0 +1,222 @@
+"""The researcher's cockpit, in a real browser: the Prefect UI of ``scientist server`` on a non-default port, in
+headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by Selenium), and approval of ideas.
+
+One server (a module fixture) serves every check. Three smallest lpo runs (``--approve ideas``) run against it at
+once: ``browser`` (two ideas) is resumed through the UI's form with one of them approved and feedback typed in,
+then runs to a paper; ``cli`` is resumed with ``scientist approve`` (an unknown name: nothing approved, so it stops
+before the experiments); ``timeout`` is never resumed and stops cleanly when its pause times out. The flow run page
+of ``browser`` is then read as a researcher reads it: its state, its task runs, its artifacts (ideas, results,
+figures, review, PDF link). Screenshots are kept under the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from clusters import ROOT, SCIENTIST, SMALLEST, kill_tree
+from test_prefect_deployment import FINAL, api
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium + chromium-driver (make install)")]
+NO_API = "Can't connect to Server API"
+FEEDBACK = "keep the clip range small"
+WAIT_S = 120  # a page or a run state appearing; generous for a loaded 2-core machine
+
+
+def flow_run_of(server, run_id: str) -> dict | None:
+    runs = [r for r in api(server, "/flow_runs/filter", {}) if (r.get("parameters") or {}).get("run_id") == run_id]
+    return runs[0] if runs else None
+
+
+def wait_state(server, run_id: str, proc: subprocess.Popen, log: Path, states: set[str]) -> dict:
+    while True:
+        ended = proc.poll() is not None
+        run = flow_run_of(server, run_id)
+        if run is not None and run["state_type"] in states:
+            return run
+        assert not ended, log.read_text()[-4000:]
+        time.sleep(1)
+
+
+def body(driver) -> str:
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def wait_text(driver, *texts: str) -> str:
+    WebDriverWait(driver, WAIT_S).until(lambda d: all(t in body(d) for t in texts))
+    return body(driver)
+
+
+def click(driver, text: str, tag: str = "*") -> None:
+    def find(d):  # the innermost shown element whose whole text is ``text``
+        shown = [el for el in d.find_elements(By.XPATH, f"//{tag}[normalize-space(.)='{text}']") if el.is_displayed()]
+        return shown[-1] if shown else False
+
+    WebDriverWait(driver, WAIT_S).until(find).click()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1600"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    driver.shots = tmp_path_factory.mktemp("screenshots")
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def cockpit(prefect_server, browser, tmp_path_factory):
+    """The three runs, resumed (UI form, CLI) or timed out; returns what each left."""
+    server = prefect_server
+    tmp = tmp_path_factory.mktemp("cockpit")
+    runs = tmp / "runs"
+    extra = {"browser": ["--ideas", "2"], "cli": [], "timeout": ["--approval-timeout", "2"]}
+    procs, logs = {}, {}
+    try:
+        for name, more in extra.items():
+            logs[name] = tmp / f"{name}.log"
+            procs[name] = subprocess.Popen([*SCIENTIST, "run", *SMALLEST, "--approve", "ideas", "--run-id", name,
+                                            "--runs-dir", str(runs), *more], cwd=ROOT, env=server.env,
+                                           stdout=open(logs[name], "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                                           start_new_session=True)
+        # the UI's form: keep one of the two ideas, type feedback, submit
+        paused = wait_state(server, "browser", procs["browser"], logs["browser"], {"PAUSED"})
+        browser.get(f"http://127.0.0.1:{server.port}/runs/flow-run/{paused['id']}")
+        wait_text(browser, "Paused")
+        click(browser, "Resume", "button")
+        WebDriverWait(browser, WAIT_S).until(lambda d: len(d.find_elements(By.TAG_NAME, "textarea")) >= 2)
+        ideas_box, feedback_box = browser.find_elements(By.TAG_NAME, "textarea")[:2]
+        proposed = [n for n in ideas_box.get_attribute("value").split(",") if n]
+        ideas_box.clear()
+        ideas_box.send_keys(proposed[0])
+        feedback_box.send_keys(FEEDBACK)
+        browser.save_screenshot(str(browser.shots / "resume-form.png"))
+        click(browser, "Submit", "button")
+
+        # the CLI: an unknown name approves nothing
+        wait_state(server, "cli", procs["cli"], logs["cli"], {"PAUSED"})
+        approve = subprocess.run([*SCIENTIST, "approve", "cli", "--ideas", "no_such_idea", "--feedback", "not now"],
+                                 cwd=ROOT, env=server.env, capture_output=True, text=True, check=False)
+        for name, proc in procs.items():
+            assert proc.wait() in (0, 1), logs[name].read_text()[-4000:]  # 1: the run ended without a paper
+        return {"runs": runs, "proposed": proposed, "approve": approve, "logs": logs,
+                "flow_runs": {name: flow_run_of(server, name) for name in procs}}
+    finally:
+        browser.save_screenshot(str(browser.shots / "cockpit-last.png"))  # where the browser was, if it failed
+        for proc in procs.values():
+            kill_tree(proc)
+
+
+def run_json(cockpit, name: str) -> dict:
+    return json.loads((cockpit["runs"] / name / "run.json").read_text())
+
+
+def test_the_ui_reaches_its_api_on_a_non_default_port(prefect_server, browser, cockpit):
+    assert prefect_server.port != 4200
+    browser.get(f"http://127.0.0.1:{prefect_server.port}/runs")
+    text = wait_text(browser, "ai-scientist", cockpit["flow_runs"]["browser"]["name"])
+    assert NO_API not in text
+
+
+def test_a_run_resumed_from_the_ui_form_runs_only_the_approved_idea_with_the_feedback(cockpit):
+    chosen, dropped = cockpit["proposed"][0], cockpit["proposed"][1]
+    run = run_json(cockpit, "browser")
+    assert run["status"] == "completed", cockpit["logs"]["browser"].read_text()[-3000:]
+    assert run["approval"] == {"status": "resumed", "approved": [chosen], "feedback": FEEDBACK, "ignored": []}
+    ideas = {i["Name"]: i for i in json.loads((cockpit["runs"] / "browser" / "ideas.json").read_text())}
+    assert ideas[chosen]["status"] == "reviewed" and ideas[chosen]["researcher_feedback"] == FEEDBACK
+    assert ideas[dropped]["status"] == "not approved" and "source" not in ideas[dropped]
+    methods = {json.loads(x)["method"] for x in (cockpit["runs"] / "browser" / "units" / "ledger.jsonl").read_text()
+               .splitlines() if x.strip()}
+    assert chosen in methods and dropped not in methods  # the approved subset is what ran
+    assert [p["idea"] for p in run["papers"]] == [chosen]
+
+
+def test_scientist_approve_resumes_a_paused_run_from_the_cli(cockpit):
+    out = cockpit["approve"]
+    assert out.returncode == 0 and "resumed flow run" in out.stdout, out.stderr[-2000:]
+    run = run_json(cockpit, "cli")
+    assert run["status"] == "stopped: no idea approved"
+    assert run["approval"]["approved"] == [] and run["approval"]["ignored"] == ["no_such_idea"]
+    assert run["approval"]["feedback"] == "not now"
+    assert not (cockpit["runs"] / "cli" / "units" / "ledger.jsonl").exists()  # no experiment started
+    assert cockpit["flow_runs"]["cli"]["state_type"] == "COMPLETED"
+
+
+def test_a_pause_that_times_out_ends_the_run_cleanly(cockpit):
+    run = run_json(cockpit, "timeout")
+    assert run["status"] == "stopped: approval timed out" and run["approval"]["status"] == "timed out"
+    assert cockpit["flow_runs"]["timeout"]["state_type"] == "COMPLETED"
+    assert {i["status"] for i in json.loads((cockpit["runs"] / "timeout" / "ideas.json").read_text())} == {"novel"}
+
+
+def test_the_flow_run_page_shows_state_task_runs_and_artifacts(prefect_server, browser, cockpit):
+    flow_run = cockpit["flow_runs"]["browser"]
+    assert flow_run["state_type"] in FINAL
+    base = f"http://127.0.0.1:{prefect_server.port}"
+    browser.get(f"{base}/runs/flow-run/{flow_run['id']}")
+    text = wait_text(browser, "Completed", flow_run["name"], "Task runs")
+    assert NO_API not in text
+    browser.save_screenshot(str(browser.shots / "flow-run.png"))
+    click(browser, "Task Runs")
+    wait_text(browser, "run_experiments", "aggregate_results", "write_paper", "review_paper")
+    browser.save_screenshot(str(browser.shots / "task-runs.png"))
+    click(browser, "Artifacts")
+    wait_text(browser, "results", "ideas", "figures", "run-summary")
+    browser.save_screenshot(str(browser.shots / "artifacts.png"))
+
+    chosen, dropped = cockpit["proposed"]
+    artifacts = {a["key"]: a for a in sorted(api(prefect_server, "/artifacts/filter", {  # the latest of each key
+        "artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}}), key=lambda a: a["created"])}
+    review_key = next(k for k in artifacts if k.startswith("review-"))
+    paper_key = next(k for k in artifacts if k.startswith("paper-"))
+    expect = {"ideas": [chosen, dropped, "not approved"], "results": ["candidate_mean", "best_baseline", chosen],
+              review_key: ["Review of", "overall"], "run-summary": ["Papers", "paper.pdf"], paper_key: ["paper.pdf"],
+              "archive": [chosen], "figures": ["learning curves"], "experiment-progress": []}
+    for key, texts in expect.items():
+        browser.get(f"{base}/artifacts/artifact/{artifacts[key]['id']}")
+        try:
+            wait_text(browser, key, *texts)
+        except TimeoutException:
+            browser.save_screenshot(str(browser.shots / f"artifact-{key}-failed.png"))
+            raise AssertionError(f"artifact {key}: {texts} not all in the page:\n{body(browser)[-2000:]}") from None
+        browser.save_screenshot(str(browser.shots / f"artifact-{key}.png"))
+    browser.get(f"{base}/artifacts/artifact/{artifacts['figures']['id']}")
+    WebDriverWait(browser, WAIT_S).until(lambda d: any(
+        (i.get_attribute("src") or "").startswith("data:image/png") and i.size["width"] > 100
+        for i in d.find_elements(By.TAG_NAME, "img")))  # the figures are drawn, not only named
+    browser.get(f"{base}/artifacts/artifact/{artifacts[paper_key]['id']}")
+    pdf = run_json(cockpit, "browser")["papers"][0]["pdf"]
+    WebDriverWait(browser, WAIT_S).until(lambda d: any(
+        (a.get_attribute("href") or "") == Path(pdf).resolve().as_uri() for a in d.find_elements(By.TAG_NAME, "a")))
+    assert artifacts["experiment-progress"]["data"] == 100.0
+
+
+def test_feedback_reaches_the_llm_code_prompt():
+    from jaxlib_kernels.templates import make
+    from tasks.llm import render
+
+    template = make("lpo")
+    idea = {"Name": "x", "Title": "T", "Experiment": "E", "researcher_feedback": FEEDBACK}
+    prompt = render("code.j2", "lpo", task="", template=template, plugin_name="drift",
+                    idea=idea, signature=template.plugin.signature, example="", example_label="")
+    assert FEEDBACK in prompt
+    assert FEEDBACK not in render("code.j2", "lpo", task="", template=template, plugin_name="drift",
+                                  idea={**idea, "researcher_feedback": ""}, signature="", example="", example_label="")
