@@ -28,7 +28,7 @@ from jaxlib_kernels.templates import TEMPLATES, Profile, make
 ROOT = Path(__file__).resolve().parents[2]
 SCIENTIST = [sys.executable, "-m", "flows.cli"]
 # small enough for CI, large enough for a real comparison: (seeds, budget) per template; None = the profile's
-SIZES = {"lpo": ("2", "8192")}
+SIZES = {"lpo": ("2", "8192"), "marl": ("2", "8192")}
 MARKER = "This sentence was added to the paper text after the run had finished."
 
 
