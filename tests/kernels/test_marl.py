@@ -48,8 +48,8 @@ def test_mirror_learning_clip_is_exactly_the_clipped_objective_with_its_gradient
     key_r, key_a = jax.random.split(jax.random.key(1))
     log_r = 0.3 * jax.random.normal(key_r, (4096,))
     adv = jax.random.normal(key_a, (4096,))
-    mirror = lambda lr: ippo.mirror_objective(jnp.exp(lr), adv, CLIP, jnp.float32(0.5))  # noqa: E731
-    clipped = lambda lr: jnp.minimum(jnp.exp(lr) * adv, jnp.clip(jnp.exp(lr), 0.8, 1.2) * adv)  # noqa: E731
+    mirror = lambda lr: ippo.mirror_objective(jnp.exp(lr), adv, CLIP, jnp.float32(0.5))
+    clipped = lambda lr: jnp.minimum(jnp.exp(lr) * adv, jnp.clip(jnp.exp(lr), 0.8, 1.2) * adv)
     np.testing.assert_allclose(mirror(log_r), clipped(log_r), rtol=1e-6, atol=1e-6)
     g_mirror = jax.grad(lambda lr: mirror(lr).mean())(log_r)
     g_clipped = jax.grad(lambda lr: clipped(lr).mean())(log_r)

@@ -370,7 +370,7 @@ def make_random_policy_eval(config: MARLConfig) -> Callable[[jax.Array], dict]:
     env = make_env(config.env_name, config.env_kwargs)
     spec = env_spec(config)
     n_envs = config.num_envs
-    stack, unstack, observe = _glue(dataclasses.replace(config, critic="local"), spec, env)
+    _, unstack, observe = _glue(dataclasses.replace(config, critic="local"), spec, env)
 
     def run(key: jax.Array) -> dict:
         key, reset_key = jax.random.split(key)
@@ -406,6 +406,6 @@ def mean_over_last(metrics: dict, key: str = "return_sum", last_fraction: float 
     """Episode-weighted mean of ``key`` (return_sum or wins) over the last fraction of updates, per seed."""
     episodes = np.asarray(metrics["episodes"], dtype=np.float64)
     total = np.asarray(metrics[key], dtype=np.float64)
-    k = max(1, int(round(episodes.shape[-1] * last_fraction)))
+    k = max(1, round(episodes.shape[-1] * last_fraction))
     ep, tot = episodes[..., -k:].sum(-1), total[..., -k:].sum(-1)
     return np.where(ep > 0, tot / np.maximum(ep, 1), np.nan)
