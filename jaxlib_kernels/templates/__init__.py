@@ -10,6 +10,7 @@ TEMPLATES: Registry[Template] = Registry("template", {
     "lpo": Lazy("jaxlib_kernels.templates.lpo:TEMPLATE"),
     "hades": Lazy("jaxlib_kernels.templates.hades:TEMPLATE"),
     "dpo": Lazy("jaxlib_kernels.templates.dpo:TEMPLATE"),
+    "marl": Lazy("jaxlib_kernels.templates.marl:TEMPLATE"),
 })
 
 

@@ -30,7 +30,7 @@ from jaxlib_kernels.templates import TEMPLATES, Profile, make
 ROOT = Path(__file__).resolve().parents[2]
 SCIENTIST = [sys.executable, "-m", "flows.cli"]
 # small enough for CI, large enough for a real comparison: (seeds, budget) per template; None = the profile's
-SIZES = {"lpo": ("2", "8192"), "dpo": ("2", "16")}
+SIZES = {"lpo": ("2", "8192"), "dpo": ("2", "16"), "marl": ("2", "8192")}
 MARKER = "This sentence was added to the paper text after the run had finished."
 
 

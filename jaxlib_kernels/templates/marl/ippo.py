@@ -1,0 +1,411 @@
+"""IPPO and MAPPO as mirror learning on JaxMARL environments, in the purejaxrl / JaxMARL-baselines shape.
+
+Sources: de Witt et al., 2020, "Is Independent Learning All You Need in the StarCraft Multi-Agent Challenge?"
+(IPPO); Yu et al., 2022, "The Surprising Effectiveness of PPO in Cooperative Multi-Agent Games" (MAPPO);
+Rutherford et al., 2024, "JaxMARL"; Lu et al., 2022, "Discovered Policy Optimisation" (the drift).
+
+One network is shared by every agent (parameter sharing, as in JaxMARL's baselines): the agents of all parallel
+environments form one batch of ``num_agents * num_envs`` actors. The policy loss is the mirror-learning form
+``L = -E[r A - D(r, A, n/N)]`` with a pluggable drift ``D`` (:func:`jaxlib_kernels.ppo.ppo_clip_drift` gives
+exactly PPO's clipped objective). ``critic="local"`` is IPPO (the critic sees the agent's own observation);
+``critic="world"`` is MAPPO (a centralised critic on the world state: the environment's ``world_state`` where it
+has one, as SMAX, else every agent's observation concatenated, as JaxMARL's MPE world-state wrapper; both with
+the agent's one-hot id). SMAX's unavailable actions are masked out of the policy.
+
+``make_train(config, drift)`` returns ``train(key, params) -> {"state", "metrics"}`` for one seed: the whole
+training loop is one ``lax.scan``; :func:`train_seeds` compiles ``jit(vmap(train))`` once per (configuration,
+drift, number of seeds). Returns are per agent and episode (the mean over agents of each agent's undiscounted
+episode return), SMAX wins per episode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxlib_kernels import devices
+from jaxlib_kernels.ppo import Drift, categorical_entropy, categorical_log_prob, ppo_clip_drift, seed_keys
+
+SMAX_PREFIX = "SMAX-"  # "SMAX-3m": JaxMARL's HeuristicEnemySMAX on that scenario
+
+
+@dataclasses.dataclass(frozen=True)
+class MARLConfig:
+    """Static IPPO / MAPPO settings; derived sizes are properties.
+
+    The defaults are JaxMARL's ``ippo_ff_mpe.yaml`` (16 environments, 128 steps, 4 epochs of 4 minibatches,
+    gamma 0.99, lambda 0.95, entropy 0.01, value 0.5, gradient norm 0.5, annealed learning rate) except the
+    learning rate (1e-3 instead of 2.5e-4, for budgets of 1e5 steps instead of 1e7) and no value clipping: on
+    simple_spread at 2e5 steps, 2 seeds, final per-agent return -23.2 / -22.3 with these, -23.1 / -23.9 at
+    lr 2.5e-3, -21.0 / -24.7 at lr 2.5e-3 with value clipping 0.2 (random policy -27.7).
+
+    ``total_timesteps`` counts joint environment steps (one step of every agent of one environment), as JaxMARL.
+    """
+
+    env_name: str = "MPE_simple_spread_v3"
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+    critic: str = "local"
+    total_timesteps: int = 200_000
+    num_envs: int = 16
+    num_steps: int = 128
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    value_clip: float | None = None  # PPO's value clipping of JaxMARL's baselines is 0.2; None: a plain squared error
+    lr: float = 1e-3
+    anneal_lr: bool = True
+    hidden: int = 64
+
+    def __post_init__(self):
+        if self.critic not in ("local", "world"):
+            raise ValueError(f"critic must be 'local' (IPPO) or 'world' (MAPPO), got {self.critic!r}")
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_timesteps // (self.num_envs * self.num_steps))
+
+    @property
+    def env_steps(self) -> int:
+        """Joint environment steps actually taken (a whole number of rollouts)."""
+        return self.num_updates * self.num_envs * self.num_steps
+
+    @property
+    def smax(self) -> bool:
+        return self.env_name.startswith(SMAX_PREFIX)
+
+
+@functools.lru_cache(maxsize=32)
+def make_env(env_name: str, env_kwargs: tuple[tuple[str, Any], ...] = ()):
+    """The JaxMARL environment of a name (``SMAX-<map>``: the heuristic-enemy SMAX on that map)."""
+    import jaxmarl
+
+    if env_name.startswith(SMAX_PREFIX):
+        from jaxmarl.environments.smax import map_name_to_scenario
+
+        return jaxmarl.make("HeuristicEnemySMAX", scenario=map_name_to_scenario(env_name[len(SMAX_PREFIX):]),
+                            **dict(env_kwargs))
+    return jaxmarl.make(env_name, **dict(env_kwargs))
+
+
+class Spec(NamedTuple):
+    """Sizes of an environment as the shared network sees it."""
+
+    agents: tuple[str, ...]
+    obs_size: int
+    num_actions: int
+    world_size: int  # the critic's input size under critic="world" (without the agent id)
+    has_world_state: bool
+
+
+def env_spec(config: MARLConfig) -> Spec:
+    env = make_env(config.env_name, config.env_kwargs)
+    agents = tuple(env.agents)
+    obs_sizes = {int(np.prod(env.observation_space(a).shape)) for a in agents}
+    actions = {int(env.action_space(a).n) for a in agents}
+    if len(obs_sizes) != 1 or len(actions) != 1:
+        raise ValueError(f"{config.env_name}: parameter sharing needs equal observation and action sizes per agent, "
+                         f"got {sorted(obs_sizes)} and {sorted(actions)}")
+    obs, _ = jax.eval_shape(env.reset, jax.random.key(0))
+    has_world = "world_state" in obs
+    obs_size = obs_sizes.pop()
+    world = int(np.prod(obs["world_state"].shape)) if has_world else obs_size * len(agents)
+    return Spec(agents, obs_size, actions.pop(), world, has_world)
+
+
+class ActorCritic(nn.Module):
+    """Separate tanh MLPs for the policy (on the agent's observation) and the value (on the critic's input)."""
+
+    num_actions: int
+    hidden: int = 64
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, critic_in: jax.Array) -> tuple[jax.Array, jax.Array]:
+        ortho = nn.initializers.orthogonal
+        a = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(obs))
+        a = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(a))
+        logits = nn.Dense(self.num_actions, kernel_init=ortho(0.01))(a)
+        v = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(critic_in))
+        v = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(v))
+        value = nn.Dense(1, kernel_init=ortho(1.0))(v)
+        return logits, jnp.squeeze(value, -1)
+
+
+class Transition(NamedTuple):
+    done: jax.Array  # (actors,) per-agent done: cuts the bootstrap
+    action: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    log_prob: jax.Array
+    obs: jax.Array
+    critic_in: jax.Array
+    avail: jax.Array
+
+
+class Runner(NamedTuple):
+    params: dict
+    opt_state: optax.OptState
+    env_state: Any
+    obs: jax.Array  # (actors, obs)
+    critic_in: jax.Array  # (actors, critic)
+    avail: jax.Array  # (actors, actions) bool
+    episode_return: jax.Array  # (envs, agents)
+    key: jax.Array
+    update: jax.Array
+
+
+def _critic_size(config: MARLConfig, spec: Spec) -> int:
+    return spec.obs_size if config.critic == "local" else spec.world_size + len(spec.agents)
+
+
+def _optimizer(config: MARLConfig) -> optax.GradientTransformation:
+    denom = config.num_minibatches * config.update_epochs * config.num_updates
+    lr = (lambda count: config.lr * (1.0 - count / denom)) if config.anneal_lr else config.lr
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+
+def make_init(config: MARLConfig) -> Callable[[jax.Array], dict]:
+    """``init(key) -> params`` for one seed; called outside ``vmap`` as in :mod:`jaxlib_kernels.ppo`."""
+    spec = env_spec(config)
+    network = ActorCritic(spec.num_actions, config.hidden)
+
+    def init(key: jax.Array) -> dict:
+        return network.init(key, jnp.zeros((spec.obs_size,)), jnp.zeros((_critic_size(config, spec),)))
+
+    return init
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_init(config: MARLConfig) -> Callable:
+    return jax.jit(make_init(config))
+
+
+def init_params(config: MARLConfig, keys: jax.Array) -> dict:
+    init = _jitted_init(config)
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[init(k) for k in keys])
+
+
+def _glue(config: MARLConfig, spec: Spec, env):
+    """Functions between JaxMARL's per-agent dicts over ``num_envs`` environments and the actor batch."""
+    n_agents, n_envs = len(spec.agents), config.num_envs
+    agent_id = jnp.repeat(jnp.eye(n_agents), n_envs, axis=0)  # actor i = agent i // n_envs, environment i % n_envs
+
+    def stack(d: dict) -> jax.Array:  # {agent: (envs, ...)} -> (agents * envs, ...)
+        x = jnp.stack([d[a] for a in spec.agents])
+        return x.reshape((n_agents * n_envs,) + x.shape[2:])
+
+    def unstack(x: jax.Array) -> dict:
+        x = x.reshape((n_agents, n_envs) + x.shape[1:])
+        return {a: x[i] for i, a in enumerate(spec.agents)}
+
+    def observe(obs: dict, env_state) -> tuple[jax.Array, jax.Array, jax.Array]:
+        own = stack({a: obs[a].reshape(n_envs, -1) for a in spec.agents}).astype(jnp.float32)
+        if config.critic == "local":
+            critic_in = own
+        else:
+            if spec.has_world_state:
+                world = obs["world_state"].reshape(n_envs, -1)
+            else:
+                world = jnp.concatenate([obs[a].reshape(n_envs, -1) for a in spec.agents], axis=-1)
+            critic_in = jnp.concatenate([jnp.tile(world, (n_agents, 1)).astype(jnp.float32), agent_id], axis=-1)
+        if config.smax:
+            avail = stack(jax.vmap(env.get_avail_actions)(env_state)).astype(bool)
+        else:
+            avail = jnp.ones((n_agents * n_envs, spec.num_actions), bool)
+        return own, critic_in, avail
+
+    return stack, unstack, observe
+
+
+def _masked(logits: jax.Array, avail: jax.Array) -> jax.Array:
+    return jnp.where(avail, logits, -1e9)
+
+
+def mirror_objective(ratio: jax.Array, advantage: jax.Array, drift: Drift, progress: jax.Array) -> jax.Array:
+    """The per-sample mirror-learning objective ``r A - D(r, A, n/N)`` (the policy loss is its negated mean)."""
+    return ratio * advantage - drift(ratio, advantage, progress)
+
+
+def make_train(config: MARLConfig, drift: Drift | None = None) -> Callable[[jax.Array, dict], dict]:
+    """Build ``train(key, params) -> {"state": params, "metrics": per-update arrays}`` for one seed."""
+    env = make_env(config.env_name, config.env_kwargs)
+    spec = env_spec(config)
+    network = ActorCritic(spec.num_actions, config.hidden)
+    drift = drift or ppo_clip_drift()
+    tx = _optimizer(config)
+    n_agents, n_envs = len(spec.agents), config.num_envs
+    n_actors = n_agents * n_envs
+    batch = n_actors * config.num_steps
+    stack, unstack, observe = _glue(config, spec, env)
+    reset = jax.vmap(env.reset)
+    step = jax.vmap(env.step)
+
+    def train(key: jax.Array, params: dict) -> dict:
+        key, reset_key = jax.random.split(key)
+        obs, env_state = reset(jax.random.split(reset_key, n_envs))
+        own, critic_in, avail = observe(obs, env_state)
+        runner = Runner(params, tx.init(params), env_state, own, critic_in, avail,
+                        jnp.zeros((n_envs, n_agents)), key, jnp.zeros((), jnp.int32))
+
+        def env_step(runner: Runner, _):
+            key, action_key, step_key = jax.random.split(runner.key, 3)
+            logits, value = network.apply(runner.params, runner.obs, runner.critic_in)
+            logits = _masked(logits, runner.avail)
+            action = jax.random.categorical(action_key, logits)
+            log_prob = categorical_log_prob(logits, action)
+            obs, env_state, reward, done, _ = step(jax.random.split(step_key, n_envs), runner.env_state,
+                                                   unstack(action))
+            reward_actors = stack(reward).astype(jnp.float32)
+            done_actors = stack({a: done[a] for a in spec.agents}).astype(jnp.float32)
+            episode_done = done["__all__"]
+            episode_return = runner.episode_return + jnp.stack([reward[a] for a in spec.agents], axis=-1)
+            finished = episode_return.mean(-1) * episode_done  # mean over agents of each agent's return
+            won = jnp.any(jnp.stack([reward[a] for a in spec.agents], -1) >= 1.0, axis=-1) & episode_done
+            own, critic_in, avail = observe(obs, env_state)
+            transition = Transition(done_actors, action, value, reward_actors, log_prob, runner.obs,
+                                    runner.critic_in, runner.avail)
+            runner = runner._replace(env_state=env_state, obs=own, critic_in=critic_in, avail=avail, key=key,
+                                     episode_return=episode_return * (1.0 - episode_done[:, None]))
+            return runner, (transition, episode_done.sum(), finished.sum(), won.sum())
+
+        def gae(traj: Transition, last_value: jax.Array) -> tuple[jax.Array, jax.Array]:
+            def backward(carry, t: Transition):
+                next_adv, next_value = carry
+                nonterminal = 1.0 - t.done
+                delta = t.reward + config.gamma * next_value * nonterminal - t.value
+                adv = delta + config.gamma * config.gae_lambda * nonterminal * next_adv
+                return (adv, t.value), adv
+
+            _, advantages = jax.lax.scan(backward, (jnp.zeros_like(last_value), last_value), traj, reverse=True,
+                                         unroll=16)
+            return advantages, advantages + traj.value
+
+        def loss_fn(params, minibatch, progress):
+            traj, advantages, targets = minibatch
+            logits, value = network.apply(params, traj.obs, traj.critic_in)
+            logits = _masked(logits, traj.avail)
+            log_prob = categorical_log_prob(logits, traj.action)
+            if config.value_clip is None:
+                value_loss = 0.5 * ((value - targets) ** 2).mean()
+            else:
+                value_clipped = traj.value + jnp.clip(value - traj.value, -config.value_clip, config.value_clip)
+                value_loss = 0.5 * jnp.maximum((value - targets) ** 2, (value_clipped - targets) ** 2).mean()
+            adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            ratio = jnp.exp(log_prob - traj.log_prob)
+            policy_loss = -mirror_objective(ratio, adv, drift, progress).mean()
+            drift_value = drift(ratio, adv, progress)
+            entropy = categorical_entropy(logits).mean()
+            total = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+            return total, (policy_loss, value_loss, entropy, drift_value.mean())
+
+        def update_step(runner: Runner, _):
+            runner, (traj, episodes, return_sum, wins) = jax.lax.scan(env_step, runner, None, config.num_steps)
+            _, last_value = network.apply(runner.params, runner.obs, runner.critic_in)
+            advantages, targets = gae(traj, last_value)
+            progress = runner.update.astype(jnp.float32) / config.num_updates
+
+            def epoch(carry, _):
+                params, opt_state, key = carry
+                key, perm_key = jax.random.split(key)
+                perm = jax.random.permutation(perm_key, batch)
+                flat = jax.tree_util.tree_map(lambda x: x.reshape((batch,) + x.shape[2:]),
+                                              (traj, advantages, targets))
+                minibatches = jax.tree_util.tree_map(
+                    lambda x: jnp.take(x, perm, axis=0).reshape((config.num_minibatches, -1) + x.shape[1:]), flat
+                )
+
+                def minibatch(carry, mb):
+                    params, opt_state = carry
+                    grads, aux = jax.grad(loss_fn, has_aux=True)(params, mb, progress)
+                    updates, opt_state = tx.update(grads, opt_state, params)
+                    return (optax.apply_updates(params, updates), opt_state), aux
+
+                (params, opt_state), aux = jax.lax.scan(minibatch, (params, opt_state), minibatches)
+                return (params, opt_state, key), aux
+
+            (params, opt_state, key), aux = jax.lax.scan(
+                epoch, (runner.params, runner.opt_state, runner.key), None, config.update_epochs
+            )
+            metrics = {
+                "episodes": episodes.sum(), "return_sum": return_sum.sum(), "wins": wins.sum(),
+                "policy_loss": aux[0].mean(), "value_loss": aux[1].mean(), "entropy": aux[2].mean(),
+                "drift": aux[3].mean(),
+            }
+            runner = runner._replace(params=params, opt_state=opt_state, key=key, update=runner.update + 1)
+            return runner, metrics
+
+        runner, metrics = jax.lax.scan(update_step, runner, None, config.num_updates)
+        return {"state": runner.params, "metrics": metrics}
+
+    return train
+
+
+@functools.lru_cache(maxsize=64)
+def _population_train(config: MARLConfig, drift: Drift | None, size: int) -> Callable:
+    """The compiled ``train`` of one (configuration, drift, population size): a second call compiles nothing."""
+    return devices.population_jit(make_train(config, drift), size)
+
+
+def train_seeds(config: MARLConfig, drift: Drift | None, seeds: list[int] | np.ndarray) -> dict:
+    """Train one drift on several seeds in one ``jit(vmap(train))`` call; host metric arrays ``(S, updates)``."""
+    keys, init_keys = seed_keys(seeds)
+    params = init_params(config, init_keys)
+    out = _population_train(config, drift, len(seeds))(keys, params)
+    return jax.tree_util.tree_map(np.asarray, out["metrics"])
+
+
+def make_random_policy_eval(config: MARLConfig) -> Callable[[jax.Array], dict]:
+    """Per-agent episode returns of a uniformly random (available-action) policy over the same number of steps."""
+    env = make_env(config.env_name, config.env_kwargs)
+    spec = env_spec(config)
+    n_envs = config.num_envs
+    _, unstack, observe = _glue(dataclasses.replace(config, critic="local"), spec, env)
+
+    def run(key: jax.Array) -> dict:
+        key, reset_key = jax.random.split(key)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, n_envs))
+
+        def body(carry, _):
+            env_state, avail, episode_return, key = carry
+            key, action_key, step_key = jax.random.split(key, 3)
+            action = jax.random.categorical(action_key, _masked(jnp.zeros(avail.shape), avail))
+            obs, env_state, reward, done, _ = jax.vmap(env.step)(jax.random.split(step_key, n_envs), env_state,
+                                                                 unstack(action))
+            episode_return = episode_return + jnp.stack([reward[a] for a in spec.agents], -1)
+            finished = (episode_return.mean(-1) * done["__all__"]).sum()
+            _, _, avail = observe(obs, env_state)
+            episode_return = episode_return * (1.0 - done["__all__"][:, None])
+            return (env_state, avail, episode_return, key), (done["__all__"].sum(), finished)
+
+        _, _, avail = observe(obs, env_state)
+        init = (env_state, avail, jnp.zeros((n_envs, len(spec.agents))), key)
+        _, (episodes, return_sum) = jax.lax.scan(body, init, None, config.env_steps // n_envs)
+        return {"episodes": episodes.sum(), "return_sum": return_sum.sum()}
+
+    return run
+
+
+def random_return(config: MARLConfig, seeds: int = 2) -> float:
+    """Mean per-agent episode return of the random policy (a floor for tests and papers)."""
+    out = jax.jit(jax.vmap(make_random_policy_eval(config)))(jax.random.split(jax.random.key(0), seeds))
+    return float(np.sum(out["return_sum"]) / max(1, np.sum(out["episodes"])))
+
+
+def mean_over_last(metrics: dict, key: str = "return_sum", last_fraction: float = 0.1) -> np.ndarray:
+    """Episode-weighted mean of ``key`` (return_sum or wins) over the last fraction of updates, per seed."""
+    episodes = np.asarray(metrics["episodes"], dtype=np.float64)
+    total = np.asarray(metrics[key], dtype=np.float64)
+    k = max(1, round(episodes.shape[-1] * last_fraction))
+    ep, tot = episodes[..., -k:].sum(-1), total[..., -k:].sum(-1)
+    return np.where(ep > 0, tot / np.maximum(ep, 1), np.nan)

@@ -1,0 +1,79 @@
+"""The ``marl`` template's IPPO / MAPPO kernel: IPPO with PPO clip learns MPE simple_spread, the mirror-learning
+clip is PPO's clipped objective, a second call compiles nothing, and MAPPO's critic sees the world state.
+
+A MAPPO training run is not in the suite (its compile alone costs 35-80 s on 2 cores); the transfer study
+(``jaxlib_kernels.templates.marl.transfer spread_mappo``) trains it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlib_kernels.ppo import ppo_clip_drift
+from jaxlib_kernels.profiling import count_compilations
+from jaxlib_kernels.templates.marl import ippo
+
+CLIP = ppo_clip_drift(0.2)
+# the template's training setting at a test budget (the template's settings use these hyperparameters)
+SPREAD = ippo.MARLConfig(env_name="MPE_simple_spread_v3", total_timesteps=65_536)
+SEEDS = [0, 1]
+MARGIN = 2.0  # per-agent return; random is about -27.7 on simple_spread, a converged IPPO about -18 (JaxMARL)
+
+
+@pytest.fixture(scope="module")
+def spread():
+    return ippo.train_seeds(SPREAD, CLIP, SEEDS)
+
+
+@pytest.mark.slow
+def test_ippo_with_ppo_clip_learns_simple_spread_with_a_margin_over_random(spread):
+    random_return = ippo.random_return(SPREAD)
+    final = ippo.mean_over_last(spread)
+    first = spread["return_sum"][:, :3].sum(-1) / spread["episodes"][:, :3].sum(-1)
+    assert np.all(final > random_return + MARGIN), (final, random_return)
+    assert np.all(final > first + MARGIN), (final, first)
+    # every episode counted once: JaxMARL's MPE ends an episode when the step counter, checked before it is
+    # incremented, reaches max_steps = 25, so an episode lasts 26 steps
+    assert np.all(spread["episodes"].sum(-1) == SPREAD.num_envs * (SPREAD.num_updates * SPREAD.num_steps // 26))
+
+
+@pytest.mark.slow
+def test_second_call_compiles_nothing_and_repeats_exactly(spread):
+    with count_compilations() as counter:
+        again = ippo.train_seeds(SPREAD, CLIP, SEEDS)
+    assert counter.compiles == 0
+    for k in spread:
+        np.testing.assert_array_equal(spread[k], again[k])
+    assert not np.allclose(spread["policy_loss"][0], spread["policy_loss"][1])  # seeds differ
+
+
+def test_mirror_learning_clip_is_exactly_the_clipped_objective_with_its_gradient():
+    key_r, key_a = jax.random.split(jax.random.key(1))
+    log_r = 0.3 * jax.random.normal(key_r, (4096,))
+    adv = jax.random.normal(key_a, (4096,))
+    mirror = lambda lr: ippo.mirror_objective(jnp.exp(lr), adv, CLIP, jnp.float32(0.5))
+    clipped = lambda lr: jnp.minimum(jnp.exp(lr) * adv, jnp.clip(jnp.exp(lr), 0.8, 1.2) * adv)
+    np.testing.assert_allclose(mirror(log_r), clipped(log_r), rtol=1e-6, atol=1e-6)
+    g_mirror = jax.grad(lambda lr: mirror(lr).mean())(log_r)
+    g_clipped = jax.grad(lambda lr: clipped(lr).mean())(log_r)
+    np.testing.assert_allclose(g_mirror, g_clipped, rtol=1e-6, atol=1e-8)
+
+
+def test_mappo_critic_sees_the_world_state_and_ippo_its_own_observation():
+    spec = ippo.env_spec(SPREAD)
+    assert (spec.agents, spec.obs_size, spec.num_actions) == (("agent_0", "agent_1", "agent_2"), 18, 5)
+    for critic, size in (("local", 18), ("world", 3 * 18 + 3)):
+        config = ippo.MARLConfig(critic=critic, num_envs=2)
+        params = ippo.make_init(config)(jax.random.key(0))["params"]
+        assert params["Dense_3"]["kernel"].shape == (size, config.hidden)  # the critic's first layer
+        assert params["Dense_0"]["kernel"].shape == (18, config.hidden)  # the actor sees its own observation
+        env = ippo.make_env(config.env_name)
+        _, _, observe = ippo._glue(config, spec, env)
+        obs, state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(1), 2))
+        own, critic_in, avail = jax.jit(observe)(obs, state)
+        assert own.shape == (6, 18) and critic_in.shape == (6, size) and bool(avail.all())
+        np.testing.assert_array_equal(own[2:4], obs["agent_1"])  # actor i: agent i // envs, environment i % envs
+        if critic == "world":
+            world = np.concatenate([obs[a] for a in spec.agents], -1)
+            np.testing.assert_array_equal(critic_in[2:4, :54], world)
+            np.testing.assert_array_equal(critic_in[2:4, 54:], np.tile([0.0, 1.0, 0.0], (2, 1)))
