@@ -47,7 +47,7 @@ def test_interpreter_equals_rendered_source_in_value_and_gradient():
         program = interpreter.encode(expr, 64)
         np.testing.assert_allclose(value(program, ratio, advantage, progress), fn(ratio, advantage, progress),
                                    rtol=1e-5, atol=1e-6)
-        expected = jax.grad(lambda r, a: fn(r, a, progress).sum(), argnums=(0, 1))(ratio, advantage)
+        expected = jax.grad(lambda r, a, fn=fn: fn(r, a, progress).sum(), argnums=(0, 1))(ratio, advantage)
         for got, want in zip(grad(ratio, advantage, program), expected, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
         checked += 1
