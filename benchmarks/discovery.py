@@ -30,13 +30,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import common
+import jax
+import numpy as np
 
-import common  # noqa: E402
-from jaxlib_kernels import interpreter, ppo, symbolic  # noqa: E402
-from jaxlib_kernels.plugin import load_plugin  # noqa: E402
-from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, PPO_CLIP  # noqa: E402
+from jaxlib_kernels import interpreter, ppo, symbolic
+from jaxlib_kernels.plugin import load_plugin
+from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, PPO_CLIP
 
 
 def candidates(n: int) -> list:

@@ -85,7 +85,6 @@ def admission_task(candidates: list[dict], baselines: dict[str, object], setting
                    budget: int, fresh_seeds: int, ppo_overrides: dict | None, alpha: float, min_held_out: int,
                    length: int, population: int) -> list[dict]:
     """Re-train the candidates and baselines on fresh seeds and gate them (see the module docstring)."""
-    import numpy as np
 
     from jaxlib_kernels import interpreter, ppo
     from jaxlib_kernels.templates import make
