@@ -11,7 +11,7 @@ resumed run cost nothing). Progress goes to the flow's log and ``run.json`` afte
 Admission (``admission_task``): the best formulas and the baselines are trained again on ``fresh_seeds`` seeds never
 used by the search, on the training setting and the held-out ones, in one compiled call per setting. For each
 (setting, baseline) a one-sided Welch test; Holm-Bonferroni across every (setting, baseline) pair of a candidate;
-the interquartile mean with stratified bootstrap 95% intervals (rliable) beside the mean. A candidate is a
+the interquartile mean (rliable's ``aggregate_iqm``) with stratified bootstrap 95% intervals beside the mean. A candidate is a
 discovery when it beats every baseline on the training setting and on at least ``min_held_out`` held-out settings
 at corrected p < ``alpha``. The training-setting numbers are biased upward by the search's own selection; the
 held-out settings and fresh seeds are what the gate relies on.
@@ -50,11 +50,25 @@ def generation_task(state: dict, search: dict, seed: int, setting: str, budget: 
     return out
 
 
+def _stratified_bootstrap(scores, aggregate, reps: int = 2000, seed: int = 0) -> list[float]:
+    """rliable's stratified bootstrap (seeds resampled within each setting), percentile 95% interval.
+
+    ``rliable.library.get_interval_estimates`` does this through ``arch``, which fails to import with this
+    environment's pandas 3 (arch 7) or rejects rliable's ``random_state`` (arch 8), so the resampling is written here
+    and the aggregate is rliable's own ``metrics.aggregate_iqm``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    runs, tasks = scores.shape
+    idx = rng.integers(0, runs, size=(reps, runs, tasks))
+    samples = np.array([aggregate(np.take_along_axis(scores, i, axis=0)) for i in idx])
+    return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
+
+
 def _stats(scores, baselines: dict, alpha: float) -> dict:
     """Welch tests (candidate > baseline, one-sided), Holm across the (setting, baseline) pairs, IQM with rliable."""
     import numpy as np
-    from rliable import library as rly
-    from rliable import metrics
+    from rliable import metrics  # rliable.library needs arch, whose releases do not import with pandas 3 here
     from scipy import stats
 
     tests = []
@@ -74,9 +88,8 @@ def _stats(scores, baselines: dict, alpha: float) -> dict:
     matrix = {"candidate": np.stack([scores[s] for s in settings], axis=1)}
     for name in next(iter(baselines.values())):
         matrix[name] = np.stack([baselines[s][name] for s in settings], axis=1)
-    point, interval = rly.get_interval_estimates(matrix, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=2000)
-    iqm = {k: {"iqm": float(point[k][0]), "ci95": [float(interval[k][0][0]), float(interval[k][1][0])],
-               "mean": float(np.mean(matrix[k]))} for k in matrix}
+    iqm = {k: {"iqm": float(metrics.aggregate_iqm(v)), "ci95": _stratified_bootstrap(v, metrics.aggregate_iqm),
+               "mean": float(np.mean(v))} for k, v in matrix.items()}
     return {"tests": tests, "iqm": iqm}
 
 
