@@ -1,5 +1,6 @@
 """The ``scientist`` command line: ``run`` (the AI-Scientist flow), ``validate`` (the gate on a hand-written plug-in),
-``templates`` (the registered research templates), ``server`` (a local Prefect server with its UI)."""
+``templates`` (the registered research templates), ``server`` (a local Prefect server with its UI), ``meta`` (ES
+meta-training), ``discover`` (the symbolic discovery engine, ``flows/discovery.py``)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     tpl = sub.add_parser("templates", help="list the registered research templates and what they declare")
     tpl.add_argument("--json", action="store_true", help="print each template's description as JSON")
+
+    disc = sub.add_parser("discover", help="symbolic discovery: a population of formulas trained in one compiled call")
+    disc.add_argument("--template", default="lpo", help="symbolic template (default: lpo)")
+    disc.add_argument("--minutes", type=_positive_float("--minutes"), default=10.0, help="search wall time (default: 10)")
+    disc.add_argument("--generations", type=_positive("--generations"), default=None, help="at most this many generations")
+    disc.add_argument("--population", type=_positive("--population"), default=16, help="members per generation (default: 16)")
+    disc.add_argument("--seeds", type=_positive("--seeds"), default=2, help="search seeds per member (default: 2)")
+    disc.add_argument("--budget", type=_positive("--budget"), default=16_384, help="search env steps (default: 16384)")
+    disc.add_argument("--setting", default="empty5", help="training setting (default: empty5)")
+    disc.add_argument("--fresh-seeds", type=_positive("--fresh-seeds"), default=16, help="admission seeds (default: 16)")
+    disc.add_argument("--no-admit", action="store_true", help="search only, no admission")
+    disc.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
+    disc.add_argument("--run-id", default=None, help="run id; an existing one is resumed (default: a new id)")
+    disc.add_argument("--runs-dir", default=os.environ.get("SCIENTIST_RUNS_DIR", "runs"), help="runs folder (default: runs/)")
 
     meta = sub.add_parser("meta", help="ES meta-training: TA-LPO drift (lpo) or HaDES datasets (hades)")
     meta.add_argument("--template", default="lpo", help="lpo | hades (default: lpo)")
@@ -453,6 +468,31 @@ def cmd_meta(args) -> int:
     return 0 if result["status"] in ("completed", "paused") else 1
 
 
+def cmd_discover(args) -> int:
+    if args.template != "lpo":
+        raise UsageError(f"--template {args.template}: the discovery engine is wired for lpo only so far")
+    from jaxlib_kernels.templates import make
+
+    tpl = make("lpo")
+    if args.setting not in tpl.settings:
+        raise UsageError(f"--setting {args.setting}: not an lpo setting ({', '.join(tpl.settings)})")
+    from flows.discovery import discover
+
+    promote = min(4, args.population)
+    tune = min(4, (args.population - 1) // 2 * 2)
+    result = discover(template=args.template, minutes=args.minutes, generations=args.generations,
+                      run_id=args.run_id, runs_dir=args.runs_dir, seed=args.seed, setting=args.setting,
+                      budget=args.budget, seeds=args.seeds, fresh_seeds=args.fresh_seeds, admit=not args.no_admit,
+                      search={"population": args.population, "promote": promote, "tune": tune})
+    print(f"\ndiscovery run {result['run_id']}: {result['status']} after {result['generation']} generation(s) "
+          f"({result['run_dir']})")
+    for row in result["top"]:
+        print(f"  {row['formula']}  fitness {row['fitness']:.3f} (long rung {row['fitness_long']})")
+    for row in result["admitted"]:
+        print(f"  admission: discovery={row['discovery']}, beats PPO clip and DPO on {row['beats_all_on'] or 'none'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -464,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_validate(args)
         if args.command == "meta":
             return cmd_meta(args)
+        if args.command == "discover":
+            return cmd_discover(args)
         if args.command == "templates":
             return cmd_templates(args)
         if args.command == "server":

@@ -162,4 +162,8 @@ def load_plugin(source: str, name: str) -> Callable:
     fn = namespace.get(name)
     if not callable(fn):
         raise PluginError(f"{name!r} is not a function")
+    if isinstance(fn, types.FunctionType) and fn.__code__.co_filename == f"<plugin {name}>":
+        # a function this source defined keeps its text, so kernels can recognise a rendered symbolic plug-in
+        # (jaxlib_kernels.interpreter.expression_of); never set on an object the source merely re-exports
+        fn.__plugin_source__ = source
     return fn

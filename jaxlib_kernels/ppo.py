@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlib_kernels import devices, envs
+from jaxlib_kernels import devices, envs, interpreter
+from jaxlib_kernels.interpreter import Program
 
 Drift = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -161,16 +162,32 @@ def init_params(config: PPOConfig, keys: jax.Array) -> dict:
 
 def make_train(config: PPOConfig, drift: Drift | None = None) -> Callable[[jax.Array, dict], dict]:
     """Build ``train(key, params) -> {"state": params, "metrics": per-update arrays}`` for one seed."""
+    body = _train_body(config)
+    drift = drift or ppo_clip_drift()
+    return lambda key, params: body(key, params, drift)
+
+
+def make_interpreted_train(config: PPOConfig, unroll: int = 1) -> Callable[[jax.Array, dict, Program], dict]:
+    """``train(key, params, program)``: PPO whose drift is an interpreted expression (``jaxlib_kernels.interpreter``).
+
+    The program (opcodes and constants) is an argument, not a constant of the trace, so one compiled
+    ``jit(vmap(train))`` runs any population of formulas of one program length.
+    """
+    body = _train_body(config)
+    return lambda key, params, program: body(key, params, interpreter.drift_of(program, unroll=unroll))
+
+
+def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
+    """``train(key, params, drift)`` for one seed; ``drift`` is a Python callable applied inside the trace."""
     env = config.make_env()
     network = ActorCritic(env.num_actions, config.hidden)
-    drift = drift or ppo_clip_drift()
     tx = _optimizer(config)
 
     env_params = env.default_params
     reset = jax.vmap(env.reset, in_axes=(0, None))
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
-    def train(key: jax.Array, params: dict) -> dict:
+    def train(key: jax.Array, params: dict, drift: Drift) -> dict:
         key, reset_key = jax.random.split(key)
         obs, env_state = reset(jax.random.split(reset_key, config.num_envs), env_params)
         runner = RunnerState(params, tx.init(params), env_state, obs, key, jnp.zeros((), jnp.int32))
@@ -309,11 +326,49 @@ def seed_keys(seeds: list[int] | np.ndarray) -> tuple[jax.Array, jax.Array]:
 def train_seeds(config: PPOConfig, drift: Drift | None, seeds: list[int] | np.ndarray) -> dict:
     """Train one drift on several seeds in one ``jit(vmap(train))`` call; host arrays out.
 
+    A drift with an expression tree (``interpreter.expression_of``: a rendered symbolic plug-in, or a callable
+    carrying ``__expression__``) runs through the interpreter, so every such drift shares one compiled program per
+    (configuration, number of seeds, program length); any other drift is its own program (one compile each).
     The seeds are split over the local devices that divide their number (``devices.population_jit``): one
     device per core when the process asked XLA for them (``devices.force_cpu_devices``), else one.
     """
+    expr = interpreter.expression_of(drift) if drift is not None else None
+    if expr is not None:
+        programs = interpreter.encode_population([expr])
+        return jax.tree_util.tree_map(lambda x: x[0], train_programs(config, programs, seeds))
     keys, init_keys = seed_keys(seeds)
     params = init_params(config, init_keys)
     train = _population_train(config, drift, len(seeds))
     out = train(keys, params)
     return jax.tree_util.tree_map(np.asarray, out["metrics"])
+
+
+@functools.lru_cache(maxsize=64)
+def _interpreted_population_train(config: PPOConfig, size: int, length: int, unroll: int = 1) -> Callable:
+    """The compiled interpreted ``train`` of one (configuration, population size, program length)."""
+    del length  # part of the cache key only: a new length is a new shape, so jit compiles it anyway
+    return devices.population_jit(make_interpreted_train(config, unroll), size)
+
+
+def train_programs(config: PPOConfig, programs: Program, seeds: list[int] | np.ndarray, unroll: int = 1) -> dict:
+    """Train a population of interpreted drifts (``programs``: (C, L) arrays) on the same seeds, in one compiled
+    call over candidates x seeds; host arrays of shape (C, S, ...) out.
+
+    Candidate ``c`` on seed ``s`` starts from the same parameters and key as ``train_seeds`` gives seed ``s``, so
+    a candidate's result does not depend on the others in its population (up to float summation order).
+    """
+    ops, consts = np.asarray(programs.ops, np.int32), np.asarray(programs.consts, np.float32)
+    if ops.ndim != 2 or ops.shape != consts.shape:
+        raise ValueError(f"programs are (candidates, length) arrays, got {ops.shape} and {consts.shape}")
+    n_cand, length = ops.shape
+    n_seeds = len(seeds)
+    keys, init_keys = seed_keys(seeds)
+    params = init_params(config, init_keys)
+
+    def tile(x):
+        return jnp.tile(x, (n_cand,) + (1,) * (x.ndim - 1))
+
+    member = Program(jnp.asarray(np.repeat(ops, n_seeds, axis=0)), jnp.asarray(np.repeat(consts, n_seeds, axis=0)))
+    train = _interpreted_population_train(config, n_cand * n_seeds, length, unroll)
+    out = train(tile(keys), jax.tree_util.tree_map(tile, params), member)
+    return jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((n_cand, n_seeds) + x.shape[1:]), out["metrics"])

@@ -1,0 +1,194 @@
+"""The discovery flow (``scientist discover``): a symbolic search whose fitness is real PPO training, then a
+statistically gated admission on fresh seeds.
+
+Generations (``jaxlib_kernels.discovery.generation``: propose, static gate, novelty rejection, evosax-tuned
+constants, one compiled evaluation of the whole population, successive halving, islands) run one cached Prefect
+task each; the state after each is also written to ``search/gen_<g>.json``. Re-running a run id re-enters the loop
+and every finished generation is a cache hit (same inputs, same code), so a killed search continues from its last
+finished generation with identical results. ``minutes`` bounds the search's wall time (finished generations of a
+resumed run cost nothing). Progress goes to the flow's log and ``run.json`` after every generation.
+
+Admission (``admission_task``): the best formulas and the baselines are trained again on ``fresh_seeds`` seeds never
+used by the search, on the training setting and the held-out ones, in one compiled call per setting. For each
+(setting, baseline) a one-sided Welch test; Holm-Bonferroni across every (setting, baseline) pair of a candidate;
+the interquartile mean (rliable's ``aggregate_iqm``) with stratified bootstrap 95% intervals beside the mean. A candidate is a
+discovery when it beats every baseline on the training setting and on at least ``min_held_out`` held-out settings
+at corrected p < ``alpha``. The training-setting numbers are biased upward by the search's own selection; the
+held-out settings and fresh seeds are what the gate relies on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from prefect import flow, get_run_logger
+
+from tasks.common import stage, storage
+from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, write_json
+
+KERNEL = ("jaxlib_kernels.discovery", "jaxlib_kernels.interpreter", "jaxlib_kernels.ppo", "jaxlib_kernels.symbolic",
+          "jaxlib_kernels.envs", "jaxlib_kernels.templates.lpo.search", "jaxlib_kernels.templates.lpo.kernel",
+          "jaxlib_kernels.es.meta")
+FRESH_SEED_OFFSET = 10_000  # admission seeds start here; the search uses 0 .. 2 * seeds
+
+
+@stage(name="discovery_generation", modules=KERNEL)
+def generation_task(state: dict, search: dict, seed: int, setting: str, budget: int, seeds: int,
+                    ppo_overrides: dict | None) -> dict:
+    """One generation of the search (a pure function of its inputs: cached, so a resumed search repeats nothing)."""
+    from jaxlib_kernels import discovery
+    from jaxlib_kernels.templates import make
+
+    config = discovery.SearchConfig(**search)
+    template = make("lpo")
+    evaluate = discovery.ppo_evaluator(template.setting(setting), budget, seeds, config, ppo_overrides)
+    start = time.time()
+    out = discovery.generation(state, config, evaluate, seed)
+    out["log"][-1]["seconds"] = time.time() - start
+    return out
+
+
+def _stratified_bootstrap(scores, aggregate, reps: int = 2000, seed: int = 0) -> list[float]:
+    """rliable's stratified bootstrap (seeds resampled within each setting), percentile 95% interval.
+
+    ``rliable.library.get_interval_estimates`` does this through ``arch``, which fails to import with this
+    environment's pandas 3 (arch 7) or rejects rliable's ``random_state`` (arch 8), so the resampling is written here
+    and the aggregate is rliable's own ``metrics.aggregate_iqm``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    runs, tasks = scores.shape
+    idx = rng.integers(0, runs, size=(reps, runs, tasks))
+    samples = np.array([aggregate(np.take_along_axis(scores, i, axis=0)) for i in idx])
+    return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
+
+
+def _stats(scores, baselines: dict, alpha: float) -> dict:
+    """Welch tests (candidate > baseline, one-sided), Holm across the (setting, baseline) pairs, IQM with rliable."""
+    import numpy as np
+    from rliable import metrics  # rliable.library needs arch, whose releases do not import with pandas 3 here
+    from scipy import stats
+
+    tests = []
+    for setting, cand in scores.items():
+        for name, base in baselines[setting].items():
+            t = stats.ttest_ind(cand, base, equal_var=False, alternative="greater")
+            tests.append({"setting": setting, "baseline": name, "mean": float(np.mean(cand)),
+                          "baseline_mean": float(np.mean(base)), "t": float(t.statistic), "p": float(t.pvalue)})
+    # Holm-Bonferroni
+    order = np.argsort([t["p"] for t in tests])
+    m, running = len(tests), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * tests[i]["p"]))
+        tests[i]["p_holm"] = running
+        tests[i]["significant"] = running < alpha
+    settings = list(scores)
+    matrix = {"candidate": np.stack([scores[s] for s in settings], axis=1)}
+    for name in next(iter(baselines.values())):
+        matrix[name] = np.stack([baselines[s][name] for s in settings], axis=1)
+    iqm = {k: {"iqm": float(metrics.aggregate_iqm(v)), "ci95": _stratified_bootstrap(v, metrics.aggregate_iqm),
+               "mean": float(np.mean(v))} for k, v in matrix.items()}
+    return {"tests": tests, "iqm": iqm}
+
+
+@stage(name="discovery_admission", modules=KERNEL)
+def admission_task(candidates: list[dict], baselines: dict[str, object], settings: list[str], training: str,
+                   budget: int, fresh_seeds: int, ppo_overrides: dict | None, alpha: float, min_held_out: int,
+                   length: int, population: int) -> list[dict]:
+    """Re-train the candidates and baselines on fresh seeds and gate them (see the module docstring)."""
+
+    from jaxlib_kernels import interpreter, ppo
+    from jaxlib_kernels.templates import make
+    from jaxlib_kernels.templates.lpo.kernel import ppo_config
+
+    template = make("lpo")
+    exprs = [c["expr"] for c in candidates] + list(baselines.values())
+    exprs += [exprs[0]] * (-len(exprs) % population)  # the search's population shape: its compiled program fits
+    seeds = list(range(FRESH_SEED_OFFSET, FRESH_SEED_OFFSET + fresh_seeds))
+    finals = {}
+    for s in settings:
+        setting = template.setting(s)
+        overrides = dict(ppo_overrides or {})
+        steps = int(overrides.pop("total_timesteps", budget) * setting.budget_scale)
+        config = dataclasses.replace(ppo_config(setting, steps), **overrides)
+        metrics = ppo.train_programs(config, interpreter.encode_population(exprs, length), seeds)
+        finals[s] = ppo.mean_return(metrics)  # (candidates + baselines, seeds)
+    out = []
+    for i, c in enumerate(candidates):
+        scores = {s: finals[s][i] for s in settings}
+        base = {s: {name: finals[s][len(candidates) + j] for j, name in enumerate(baselines)} for s in settings}
+        result = _stats(scores, base, alpha)
+        wins = {s for s in settings if all(t["significant"] for t in result["tests"] if t["setting"] == s)}
+        held_out = sorted(wins - {training})
+        out.append({**c, "admission": result, "beats_all_on": sorted(wins),
+                    "discovery": training in wins and len(held_out) >= min_held_out,
+                    "fresh_seeds": fresh_seeds, "settings": settings})
+    return out
+
+
+@flow(name="discovery", log_prints=True)
+def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = None, runs_dir: str = "runs",
+             generations: int | None = None, search: dict | None = None, seed: int = 0, setting: str = "empty5",
+             budget: int = 16_384, seeds: int = 2, ppo_overrides: dict | None = None, fresh_seeds: int = 16,
+             admit_top: int = 2, held_out: list[str] | None = None, alpha: float = 0.05, min_held_out: int = 2,
+             admit: bool = True) -> dict:
+    """Search for a drift formula for ``minutes`` (or ``generations``), then gate the best ``admit_top`` of it."""
+    from jaxlib_kernels import discovery, symbolic
+    from jaxlib_kernels.templates import make
+
+    if template != "lpo":
+        raise ValueError(f"the discovery engine serves symbolic templates; only 'lpo' is wired so far, not {template!r}")
+    logger = get_run_logger()
+    tpl = make(template)
+    config = discovery.SearchConfig(**(search or {}))
+    run = RunFolder(runs_dir, run_id or new_run_id(f"discover-{template}"))
+    run.lock()
+    resumed = run.exists()
+    t0 = time.time()
+    try:
+        run.update_run_json(run_id=run.run_id, kind="discovery", template=template, status="running", resumed=resumed,
+                            search=dataclasses.asdict(config), setting=setting, budget=budget, seeds=seeds,
+                            versions=package_versions(), git_revision=git_revision(), pid=os.getpid())
+        store = {"result_storage": storage(run.results_store)}
+        folder = run.path / "search"
+        folder.mkdir(parents=True, exist_ok=True)
+        state = discovery.init_state({n: b.expression for n, b in tpl.baselines.items()}, config)
+        g = 0
+        while (generations is None or g < generations) and (time.time() - t0) < 60 * minutes:
+            state = generation_task.with_options(**store)(state, dataclasses.asdict(config), seed, setting, budget,
+                                                          seeds, ppo_overrides)
+            g = state["generation"]
+            write_json(folder / f"gen_{g - 1:04d}.json", state)
+            entry = state["log"][-1]
+            logger.info("generation %d: %d trained (%d tuned), %d refused by the gate, %d as duplicates; best %.3f "
+                        "(long rung %s) %s", g - 1, entry["trained"], entry["tuned"], entry["gate"], entry["novelty"],
+                        entry["best_fitness"], entry["best_fitness_long"], entry["best"])
+            run.update_run_json(generation=g, best=entry["best"], best_fitness=entry["best_fitness"],
+                                best_fitness_long=entry["best_fitness_long"], wall_seconds=time.time() - t0)
+        top = [{"expr": r["expr"], "origin": r["origin"], "fitness": r["fitness"], "fitness_long": r["fitness_long"],
+                "formula": symbolic.to_latex(r["expr"])}
+               for r in discovery.best(state, admit_top) if r["origin"] not in tpl.baselines]
+        admitted: list[dict] = []
+        if admit and top:
+            settings = [setting] + list(held_out if held_out is not None else
+                                        [s for s in ("empty_random5", "empty6", "empty5_short") if s != setting])
+            baselines = {"ppo_clip": tpl.baselines["ppo_clip"].expression, "dpo": tpl.baselines["dpo"].expression}
+            admitted = admission_task.with_options(**store)(top, baselines, settings, setting, budget, fresh_seeds,
+                                                            ppo_overrides, alpha, min_held_out, config.length,
+                                                            config.population)
+            write_json(run.path / "admission.json", admitted)
+            for a in admitted:
+                logger.info("admission %s: discovery=%s, beats PPO clip and DPO on %s",
+                            symbolic.dumps(a["expr"]), a["discovery"], a["beats_all_on"] or "no setting")
+        status = "finished"
+        run.update_run_json(status=status, generation=g, wall_seconds=time.time() - t0,
+                            discoveries=[symbolic.dumps(a["expr"]) for a in admitted if a["discovery"]])
+        return {"run_id": run.run_id, "run_dir": str(run.path), "status": status, "generation": g, "state": state,
+                "top": top, "admitted": admitted}
+    except BaseException:
+        run.update_run_json(status="interrupted", wall_seconds=time.time() - t0)
+        raise
+    finally:
+        run.unlock()

@@ -1,0 +1,257 @@
+"""The discovery engine's generation step: symbolic drifts proposed, gated, de-duplicated and trained as one population.
+
+A search's state is plain JSON (``init_state``/``generation``), so a generation is a pure function of the previous
+state, the configuration and the seed: the flow (``flows/discovery.py``) runs each generation as a cached task, and
+a killed search resumes with identical results. One generation:
+
+1. **propose**: per island, children of its elites by the lpo search's mutations (retuned constants, schedules in
+   n/N, asymmetric clips, penalties, saturation) and crossovers with elites of other islands (split advantage);
+2. **static gate**: a valid tree that fits the interpreter, finite and non-negative on the probe grid
+   (``lpo.search.plausibility``);
+3. **novelty rejection before evaluation** (ShinkaEvolve): a proposal whose behaviour on the probe grid is within
+   ``novelty`` (PPO-clip units) of an archived or already accepted one is dropped untrained;
+4. **constants of the best elite tuned by an evosax strategy**: the strategy's ``ask`` members (the elite's
+   program with other constants) join the population, its ``tell`` moves the mean, which the next generation
+   proposes;
+5. **one compiled evaluation**: every member trained with PPO on the training setting at a short budget in one
+   ``ppo.train_programs`` call (fixed population size and program length: one compile for the whole search);
+6. **successive halving**: the best ``promote`` members are trained again with twice the budget and seeds (again
+   one call of fixed shape); their long-budget fitness ranks the archive's elites;
+7. **archive update** with islands (a migrant every ``migrate`` generations).
+
+Kept free of Prefect and Ray (``jaxlib_kernels``); the evaluator is passed in so tests can use a tiny PPO.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from jaxlib_kernels import interpreter, symbolic
+
+Evaluator = Callable[[list, int], np.ndarray]  # (expressions, rung) -> fitness per expression
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Static settings of a discovery search."""
+
+    population: int = 16  # members trained per generation (fixed: one compile)
+    islands: int = 2
+    elites: int = 4  # per island
+    promote: int = 4  # successive halving: members re-trained at the long rung
+    tune: int = 4  # evosax members around the best elite's constants (even; 0 = no tuning)
+    tune_std: float = 0.1
+    length: int = 64  # program length of every member
+    novelty: float = 0.1  # behavioural distance (PPO-clip units) below which a proposal is a duplicate
+    migrate: int = 3
+    max_size: int = 48
+
+    def __post_init__(self):
+        if self.promote > self.population or self.tune >= self.population:
+            raise ValueError("promote and tune must fit in the population")
+        if self.tune % 2:
+            raise ValueError("tune must be even (antithetic sampling)")
+
+
+def _key(expr) -> str:
+    return symbolic.dumps(expr)
+
+
+def gate(expr, config: SearchConfig) -> str | None:
+    """Why the static gate refuses ``expr`` (None: it passes)."""
+    from jaxlib_kernels.templates.lpo import search
+
+    try:
+        symbolic.validate(expr)
+    except symbolic.ExpressionError as exc:
+        return str(exc)
+    if symbolic.size(expr) > config.max_size:
+        return f"larger than {config.max_size} nodes"
+    try:
+        interpreter.encode(expr, config.length)
+    except interpreter.ProgramError as exc:
+        return str(exc)
+    score, notes = search.plausibility(expr)
+    if score <= 0.0:
+        return "; ".join(notes)
+    return None
+
+
+def init_state(seed_exprs: dict[str, object], config: SearchConfig) -> dict:
+    """Generation -1: the seeds (name -> tree, e.g. the baselines), spread over the islands, not yet trained."""
+    pending = [{"expr": symbolic.canonical(e), "origin": name, "island": i % config.islands}
+               for i, (name, e) in enumerate(seed_exprs.items()) if gate(e, config) is None]
+    return {"generation": 0, "archive": [], "pending": pending, "tune_mean": None, "log": []}
+
+
+def _elites(archive: list[dict], island: int, k: int) -> list[dict]:
+    rows = [r for r in archive if r["island"] == island]
+    return sorted(rows, key=lambda r: (-r["score"], r["order"]))[:k]
+
+
+def _score(row: dict) -> float:
+    return row["fitness_long"] if row.get("fitness_long") is not None else row["fitness"] - 1.0
+
+
+def _propose(state: dict, config: SearchConfig, rng: np.random.Generator, room: int) -> tuple[list[dict], dict]:
+    """Up to ``room`` new gated, novel proposals; counts of what the gate and novelty refused."""
+    from jaxlib_kernels.templates.lpo import search
+
+    archive = state["archive"]
+    behaviours = [search.behaviour(r["expr"]) for r in archive]
+    seen = {_key(r["expr"]) for r in archive}
+    out, counts = [], {"proposed": 0, "gate": 0, "novelty": 0}
+
+    def admit(expr, origin: str, island: int) -> None:
+        counts["proposed"] += 1
+        if _key(expr) in seen:
+            counts["novelty"] += 1
+            return
+        why = gate(expr, config)
+        if why is not None:
+            counts["gate"] += 1
+            return
+        b = search.behaviour(expr)
+        if any(search.distance(b, other) < config.novelty for other in behaviours):
+            counts["novelty"] += 1
+            return
+        seen.add(_key(expr))
+        behaviours.append(b)
+        out.append({"expr": symbolic.canonical(expr), "origin": origin, "island": island})
+
+    for p in state.get("pending", []):
+        admit(p["expr"], p["origin"], p["island"])
+    elites = {i: _elites(archive, i, config.elites) for i in range(config.islands)}
+    pool = [search.Candidate(copy.deepcopy(r["expr"]), r["origin"]) for i in elites for r in elites[i]]
+    attempts = 0
+    while len(out) < room and pool and attempts < 40 * room:
+        attempts += 1
+        island = attempts % config.islands
+        parents = elites[island] or [r for rows in elites.values() for r in rows]
+        parent = parents[rng.integers(len(parents))]
+        cand = search.Candidate(copy.deepcopy(parent["expr"]), parent["origin"])
+        child = search._mutate(cand, pool, rng)  # the lpo search's mutation operators (crossover among them)
+        if child is not None:
+            admit(child.expr, f"{parent['origin']}+{child.kinds[-1] if child.kinds else 'mutation'}", island)
+    return out[:room], counts
+
+
+def _tune_members(state: dict, config: SearchConfig, seed: int) -> tuple[list[dict], dict | None]:
+    """evosax ``ask`` around the constants of the best elite: members that differ from it only in constants."""
+    if config.tune == 0 or not state["archive"]:
+        return [], None
+    import jax
+    import jax.numpy as jnp
+
+    from jaxlib_kernels.es import meta
+
+    best = max(state["archive"], key=lambda r: (r["score"], -r["order"]))
+    program = interpreter.encode(best["expr"], config.length)
+    slots = np.flatnonzero(np.asarray(program.ops) == interpreter.CONST)
+    if slots.size == 0:
+        return [], None
+    start = np.asarray(program.consts)[slots]
+    if state.get("tune_mean") and state["tune_mean"]["parent"] == _key(best["expr"]):
+        start = np.asarray(state["tune_mean"]["mean"], np.float32)
+    strategy, params = meta.make_strategy(meta.ESConfig("Open_ES", config.tune, std=config.tune_std, lr=0.05),
+                                          jnp.zeros(slots.size))
+    key = jax.random.key(seed)
+    es_state = meta.init_state(key, strategy, params, jnp.asarray(start))
+    population, es_state = strategy.ask(jax.random.fold_in(key, 1), es_state, params)
+    members = []
+    for consts in np.asarray(population):
+        c = np.asarray(program.consts).copy()
+        c[slots] = consts
+        expr = interpreter.decode(interpreter.Program(program.ops, c.astype(np.float32)))
+        members.append({"expr": symbolic.canonical(expr), "origin": f"{best['origin']}+evosax", "island": best["island"]})
+    return members, {"strategy": strategy, "params": params, "state": es_state, "population": population, "key": key,
+                     "parent": _key(best["expr"])}
+
+
+def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int) -> dict:
+    """One generation (see the module docstring); returns the next state (the input is not modified)."""
+    state = copy.deepcopy(state)
+    g = state["generation"]
+    rng = np.random.default_rng([seed, g])
+    tuned, es = _tune_members(state, config, seed * 100_003 + g)
+    proposals, counts = _propose(state, config, rng, config.population - len(tuned))
+    members = proposals + tuned
+    real = len(members)
+    padding = [copy.deepcopy(members[i % real]) for i in range(config.population - real)] if real else []
+    fitness = np.asarray(evaluate([m["expr"] for m in members + padding], 0), np.float64)[:real] if real else []
+    order = len(state["archive"])
+    rows = []
+    for m, f in zip(members, fitness, strict=True):
+        rows.append({**m, "fitness": float(f), "fitness_long": None, "generation": g, "order": order})
+        order += 1
+    # successive halving: the best of this generation and the archive's current leaders, at the long rung
+    contenders = sorted(rows, key=lambda r: -r["fitness"])[: config.promote]
+    if contenders and config.promote:
+        exprs = [r["expr"] for r in contenders]
+        exprs += [exprs[i % len(exprs)] for i in range(config.promote - len(exprs))]
+        long = np.asarray(evaluate(exprs, 1), np.float64)
+        for r, f in zip(contenders, long, strict=False):
+            r["fitness_long"] = float(f)
+    for r in rows:
+        r["score"] = _score(r)
+    if es is not None:
+        import jax
+        import jax.numpy as jnp
+
+        from jaxlib_kernels.es import meta
+
+        tuned_fitness = jnp.asarray([r["fitness"] for r in rows[len(proposals):]], jnp.float32)
+        es_state, _ = meta._tell(es["strategy"], jax.random.fold_in(es["key"], 2), es["population"], tuned_fitness,
+                                 es["state"], es["params"])
+        state["tune_mean"] = {"parent": es["parent"],
+                              "mean": np.asarray(meta.search_mean(es["strategy"], es_state)).astype(float).tolist()}
+    state["archive"].extend(rows)
+    if config.islands > 1 and g % config.migrate == config.migrate - 1:
+        for i in range(config.islands):
+            best = _elites(state["archive"], i, 1)
+            if best:
+                migrant = {**copy.deepcopy(best[0]), "island": (i + 1) % config.islands, "order": order,
+                           "origin": best[0]["origin"] + "+migrant"}
+                order += 1
+                state["archive"].append(migrant)
+    state["pending"] = []
+    best = max(state["archive"], key=lambda r: (r["score"], -r["order"])) if state["archive"] else None
+    state["log"].append({"generation": g, **counts, "trained": real, "tuned": len(tuned),
+                         "best_fitness": None if best is None else best["fitness"],
+                         "best_fitness_long": None if best is None else best["fitness_long"],
+                         "best": None if best is None else symbolic.dumps(best["expr"])})
+    state["generation"] = g + 1
+    return state
+
+
+def best(state: dict, k: int = 1) -> list[dict]:
+    """The archive's top ``k`` by score (long-rung fitness first), one row per distinct formula."""
+    rows, seen = [], set()
+    for r in sorted(state["archive"], key=lambda r: (-r["score"], r["order"])):
+        if _key(r["expr"]) not in seen:
+            seen.add(_key(r["expr"]))
+            rows.append(r)
+    return rows[:k]
+
+
+def ppo_evaluator(setting, budget: int, seeds: int, config: SearchConfig, ppo_overrides: dict | None = None,
+                  seed_offset: int = 0) -> Evaluator:
+    """The real fitness: final return of PPO with each drift on ``setting`` (rung 0: ``budget``, ``seeds`` seeds;
+    rung 1: twice both), every member in one ``ppo.train_programs`` call."""
+    from jaxlib_kernels import ppo
+    from jaxlib_kernels.templates.lpo.kernel import ppo_config
+
+    def evaluate(exprs: list, rung: int) -> np.ndarray:
+        scale = 2 ** rung
+        cfg = dataclasses.replace(ppo_config(setting, budget * scale), **(ppo_overrides or {}))
+        if ppo_overrides and "total_timesteps" in ppo_overrides:
+            cfg = dataclasses.replace(cfg, total_timesteps=ppo_overrides["total_timesteps"] * scale)
+        programs = interpreter.encode_population(exprs, config.length)
+        metrics = ppo.train_programs(cfg, programs, list(range(seed_offset, seed_offset + seeds * scale)))
+        return ppo.mean_return(metrics).mean(axis=1)
+
+    return evaluate

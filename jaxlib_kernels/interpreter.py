@@ -1,0 +1,304 @@
+"""An expression interpreter kernel: symbolic plug-ins as data, so a population of formulas is one compiled program.
+
+A tree of :mod:`jaxlib_kernels.symbolic` is compiled (on the host) to a fixed-length postfix program: an opcode
+array and a constant array of length ``L`` (``Program``). One jitted, differentiable stack machine
+(:func:`run`) evaluates any such program on ``(ratio, advantage, progress)``: a ``lax.scan`` over the
+instructions whose carry is a stack of ``DEPTH`` arrays of the ratio's shape; each step computes every
+operator's result on the top of the stack and keeps the opcode's one (``jnp.select``), then shifts the stack by the
+opcode's arity. The opcodes and constants are ordinary arrays, so ``jit(vmap(train))`` over candidates x seeds
+compiles once per (configuration, population size, ``L``) however different the formulas are, and the constants
+can be tuned by gradient or ES inside the same compiled call.
+
+Semantics match :func:`symbolic.to_source_expr` operator for operator (the same ``jax.nn.relu``, ``jnp.clip``
+as ``maximum`` then ``minimum``, ``jnp.where(x >= 0, a, b)``, constants rounded to 6 decimals as the rendered
+source writes them), so values and gradients equal the rendered source's (``tests/kernels/test_interpreter.py``).
+Every branch of the select is finite where its inputs are, and an unselected branch gets a zero cotangent, so
+the interpreter adds no NaN to a gradient that the rendered source does not have.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlib_kernels import symbolic
+
+DEPTH = 8  # stack depth: enough for any tree whose postfix evaluation needs at most 8 live values
+LENGTHS = (32, 64, 128)  # program lengths: a program is padded to the smallest that holds it (few shapes)
+
+NOP = 0
+VARS = ("r", "A", "logr", "omr", "p")
+UNARY_OPS = ("relu", "abs", "neg", "sq", "tanh")
+BINARY_OPS = ("add", "sub", "mul", "max", "min")
+TERNARY_OPS = ("clip", "ifpos")
+OPCODES = ("nop", *VARS, "const", *UNARY_OPS, *BINARY_OPS, *TERNARY_OPS)
+CODE = {name: i for i, name in enumerate(OPCODES)}
+CONST = CODE["const"]
+_PUSH = range(CODE["r"], CONST + 1)
+_UNARY = range(CODE["relu"], CODE["tanh"] + 1)
+_BINARY = range(CODE["add"], CODE["min"] + 1)
+_TERNARY = range(CODE["clip"], CODE["ifpos"] + 1)
+
+
+class Program(NamedTuple):
+    """A postfix program: ``ops`` (L,) int32 opcodes (``OPCODES``), ``consts`` (L,) float32 (used by ``const``)."""
+
+    ops: jax.Array | np.ndarray
+    consts: jax.Array | np.ndarray
+
+
+class ProgramError(ValueError):
+    """An expression that does not fit the interpreter (too long or too deep)."""
+
+
+def postfix(expr: symbolic.Expr) -> list[tuple[str, float]]:
+    """The tree in postfix order as (opcode name, constant) pairs; children left to right, then the operator."""
+    if isinstance(expr, bool):
+        raise ProgramError("booleans are not expressions")
+    if isinstance(expr, (int, float)):
+        return [("const", float(round(float(expr), 6)))]
+    if isinstance(expr, str):
+        return [(expr, 0.0)]
+    op, *args = expr
+    return [item for a in args for item in postfix(a)] + [(op, 0.0)]
+
+
+def stack_depth(code: list[tuple[str, float]]) -> int:
+    """The most values live on the stack while the program runs."""
+    depth = most = 0
+    for name, _ in code:
+        c = CODE[name]
+        depth += 1 if c in _PUSH else -1 if c in _BINARY else -2 if c in _TERNARY else 0
+        most = max(most, depth)
+    return most
+
+
+def length_of(expr: symbolic.Expr) -> int:
+    """The program length (one of ``LENGTHS``) that holds ``expr``."""
+    n = symbolic.size(expr)
+    for length in LENGTHS:
+        if n <= length:
+            return length
+    raise ProgramError(f"expression of {n} nodes is longer than the interpreter's {LENGTHS[-1]} instructions")
+
+
+def fits(expr: symbolic.Expr) -> bool:
+    """Whether the interpreter can run ``expr`` (valid, short enough, shallow enough)."""
+    try:
+        encode(expr)
+    except (ProgramError, symbolic.ExpressionError):
+        return False
+    return True
+
+
+def encode(expr: symbolic.Expr, length: int | None = None) -> Program:
+    """Compile a tree to a padded postfix :class:`Program` of ``length`` instructions (default: ``length_of``)."""
+    symbolic.validate(expr)
+    code = postfix(expr)
+    length = length or length_of(expr)
+    if len(code) > length:
+        raise ProgramError(f"expression of {len(code)} nodes does not fit {length} instructions")
+    if stack_depth(code) > DEPTH:
+        raise ProgramError(f"expression needs a stack of {stack_depth(code)} values, the interpreter has {DEPTH}")
+    ops = np.zeros(length, np.int32)
+    consts = np.zeros(length, np.float32)
+    for i, (name, c) in enumerate(code):
+        ops[i], consts[i] = CODE[name], c
+    return Program(ops, consts)
+
+
+def encode_population(exprs: list[symbolic.Expr], length: int | None = None) -> Program:
+    """Stack the programs of several trees, padded to one length (default: the longest one's): (N, L) arrays."""
+    length = length or max(length_of(e) for e in exprs)
+    programs = [encode(e, length) for e in exprs]
+    return Program(np.stack([p.ops for p in programs]), np.stack([p.consts for p in programs]))
+
+
+def decode(program: Program) -> symbolic.Expr:
+    """The tree of a (single) program: the inverse of :func:`encode` (constants as float32 values)."""
+    stack: list = []
+    for op, c in zip(np.asarray(program.ops).tolist(), np.asarray(program.consts).tolist(), strict=True):
+        name = OPCODES[op]
+        if op == NOP:
+            continue
+        if name == "const":
+            stack.append(float(round(c, 6)))
+        elif name in VARS:
+            stack.append(name)
+        else:
+            arity = 1 if op in _UNARY else 2 if op in _BINARY else 3
+            args = stack[-arity:]
+            del stack[-arity:]
+            stack.append([name, *args])
+    if len(stack) != 1:
+        raise ProgramError(f"program leaves {len(stack)} values on the stack")
+    return stack[0]
+
+
+def _step(variables: tuple[jax.Array, ...], stack: jax.Array, op: jax.Array, const: jax.Array) -> jax.Array:
+    """One instruction on the stack (DEPTH, *shape): every operator's result, the opcode's one kept."""
+    r, a, logr, omr, p = variables
+    x0, x1, x2 = stack[0], stack[1], stack[2]
+    values = [
+        x0,  # nop
+        r, a, logr, omr, p, jnp.broadcast_to(const, x0.shape).astype(x0.dtype),
+        jax.nn.relu(x0), jnp.abs(x0), -x0, jnp.square(x0), jnp.tanh(x0),
+        x1 + x0, x1 - x0, x1 * x0, jnp.maximum(x1, x0), jnp.minimum(x1, x0),
+        jnp.minimum(x0, jnp.maximum(x1, x2)),  # clip(x2, lo=x1, hi=x0), as jnp.clip computes it
+        jnp.where(x2 >= 0, x1, x0),  # ifpos(x2, x1, x0)
+    ]
+    top = jnp.select([op == i for i in range(1, len(values))], values[1:], values[0])
+    zeros = jnp.zeros_like(stack[:2])
+    shifted = jnp.select(
+        [(op >= _PUSH.start) & (op < _PUSH.stop), (op >= _BINARY.start) & (op < _BINARY.stop), op >= _TERNARY.start],
+        [stack[:-1], jnp.concatenate([stack[2:], zeros[:1]]), jnp.concatenate([stack[3:], zeros])],
+        stack[1:],  # nop and unary keep the rest of the stack
+    )
+    return jnp.concatenate([top[None], shifted])
+
+
+def run(program: Program, ratio: jax.Array, advantage: jax.Array, progress: jax.Array, unroll: int = 1
+        ) -> jax.Array:
+    """The program's value at ``(ratio, advantage, progress)``, of the broadcast shape of ratio and advantage."""
+    ratio = jnp.asarray(ratio)
+    dtype = jnp.result_type(ratio.dtype, jnp.float32)
+    shape = jnp.broadcast_shapes(jnp.shape(ratio), jnp.shape(advantage))
+    r = jnp.broadcast_to(ratio, shape).astype(dtype)
+    a = jnp.broadcast_to(jnp.asarray(advantage, dtype), shape)
+    p = jnp.broadcast_to(jnp.asarray(progress, dtype), shape)
+    variables = (r, a, jnp.log(r), 1.0 - r, p)
+    ops, consts = jnp.asarray(program.ops, jnp.int32), jnp.asarray(program.consts, dtype)
+
+    def body(stack, instruction):
+        op, const = instruction
+        return _step(variables, stack, op, const), None
+
+    stack, _ = jax.lax.scan(body, jnp.zeros((DEPTH, *shape), dtype), (ops, consts), unroll=unroll)
+    return stack[0]
+
+
+def drift_of(program: Program, unroll: int = 1):
+    """A drift ``(ratio, advantage, progress) -> array`` that runs ``program`` (traced or concrete)."""
+
+    def drift(ratio, advantage, progress):
+        return run(program, ratio, advantage, progress, unroll=unroll)
+
+    return drift
+
+
+# --- recognising rendered sources -------------------------------------------------------------------------------
+
+_CALLS = {
+    ("jax", "nn", "relu"): "relu", ("jnp", "abs"): "abs", ("jnp", "square"): "sq", ("jnp", "tanh"): "tanh",
+    ("jnp", "maximum"): "max", ("jnp", "minimum"): "min", ("jnp", "clip"): "clip", ("jnp", "where"): "ifpos",
+    ("jnp", "log"): "log",
+}
+_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul"}
+
+
+class _NotRendered(Exception):
+    pass
+
+
+def _dotted(node: ast.AST) -> tuple[str, ...]:
+    if isinstance(node, ast.Name):
+        return (node.id,)
+    if isinstance(node, ast.Attribute):
+        return (*_dotted(node.value), node.attr)
+    raise _NotRendered
+
+
+def _tree(node: ast.AST, args: tuple[str, str, str]) -> symbolic.Expr:
+    ratio, advantage, progress = args
+    if isinstance(node, ast.Constant) and isinstance(node.value, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        if isinstance(node.operand, ast.Constant) and isinstance(node.operand.value, float):
+            return -node.operand.value
+        return ["neg", _tree(node.operand, args)]
+    if isinstance(node, ast.Name):
+        names = {ratio: "r", advantage: "A", progress: "p"}
+        if node.id in names:
+            return names[node.id]
+        raise _NotRendered
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        if (isinstance(node.op, ast.Sub) and isinstance(node.left, ast.Constant) and node.left.value == 1.0
+                and isinstance(node.right, ast.Name) and node.right.id == ratio):
+            return "omr"
+        return [_BINOPS[type(node.op)], _tree(node.left, args), _tree(node.right, args)]
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.GtE):
+        return _tree(node.left, args)  # the condition of ifpos, checked by the round trip
+    if isinstance(node, ast.Call) and not node.keywords:
+        name = _CALLS.get(_dotted(node.func))
+        if name is None:
+            raise _NotRendered
+        if name == "log":
+            if len(node.args) == 1 and isinstance(node.args[0], ast.Name) and node.args[0].id == ratio:
+                return "logr"
+            raise _NotRendered
+        return [name, *[_tree(a, args) for a in node.args]]
+    raise _NotRendered
+
+
+def expression_of_source(source: str, name: str = "drift") -> symbolic.Expr | None:
+    """The tree whose :func:`symbolic.render_source` is ``source`` (any docstring, same syntax tree), else None.
+
+    Only a source that the renderer wrote (up to parentheses and layout) is recognised, so running its tree through
+    the interpreter computes what the source computes; anything else (an LLM-written plug-in) gives None.
+    """
+    try:
+        module = ast.parse(source)
+        fn = next(n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == name)
+        args = tuple(a.arg for a in fn.args.args)
+        if len(args) != 3:
+            return None
+        doc = ast.get_docstring(fn, clean=False)
+        ret = fn.body[-1]
+        if not (isinstance(ret, ast.Return) and isinstance(ret.value, ast.BinOp)):
+            return None
+        expr = _tree(ret.value.left, args)
+        # the same syntax tree as the renderer's text (ast drops only parentheses, which the renderer adds around
+        # every operation, and "-c" is the same number as "(-c)"): the source computes what the tree computes
+        if ast.dump(module) != ast.dump(ast.parse(symbolic.render_source(expr, name, doc=doc, args=args))):
+            return None
+        encode(expr)
+    except (_NotRendered, StopIteration, SyntaxError, symbolic.ExpressionError, ProgramError, KeyError, TypeError,
+            ValueError, RecursionError):
+        return None
+    return symbolic.canonical(expr)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_expression_json(source: str, name: str) -> str | None:
+    expr = expression_of_source(source, name)
+    return None if expr is None else symbolic.dumps(expr)
+
+
+def expression_of(drift) -> symbolic.Expr | None:
+    """The tree a drift computes, where it is known: ``drift.__expression__`` (set by :func:`with_expression`), or
+    the source of a loaded plug-in (``jaxlib_kernels.plugin.load_plugin`` keeps it) when the renderer wrote it.
+    None for anything else, which then runs as its own compiled program."""
+    expr = getattr(drift, "__expression__", None)
+    if expr is not None:
+        return expr if fits(expr) else None
+    source = getattr(drift, "__plugin_source__", None)
+    if isinstance(source, str):
+        text = _cached_expression_json(source, getattr(drift, "__name__", "drift"))
+        return None if text is None else symbolic.loads(text)
+    return None
+
+
+def with_expression(expr: symbolic.Expr):
+    """A drift callable (the interpreter running ``expr``) that ``expression_of`` recognises."""
+    program = encode(expr)
+
+    def drift(ratio, advantage, progress):
+        return run(program, ratio, advantage, progress)
+
+    drift.__expression__ = symbolic.canonical(expr)
+    return drift

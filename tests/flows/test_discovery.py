@@ -1,0 +1,48 @@
+"""``scientist discover``'s flow: generations as cached tasks (a resumed search continues with identical results)
+and the statistically gated admission, on a tiny PPO."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows import cli
+from flows.discovery import discover
+
+TINY = {"total_timesteps": 2048, "num_envs": 4, "num_steps": 32, "num_minibatches": 2, "update_epochs": 2}
+SEARCH = {"population": 4, "promote": 0, "tune": 2, "length": 32}
+
+
+def _strip(state: dict) -> str:
+    return json.dumps({**state, "log": [{k: v for k, v in e.items() if k != "seconds"} for e in state["log"]]},
+                      sort_keys=True)
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_with_identical_results_and_admission_gates(tmp_path):
+    kwargs = {"runs_dir": str(tmp_path), "search": SEARCH, "ppo_overrides": TINY, "seeds": 2, "minutes": 30.0}
+    first = discover(run_id="d1", generations=2, admit=False, **kwargs)
+    assert first["generation"] == 2
+    saved = (tmp_path / "d1" / "search" / "gen_0001.json").read_text()
+    # re-running the run id: generations 0 and 1 are cache hits (their logged seconds are the first run's)
+    resumed = discover(run_id="d1", generations=3, fresh_seeds=2, admit_top=1, held_out=["empty_random5"],
+                       min_held_out=1, **kwargs)
+    assert resumed["state"]["log"][:2] == first["state"]["log"]
+    assert (tmp_path / "d1" / "search" / "gen_0001.json").read_text() == saved
+    fresh = discover(run_id="d2", generations=3, admit=False, **kwargs)
+    assert _strip(fresh["state"]) == _strip(resumed["state"])  # the same search as one that was never stopped
+    admitted = resumed["admitted"]
+    assert len(admitted) == 1
+    tests = admitted[0]["admission"]["tests"]
+    assert {(t["setting"], t["baseline"]) for t in tests} == {(s, b) for s in ("empty5", "empty_random5")
+                                                             for b in ("ppo_clip", "dpo")}
+    assert all(t["p_holm"] >= t["p"] for t in tests)
+    assert set(admitted[0]["admission"]["iqm"]) == {"candidate", "ppo_clip", "dpo"}
+    run = json.loads((tmp_path / "d1" / "run.json").read_text())
+    assert run["status"] == "finished" and run["generation"] == 3
+
+
+def test_discover_refuses_other_templates(capsys):
+    assert cli.main(["discover", "--template", "hades"]) == 2
+    assert "lpo only" in capsys.readouterr().err

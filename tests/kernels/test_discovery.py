@@ -1,0 +1,61 @@
+"""The discovery engine's generation step with a stand-in fitness: fixed shapes, gate, novelty, halving, determinism."""
+
+import json
+
+import numpy as np
+
+from jaxlib_kernels import discovery, interpreter, symbolic
+from jaxlib_kernels.templates.lpo import search
+from jaxlib_kernels.templates.lpo.expressions import EXPRESSIONS, PPO_CLIP
+
+
+def _fitness(calls):
+    target = search.behaviour(PPO_CLIP)
+
+    def evaluate(exprs, rung):
+        calls.append((len(exprs), rung))
+        for e in exprs:
+            interpreter.encode(e, 64)  # every member fits the population's program length
+        return np.array([-abs(search.distance(search.behaviour(e), target) - 0.5) for e in exprs])
+
+    return evaluate
+
+
+def _run(config, generations, calls):
+    state = discovery.init_state(EXPRESSIONS, config)
+    for _ in range(generations):
+        state = discovery.generation(state, config, _fitness(calls), seed=3)
+    return state
+
+
+def test_generations_have_fixed_shapes_are_novel_and_deterministic():
+    config = discovery.SearchConfig(population=8, promote=2, tune=2)
+    calls = []
+    state = _run(config, 4, calls)
+    # one shape per rung for the whole search: a population of 8 at rung 0, 2 promoted members at rung 1
+    assert set(calls) == {(8, 0), (2, 1)}
+    rows = state["archive"]
+    non_migrants = [r for r in rows if not r["origin"].endswith("+migrant")]
+    keys = [symbolic.dumps(r["expr"]) for r in non_migrants]
+    assert len(keys) == len(set(keys))  # no formula trained twice
+    behaviours = [search.behaviour(r["expr"]) for r in non_migrants]
+    close = [search.distance(a, b) for i, a in enumerate(behaviours) for b in behaviours[:i]]
+    assert min(close) >= config.novelty  # duplicates were rejected before evaluation
+    assert any(r["origin"].endswith("+evosax") for r in rows)  # evosax-tuned constants joined the population
+    assert sum(r["fitness_long"] is not None for r in non_migrants) == 2 * 4  # successive halving: 2 promoted a generation
+    assert {r["island"] for r in rows} == {0, 1}
+    assert all(discovery.gate(r["expr"], config) is None for r in rows)
+    again = _run(config, 4, [])
+    assert json.dumps(again, sort_keys=True) == json.dumps(state, sort_keys=True)
+    assert state["log"][-1]["best_fitness"] >= state["log"][0]["best_fitness"]
+
+
+def test_the_static_gate_refuses_negative_and_oversized_formulas():
+    config = discovery.SearchConfig()
+    assert discovery.gate(["neg", ["sq", "logr"]], config)  # negative drift
+    assert discovery.gate(["add", "r", "x"], config)  # unknown variable
+    big = "r"
+    for _ in range(30):
+        big = ["add", ["sq", "logr"], big]
+    assert discovery.gate(big, config)
+    assert discovery.gate(PPO_CLIP, config) is None

@@ -1,0 +1,109 @@
+"""The expression interpreter: equal to the rendered source in value and gradient, and one compile for a population."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlib_kernels import interpreter, ppo, symbolic
+from jaxlib_kernels.plugin import load_plugin
+from jaxlib_kernels.profiling import count_compilations
+from jaxlib_kernels.templates.lpo.expressions import EXPRESSIONS, PPO_CLIP
+
+
+def random_tree(rng: np.random.Generator, depth: int):
+    """A random expression over every variable and operator of ``symbolic`` (seeded; the property test's inputs)."""
+    if depth == 0 or rng.random() < 0.25:
+        if rng.random() < 0.3:
+            return float(np.round(rng.normal(), 3))
+        return str(rng.choice(list(symbolic.VARIABLES)))
+    k = rng.random()
+    if k < 0.35:
+        return [str(rng.choice(list(symbolic.UNARY))), random_tree(rng, depth - 1)]
+    if k < 0.85:
+        return [str(rng.choice(list(symbolic.BINARY))), random_tree(rng, depth - 1), random_tree(rng, depth - 1)]
+    if k < 0.93:
+        lo = float(np.round(rng.uniform(0.3, 1.0), 3))
+        return ["clip", random_tree(rng, depth - 1), lo, lo + float(np.round(rng.uniform(0.0, 1.0), 3))]
+    return ["ifpos", random_tree(rng, depth - 1), random_tree(rng, depth - 1), random_tree(rng, depth - 1)]
+
+
+def test_interpreter_equals_rendered_source_in_value_and_gradient():
+    rng = np.random.default_rng(0)
+    ratio = jnp.exp(0.5 * jax.random.normal(jax.random.key(0), (64,)))
+    advantage = 2.0 * jax.random.normal(jax.random.key(1), (64,))
+    progress = jnp.float32(0.3)
+    value = jax.jit(interpreter.run)
+    grad = jax.jit(jax.grad(lambda r, a, prog: interpreter.run(prog, r, a, progress).sum(), argnums=(0, 1)))
+    checked = 0
+    for _ in range(50):
+        expr = random_tree(rng, 5)
+        if not interpreter.fits(expr) or symbolic.size(expr) > 64:
+            continue
+        source = symbolic.render_source(expr, "drift", doc="A random drift.")
+        fn = load_plugin(source, "drift")
+        # a rendered plug-in is recognised as its tree (the route by which lpo units use the interpreter)
+        assert interpreter.expression_of(fn) is not None
+        program = interpreter.encode(expr, 64)
+        np.testing.assert_allclose(value(program, ratio, advantage, progress), fn(ratio, advantage, progress),
+                                   rtol=1e-5, atol=1e-6)
+        expected = jax.grad(lambda r, a, fn=fn: fn(r, a, progress).sum(), argnums=(0, 1))(ratio, advantage)
+        for got, want in zip(grad(ratio, advantage, program), expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        checked += 1
+    assert checked >= 35
+    for expr in EXPRESSIONS.values():
+        assert interpreter.decode(interpreter.encode(expr)) == symbolic.canonical(expr)
+
+
+def test_only_rendered_sources_are_recognised():
+    rendered = symbolic.render_source(PPO_CLIP, "drift", doc="PPO clip.")
+    assert interpreter.expression_of_source(rendered) == PPO_CLIP
+    hand_written = rendered.replace("jnp.zeros_like(ratio)", "jnp.ones_like(ratio)")
+    assert interpreter.expression_of_source(hand_written) is None
+    looped = rendered.replace("    return", "    for _ in range(2):\n        ratio = ratio * 1.0\n    return")
+    assert interpreter.expression_of_source(looped) is None
+    assert interpreter.expression_of(load_plugin(hand_written, "drift")) is None  # the compile-per-candidate path
+    with pytest.raises(interpreter.ProgramError):
+        interpreter.encode(_deep(9))
+
+
+def _deep(n: int):
+    """A right-leaning sum that keeps ``n + 1`` values on the stack."""
+    return "r" if n == 0 else ["add", ["sq", "A"], ["mul", "r", _deep(n - 1)]] if n % 2 else ["add", "p", _deep(n - 1)]
+
+
+TINY = ppo.PPOConfig(total_timesteps=2048, num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2)
+SEEDS = [0, 1]
+
+
+@pytest.fixture(scope="module")
+def population():
+    hard = ppo.train_seeds(TINY, ppo.ppo_clip_drift(), SEEDS)
+    first = [PPO_CLIP, EXPRESSIONS["dpo"], EXPRESSIONS["kl"], 0.0]
+    out = ppo.train_programs(TINY, interpreter.encode_population(first, 32), SEEDS)
+    return hard, out
+
+
+@pytest.mark.slow
+def test_ppo_clip_through_the_interpreter_equals_the_hard_coded_clip(population):
+    hard, out = population
+    for k in ("episodes", "return_sum", "policy_loss", "drift"):
+        np.testing.assert_allclose(out[k][0], hard[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    assert out["return_sum"].shape[:2] == (4, len(SEEDS))
+    assert not np.allclose(out["drift"][0], out["drift"][2])  # different formulas, different training
+
+
+@pytest.mark.slow
+def test_a_population_compiles_once_over_several_generations(population):
+    rng = np.random.default_rng(1)
+    with count_compilations() as counter:
+        for _ in range(2):  # two more generations of new formulas and constants, same shapes
+            exprs = []
+            while len(exprs) < 4:
+                e = random_tree(rng, 3)
+                if interpreter.fits(e) and symbolic.size(e) <= 32:
+                    exprs.append(["relu", e])
+            out = ppo.train_programs(TINY, interpreter.encode_population(exprs, 32), SEEDS)
+            assert out["episodes"].shape == (4, len(SEEDS), TINY.num_updates)
+    assert counter.compiles == 0
