@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from jaxlib_kernels.registry import Registry
-from jaxlib_kernels.templates import hades, lpo
+from jaxlib_kernels.templates import bbo, hades, lpo
 from jaxlib_kernels.templates.base import Baseline, Metric, PluginSpec, Profile, ResultSchema, Setting, Template
 
 TEMPLATES: Registry[Template] = Registry("template", {
     "lpo": lpo.TEMPLATE,
     "hades": hades.TEMPLATE,
+    "bbo": bbo.TEMPLATE,
 })
 
 

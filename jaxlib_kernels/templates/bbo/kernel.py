@@ -243,81 +243,85 @@ def unit_result(raw: dict[str, np.ndarray], config: BBOConfig) -> dict:
 # ---- gate and probe ---------------------------------------------------------------------------------------------
 
 PROBE_P, PROBE_D = 12, 6
-PROBE_PROGRESS = (0.0, 0.5, 1.0)
+PROBE_PROGRESS = (0.0, 0.5, 1.0, 0.0, 0.5, 1.0)
 
 
-def _probe_inputs(key: jax.Array, population: int = PROBE_P, dim: int = PROBE_D):
-    """Fixed synthetic generations: a population around a mean on a random ellipsoid, for each progress point."""
-    cases = []
-    for i, progress in enumerate(PROBE_PROGRESS * 2):
-        k_m, k_s, k_z, k_c = jax.random.split(jax.random.fold_in(key, i), 4)
-        mean = jax.random.normal(k_m, (dim,))
-        std = jnp.exp(0.5 * jax.random.normal(k_s, (dim,)))
-        pop = mean + std * jax.random.normal(k_z, (population, dim))
-        scales = jnp.exp(jax.random.normal(k_c, (dim,)))
-        fitness = jnp.sum(scales * jnp.square(pop - 0.5), axis=1)
-        cases.append((pop, fitness, mean, std, jnp.float32(progress)))
-    return cases
+@functools.lru_cache(maxsize=4)
+def _probe_inputs(population: int = PROBE_P, dim: int = PROBE_D, seed: int = 7) -> tuple[np.ndarray, ...]:
+    """Fixed synthetic generations (numpy, so building them compiles nothing): populations around a mean on
+    random ellipsoids, one per progress point, stacked."""
+    rng = np.random.default_rng(seed)
+    n = len(PROBE_PROGRESS)
+    mean = rng.normal(size=(n, dim))
+    std = np.exp(0.5 * rng.normal(size=(n, dim)))
+    pop = mean[:, None] + std[:, None] * rng.normal(size=(n, population, dim))
+    scales = np.exp(rng.normal(size=(n, 1, dim)))
+    fitness = np.sum(scales * np.square(pop - 0.5), axis=2)
+    f32 = np.float32
+    return pop.astype(f32), fitness.astype(f32), mean.astype(f32), std.astype(f32), np.asarray(PROBE_PROGRESS, f32)
 
 
-def _plugin_step(candidate: Any, pop, fitness, mean, std, progress):
+def _step(candidate: Any, pop, fitness, mean, std, progress):
+    """One update of a candidate from the distribution (mean, std) that produced ``pop``: (mean', std')."""
     if isinstance(candidate, EvosaxSpec):
         init, _, tell = evosax_strategy(candidate, pop.shape[0], pop.shape[1])
         state = init(jax.random.key(0, impl=PRNG), mean, std)
         es = tell(jax.random.key(1, impl=PRNG), pop, fitness, state, progress)["es"]
         return es.mean, getattr(es, "std", std) * jnp.ones_like(std)
     new_mean, new_std = candidate(pop, fitness, mean, std, progress)
-    return jnp.asarray(new_mean), jnp.asarray(new_std)
+    return jnp.asarray(new_mean), jnp.broadcast_to(jnp.asarray(new_std), std.shape)
 
 
 def probe(candidate: Any) -> np.ndarray:
-    """Behaviour: the mean step in units of std and the log std ratio on fixed synthetic generations, flattened."""
-    out = []
-    for pop, fitness, mean, std, progress in _probe_inputs(jax.random.key(7)):
-        new_mean, new_std = jax.jit(functools.partial(_plugin_step, candidate))(pop, fitness, mean, std, progress)
-        new_std = jnp.broadcast_to(new_std, std.shape)
-        out.append(np.asarray((new_mean - mean) / std, dtype=np.float64))
-        out.append(np.asarray(jnp.log(jnp.maximum(new_std, 1e-30) / std), dtype=np.float64))
-    return np.clip(np.concatenate(out), -50.0, 50.0)
+    """Behaviour: the mean step in units of std and the log std ratio on fixed synthetic generations, flattened
+    (one compiled call for all of them)."""
+    pop, fitness, mean, std, progress = _probe_inputs()
+    new_mean, new_std = jax.jit(jax.vmap(functools.partial(_step, candidate)))(pop, fitness, mean, std, progress)
+    new_mean, new_std = np.asarray(new_mean, np.float64), np.asarray(new_std, np.float64)
+    out = np.concatenate([((new_mean - mean) / std).reshape(-1),
+                          np.log(np.maximum(new_std, 1e-30) / std).reshape(-1)])
+    return np.clip(np.nan_to_num(out, nan=50.0, posinf=50.0, neginf=-50.0), -50.0, 50.0)
 
 
 def check(candidate: Any, key: jax.Array) -> list[str]:
-    """Problems of an update rule on random generations: shapes, finiteness, std > 0, determinism, jit and vmap."""
+    """Problems of an update rule on random generations: shapes, finiteness, std > 0, determinism, jit and vmap,
+    other sizes, equal fitness. Three small compiles."""
     if isinstance(candidate, EvosaxSpec):
         return []  # a named evosax strategy with checked options: no untrusted code
     problems_: list[str] = []
     P, D = 16, 5
-    k_p, k_f, k_m, k_s = jax.random.split(key, 4)
-    mean = jax.random.normal(k_m, (D,))
-    std = jnp.exp(0.3 * jax.random.normal(k_s, (D,)))
-    pop = mean + std * jax.random.normal(k_p, (P, D))
-    fitness = jnp.sum(jnp.square(pop), axis=1) + 0.1 * jax.random.normal(k_f, (P,))
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**30)))
+    mean = rng.normal(size=D).astype(np.float32)
+    std = np.exp(0.3 * rng.normal(size=D)).astype(np.float32)
+    pop = (mean + std * rng.normal(size=(P, D))).astype(np.float32)
+    fitness = (np.sum(np.square(pop), axis=1) + 0.1 * rng.normal(size=P)).astype(np.float32)
+    progress = np.float32(0.3)
     fn = jax.jit(candidate)
-    out = fn(pop, fitness, mean, std, jnp.float32(0.3))
+    out = fn(pop, fitness, mean, std, progress)
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         return [f"must return a pair (mean, std), got {type(out).__name__}"]
-    new_mean, new_std = (jnp.asarray(o) for o in out)
+    new_mean, new_std = (np.asarray(o) for o in out)
     if new_mean.shape != (D,):
         problems_.append(f"returned mean of shape {tuple(new_mean.shape)}, expected ({D},) (the shape of mean)")
     if new_std.shape not in ((D,), ()):
         problems_.append(f"returned std of shape {tuple(new_std.shape)}, expected ({D},) or a scalar")
     if problems_:
         return problems_
-    if not (bool(jnp.all(jnp.isfinite(new_mean))) and bool(jnp.all(jnp.isfinite(new_std)))):
+    if not (np.all(np.isfinite(new_mean)) and np.all(np.isfinite(new_std))):
         return ["returned non-finite mean or std on ordinary inputs"]
-    if float(jnp.min(new_std)) <= 0.0:
-        problems_.append(f"returned std <= 0 (min {float(jnp.min(new_std)):.3g}); std must be positive")
-    again = fn(pop, fitness, mean, std, jnp.float32(0.3))
-    if not (bool(jnp.array_equal(new_mean, again[0])) and bool(jnp.array_equal(new_std, again[1]))):
+    if float(np.min(new_std)) <= 0.0:
+        problems_.append(f"returned std <= 0 (min {float(np.min(new_std)):.3g}); std must be positive")
+    again = fn(pop, fitness, mean, std, progress)
+    if not (np.array_equal(new_mean, np.asarray(again[0])) and np.array_equal(new_std, np.asarray(again[1]))):
         problems_.append("not deterministic: two calls on the same inputs differ")
-    batched = jax.vmap(candidate, in_axes=(0, 0, None, None, None))(
-        jnp.stack([pop, pop]), jnp.stack([fitness, fitness]), mean, std, jnp.float32(0.3))
-    if jnp.asarray(batched[0]).shape != (2, D):
-        problems_.append("does not vmap over populations (the kernel vmaps seeds and functions)")
-    other = fn(pop[:8, :3], fitness[:8], mean[:3], std[:3], jnp.float32(1.0))
-    if jnp.asarray(other[0]).shape != (3,) or not bool(jnp.all(jnp.isfinite(jnp.asarray(other[0])))):
-        problems_.append("fails on another population size and dimension (8 x 3): it must not fix P or D")
-    flat = fn(pop, jnp.zeros(P), mean, std, jnp.float32(0.0))
-    if not (bool(jnp.all(jnp.isfinite(jnp.asarray(flat[0])))) and bool(jnp.all(jnp.isfinite(jnp.asarray(flat[1]))))):
+    flat = fn(pop, np.zeros(P, np.float32), mean, std, np.float32(0.0))
+    if not (np.all(np.isfinite(np.asarray(flat[0]))) and np.all(np.isfinite(np.asarray(flat[1])))):
         problems_.append("returns non-finite values when all fitness values are equal")
+    batched = jax.jit(jax.vmap(candidate, in_axes=(0, 0, None, None, None)))(
+        np.stack([pop, pop]), np.stack([fitness, fitness]), mean, std, progress)
+    if np.asarray(batched[0]).shape != (2, D):
+        problems_.append("does not vmap over populations (the kernel vmaps seeds and functions)")
+    other = fn(pop[:8, :3], fitness[:8], mean[:3], std[:3], np.float32(1.0))
+    if np.asarray(other[0]).shape != (3,) or not np.all(np.isfinite(np.asarray(other[0]))):
+        problems_.append("fails on another population size and dimension (8 x 3): it must not fix P or D")
     return problems_

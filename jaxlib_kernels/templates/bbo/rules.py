@@ -101,13 +101,13 @@ def render(params: dict, doc: str | None = None) -> str:
 
 
 def to_latex(params: dict) -> str:
-    """The rule as one display formula (mean update and std update)."""
+    """The rule's right-hand side ``(m', sigma')`` as LaTeX, with its weights and elite size."""
     p = normalise(params)
     w = {"log": r"w_i \propto \log(\mu+\tfrac12)-\log i", "linear": r"w_i \propto \mu+1-i",
-         "equal": r"w_i = \tfrac{1}{\mu}"}[p["weights"]]
-    s = {"snes": rf"\sigma \odot \exp\!\big(\tfrac{{{p['lr_std']:g}}}{{2}} \textstyle\sum_i w_i (z_i^2-1)\big)",
-         "elite": rf"(1-{p['lr_std']:g})\,\sigma + {p['lr_std']:g}\,\sqrt{{\textstyle\sum_i w_i (x_i-m)^2}}",
+         "equal": r"w_i = 1/\mu"}[p["weights"]]
+    s = {"snes": rf"\sigma \odot \exp\big(\tfrac{{{p['lr_std']:g}}}{{2}} \sum_i w_i (z_i^2-1)\big)",
+         "elite": rf"(1-{p['lr_std']:g})\,\sigma + {p['lr_std']:g}\sqrt{{\sum_i w_i (x_{{i:P}}-m)^2}}",
          "fixed": r"\sigma"}[p["std_rule"]]
     anneal = rf"\,(1-{p['anneal']:g}\,\tfrac{{n}}{{N}})" if p["anneal"] else ""
-    return (rf"m' = m + {p['lr_mean']:g} \textstyle\sum_{{i\le\mu}} w_i (x_{{i:P}} - m),\quad "
-            rf"\sigma' = {s}{anneal},\quad \mu = \lfloor {p['elite']:g} P \rfloor,\ {w}")
+    return (rf"\Big(m + {p['lr_mean']:g} \sum_{{i\le\mu}} w_i (x_{{i:P}} - m),\ {s}{anneal}\Big),\quad "
+            rf"\mu = \max(1, \lfloor {p['elite']:g} P \rfloor),\ {w}")
