@@ -37,7 +37,7 @@ FLOOR = 1e-12
 # shared 2-core CPU, "rbg" 2.6 s; the kernel owns its randomness, so it uses these keys throughout
 PRNG = "rbg"
 STD_RANGE = (1e-12, 1e3)
-EVOSAX_STRATEGIES = ("Open_ES", "SNES", "Sep_CMA_ES", "CMA_ES", "RandomSearch", "HillClimbing")
+EVOSAX_STRATEGIES = ("Open_ES", "SNES", "Sep_CMA_ES", "CMA_ES", "RandomSearch", "HillClimbing", "EvoTF_ES")
 EVOSAX_PREFIX = '{"evosax"'
 
 
@@ -146,6 +146,8 @@ def evosax_strategy(spec: EvosaxSpec, population: int, dim: int):
 
 
 def strategy_of(candidate: Any, population: int, dim: int):
+    if hasattr(candidate, "strategy"):  # a sequence model (the Evolution Transformer) with its own state
+        return candidate.strategy(population, dim)
     if isinstance(candidate, EvosaxSpec):
         return evosax_strategy(candidate, population, dim)
     return plugin_strategy(candidate, population, dim)
@@ -179,7 +181,7 @@ def make_run(candidate: Any, config: BBOConfig) -> Callable[[dict], dict]:
     init, ask, tell = strategy_of(candidate, config.population, config.dim)
     f = problems.fitness_fn(config.functions, config.dim)
     G = config.generations
-    plugin = not isinstance(candidate, EvosaxSpec)
+    plugin = not isinstance(candidate, EvosaxSpec)  # plug-ins and sequence models use the shared noise
 
     def run(setup, fn_index):
         k_loop = jax.random.wrap_key_data(setup["key"], impl=PRNG)
