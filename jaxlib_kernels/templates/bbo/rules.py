@@ -94,7 +94,7 @@ def render(params: dict, doc: str | None = None) -> str:
         "    w = w / jnp.sum(w)",
         f"    new_mean = mean + {p['lr_mean']!r} * jnp.sum(w[:, None] * (population - mean), axis=0)",
         "    z = (population - mean) / std",
-        f"    new_std = {std_line}{anneal}",
+        f"    new_std = ({std_line}){anneal}" if anneal else f"    new_std = {std_line}",
         "    return new_mean, new_std",
         "",
     ])
