@@ -43,13 +43,18 @@ SETTINGS = {
                               "the training functions in 30 dimensions, population 24 (held-out dimension)"),
     "train_fns_d5": _setting("train_fns_d5", TRAIN_FUNCTIONS, 5, 12, True,
                              "the training functions in 5 dimensions, population 12 (held-out dimension)"),
+    "pair_d10": _setting("pair_d10", ("sphere", "rastrigin"), 10, 16, False,
+                         "two training functions (sphere, Rastrigin) in 10 dimensions (the smoke profile's)"),
+    "heldout_pair_d10": _setting("heldout_pair_d10", ("discus", "different_powers"), 10, 16, True,
+                                 "two held-out functions (discus, different powers) in 10 dimensions (smoke)"),
     "heldout_fns_d30": _setting("heldout_fns_d30", HELD_OUT_FUNCTIONS, 30, 24, True,
                                 "the held-out functions in 30 dimensions (held-out functions and dimension)"),
 }
 
 PROFILES = {
-    "smoke": Profile("smoke", num_ideas=1, seeds=2, budget=60, settings=("train_d10", "heldout_fns_d10"),
-                     baselines=("random_search", "recomb_snes", "snes", "cma_es"), search_generations=2,
+    # smoke: two cheap functions per setting (a unit's compile grows with the functions it switches over)
+    "smoke": Profile("smoke", num_ideas=1, seeds=2, budget=60, settings=("pair_d10", "heldout_pair_d10"),
+                     baselines=("random_search", "recomb_snes", "snes"), search_generations=2,
                      search_population=16),
     "default": Profile("default", num_ideas=2, seeds=4, budget=200,
                        settings=("train_d10", "heldout_fns_d10", "train_fns_d30"),
