@@ -283,7 +283,7 @@ def summary(results: dict[str, np.ndarray]) -> dict:
     for k, v in results.items():
         v = np.asarray(v, dtype=np.float64)
         out[k] = {"mean": float(v.mean()), "ci95": float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1
-                  else float("nan"), "n": int(len(v))}
+                  else float("nan"), "n": len(v)}
     return out
 
 

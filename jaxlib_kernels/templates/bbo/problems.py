@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
 # the 24 noiseless BBOB functions, in BBOB order (evosax's names; a test checks them against evosax, which is
 # imported only when a fitness is built, so loading the template costs no evosax import)
 FUNCTIONS: tuple[str, ...] = (
@@ -43,7 +44,7 @@ def instance(key: jax.Array, dim: int) -> dict[str, jax.Array]:
     return {"x_opt": x_opt, "R": rotation(k_r, dim), "Q": rotation(k_q, dim)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fitness_fn(names: tuple[str, ...], dim: int) -> Callable[[jax.Array, jax.Array, dict], jax.Array]:
     """``f(population (P, D), fn_index, instance) -> regret (P,)`` over the functions ``names`` (lax.switch)."""
     from evosax.problems.bbob.bbob_fns import bbob_fns
