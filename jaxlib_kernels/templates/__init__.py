@@ -11,6 +11,7 @@ TEMPLATES: Registry[Template] = Registry("template", {
     "hades": Lazy("jaxlib_kernels.templates.hades:TEMPLATE"),
     "dpo": Lazy("jaxlib_kernels.templates.dpo:TEMPLATE"),
     "marl": Lazy("jaxlib_kernels.templates.marl:TEMPLATE"),
+    "bbo": Lazy("jaxlib_kernels.templates.bbo:TEMPLATE"),
 })
 
 

@@ -1,0 +1,138 @@
+"""The ``bbo`` template: ES update rules for black-box optimisation on BBOB, and sequence models as optimisers.
+
+Plug-in: ``update(population, fitness, mean, std, progress) -> (mean, std)`` (population (P, D), fitness (P,),
+lower is better); the kernel samples the next population around what it returns (:mod:`.kernel`). Problems: the
+noiseless BBOB functions of evosax 0.3 (:mod:`.problems`), a training group and a held-out group of functions, in
+10 dimensions (training) and 30 and 5 dimensions (held out). Metric: log10 of the final best regret, averaged over
+a setting's functions, minimised. Baselines: random search, hill climbing, the family's default rule (plug-in
+source) and OpenES, SNES, Sep-CMA-ES, CMA-ES through evosax (JSON text naming the strategy, :class:`EvosaxSpec`).
+Offline search: measured evolution of a parametric family of rules (:mod:`.rules`, :mod:`.search`). EvoLLM
+(:mod:`.evollm`) and the Evolution Transformer trained by EAD (:mod:`.evotf`) are sequence optimisers with the same
+history-in, distribution-out interface.
+
+Sources: Hansen et al., 2009 (BBOB); Wierstra et al., 2014 (SNES); Salimans et al., 2017 (OpenES); Hansen and
+Ostermeier, 2001 (CMA-ES); Ros and Hansen, 2008 (Sep-CMA-ES); Lange, Tian and Tang, 2024 (EvoLLM); Lange et al.,
+2024 (Evolution Transformer, EAD); Lange, 2023 (evosax).
+"""
+
+from __future__ import annotations
+
+from jaxlib_kernels.plugin import PluginError
+from jaxlib_kernels.templates.base import Arg, Baseline, Metric, PluginSpec, Profile, ResultSchema, Setting, Template
+from jaxlib_kernels.templates.bbo import baselines, kernel, problems, rules, search
+from jaxlib_kernels.templates.bbo.kernel import EVOSAX_PREFIX, BBOConfig, EvosaxSpec, check, parse_evosax, probe
+
+TRAIN_FUNCTIONS = ("sphere", "ellipsoidal", "rastrigin", "attractive_sector", "rosenbrock", "bent_cigar",
+                   "rastrigin_rotated", "schaffers_f7")
+HELD_OUT_FUNCTIONS = ("bueche_rastrigin", "step_ellipsoidal", "ellipsoidal_rotated", "discus", "sharp_ridge",
+                      "different_powers", "weierstrass", "gallagher_101_me")
+
+
+def _setting(name, fns, dim, population, held_out, description):
+    return Setting(name, f"BBOB-{dim}D", held_out=held_out, description=description,
+                   options=(("functions", fns), ("dim", dim), ("population", population)))
+
+
+SETTINGS = {
+    "train_d10": _setting("train_d10", TRAIN_FUNCTIONS, 10, 16, False,
+                          "8 training BBOB functions in 10 dimensions, population 16"),
+    "sphere_d10": _setting("sphere_d10", ("sphere",), 10, 16, False, "the sphere function in 10 dimensions"),
+    "heldout_fns_d10": _setting("heldout_fns_d10", HELD_OUT_FUNCTIONS, 10, 16, True,
+                                "8 held-out BBOB functions in 10 dimensions (held-out functions)"),
+    "train_fns_d30": _setting("train_fns_d30", TRAIN_FUNCTIONS, 30, 24, True,
+                              "the training functions in 30 dimensions, population 24 (held-out dimension)"),
+    "train_fns_d5": _setting("train_fns_d5", TRAIN_FUNCTIONS, 5, 12, True,
+                             "the training functions in 5 dimensions, population 12 (held-out dimension)"),
+    "pair_d10": _setting("pair_d10", ("sphere", "rastrigin"), 10, 16, False,
+                         "two training functions (sphere, Rastrigin) in 10 dimensions (the smoke profile's)"),
+    "heldout_pair_d10": _setting("heldout_pair_d10", ("discus", "different_powers"), 10, 16, True,
+                                 "two held-out functions (discus, different powers) in 10 dimensions (smoke)"),
+    "heldout_fns_d30": _setting("heldout_fns_d30", HELD_OUT_FUNCTIONS, 30, 24, True,
+                                "the held-out functions in 30 dimensions (held-out functions and dimension)"),
+}
+
+PROFILES = {
+    # smoke: two cheap functions per setting (a unit's compile grows with the functions it switches over)
+    "smoke": Profile("smoke", num_ideas=1, seeds=2, budget=60, settings=("pair_d10", "heldout_pair_d10"),
+                     baselines=("random_search", "recomb_snes", "snes"), search_generations=2,
+                     search_population=16),
+    "default": Profile("default", num_ideas=2, seeds=4, budget=200,
+                       settings=("train_d10", "heldout_fns_d10", "train_fns_d30"),
+                       baselines=("random_search", "hill_climb", "recomb_snes", "open_es", "snes", "sep_cma_es",
+                                  "cma_es"), search_generations=4, search_population=32),
+    "paper": Profile("paper", num_ideas=4, seeds=8, budget=400, settings=tuple(SETTINGS),
+                     baselines=tuple(baselines.SOURCES), search_generations=8, search_population=64),
+}
+
+BASELINES = {
+    name: Baseline(name, baselines.LABELS[name], src, description=baselines.DESCRIPTIONS[name],
+                   latex=baselines.LATEX.get(name))
+    for name, src in baselines.SOURCES.items()
+}
+
+
+def kernel_config(setting: Setting, budget: int) -> BBOConfig:
+    return BBOConfig(tuple(setting.option("functions")), int(setting.option("dim")),
+                     int(setting.option("population")), int(budget))
+
+
+def evaluate(setting: Setting, budget: int, candidate, seeds: list[int]) -> dict:
+    """Run the candidate on every seed and function of the setting in one compiled call; the unit result."""
+    config = kernel_config(setting, budget)
+    return kernel.unit_result(kernel.run_seeds(candidate, config, seeds), config)
+
+
+class BBOTemplate(Template):
+    """A source template whose stateful baselines are JSON naming an evosax strategy instead of plug-in source."""
+
+    def load(self, text: str):
+        if isinstance(text, str) and text.lstrip().startswith(EVOSAX_PREFIX):
+            try:
+                return parse_evosax(text)
+            except ValueError as exc:
+                raise PluginError(str(exc)) from None
+        return super().load(text)
+
+    def static_check(self, text: str) -> None:
+        if isinstance(text, str) and text.lstrip().startswith(EVOSAX_PREFIX):
+            self.load(text)
+            return
+        super().static_check(text)
+
+
+TEMPLATE = BBOTemplate(
+    name="bbo",
+    title="Discovering ES update rules for black-box optimisation",
+    plugin=PluginSpec(
+        "update",
+        (Arg("population", "(P, D) float32", "this generation's members, sampled as mean + std * N(0, I)"),
+         Arg("fitness", "(P,) float32", "their regret f(x) - f(x*), lower is better"),
+         Arg("mean", "(D,) float32", "the search distribution's mean"),
+         Arg("std", "(D,) float32", "its per-dimension standard deviation"),
+         Arg("progress", "() float32", "fraction of the budget (generations) used, in [0, 1)")),
+        "(mean (D,), std (D,) > 0): the next search distribution",
+    ),
+    metric=Metric("log_regret", "log10 of the final best regret f(x_best) - f(x*), floored at 1e-12, averaged over "
+                  "the setting's BBOB functions", maximize=False),
+    baselines=BASELINES,
+    settings=SETTINGS,
+    profiles=PROFILES,
+    evaluate=evaluate,
+    check=check,
+    probe=probe,
+    propose=search.propose,
+    render=search.render,
+    kernel_config=kernel_config,
+    kernel_modules=("jaxlib_kernels.templates.bbo.kernel", "jaxlib_kernels.templates.bbo.problems"),
+    schema=ResultSchema("generations", "log10 best regret", "final log10 regret", extras=("per_function", "repairs")),
+    budget_unit="generations",
+    probe_scale=search.PROBE_SCALE,
+    novelty_threshold=search.NOVELTY_THRESHOLD,
+    formula_lhs=r"(m', \sigma')",
+    search_space={"kind": "source", "family": {"weights": list(rules.WEIGHTS), "std_rule": list(rules.STD_RULES),
+                                               "ranges": {k: list(v) for k, v in rules.RANGES.items()}}},
+)
+
+__all__ = ["BASELINES", "HELD_OUT_FUNCTIONS", "PROFILES", "SETTINGS", "TEMPLATE", "TRAIN_FUNCTIONS", "BBOConfig",
+           "BBOTemplate", "EvosaxSpec", "baselines", "evaluate", "kernel", "kernel_config", "problems", "rules",
+           "search"]

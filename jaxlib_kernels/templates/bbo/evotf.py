@@ -1,0 +1,291 @@
+"""An Evolution Transformer trained by Evolutionary Algorithm Distillation (Lange et al., 2024), small and ours.
+
+Architecture (:func:`apply`), with the paper's invariances: every dimension is processed by the same weights
+(equivariant to the order of dimensions); within a generation the members of one dimension are encoded from
+their normalised offsets ``z = (x - m) / sigma`` and centred fitness ranks and pooled by attention over members
+(invariant to their order); across generations a causal self-attention layer over a window of the last
+``window`` pooled generation tokens (per dimension) gives the update. Heads: the mean step in units of sigma and
+the log-std change, ``m' = m + sigma * dm``, ``sigma' = sigma * exp(ds)``. With ``window`` pooled tokens as the
+carried state it runs in the same ES loop as every other strategy (:class:`EvoTF`).
+
+EAD (:func:`collect`, :func:`train`): teacher trajectories of SNES and OpenES (evosax) on the training BBOB
+functions; the model is trained with teacher forcing to predict the teacher's next mean and std from the same
+history (MSE on ``dm`` and ``ds``). Trained parameters are cached under ``.cache/bbo/`` by a hash of the
+configuration, so evaluation runs reuse them. Self-referential EAD (:func:`self_referential`): starting from
+random weights, the model's own best trajectories (lowest final regret per function) become the next teacher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlib_kernels.templates.bbo import kernel, problems
+
+CACHE = Path(__file__).resolve().parents[3] / ".cache" / "bbo"
+
+
+@dataclasses.dataclass(frozen=True)
+class EADConfig:
+    """Model and training sizes (small: CPU-trainable in a minute)."""
+
+    functions: tuple[str, ...] = ("sphere", "ellipsoidal", "rastrigin", "attractive_sector", "rosenbrock",
+                                  "bent_cigar", "rastrigin_rotated", "schaffers_f7")
+    dim: int = 10
+    population: int = 16
+    generations: int = 60
+    teachers: tuple[str, ...] = ("SNES", "Open_ES")
+    seeds: int = 4
+    width: int = 32
+    window: int = 8
+    steps: int = 400
+    lr: float = 3e-3
+    seed: int = 0
+
+
+def init_params(key: jax.Array, width: int) -> dict:
+    ks = jax.random.split(key, 8)
+
+    def dense(k, i, o):
+        return {"w": jax.random.normal(k, (i, o)) * (1.0 / np.sqrt(i)), "b": jnp.zeros(o)}
+
+    return {"enc1": dense(ks[0], 4, width), "enc2": dense(ks[1], width, width), "pool": dense(ks[2], width, 1),
+            "q": dense(ks[3], width, width), "k": dense(ks[4], width, width), "v": dense(ks[5], width, width),
+            "out": dense(ks[6], 2 * width, width), "head": {"w": jnp.zeros((width, 2)), "b": jnp.zeros(2)},
+            "pos": jax.random.normal(ks[7], (64, width)) * 0.1}
+
+
+def _d(p, x):
+    return x @ p["w"] + p["b"]
+
+
+def encode(params: dict, pop, fitness, mean, std) -> jax.Array:
+    """One generation -> a token per dimension (D, width): member encodings pooled by attention over members."""
+    P = fitness.shape[0]
+    ranks = jnp.argsort(jnp.argsort(fitness)).astype(jnp.float32)
+    u = 0.5 - ranks / jnp.maximum(P - 1, 1)  # centred ranks, best +0.5
+    z = (pop - mean) / std  # (P, D)
+    feats = jnp.stack([z, jnp.broadcast_to(u[:, None], z.shape), z * u[:, None], z ** 2 - 1.0], axis=-1)  # (P,D,4)
+    h = jnp.tanh(_d(params["enc2"], jnp.tanh(_d(params["enc1"], feats))))  # (P, D, W)
+    a = jax.nn.softmax(_d(params["pool"], h)[..., 0], axis=0)  # over members
+    return jnp.sum(a[..., None] * h, axis=0)  # (D, W)
+
+
+def decide(params: dict, window: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Causal attention of the newest token over the window (D, K, W) -> (dm, ds) per dimension."""
+    K = window.shape[1]
+    x = window + params["pos"][:K]
+    q = _d(params["q"], x[:, -1])  # (D, W): the newest token queries
+    k = _d(params["k"], x)
+    v = _d(params["v"], x)
+    logits = jnp.einsum("dw,dkw->dk", q, k) / np.sqrt(x.shape[-1])
+    logits = jnp.where(valid[None, :], logits, -1e9)
+    ctx = jnp.einsum("dk,dkw->dw", jax.nn.softmax(logits, axis=-1), v)
+    h = jnp.tanh(_d(params["out"], jnp.concatenate([ctx, x[:, -1]], axis=-1)))
+    out = _d(params["head"], h)
+    return 2.0 * jnp.tanh(out[:, 0] / 2.0), jnp.clip(out[:, 1], -1.0, 1.0)
+
+
+def step(params: dict, window, valid, pop, fitness, mean, std):
+    """Push this generation's token into the window; the next (mean, std) and the new window."""
+    token = encode(params, pop, fitness, mean, std)
+    window = jnp.concatenate([window[:, 1:], token[:, None]], axis=1)
+    valid = jnp.concatenate([valid[1:], jnp.ones(1, bool)])
+    dm, ds = decide(params, window, valid)
+    return mean + std * dm, std * jnp.exp(ds), window, valid
+
+
+class EvoTF:
+    """The trained model as a strategy of the kernel's ES loop (state: mean, std, the window of tokens)."""
+
+    def __init__(self, params: dict, window: int, name: str = "evotf"):
+        self.params, self.window, self.name = params, window, name
+
+    def __repr__(self) -> str:
+        return f"EvoTF({self.name})"
+
+    def strategy(self, population: int, dim: int):
+        params, K = self.params, self.window
+        width = params["enc2"]["w"].shape[1]
+
+        def init(key, mean, std):
+            return {"mean": mean, "std": std, "window": jnp.zeros((dim, K, width)), "valid": jnp.zeros(K, bool),
+                    "repairs": jnp.int32(0)}
+
+        def ask(key, z, state):
+            return state["mean"] + state["std"] * z, state
+
+        def tell(key, pop, fitness, state, progress):
+            m, s, w, v = step(params, state["window"], state["valid"], pop, fitness, state["mean"], state["std"])
+            s = jnp.clip(s, *kernel.STD_RANGE)
+            return {**state, "mean": m, "std": s, "window": w, "valid": v}
+
+        return init, ask, tell
+
+
+# ---- EAD: teacher trajectories and training ---------------------------------------------------------------------
+
+
+def collect(teacher, config: EADConfig, seeds, functions=None) -> dict[str, np.ndarray]:
+    """Trajectories of a teacher (an EvosaxSpec or EvoTF) on the training functions: (S, F, G, ...) arrays of
+    population, fitness, mean, std and the teacher's next mean and std."""
+    functions = functions or config.functions
+    bcfg = kernel.BBOConfig(tuple(functions), config.dim, config.population, config.generations)
+    init, ask, tell = kernel.strategy_of(teacher, config.population, config.dim)
+    f = problems.fitness_fn(bcfg.functions, config.dim)
+    plugin = not isinstance(teacher, kernel.EvosaxSpec)
+
+    def mean_std(state):
+        if "es" in state:
+            es = state["es"]
+            return es.mean, jnp.broadcast_to(es.std, es.mean.shape)
+        return state["mean"], state["std"]
+
+    def run(setup, fn_index):
+        k_loop = jax.random.wrap_key_data(setup["key"], impl=kernel.PRNG)
+        state = init(k_loop, setup["mean0"], jnp.full((config.dim,), bcfg.init_std))
+        noise = setup["z"] if plugin else jnp.zeros((bcfg.generations, 0))
+
+        def body(state, xs):
+            t, z = xs
+            k_ask, k_tell = jax.random.split(jax.random.fold_in(k_loop, t))
+            m, s = mean_std(state)
+            pop, state = ask(k_ask, z, state)
+            fit = f(pop, fn_index, setup["inst"])
+            fit = jnp.where(jnp.isfinite(fit), fit, jnp.inf)
+            state = tell(k_tell, pop, fit, state, t.astype(jnp.float32) / bcfg.generations)
+            m2, s2 = mean_std(state)
+            return state, {"pop": pop, "fitness": fit, "mean": m, "std": s, "next_mean": m2, "next_std": s2}
+
+        return jax.lax.scan(body, state, (jnp.arange(bcfg.generations), noise))[1]
+
+    fns = jnp.arange(len(functions), dtype=jnp.int32)
+    setup = kernel._setup(bcfg, plugin)(jnp.asarray(seeds, dtype=jnp.int32), fns)
+    out = jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, 0)), in_axes=(0, None)))(setup, fns)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _targets(traj):
+    dm = (traj["next_mean"] - traj["mean"]) / traj["std"]
+    ds = np.log(np.maximum(traj["next_std"], 1e-12) / traj["std"])
+    return np.clip(dm, -2, 2).astype(np.float32), np.clip(ds, -1, 1).astype(np.float32)
+
+
+def loss_fn(params, traj, window: int):
+    """Teacher-forced MSE over one trajectory (G generations) of one seed and function."""
+    D = traj["mean"].shape[-1]
+    width = params["enc2"]["w"].shape[1]
+
+    def body(carry, g):
+        win, valid = carry
+        m, s, win, valid = step(params, win, valid, g["pop"], g["fitness"], g["mean"], g["std"])
+        dm = (m - g["mean"]) / g["std"]
+        ds = jnp.log(s / g["std"])
+        err = jnp.mean((dm - g["dm"]) ** 2) + jnp.mean((ds - g["ds"]) ** 2)
+        return (win, valid), err
+
+    init = (jnp.zeros((D, window, width)), jnp.zeros(window, bool))
+    return jnp.mean(jax.lax.scan(body, init, traj)[1])
+
+
+def _key(config: EADConfig, extra: str = "") -> str:
+    src = Path(__file__).read_text() + Path(kernel.__file__).read_text()
+    return hashlib.sha256((repr(config) + extra + src).encode()).hexdigest()[:16]
+
+
+def train(config: EADConfig, trajectories: list[dict] | None = None, init: dict | None = None,
+          tag: str = "ead") -> tuple[dict, list[float]]:
+    """EAD: fit the model to teacher trajectories (SNES and OpenES by default); cached on disk by configuration."""
+    path = CACHE / f"evotf_{tag}_{_key(config, tag)}.npz"
+    width = config.width
+    template = init_params(jax.random.key(config.seed), width)
+    if path.exists() and trajectories is None:
+        with np.load(path) as data:
+            leaves = [jnp.asarray(data[f"p{i}"]) for i in range(len(jax.tree.leaves(template)))]
+            return jax.tree.unflatten(jax.tree.structure(template), leaves), list(data["losses"])
+    if trajectories is None:
+        seeds = list(range(config.seeds))
+        trajectories = [collect(kernel.EvosaxSpec(t), config, seeds) for t in config.teachers]
+    data = {k: np.concatenate([t[k] for t in trajectories]) for k in ("pop", "fitness", "mean", "std")}
+    dm, ds = zip(*(_targets(t) for t in trajectories), strict=True)
+    data["dm"], data["ds"] = np.concatenate(dm), np.concatenate(ds)
+    flat = {k: jnp.asarray(v.reshape(-1, *v.shape[2:])) for k, v in data.items()}  # (S*F, G, ...)
+    import optax
+
+    opt = optax.adam(config.lr)
+    params = init if init is not None else template
+    state = opt.init(params)
+    n = flat["mean"].shape[0]
+
+    @jax.jit
+    def update(params, state, idx):
+        batch = jax.tree.map(lambda x: x[idx], flat)
+        loss, grads = jax.value_and_grad(
+            lambda p: jnp.mean(jax.vmap(lambda tr: loss_fn(p, tr, config.window))(batch)))(params)
+        upd, state = opt.update(grads, state)
+        return optax.apply_updates(params, upd), state, loss
+
+    rng = np.random.default_rng(config.seed)
+    losses = []
+    for _ in range(config.steps):
+        idx = jnp.asarray(rng.choice(n, size=min(16, n), replace=False))
+        params, state, loss = update(params, state, idx)
+        losses.append(float(loss))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, losses=np.asarray(losses), **{f"p{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(params))})
+    return params, losses
+
+
+def evaluate(model, config: kernel.BBOConfig, seeds) -> dict:
+    """In-context evaluation in the kernel's loop: the unit result (final log10 regret per seed, curve)."""
+    return kernel.unit_result(kernel.run_seeds(model, config, seeds), config)
+
+
+def self_referential(config: EADConfig, rounds: int = 2) -> tuple[dict, list[float]]:
+    """Self-referential EAD: from random weights, the model's own trajectories with the lowest final regret per
+    function (best seed of ``2 * seeds``) become the next teacher; returns the last parameters and, per round,
+    the mean final log10 regret of the model on the training functions (its curve)."""
+    params = init_params(jax.random.key(config.seed + 1), config.width)
+    curve = []
+    bcfg = kernel.BBOConfig(config.functions, config.dim, config.population, config.generations)
+    seeds = list(range(100, 100 + 2 * config.seeds))
+    for r in range(rounds):
+        model = EvoTF(params, config.window, f"self{r}")
+        traj = collect(model, config, seeds)
+        logs = kernel.log_regret(np.minimum.accumulate(traj["fitness"].min(-1), axis=-1))[..., -1]  # (S, F)
+        curve.append(float(logs.mean()))
+        best = np.argsort(logs, axis=0)[: config.seeds]  # the best seeds per function
+        chosen = {k: np.stack([v[best[:, j], j] for j in range(v.shape[1])], axis=1) for k, v in traj.items()}
+        cfg = dataclasses.replace(config, steps=max(50, config.steps // 2))
+        params, _ = train(cfg, [chosen], init=params, tag=f"self{r}")
+    model = EvoTF(params, config.window, f"self{rounds}")
+    curve.append(float(evaluate(model, bcfg, list(range(config.seeds)))["final"].mean()))
+    return params, curve
+
+
+@functools.lru_cache(maxsize=4)
+def trained(config: EADConfig = EADConfig()) -> EvoTF:
+    """The EAD-trained model of ``config`` (trained once, then loaded from the cache)."""
+    params, _ = train(config)
+    return EvoTF(params, config.window, f"ead-{_key(config)[:6]}")
+
+
+def summary(results: dict[str, np.ndarray]) -> dict:
+    """Mean and 95% normal confidence half-width of each method's final values."""
+    out = {}
+    for k, v in results.items():
+        v = np.asarray(v, dtype=np.float64)
+        out[k] = {"mean": float(v.mean()), "ci95": float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1
+                  else float("nan"), "n": len(v)}
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - the report of the EAD experiment
+    print(json.dumps({"config": dataclasses.asdict(EADConfig())}, indent=1))

@@ -1,0 +1,329 @@
+"""The ``bbo`` kernel: one ES loop around a plug-in update rule or an evosax strategy, jit(vmap) over seeds and
+functions; the gate's checks and the behaviour probe.
+
+Plug-in: ``update(population, fitness, mean, std, progress) -> (mean, std)`` with ``population`` (P, D),
+``fitness`` (P,) (lower is better), ``mean`` and ``std`` (D,), ``progress`` the fraction of the budget used. The
+kernel samples ``population = mean + std * z`` with ``z ~ N(0, I)``, evaluates the regret, hands everything to the
+plug-in and samples the next population around what it returns. A returned value that is not finite keeps the
+previous one (counted in the ``repairs`` extra); ``std`` is clipped to [1e-12, 1e3]. The plug-in sees the same
+fitness values as evosax's strategies: the regret ``f(x) - f(x_opt)`` of evosax's BBOB functions.
+
+Stateful baselines (OpenES, SNES, Sep-CMA-ES, CMA-ES) run through evosax 0.3 in the same loop: their candidate text
+is ``{"evosax": NAME, ...}`` (see :class:`EvosaxSpec`), not code, so nothing untrusted is executed for them.
+
+Metric of a unit: ``log10`` of the final best regret, floored at 1e-12 (float32), averaged over the setting's
+functions per seed, minimised. Curve: the same quantity of the best-so-far regret after every generation.
+Random keys are XLA's RngBitGenerator ("rbg") keys: they compile several times faster than threefry's.
+Everything of one unit (seeds x functions) is one compiled call; the compiled function of one (strategy,
+configuration) is kept, so a second call with the same shapes compiles nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlib_kernels.templates.bbo import problems
+
+FLOOR = 1e-12
+# XLA's RngBitGenerator keys: threefry's bit generation inside a scan took 8 s (vmapped: 19 s) to compile on our
+# shared 2-core CPU, "rbg" 2.6 s; the kernel owns its randomness, so it uses these keys throughout
+PRNG = "rbg"
+STD_RANGE = (1e-12, 1e3)
+EVOSAX_STRATEGIES = ("Open_ES", "SNES", "Sep_CMA_ES", "CMA_ES", "RandomSearch", "HillClimbing", "EvoTF_ES")
+EVOSAX_PREFIX = '{"evosax"'
+
+
+@dataclasses.dataclass(frozen=True)
+class BBOConfig:
+    """One unit's problem: functions, dimension, population, generations, the initial search distribution."""
+
+    functions: tuple[str, ...]
+    dim: int
+    population: int
+    generations: int
+    init_std: float = 1.0
+    init_range: float = 4.0  # the initial mean is uniform in [-init_range, init_range]^D, drawn from the seed
+
+
+@dataclasses.dataclass(frozen=True)
+class EvosaxSpec:
+    """A stateful baseline run through evosax: its strategy class name and options (hashable)."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+
+def evosax_text(name: str, **options: Any) -> str:
+    """Candidate text of an evosax baseline (canonical JSON)."""
+    return json.dumps({"evosax": name, **options}, sort_keys=True, separators=(",", ":"))
+
+
+def parse_evosax(text: str) -> EvosaxSpec:
+    """``{"evosax": NAME, options...}`` -> EvosaxSpec; raises ValueError with the reason."""
+    value = json.loads(text)
+    if not isinstance(value, dict) or value.get("evosax") not in EVOSAX_STRATEGIES:
+        raise ValueError(f"an evosax candidate names one of {', '.join(EVOSAX_STRATEGIES)}")
+    allowed = {"evosax", "lr", "std"}
+    extra = sorted(set(value) - allowed)
+    if extra:
+        raise ValueError(f"unknown evosax option(s) {extra}; allowed: lr, std")
+    for k in ("lr", "std"):
+        if k in value and not (isinstance(value[k], (int, float)) and 0 < float(value[k]) < 1e3):
+            raise ValueError(f"evosax option {k!r} must be a positive number")
+    return EvosaxSpec(value["evosax"], tuple(sorted((k, float(v)) for k, v in value.items() if k != "evosax")))
+
+
+# ---- strategies: init / ask / tell ----------------------------------------------------------------------------
+
+
+def _safe(new: jax.Array, old: jax.Array) -> tuple[jax.Array, jax.Array]:
+    new = jnp.broadcast_to(jnp.asarray(new, old.dtype), old.shape)
+    ok = jnp.isfinite(new)
+    return jnp.where(ok, new, old), jnp.sum(~ok)
+
+
+def plugin_strategy(update: Callable, population: int, dim: int):
+    """init/ask/tell of the stateless plug-in: the state is (mean, std, repairs); ``ask`` uses the shared noise."""
+
+    def init(key, mean, std):
+        return {"mean": mean, "std": std, "repairs": jnp.int32(0)}
+
+    def ask(key, z, state):
+        return state["mean"] + state["std"] * z, state
+
+    def tell(key, pop, fitness, state, progress):
+        mean, std = update(pop, fitness, state["mean"], state["std"], progress)
+        mean, bad_m = _safe(mean, state["mean"])
+        std, bad_s = _safe(std, state["std"])
+        std = jnp.clip(std, *STD_RANGE)
+        return {"mean": mean, "std": std, "repairs": state["repairs"] + bad_m + bad_s}
+
+    return init, ask, tell
+
+
+def evosax_strategy(spec: EvosaxSpec, population: int, dim: int):
+    """init/ask/tell of an evosax 0.3 strategy (its own state and sampling), in the same loop."""
+    import evosax.algorithms as ea
+    import optax
+
+    solution = jnp.zeros(dim)
+    lr = spec.option("lr")
+    if spec.name == "Open_ES":
+        strategy = ea.Open_ES(population, solution, optimizer=optax.adam(lr or 0.05),
+                              std_schedule=optax.constant_schedule(spec.option("std", 0.5)))
+    elif spec.name == "SNES":
+        strategy = ea.SNES(population, solution, optimizer=optax.sgd(lr or 1.0))
+    else:
+        strategy = getattr(ea, spec.name)(population, solution)
+    params = strategy.default_params
+
+    def init(key, mean, std):
+        p = params
+        if hasattr(params, "std_init") and spec.name != "Open_ES":
+            p = params.replace(std_init=jnp.asarray(spec.option("std", jnp.mean(std)), jnp.float32))
+        return {"es": strategy.init(key, mean, p), "params": p, "repairs": jnp.int32(0)}
+
+    def ask(key, z, state):
+        pop, es = strategy.ask(key, state["es"], state["params"])
+        return pop, {**state, "es": es}
+
+    def tell(key, pop, fitness, state, progress):
+        es, _ = strategy.tell(key, pop, fitness, state["es"], state["params"])
+        return {**state, "es": es}
+
+    return init, ask, tell
+
+
+def strategy_of(candidate: Any, population: int, dim: int):
+    if hasattr(candidate, "strategy"):  # a sequence model (the Evolution Transformer) with its own state
+        return candidate.strategy(population, dim)
+    if isinstance(candidate, EvosaxSpec):
+        return evosax_strategy(candidate, population, dim)
+    return plugin_strategy(candidate, population, dim)
+
+
+# ---- the ES loop ------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _setup(config: BBOConfig, plugin: bool) -> Callable:
+    """Compiled once per configuration, shared by every candidate: per (seed, function) the BBOB instance, the
+    initial mean, a key, and for plug-ins the standard normal noise of every generation (common random numbers:
+    every plug-in sees the same draws)."""
+    G, P, D = config.generations, config.population, config.dim
+
+    def one(seed, fn_index):
+        key = jax.random.fold_in(jax.random.key(seed, impl=PRNG), fn_index)
+        k_inst, k_mean, k_noise, k_loop = jax.random.split(key, 4)
+        out = {"inst": problems.instance(k_inst, D),
+               "mean0": jax.random.uniform(k_mean, (D,), minval=-config.init_range, maxval=config.init_range),
+               "key": jax.random.key_data(k_loop)}
+        if plugin:
+            out["z"] = jax.random.normal(k_noise, (G, P, D))
+        return out
+
+    return jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))
+
+
+def make_run(candidate: Any, config: BBOConfig) -> Callable[[dict], dict]:
+    """``run(setup of one seed and function, fn_index) -> {"best": (G,) best-so-far regret, "repairs": ()}``."""
+    init, ask, tell = strategy_of(candidate, config.population, config.dim)
+    f = problems.fitness_fn(config.functions, config.dim)
+    G = config.generations
+    plugin = not isinstance(candidate, EvosaxSpec)  # plug-ins and sequence models use the shared noise
+
+    def run(setup, fn_index):
+        k_loop = jax.random.wrap_key_data(setup["key"], impl=PRNG)
+        std0 = jnp.full((config.dim,), config.init_std, jnp.float32)
+        state = init(k_loop, setup["mean0"], std0)
+        noise = setup["z"] if plugin else jnp.zeros((G, 0))
+
+        def step(carry, xs):
+            state, best = carry
+            t, z = xs
+            if plugin:
+                k_ask = k_tell = k_loop  # plug-ins draw no random numbers of their own
+            else:
+                k_ask, k_tell = jax.random.split(jax.random.fold_in(k_loop, t))
+            pop, state = ask(k_ask, z, state)
+            fitness = f(pop, fn_index, setup["inst"])
+            fitness = jnp.where(jnp.isfinite(fitness), fitness, jnp.inf)
+            best = jnp.minimum(best, jnp.min(fitness))
+            state = tell(k_tell, pop, fitness, state, t.astype(jnp.float32) / G)
+            return (state, best), best
+
+        (state, _), best = jax.lax.scan(step, (state, jnp.float32(jnp.inf)), (jnp.arange(G), noise))
+        return {"best": best, "repairs": state["repairs"]}
+
+    return run
+
+
+@functools.lru_cache(maxsize=128)
+def compiled(candidate: Any, config: BBOConfig) -> Callable:
+    """jit(vmap over seeds (vmap over functions)) of one (strategy, configuration); kept, so no second compile."""
+    run = make_run(candidate, config)
+    return jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, 0)), in_axes=(0, None)))
+
+
+def log_regret(best: np.ndarray) -> np.ndarray:
+    return np.log10(np.maximum(np.asarray(best, dtype=np.float64), FLOOR))
+
+
+def run_seeds(candidate: Any, config: BBOConfig, seeds) -> dict[str, np.ndarray]:
+    """Best-so-far regret (S, F, G) and repairs (S, F) of every seed and function, host arrays, one call."""
+    plugin = not isinstance(candidate, EvosaxSpec)
+    seeds = jnp.asarray(np.asarray(seeds, dtype=np.int32))
+    fns = jnp.arange(len(config.functions), dtype=jnp.int32)
+    setup = _setup(config, plugin)(seeds, fns)
+    out = compiled(candidate, config)(setup, fns)
+    return {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+
+
+def unit_result(raw: dict[str, np.ndarray], config: BBOConfig) -> dict:
+    """The template contract's unit result from :func:`run_seeds`' arrays."""
+    logs = log_regret(raw["best"])  # (S, F, G)
+    return {
+        "x": np.arange(1, config.generations + 1),
+        "curve": logs.mean(axis=1),
+        "final": logs[:, :, -1].mean(axis=1),
+        "per_function": logs[:, :, -1],
+        "repairs": raw["repairs"].astype(np.float64),
+    }
+
+
+# ---- gate and probe ---------------------------------------------------------------------------------------------
+
+PROBE_P, PROBE_D = 12, 6
+PROBE_PROGRESS = (0.0, 0.5, 1.0, 0.0, 0.5, 1.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _probe_inputs(population: int = PROBE_P, dim: int = PROBE_D, seed: int = 7) -> tuple[np.ndarray, ...]:
+    """Fixed synthetic generations (numpy, so building them compiles nothing): populations around a mean on
+    random ellipsoids, one per progress point, stacked."""
+    rng = np.random.default_rng(seed)
+    n = len(PROBE_PROGRESS)
+    mean = rng.normal(size=(n, dim))
+    std = np.exp(0.5 * rng.normal(size=(n, dim)))
+    pop = mean[:, None] + std[:, None] * rng.normal(size=(n, population, dim))
+    scales = np.exp(rng.normal(size=(n, 1, dim)))
+    fitness = np.sum(scales * np.square(pop - 0.5), axis=2)
+    f32 = np.float32
+    return pop.astype(f32), fitness.astype(f32), mean.astype(f32), std.astype(f32), np.asarray(PROBE_PROGRESS, f32)
+
+
+def _step(candidate: Any, pop, fitness, mean, std, progress):
+    """One update of a candidate from the distribution (mean, std) that produced ``pop``: (mean', std')."""
+    if isinstance(candidate, EvosaxSpec):
+        init, _, tell = evosax_strategy(candidate, pop.shape[0], pop.shape[1])
+        state = init(jax.random.key(0, impl=PRNG), mean, std)
+        es = tell(jax.random.key(1, impl=PRNG), pop, fitness, state, progress)["es"]
+        return es.mean, getattr(es, "std", std) * jnp.ones_like(std)
+    new_mean, new_std = candidate(pop, fitness, mean, std, progress)
+    return jnp.asarray(new_mean), jnp.broadcast_to(jnp.asarray(new_std), std.shape)
+
+
+def probe(candidate: Any) -> np.ndarray:
+    """Behaviour: the mean step in units of std and the log std ratio on fixed synthetic generations, flattened
+    (one compiled call for all of them)."""
+    pop, fitness, mean, std, progress = _probe_inputs()
+    new_mean, new_std = jax.jit(jax.vmap(functools.partial(_step, candidate)))(pop, fitness, mean, std, progress)
+    new_mean, new_std = np.asarray(new_mean, np.float64), np.asarray(new_std, np.float64)
+    out = np.concatenate([((new_mean - mean) / std).reshape(-1),
+                          np.log(np.maximum(new_std, 1e-30) / std).reshape(-1)])
+    return np.clip(np.nan_to_num(out, nan=50.0, posinf=50.0, neginf=-50.0), -50.0, 50.0)
+
+
+def check(candidate: Any, key: jax.Array) -> list[str]:
+    """Problems of an update rule on random generations: shapes, finiteness, std > 0, determinism, jit and vmap,
+    other sizes, equal fitness. Three small compiles."""
+    if isinstance(candidate, EvosaxSpec):
+        return []  # a named evosax strategy with checked options: no untrusted code
+    problems_: list[str] = []
+    P, D = 16, 5
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**30)))
+    mean = rng.normal(size=D).astype(np.float32)
+    std = np.exp(0.3 * rng.normal(size=D)).astype(np.float32)
+    pop = (mean + std * rng.normal(size=(P, D))).astype(np.float32)
+    fitness = (np.sum(np.square(pop), axis=1) + 0.1 * rng.normal(size=P)).astype(np.float32)
+    progress = np.float32(0.3)
+    fn = jax.jit(candidate)
+    out = fn(pop, fitness, mean, std, progress)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        return [f"must return a pair (mean, std), got {type(out).__name__}"]
+    new_mean, new_std = (np.asarray(o) for o in out)
+    if new_mean.shape != (D,):
+        problems_.append(f"returned mean of shape {tuple(new_mean.shape)}, expected ({D},) (the shape of mean)")
+    if new_std.shape not in ((D,), ()):
+        problems_.append(f"returned std of shape {tuple(new_std.shape)}, expected ({D},) or a scalar")
+    if problems_:
+        return problems_
+    if not (np.all(np.isfinite(new_mean)) and np.all(np.isfinite(new_std))):
+        return ["returned non-finite mean or std on ordinary inputs"]
+    if float(np.min(new_std)) <= 0.0:
+        problems_.append(f"returned std <= 0 (min {float(np.min(new_std)):.3g}); std must be positive")
+    again = fn(pop, fitness, mean, std, progress)
+    if not (np.array_equal(new_mean, np.asarray(again[0])) and np.array_equal(new_std, np.asarray(again[1]))):
+        problems_.append("not deterministic: two calls on the same inputs differ")
+    flat = fn(pop, np.zeros(P, np.float32), mean, std, np.float32(0.0))
+    if not (np.all(np.isfinite(np.asarray(flat[0]))) and np.all(np.isfinite(np.asarray(flat[1])))):
+        problems_.append("returns non-finite values when all fitness values are equal")
+    batched = jax.jit(jax.vmap(candidate, in_axes=(0, 0, None, None, None)))(
+        np.stack([pop, pop]), np.stack([fitness, fitness]), mean, std, progress)
+    if np.asarray(batched[0]).shape != (2, D):
+        problems_.append("does not vmap over populations (the kernel vmaps seeds and functions)")
+    other = fn(pop[:8, :3], fitness[:8], mean[:3], std[:3], np.float32(1.0))
+    if np.asarray(other[0]).shape != (3,) or not np.all(np.isfinite(np.asarray(other[0]))):
+        problems_.append("fails on another population size and dimension (8 x 3): it must not fix P or D")
+    return problems_

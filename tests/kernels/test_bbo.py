@@ -1,0 +1,91 @@
+"""The ``bbo`` template's kernel: baselines reach the sphere's optimum, one compiled call per unit that a second
+call does not recompile, the rule family's source matches its traced form, and the Evolution Transformer's
+invariances (member order) and equivariance (dimension order)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlib_kernels.profiling import count_compilations
+from jaxlib_kernels.templates import make
+from jaxlib_kernels.templates.bbo import evotf, kernel, problems, rules
+
+SPHERE = kernel.BBOConfig(("sphere",), 10, 16, 300)
+# final log10 regret every seed must reach on the 10-dimensional sphere in 300 generations of 16
+REACH = {"cma_es": -6.0, "sep_cma_es": -6.0, "snes": -6.0, "recomb_snes": -6.0, "hill_climb": -3.0, "open_es": 0.0}
+
+
+@pytest.fixture(scope="module")
+def sphere_results():
+    template = make("bbo")
+    loaded = {name: template.load(b.source) for name, b in template.baselines.items()}
+    results = {name: kernel.unit_result(kernel.run_seeds(c, SPHERE, [0, 1]), SPHERE) for name, c in loaded.items()}
+    return {"candidates": loaded, **results}
+
+
+@pytest.mark.slow
+def test_every_baseline_gets_near_the_sphere_optimum_cma_es_within_1e_6(sphere_results):
+    for name, floor in REACH.items():
+        assert np.all(sphere_results[name]["final"] <= floor), (name, sphere_results[name]["final"])
+    rs = sphere_results["random_search"]["curve"]
+    assert np.all(rs[:, -1] < rs[:, 0])  # random search only improves its best sample
+    for name in make("bbo").baselines:
+        res = sphere_results[name]
+        assert np.all(np.diff(res["curve"], axis=1) <= 0)  # best-so-far curves never rise
+
+
+@pytest.mark.slow
+def test_a_second_unit_call_compiles_nothing(sphere_results):
+    for name in ("cma_es", "recomb_snes"):  # a loaded plug-in is a static callable: one compile per candidate
+        cand = sphere_results["candidates"][name]
+        with count_compilations() as counter:
+            again = kernel.unit_result(kernel.run_seeds(cand, SPHERE, [0, 1]), SPHERE)
+        assert counter.compiles == 0, name
+        np.testing.assert_array_equal(again["final"], sphere_results[name]["final"])
+
+
+def test_function_names_are_evosax_bbob_functions():
+    from evosax.problems.bbob.bbob_fns import bbob_fns
+
+    assert problems.FUNCTIONS == tuple(bbob_fns)
+    template = make("bbo")
+    train = {f for s in template.settings.values() if not s.held_out for f in s.option("functions")}
+    held = set(template.setting("heldout_fns_d10").option("functions"))
+    assert train and held and not train & held
+
+
+def test_rendered_rules_compute_what_the_traced_family_computes():
+    from jaxlib_kernels.plugin import load_plugin
+
+    rng = np.random.default_rng(0)
+    pop, fit = rng.normal(size=(12, 4)).astype(np.float32), rng.normal(size=12).astype(np.float32)
+    mean, std = rng.normal(size=4).astype(np.float32), np.exp(rng.normal(size=4)).astype(np.float32)
+    for params in ({}, {"weights": "linear", "std_rule": "elite", "anneal": 0.05},
+                   {"weights": "equal", "std_rule": "fixed", "elite": 0.2, "lr_mean": 1.5}):
+        fn = load_plugin(rules.render(params), "update")
+        a = fn(pop, fit, mean, std, np.float32(0.4))
+        b = rules.family_update(rules.as_arrays(params), pop, fit, mean, std, np.float32(0.4))
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def test_the_evolution_transformer_is_member_invariant_and_dimension_equivariant():
+    params = evotf.init_params(jax.random.key(0), 16)
+    params["head"]["w"] = jax.random.normal(jax.random.key(1), params["head"]["w"].shape)  # non-trivial output
+    rng = np.random.default_rng(1)
+    P, D, K = 8, 5, 4
+    pop, fit = jnp.asarray(rng.normal(size=(P, D)), jnp.float32), jnp.asarray(rng.normal(size=P), jnp.float32)
+    mean, std = jnp.zeros(D), jnp.ones(D)
+    window, valid = jnp.zeros((D, K, 16)), jnp.zeros(K, bool)
+    step = jax.jit(evotf.step)
+    m, s, _, _ = step(params, window, valid, pop, fit, mean, std)
+    perm_p, perm_d = rng.permutation(P), rng.permutation(D)
+    m2, s2, _, _ = step(params, window, valid, pop[perm_p], fit[perm_p], mean, std)
+    np.testing.assert_allclose(m2, m, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s2, s, rtol=1e-5, atol=1e-6)
+    m3, s3, _, _ = step(params, window, valid, pop[:, perm_d], fit, mean, std)
+    np.testing.assert_allclose(m3, m[perm_d], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s3, s[perm_d], rtol=1e-5, atol=1e-6)
