@@ -61,7 +61,7 @@ server: install
 #   rm -rf .cache/jax && SCIENTIST_RECORD_DURATIONS=tests/durations.json make test
 TEST_WORKERS ?= 2
 test: install browser postgres
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The peers of benchmarks/ (SB3, MiniGrid, CPU torch): torch first, so that pip keeps the CPU build it has.
 BENCH_STAMP := $(VENV)/.bench-installed

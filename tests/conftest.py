@@ -66,41 +66,56 @@ def prefect_api(tmp_path_factory):
         log.close()
 
 
-# Work units of ``make test`` (``-n 2 --dist loadgroup``): one per test file, so that a file's module fixtures are
-# shared by its tests, except the files parametrized over the template registry, which give one unit per template
-# (each template's smoke run is minutes long; one worker for all of them would be the suite's critical path).
-SPLIT_BY_TEMPLATE = {"tests/flows/test_template_runs.py": "finished", "tests/kernels/test_template_contract.py": "name"}
-SPLIT_BY_TEST = {"tests/llm/test_flow_llm.py"}  # function fixtures only: every test is a unit of its own
+# Work units of ``make test`` (``-n 2 --dist loadscope``, scheduled by ``UnitScheduling`` below): one per test file,
+# so that a file's module fixtures are shared by its tests, except the files parametrized over the template registry,
+# which give one unit per template (each template's smoke run is minutes long; one worker for all of them would be
+# the suite's critical path), and the files whose fixtures are per test, which give one unit per test.
+SPLIT_BY_TEMPLATE = {"tests/flows/test_template_runs.py", "tests/kernels/test_template_contract.py"}
+SPLIT_BY_TEST = {"tests/llm/test_flow_llm.py"}
 DURATIONS = ROOT / "tests" / "durations.json"  # seconds per work unit, measured cold (see the Makefile's test target)
 
 
-def _unit(item) -> str:
-    path = item.nodeid.split("::")[0]
+def unit_of(nodeid: str) -> str:
+    """The work unit of a test id: its file, ``file[template]`` or the test itself."""
+    path = nodeid.split("::")[0]
     if path in SPLIT_BY_TEST:
-        return item.nodeid.split("@")[0]
-    param = SPLIT_BY_TEMPLATE.get(path)
-    callspec = getattr(item, "callspec", None)
-    if param and callspec is not None and param in callspec.params:
-        return f"{path}[{callspec.params[param]}]"
+        return nodeid
+    if path in SPLIT_BY_TEMPLATE and nodeid.endswith("]") and "[" in nodeid:
+        from jaxlib_kernels.templates import TEMPLATES
+
+        names = [part for part in nodeid[nodeid.rindex("[") + 1:-1].split("-") if part in TEMPLATES]
+        if names:
+            return f"{path}[{names[0]}]"
     return path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scope scheduler over our work units. (xdist's own ``loadgroup`` cannot be used: it regroups tests
+    by rewriting ``item._nodeid``, which pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return UnitScheduling(config, log) if config.getvalue("dist") in ("loadscope", "loadfile") else None
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
-    """Group the tests into work units and put the longest units first (longest-processing-time-first), so the two
-    workers finish together instead of one running a long end-to-end file alone at the end. A unit's weight is its
-    measured duration from ``tests/durations.json``; a unit not measured yet weighs 15 s plus a minute per ``slow``
-    test."""
+    """Put the longest work units first (longest-processing-time-first), so the two workers finish together instead
+    of one running a long end-to-end file alone at the end (run with ``--no-loadscope-reorder``, which keeps this
+    order). A unit's weight is its measured duration from ``tests/durations.json``; a unit not measured yet weighs
+    15 s plus a minute per ``slow`` test."""
     import json
 
     measured = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
     guess: dict[str, float] = {}
     for item in items:
-        unit = _unit(item)
-        item.add_marker(pytest.mark.xdist_group(unit))
+        unit = unit_of(item.nodeid)
         guess[unit] = guess.get(unit, 15.0) + (60.0 if item.get_closest_marker("slow") else 0.0)
     weight = {unit: float(measured.get(unit, g)) for unit, g in guess.items()}
-    items.sort(key=lambda item: -weight[_unit(item)])
+    items.sort(key=lambda item: -weight[unit_of(item.nodeid)])
 
 
 _spent: dict[str, float] = {}
@@ -108,17 +123,8 @@ _spent: dict[str, float] = {}
 
 def pytest_runtest_logreport(report):
     """Add up each work unit's duration (setup, call and teardown) for ``SCIENTIST_RECORD_DURATIONS``."""
-    unit = report.nodeid.split("@")[0]
-    path = unit.split("::")[0]
-    if path in SPLIT_BY_TEST:
-        path = unit
-    elif path in SPLIT_BY_TEMPLATE and "[" in unit:
-        params = unit.split("[", 1)[1].rstrip("]").split("-")
-        from jaxlib_kernels.templates import TEMPLATES
-
-        names = [p for p in params if p in TEMPLATES]
-        path = f"{path}[{names[0]}]" if names else path
-    _spent[path] = _spent.get(path, 0.0) + report.duration
+    unit = unit_of(report.nodeid)
+    _spent[unit] = _spent.get(unit, 0.0) + report.duration
 
 
 def pytest_sessionfinish(session, exitstatus):
