@@ -28,7 +28,7 @@ SMALL = hades.HadesConfig(num_pairs=4, width=8, eval_episodes=1)
 
 def test_cartpole_adapter_follows_gymnax_1_api():
     env = hades.make_env("CartPole-v1")  # the environment protocol of jaxlib_kernels.envs
-    assert hades.ENVS is envs.ENVS and isinstance(env, envs.Env)
+    assert isinstance(env, envs.Env)
     assert (env.obs_size, env.num_actions, env.max_steps) == (4, 2, 500)
     obs, state = env.reset(jax.random.key(0), env.default_params)
     obs, state, reward, terminated, truncated, _ = env.step(jax.random.key(1), state, jnp.int32(1), env.default_params)
@@ -130,7 +130,7 @@ def test_template_is_registered_and_consistent():
     assert t is hades.TEMPLATE and t.plugin.kind == "parametric" and t.metric.maximize
     assert t.budget_unit == "ES generations" and t.schema.extras == ("return_max",)
     for setting in t.settings.values():
-        assert setting.env in hades.ENVS
+        assert setting.env in envs.ENVS
         hades.unit.setting_options(setting)  # known option names only
     assert any(s.held_out and s.option("width") != 64 for s in t.settings.values())  # a held-out width
     assert any(s.held_out and s.env != "CartPole-v1" for s in t.settings.values())  # a held-out environment

@@ -19,9 +19,9 @@ def random_tree(rng: np.random.Generator, depth: int):
         return str(rng.choice(list(symbolic.VARIABLES)))
     k = rng.random()
     if k < 0.35:
-        return [str(rng.choice(list(symbolic.UNARY))), random_tree(rng, depth - 1)]
+        return [str(rng.choice(list(interpreter.UNARY_OPS))), random_tree(rng, depth - 1)]
     if k < 0.85:
-        return [str(rng.choice(list(symbolic.BINARY))), random_tree(rng, depth - 1), random_tree(rng, depth - 1)]
+        return [str(rng.choice(list(interpreter.BINARY_OPS))), random_tree(rng, depth - 1), random_tree(rng, depth - 1)]
     if k < 0.93:
         lo = float(np.round(rng.uniform(0.3, 1.0), 3))
         return ["clip", random_tree(rng, depth - 1), lo, lo + float(np.round(rng.uniform(0.0, 1.0), 3))]
