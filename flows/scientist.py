@@ -124,6 +124,7 @@ def ai_scientist(
                 approval = ask_approval(run, ideas, approval_timeout)
             except FlowPauseTimeout:
                 print(f"no approval within {approval_timeout} s: stopping, keeping the ideas")
+                _running_again_after_a_timed_out_pause()
                 run.update_run_json(approval={"status": "timed out", "timeout_s": approval_timeout})
                 return _finish(run, template, ideas, timings, t0, client, "stopped: approval timed out",
                                f"the ideas were not approved within {approval_timeout} s", backend)
@@ -167,6 +168,22 @@ def ai_scientist(
         run.unlock()
 
 
+def _running_again_after_a_timed_out_pause() -> None:
+    """The server's pause-expiry service fails a paused run whose timeout has passed ("The flow was paused and never
+    resumed"), racing the flow's own check of the same timeout. A run whose approval timed out stops cleanly, so
+    the flow takes its run back to Running (forced: Failed is terminal) and then ends it Completed."""
+    from prefect import get_client
+    from prefect.context import FlowRunContext
+    from prefect.states import Running
+
+    context = FlowRunContext.get()
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(context.flow_run.id).state
+        if state is None or not state.is_running():
+            client.set_flow_run_state(context.flow_run.id, Running(message="approval timed out: ending cleanly"),
+                                      force=True)
+
+
 class IdeaApproval(RunInput):
     """The form of a run paused for approval (``--approve ideas``): which ideas run on, and what to tell the model."""
 
@@ -185,7 +202,9 @@ def ask_approval(run: RunFolder, ideas: list[dict], timeout: int) -> dict:
                     "commas; feedback goes to the next stage.", ideas=",".join(novel))
     print(f"waiting for approval of {len(novel)} ideas ({', '.join(novel)}): resume the flow run in the Prefect UI "
           f"or run `scientist approve {run.run_id} [--ideas A,B] [--feedback TEXT]` (timeout {timeout} s)")
-    answer = pause_flow_run(wait_for_input=form, timeout=timeout, key="approve-ideas")
+    # poll often enough to notice the timeout near its time (Prefect's default waits 10 s between reads)
+    answer = pause_flow_run(wait_for_input=form, timeout=timeout, key="approve-ideas",
+                            poll_interval=max(1, min(10, timeout // 10)))
     chosen = [n.strip() for n in answer.ideas.split(",") if n.strip()]
     unknown = sorted(set(chosen) - set(novel))
     for idea in ideas:
