@@ -197,7 +197,18 @@ def _init_ray(ray, address: str | None) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(include_dashboard=False, object_store_memory=256 * 1024 * 1024, **kwargs)
+        ray.init(include_dashboard=False, object_store_memory=256 * 1024 * 1024, num_cpus=local_ray_cpus(), **kwargs)
+
+
+def local_ray_cpus() -> int | None:
+    """CPUs of a local Ray (``SCIENTIST_RAY_NUM_CPUS``; unset: all of them). Each CPU is a worker process that
+    imports, traces and loads every kernel it meets, so on a shared machine fewer workers can cost less in all."""
+    value = os.environ.get("SCIENTIST_RAY_NUM_CPUS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"SCIENTIST_RAY_NUM_CPUS must be a whole number of CPUs >= 1, got {value!r}")
+    return int(value)
 
 
 def unit_resources(cluster: dict | None = None) -> dict:

@@ -7,6 +7,9 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
+# one worker per local Ray: two test workers already fill the 2 cores, and a second Ray worker per run would import,
+# trace and load every kernel again (the two-node cluster of test_ray_cluster.py has its own CPUs)
+os.environ.setdefault("SCIENTIST_RAY_NUM_CPUS", "1")
 for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "SCIENTIST_MODEL", "RAY_ADDRESS", "PREFECT_API_URL"):
     os.environ.pop(key, None)
 
@@ -29,7 +32,8 @@ def _no_ray_left_behind():
 def prefect_api(tmp_path_factory):
     """The API URL of one real ``scientist server`` (Prefect, SQLite) per test worker, for the end-to-end runs that
     need no temporary server of their own (each temporary server costs a start and a fresh database per run).
-    ``make run``'s own path, the temporary server, stays covered by the CLI, LLM and fault tests."""
+    ``make run``'s own path, the temporary server, stays covered by lpo's killed run (test_template_runs.py), the
+    CLI, fault and LLM budget tests and the two runs of test_ray_cluster.py."""
     import signal
     import socket
     import subprocess

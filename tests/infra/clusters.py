@@ -28,6 +28,26 @@ SCIENTIST = [sys.executable, "-m", "flows.cli"]
 SMALLEST = ["--profile", "smoke", "--seeds", "2", "--budget", "8192"]
 
 
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}  # the terminal flow run states
+
+
+def api(server, path: str, body: dict | None = None):
+    """GET (or POST ``body`` to) the Prefect REST API of ``server``."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{server.api}{path}", data=data, method="POST" if body is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as reply:
+        return json.loads(reply.read())
+
+
+def prefect(server, *args, **kw) -> str:
+    """Run the ``prefect`` CLI against ``server``; its stdout (asserting success)."""
+    out = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=ROOT, env=server.env,
+                         capture_output=True, text=True, **kw)
+    assert out.returncode == 0, (args, out.stdout[-3000:], out.stderr[-3000:])
+    return out.stdout
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

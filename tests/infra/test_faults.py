@@ -2,7 +2,7 @@
 limit, a candidate that crashes, a full disk, an unwritable folder, a busy run id.
 
 The unit tests share one local Ray of one CPU started in this process (each unit is one seed, one PPO update of
-2048 steps on Empty-5x5); whole-flow behaviour is in test_ray_cluster.py, test_prefect_deployment.py and
+2048 steps on Empty-5x5); whole-flow behaviour is in test_ray_cluster.py, test_ui.py and
 tests/flows/test_cli.py.
 """
 
@@ -189,3 +189,14 @@ def test_the_experiments_stage_does_not_retry_a_run_folder_error():
     retry = experiments.run_experiments_task.retry_condition_fn
     assert retry(None, None, Failed(data=RunFolderError("cannot save experiment unit: disk full"))) is False
     assert retry(None, None, Failed(data=ConnectionError("Ray head unreachable"))) is True
+
+
+def test_the_local_ray_size_is_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv("SCIENTIST_RAY_NUM_CPUS", raising=False)
+    assert experiments.local_ray_cpus() is None  # all the machine's CPUs
+    monkeypatch.setenv("SCIENTIST_RAY_NUM_CPUS", "3")
+    assert experiments.local_ray_cpus() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("SCIENTIST_RAY_NUM_CPUS", bad)
+        with pytest.raises(ValueError, match="SCIENTIST_RAY_NUM_CPUS must be a whole number"):
+            experiments.local_ray_cpus()

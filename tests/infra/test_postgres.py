@@ -5,7 +5,7 @@ process worker (``prefect.yaml``), both recorded in that database.
 Both runs are the cheapest whole flow that still exercises the server: lpo, smoke profile, ``--approve ideas`` with
 a 2-second approval timeout, so each proposes, checks novelty, pauses (a Paused state with a run-input form in
 Postgres), times out and completes cleanly. The full experiments path is covered on SQLite by
-test_prefect_deployment.py and test_ui.py.
+test_ui.py (a deployment run on a process worker, approved in the browser, to a paper).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import subprocess
 import time
 
 import pytest
-from clusters import BIN, ROOT, SCIENTIST, kill_tree
-from test_prefect_deployment import FINAL, api, prefect
+from clusters import BIN, FINAL, ROOT, SCIENTIST, api, kill_tree, prefect
 
 pytestmark = pytest.mark.slow
 APPROVAL = ["--approve", "ideas", "--approval-timeout", "2"]

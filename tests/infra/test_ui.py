@@ -1,25 +1,30 @@
 """The researcher's cockpit, in a real browser: the Prefect UI of ``scientist server`` on a non-default port, in
-headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by Selenium), and approval of ideas.
+headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by Selenium), deployments from
+``prefect.yaml`` on a process worker, and approval of ideas.
 
 One server (a module fixture) serves every check. Three smallest lpo runs (``--approve ideas``) run against it at
-once: ``browser`` (two ideas) is resumed through the UI's form with one of them approved and feedback typed in,
-then runs to a paper; ``cli`` is resumed with ``scientist approve`` (an unknown name: nothing approved, so it stops
-before the experiments); ``timeout`` is never resumed and stops cleanly when its pause times out. The flow run page
-of ``browser`` is then read as a researcher reads it: its state, its task runs, its artifacts (ideas, results,
-figures, review, PDF link). Screenshots are kept under the test's temporary folder.
+once: ``browser`` (two ideas) is a run of the ``lpo`` deployment, picked up by a process worker as a run started
+from the UI or a schedule is, resumed through the UI's form with one of its ideas approved and feedback typed in,
+then runs to a paper; ``cli`` (``scientist run``) is resumed with ``scientist approve`` (an unknown name: nothing
+approved, so it stops before the experiments); ``timeout`` is never resumed and stops cleanly when its pause times
+out. The flow run page of ``browser`` is then read as a researcher reads it: its state, its task runs, its
+artifacts (ideas, results, figures, review, PDF link); its task runs, logs and artifacts are also read from the
+API. Screenshots are kept under the test's temporary folder.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import ROOT, SCIENTIST, SMALLEST, kill_tree
-from test_prefect_deployment import FINAL, api
+import yaml
+from clusters import BIN, FINAL, ROOT, SCIENTIST, SMALLEST, api, kill_tree, prefect
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import TimeoutException
@@ -37,6 +42,18 @@ WAIT_S = 120  # a page or a run state appearing; generous for a loaded 2-core ma
 def flow_run_of(server, run_id: str) -> dict | None:
     runs = [r for r in api(server, "/flow_runs/filter", {}) if (r.get("parameters") or {}).get("run_id") == run_id]
     return runs[0] if runs else None
+
+
+def deploy_and_start_worker(server, log: Path) -> subprocess.Popen:
+    """Every deployment of prefect.yaml on this server (as ``prefect deploy`` from the repository), and a worker."""
+    server.env["SCIENTIST_HOME"] = str(ROOT)
+    prefect(server, "work-pool", "create", "scientist-process", "--type", "process")
+    declared = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    names = [d["name"] for d in declared if (ROOT / d["entrypoint"].split(":")[0]).exists()]
+    prefect(server, "deploy", *[a for n in names for a in ("--name", n)])
+    return subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "scientist-process"], cwd=ROOT,
+                            env=server.env, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                            start_new_session=True)
 
 
 def wait_state(server, run_id: str, proc: subprocess.Popen, log: Path, states: set[str]) -> dict:
@@ -87,9 +104,14 @@ def cockpit(prefect_server, browser, tmp_path_factory):
     server = prefect_server
     tmp = tmp_path_factory.mktemp("cockpit")
     runs = tmp / "runs"
-    extra = {"browser": ["--ideas", "2"], "cli": [], "timeout": ["--approval-timeout", "2"]}
-    procs, logs = {}, {}
+    extra = {"cli": [], "timeout": ["--approval-timeout", "2"]}
+    procs, logs = {}, {"browser": tmp / "worker.log"}
     try:
+        procs["browser"] = deploy_and_start_worker(server, logs["browser"])  # the worker runs the deployment run
+        out = prefect(server, "deployment", "run", "ai-scientist/lpo", "--param", "profile=smoke", "--param",
+                      "seeds=2", "--param", "budget=8192", "--param", "num_ideas=2", "--param", "approve=ideas",
+                      "--param", "run_id=browser", "--param", f"runs_dir={runs}")
+        assert re.search(r"UUID:\s*([0-9a-f-]{36})", out), out
         for name, more in extra.items():
             logs[name] = tmp / f"{name}.log"
             procs[name] = subprocess.Popen([*SCIENTIST, "run", *SMALLEST, "--approve", "ideas", "--run-id", name,
@@ -114,8 +136,9 @@ def cockpit(prefect_server, browser, tmp_path_factory):
         wait_state(server, "cli", procs["cli"], logs["cli"], {"PAUSED"})
         approve = subprocess.run([*SCIENTIST, "approve", "cli", "--ideas", "no_such_idea", "--feedback", "not now"],
                                  cwd=ROOT, env=server.env, capture_output=True, text=True, check=False)
-        for name, proc in procs.items():
-            assert proc.wait() in (0, 1), logs[name].read_text()[-4000:]  # 1: the run ended without a paper
+        for name in extra:
+            assert procs[name].wait() in (0, 1), logs[name].read_text()[-4000:]  # 1: the run ended without a paper
+        wait_state(server, "browser", procs["browser"], logs["browser"], FINAL)
         return {"runs": runs, "proposed": proposed, "approve": approve, "logs": logs,
                 "flow_runs": {name: flow_run_of(server, name) for name in procs}}
     finally:
@@ -126,6 +149,39 @@ def cockpit(prefect_server, browser, tmp_path_factory):
 
 def run_json(cockpit, name: str) -> dict:
     return json.loads((cockpit["runs"] / name / "run.json").read_text())
+
+
+def test_scientist_server_says_where_the_ui_and_api_are(prefect_server):
+    banner = prefect_server.banner
+    assert f"UI:  http://127.0.0.1:{prefect_server.port}" in banner
+    assert f"export PREFECT_API_URL=http://127.0.0.1:{prefect_server.port}/api" in banner
+    assert prefect_server.healthy()
+    with urllib.request.urlopen(f"http://127.0.0.1:{prefect_server.port}/", timeout=30) as reply:
+        assert reply.status == 200 and b"<html" in reply.read().lower()  # the UI is served
+
+
+def test_prefect_yaml_deploys_every_flow_with_its_schedule_and_work_pool(prefect_server, cockpit):
+    deployments = {d["name"]: d for d in api(prefect_server, "/deployments/filter", {})}
+    declared = [d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]]
+    assert set(declared) <= set(deployments) and {"lpo", "lpo-nightly-open-ended"} <= set(declared)
+    nightly = deployments["lpo-nightly-open-ended"]
+    [schedule] = nightly["schedules"]
+    assert schedule["schedule"]["cron"] == "0 2 * * *" and schedule["schedule"]["timezone"] == "UTC"
+    assert schedule["active"] and nightly["work_pool_name"] == "scientist-process"
+    assert deployments["lpo"]["parameters"]["template"] == "lpo"
+
+
+def test_the_deployment_run_on_a_process_worker_records_its_task_runs_logs_and_artifacts(prefect_server, cockpit):
+    server, run = prefect_server, cockpit["flow_runs"]["browser"]
+    assert run["state_type"] == "COMPLETED", (run["state"], cockpit["logs"]["browser"].read_text()[-4000:])
+    assert run["deployment_id"] and run["work_pool_name"] == "scientist-process" and run["parameters"]["seeds"] == 2
+    task_runs = api(server, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200})
+    names_seen = {t["name"].rsplit("-", 1)[0] for t in task_runs}
+    assert {"generate_ideas", "run_experiments", "aggregate_results"} <= names_seen, names_seen
+    assert all(t["state_type"] == "COMPLETED" for t in task_runs), [(t["name"], t["state_type"]) for t in task_runs]
+    logs = api(server, "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200})
+    assert any("unit ppo_clip" in entry["message"] for entry in logs)  # per-unit lines of run_experiments
+    assert run_json(cockpit, "browser")["prefect_api_url"] == server.api
 
 
 def test_the_ui_reaches_its_api_on_a_non_default_port(prefect_server, browser, cockpit):

@@ -116,3 +116,35 @@ def test_the_metric_direction_is_honoured_by_aggregation_review_and_summary(name
     worse = {"Name": "worse", "result": {"train_mean": 1.0 - sign * 0.9, "maximize": maximize}}
     good = {"Name": "good", "result": {"train_mean": levels["cand"], "maximize": maximize}}
     assert [r["idea"] for r in summary.leaderboard_rows([worse, good])] == ["good", "worse"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_editing_the_templates_paper_text_changes_the_text_stages_keys_and_no_unit_key(name, tmp_path, monkeypatch):
+    """What a re-run after a text edit recomputes (tests/flows/test_template_runs.py re-runs lpo for real): the
+    paper and review stages of this template, and no experiment unit, since a unit key covers kernel and setting.
+    The edit is made on a copy of the template's text folder (other tests may be writing papers meanwhile)."""
+    import shutil
+
+    from flows import pipeline
+    from jaxlib_kernels.templates.base import Template
+    from tasks.common import code_key
+
+    template = make(name)
+    copy = tmp_path / name
+    shutil.copytree(template.text_dir, copy)
+    monkeypatch.setattr(Template, "text_dir", property(lambda self: copy if self.name == name else tmp_path / "x"))
+    prof = template.profile("smoke")
+
+    def keys():
+        paper = code_key(("tasks.reporting", "tasks.writeup", "tasks.text"), ("prompts/paper",), ("paper", "*"), name)
+        review = code_key(("tasks.reporting", "tasks.review"), ("prompts/review", "prompts/paper"),
+                          ("review", "paper", "*"), name)
+        units = [s["key"] for s in pipeline.baseline_specs(template, prof)]
+        return paper, review, units
+
+    before = keys()
+    text_file = sorted((copy / "paper").glob("*.tex.j2"))[0]
+    text_file.write_text(text_file.read_text() + "\n% edited after the run\n")
+    after = keys()
+    assert after[0] != before[0] and after[1] != before[1]  # the paper and its review are written again
+    assert after[2] == before[2]  # no experiment unit is computed again

@@ -36,10 +36,10 @@ def _files_holding(folder: Path, needle: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_llm_smoke_run_writes_a_paper_and_accounts_tokens_per_stage(tmp_path, serve):
+def test_llm_smoke_run_writes_a_paper_and_accounts_tokens_per_stage(tmp_path, serve, prefect_api):
     server = serve(researcher, S2_PAPERS)
     runs = tmp_path / "runs"
-    env = _env(SCIENTIST_MODEL="openai/test-model", OPENAI_API_BASE=server.url,
+    env = _env(PREFECT_API_URL=prefect_api, SCIENTIST_MODEL="openai/test-model", OPENAI_API_BASE=server.url,
                SCIENTIST_S2_API_BASE=server.url.replace("/v1", "/s2"), SEMANTIC_SCHOLAR_API_KEY="s2-fake-key-98765")
     out = subprocess.run([*SCIENTIST, "run", "--profile", "smoke", "--seeds", "2", "--budget", "8192",
                           "--run-id", "llm", "--runs-dir", str(runs)], cwd=ROOT, env=env, capture_output=True, check=False,
@@ -155,11 +155,11 @@ def _babbler(request: dict) -> str:
 
 
 @pytest.mark.slow
-def test_a_model_that_keeps_answering_badly_still_ends_in_a_paper_through_the_fallback(tmp_path, serve):
+def test_a_model_that_keeps_answering_badly_still_ends_in_a_paper_through_the_fallback(tmp_path, serve, prefect_api):
     server = serve(_babbler)
     runs = tmp_path / "runs"
-    env = _env(SCIENTIST_MODEL="openai/test-model", OPENAI_API_BASE=server.url, SCIENTIST_IDEA_REFLECTIONS="0",
-               SCIENTIST_CODE_REPAIR_ROUNDS="0", SCIENTIST_NUM_REVIEWS="1", SCIENTIST_REVIEW_REFLECTIONS="0")
+    env = _env(PREFECT_API_URL=prefect_api, SCIENTIST_MODEL="openai/test-model", OPENAI_API_BASE=server.url,
+               SCIENTIST_IDEA_REFLECTIONS="0", SCIENTIST_CODE_REPAIR_ROUNDS="0", SCIENTIST_NUM_REVIEWS="1", SCIENTIST_REVIEW_REFLECTIONS="0")
     base = [*SCIENTIST, "run", "--profile", "smoke", "--seeds", "2", "--budget", "8192", "--runs-dir", str(runs)]
 
     strict = subprocess.run([*base, "--run-id", "strict", "--no-fallback"], cwd=ROOT, env=env, capture_output=True,
