@@ -77,3 +77,23 @@ def test_mappo_critic_sees_the_world_state_and_ippo_its_own_observation():
             world = np.concatenate([obs[a] for a in spec.agents], -1)
             np.testing.assert_array_equal(critic_in[2:4, :54], world)
             np.testing.assert_array_equal(critic_in[2:4, 54:], np.tile([0.0, 1.0, 0.0], (2, 1)))
+
+
+def test_rendered_symbolic_drifts_share_one_interpreted_program_and_match_the_native_kernel():
+    """A rendered drift runs through the interpreter (one compile for every formula of one program length); on the
+    same seeds it trains as the same drift compiled natively does (up to float summation order)."""
+    from jaxlib_kernels import interpreter
+    from jaxlib_kernels.templates import make
+
+    template = make("marl")
+    tiny = ippo.MARLConfig(env_name="MPE_simple_spread_v3", total_timesteps=2048)
+    clip = template.load(template.baseline("ppo_clip").source)
+    assert interpreter.expression_of(clip) is not None
+    interpreted = ippo.train_seeds(tiny, clip, SEEDS)
+    native = ippo.train_seeds(tiny, CLIP, SEEDS)
+    np.testing.assert_allclose(interpreted["return_sum"], native["return_sum"], rtol=1e-3, atol=1e-3)
+    other = ["mul", 0.5, ["sq", ["sub", "r", 1.0]]]  # a quadratic drift, in the same length bucket as the clip
+    assert interpreter.length_of(other) == interpreter.length_of(interpreter.expression_of(clip))
+    with count_compilations() as counter:
+        ippo.train_seeds(tiny, interpreter.with_expression(other), SEEDS)
+    assert counter.compiles == 0  # another formula, the same compiled program

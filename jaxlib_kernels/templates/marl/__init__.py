@@ -99,7 +99,7 @@ TEMPLATE = Template(
     render=search.render,
     kernel_config=marl_config,
     kernel_modules=("jaxlib_kernels.templates.marl.ippo", "jaxlib_kernels.templates.marl.kernel",
-                    "jaxlib_kernels.ppo", "jaxlib_kernels.devices"),
+                    "jaxlib_kernels.ppo", "jaxlib_kernels.devices", "jaxlib_kernels.interpreter"),
     schema=ResultSchema("environment steps", "episodic return per agent", "final return",
                         extras=("win_rate",)),
     budget_unit="environment steps",

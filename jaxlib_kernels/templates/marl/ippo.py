@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlib_kernels import devices
+from jaxlib_kernels import devices, interpreter
+from jaxlib_kernels.interpreter import Program
 from jaxlib_kernels.ppo import Drift, categorical_entropy, categorical_log_prob, ppo_clip_drift, seed_keys
 
 SMAX_PREFIX = "SMAX-"  # "SMAX-3m": JaxMARL's HeuristicEnemySMAX on that scenario
@@ -239,10 +240,23 @@ def mirror_objective(ratio: jax.Array, advantage: jax.Array, drift: Drift, progr
 
 def make_train(config: MARLConfig, drift: Drift | None = None) -> Callable[[jax.Array, dict], dict]:
     """Build ``train(key, params) -> {"state": params, "metrics": per-update arrays}`` for one seed."""
+    body = _train_body(config)
+    drift = drift or ppo_clip_drift()
+    return lambda key, params: body(key, params, drift)
+
+
+def make_interpreted_train(config: MARLConfig) -> Callable[[jax.Array, dict, Program], dict]:
+    """``train(key, params, program)`` whose drift is an interpreted expression (``jaxlib_kernels.interpreter``):
+    the program is an argument, so one compiled ``jit(vmap(train))`` runs every formula of one program length."""
+    body = _train_body(config)
+    return lambda key, params, program: body(key, params, interpreter.drift_of(program))
+
+
+def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
+    """``train(key, params, drift)`` for one seed; ``drift`` is a Python callable applied inside the trace."""
     env = make_env(config.env_name, config.env_kwargs)
     spec = env_spec(config)
     network = ActorCritic(spec.num_actions, config.hidden)
-    drift = drift or ppo_clip_drift()
     tx = _optimizer(config)
     n_agents, n_envs = len(spec.agents), config.num_envs
     n_actors = n_agents * n_envs
@@ -251,7 +265,7 @@ def make_train(config: MARLConfig, drift: Drift | None = None) -> Callable[[jax.
     reset = jax.vmap(env.reset)
     step = jax.vmap(env.step)
 
-    def train(key: jax.Array, params: dict) -> dict:
+    def train(key: jax.Array, params: dict, drift: Drift) -> dict:
         key, reset_key = jax.random.split(key)
         obs, env_state = reset(jax.random.split(reset_key, n_envs))
         own, critic_in, avail = observe(obs, env_state)
@@ -357,11 +371,29 @@ def _population_train(config: MARLConfig, drift: Drift | None, size: int) -> Cal
     return devices.population_jit(make_train(config, drift), size)
 
 
+@functools.lru_cache(maxsize=64)
+def _interpreted_population_train(config: MARLConfig, size: int, length: int) -> Callable:
+    """The compiled interpreted ``train`` of one (configuration, population size, program length)."""
+    del length  # part of the cache key only: a new length is a new shape
+    return devices.population_jit(make_interpreted_train(config), size)
+
+
 def train_seeds(config: MARLConfig, drift: Drift | None, seeds: list[int] | np.ndarray) -> dict:
-    """Train one drift on several seeds in one ``jit(vmap(train))`` call; host metric arrays ``(S, updates)``."""
+    """Train one drift on several seeds in one ``jit(vmap(train))`` call; host metric arrays ``(S, updates)``.
+
+    As in ``jaxlib_kernels.ppo.train_seeds``, a drift whose expression tree is known (a rendered symbolic
+    plug-in) runs through the interpreter, so every such drift shares one compiled program per (configuration,
+    number of seeds, program length); any other drift is its own program."""
     keys, init_keys = seed_keys(seeds)
     params = init_params(config, init_keys)
-    out = _population_train(config, drift, len(seeds))(keys, params)
+    expr = interpreter.expression_of(drift) if drift is not None else None
+    if expr is not None:
+        program = interpreter.encode_population([expr])
+        n = len(seeds)
+        member = Program(jnp.asarray(np.repeat(program.ops, n, axis=0)), jnp.asarray(np.repeat(program.consts, n, axis=0)))
+        out = _interpreted_population_train(config, n, program.ops.shape[1])(keys, params, member)
+    else:
+        out = _population_train(config, drift, len(seeds))(keys, params)
     return jax.tree_util.tree_map(np.asarray, out["metrics"])
 
 
