@@ -157,7 +157,7 @@ def load_plugin(source: str, name: str) -> Callable:
     namespace: dict = {"__builtins__": safe, "__name__": "plugin"}
     try:
         exec(compile(source, f"<plugin {name}>", "exec"), namespace)  # noqa: S102 - checked source, see module doc
-    except Exception as exc:  # the reason goes back to the repair loop
+    except Exception as exc:  # noqa: BLE001 - any error of the candidate: the reason goes back to the repair loop
         raise PluginError(f"loading failed: {type(exc).__name__}: {exc}") from None
     fn = namespace.get(name)
     if not callable(fn):

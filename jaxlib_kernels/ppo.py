@@ -312,7 +312,7 @@ def mean_return(metrics: dict, last_fraction: float = 0.1) -> np.ndarray:
     episodes = np.asarray(metrics["episodes"], dtype=np.float64)
     return_sum = np.asarray(metrics["return_sum"], dtype=np.float64)
     n = episodes.shape[-1]
-    k = max(1, int(round(n * last_fraction)))
+    k = max(1, round(n * last_fraction))
     ep, rs = episodes[..., -k:].sum(-1), return_sum[..., -k:].sum(-1)
     return np.where(ep > 0, rs / np.maximum(ep, 1), 0.0)
 

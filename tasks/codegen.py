@@ -54,7 +54,7 @@ def implement_candidate(
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.common import stage  # noqa: E402
+from tasks.common import stage
 
 
 @stage(name="implement_candidate", retries=1, modules=("tasks.sandbox", "tasks.sandbox_child"))

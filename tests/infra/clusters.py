@@ -43,7 +43,7 @@ def api(server, path: str, body: dict | None = None):
 def prefect(server, *args, **kw) -> str:
     """Run the ``prefect`` CLI against ``server``; its stdout (asserting success)."""
     out = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=ROOT, env=server.env,
-                         capture_output=True, text=True, **kw)
+                         capture_output=True, text=True, check=False, **kw)
     assert out.returncode == 0, (args, out.stdout[-3000:], out.stderr[-3000:])
     return out.stdout
 
@@ -110,7 +110,7 @@ class RayNode:
                      "--ray-client-server-port", str(free_port()), "--temp-dir", str(self.temp_dir)]
         else:
             args += ["--address", f"127.0.0.1:{head_port}"]
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
                                      start_new_session=True)
         wait_for_line(self.log, "Ray runtime started", self.proc)
 
@@ -149,7 +149,8 @@ class PrefectServer:
                          "PREFECT_UI_ENABLED": "true", **(extra_env or {})})
         self.log = tmp / "prefect-server.log"
         self.proc = subprocess.Popen([*SCIENTIST, "server", "--port", str(self.port)], cwd=ROOT, env=self.env,
-                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                                     start_new_session=True)
         self.banner = wait_for_line(self.log, "Ctrl-C stops it.", self.proc)
         self.api = f"http://127.0.0.1:{self.port}/api"
         self.env["PREFECT_API_URL"] = self.api

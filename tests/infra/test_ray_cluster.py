@@ -19,7 +19,7 @@ def test_two_runs_at_once_on_a_two_node_cluster_use_both_nodes_and_do_not_interf
     runs = tmp_path / "runs"
     procs = {
         run_id: subprocess.Popen([*SCIENTIST, "run", *SMALLEST, "--run-id", run_id, "--runs-dir", str(runs)],
-                                 cwd=ROOT, env=ray_cluster, stdout=open(tmp_path / f"{run_id}.log", "w"),
+                                 cwd=ROOT, env=ray_cluster, stdout=open(tmp_path / f"{run_id}.log", "w"),  # noqa: SIM115
                                  stderr=subprocess.STDOUT)
         for run_id in ("first", "second")
     }

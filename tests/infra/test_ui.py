@@ -52,7 +52,7 @@ def deploy_and_start_worker(server, log: Path) -> subprocess.Popen:
     names = [d["name"] for d in declared if (ROOT / d["entrypoint"].split(":")[0]).exists()]
     prefect(server, "deploy", *[a for n in names for a in ("--name", n)])
     return subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "scientist-process"], cwd=ROOT,
-                            env=server.env, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                            env=server.env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 

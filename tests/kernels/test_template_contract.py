@@ -143,7 +143,7 @@ def test_editing_the_templates_paper_text_changes_the_text_stages_keys_and_no_un
         return paper, review, units
 
     before = keys()
-    text_file = sorted((copy / "paper").glob("*.tex.j2"))[0]
+    text_file = min((copy / "paper").glob("*.tex.j2"))
     text_file.write_text(text_file.read_text() + "\n% edited after the run\n")
     after = keys()
     assert after[0] != before[0] and after[1] != before[1]  # the paper and its review are written again
