@@ -74,6 +74,29 @@ def jax_memory_bytes(compiled) -> int | None:
         return None
 
 
+def compile_and_time(peers: dict, args: tuple, repeats: int, final_of: Callable[[dict], np.ndarray]) -> dict:
+    """Compile every peer's jitted ``fn`` on ``args`` (timed apart, ``lower().compile()``), run it once (timed
+    too), then ``repeats`` more runs of all peers interleaved. ``peers``: label -> (jitted fn, its params, which are
+    appended to ``args``); ``final_of(host metrics)`` gives the final return per seed. Returns label -> row."""
+    import jax
+
+    rows, compiled = {}, {}
+    for label, (fn, params) in peers.items():
+        start = time.perf_counter()
+        compiled[label] = fn.lower(*args, params).compile()
+        compile_s = time.perf_counter() - start
+        start = time.perf_counter()
+        out = jax.block_until_ready(compiled[label](*args, params))  # first run (compiled already): timed too
+        first_s = time.perf_counter() - start
+        final = np.asarray(final_of(jax.tree_util.tree_map(np.asarray, out["metrics"])))
+        rows[label] = {"compile_s": compile_s, "times_s": [first_s], "final_return_mean": float(final.mean()),
+                       "final_return_per_seed": final.tolist(), "memory_bytes": jax_memory_bytes(compiled[label])}
+    for _ in range(repeats):
+        for label, (_, params) in peers.items():
+            rows[label]["times_s"].append(timed(lambda c=compiled[label], p=params: c(*args, p), jax.block_until_ready))
+    return rows
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def fmt(x):
         if isinstance(x, float):

@@ -90,23 +90,11 @@ def bench_jax(env_name: str, total: int, seeds: int, repeats: int, num_envs: int
     peers[PJR] = (jax.jit(jax.vmap(purejaxrl_ppo.make_train(pjr_cfg))),
                   stacked_init(purejaxrl_ppo.make_init(pjr_cfg), init_keys),
                   pjr_cfg["NUM_UPDATES"] * pjr_cfg["NUM_STEPS"] * pjr_cfg["NUM_ENVS"])
-    rows, compiled = {}, {}
     print(f"{env_name}, {seeds} seeds: compiling and running ...", flush=True)
-    for label, (fn, params, steps) in peers.items():
-        start = time.perf_counter()
-        compiled[label] = fn.lower(keys, params).compile()
-        compile_s = time.perf_counter() - start
-        start = time.perf_counter()
-        out = jax.block_until_ready(compiled[label](keys, params))  # first run (compiled already): timed too
-        first_s = time.perf_counter() - start
-        final = ppo.mean_return(jax.tree_util.tree_map(np.asarray, out["metrics"]))
-        rows[label] = {"compile_s": compile_s, "times_s": [first_s], "env_steps_per_seed": steps,
-                       "final_return_mean": float(final.mean()), "final_return_per_seed": final.tolist(),
-                       "memory_bytes": common.jax_memory_bytes(compiled[label])}
-    for _ in range(repeats):
-        for label, (_, params, _) in peers.items():
-            rows[label]["times_s"].append(common.timed(lambda c=compiled[label], p=params: c(keys, p),
-                                                       jax.block_until_ready))
+    rows = common.compile_and_time({label: (fn, params) for label, (fn, params, _) in peers.items()}, (keys,),
+                                   repeats, ppo.mean_return)
+    for label, (_, _, steps) in peers.items():
+        rows[label]["env_steps_per_seed"] = steps
     out = []
     for label, row in rows.items():
         med = common.median(row["times_s"])

@@ -63,8 +63,12 @@ def postfix(expr: symbolic.Expr) -> list[tuple[str, float]]:
     if isinstance(expr, (int, float)):
         return [("const", float(round(float(expr), 6)))]
     if isinstance(expr, str):
+        if expr not in VARS:
+            raise ProgramError(f"variable {expr!r} is not one of the interpreter's {VARS}")
         return [(expr, 0.0)]
     op, *args = expr
+    if op not in CODE or op in VARS or op in ("nop", "const"):
+        raise ProgramError(f"operator {op!r} is not one the interpreter runs ({', '.join(OPCODES[len(VARS) + 2:])})")
     return [item for a in args for item in postfix(a)] + [(op, 0.0)]
 
 

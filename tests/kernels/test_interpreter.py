@@ -66,6 +66,11 @@ def test_only_rendered_sources_are_recognised():
     assert interpreter.expression_of(load_plugin(hand_written, "drift")) is None  # the compile-per-candidate path
     with pytest.raises(interpreter.ProgramError):
         interpreter.encode(_deep(9))
+    # a tree of another template's operators or variables (dpo's) is refused, and so runs as its own program
+    for foreign in (["sig", "r"], ["add", "z", 1.0]):
+        with pytest.raises((interpreter.ProgramError, symbolic.ExpressionError)):
+            interpreter.encode(foreign)
+        assert not interpreter.fits(foreign)
 
 
 def _deep(n: int):

@@ -1,10 +1,11 @@
 """The transfer study of issue 14 at small scale: do single-agent drifts carry over to many agents?
 
-DPO (LPO's closed form) and the hand-written TA-LPO-style annealed clip (``seed_ideas.json``; no ES-learned TA-LPO
-drift was archived) against PPO clip, unchanged, on ``marl`` settings; 95% t-intervals of each mean and Welch
-intervals of the difference to PPO clip. Usage::
+DPO (LPO's closed form), the hand-written TA-LPO-style annealed clip (``seed_ideas.json``) and, given a finished
+``scientist meta --template lpo`` run folder, its ES-learned TA-LPO drift (the search mean, rendered as plug-in
+source as the meta flow does) against PPO clip, unchanged, on ``marl`` settings; 95% t-intervals of each mean and
+Welch intervals of the difference to PPO clip. Usage::
 
-    python -m jaxlib_kernels.templates.marl.transfer spread,spread_mappo 65536 4 [out.json]
+    python -m jaxlib_kernels.templates.marl.transfer spread,spread_mappo 65536 4 [out.json [META_RUN_DIR]]
 """
 import json
 import sys
@@ -17,6 +18,23 @@ from jaxlib_kernels import symbolic
 from jaxlib_kernels.templates import make
 
 
+def learned_talpo_source(meta_run_dir: str) -> str:
+    """The ES-learned TA-LPO drift of a finished lpo meta-run (its search mean), as plug-in source."""
+    from pathlib import Path
+
+    import jax
+
+    from jaxlib_kernels.es import problems, talpo
+    from tasks import meta_es
+
+    search = Path(meta_run_dir) / "searches" / "talpo"
+    if not search.is_dir():
+        raise SystemExit(f"{meta_run_dir}: no TA-LPO search (searches/talpo) in this folder")
+    net = problems.drift_net(problems.problem_spec("lpo"))
+    theta = meta_es.load_candidate(str(search), talpo.init_drift_params(jax.random.key(0), net))
+    return talpo.render_source(theta, net)
+
+
 def main(argv: list[str]) -> None:
     t = make("marl")
     settings = argv[1].split(",")
@@ -25,6 +43,8 @@ def main(argv: list[str]) -> None:
     seed_ideas = {s["name"]: s["expression"] for s in json.loads((t.text_dir / "seed_ideas.json").read_text())}
     methods = {"ppo_clip": t.baselines["ppo_clip"].source, "dpo": t.baselines["dpo"].source,
                "annealed_clip": symbolic.render_source(seed_ideas["annealed_clip"], "drift", doc="TA-LPO-style clip.")}
+    if len(argv) > 5:
+        methods["talpo_es"] = learned_talpo_source(argv[5])
     out = {}
     for s in settings:
         setting = t.setting(s)
@@ -50,7 +70,8 @@ def main(argv: list[str]) -> None:
         out[s] = rows
     if len(argv) > 4:
         with open(argv[4], "w") as f:
-            json.dump({"budget": budget, "seeds": seeds, "results": out}, f, indent=1)
+            json.dump({"budget": budget, "seeds": seeds, "meta_run": argv[5] if len(argv) > 5 else None,
+                       "results": out}, f, indent=1)
 
 
 if __name__ == "__main__":
