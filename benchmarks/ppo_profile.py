@@ -1,7 +1,7 @@
 """Where a PPO training run's time goes, and what the XLA:CPU switches and the device split change.
 
-Our PPO (``jaxlib_kernels.ppo``) on Navix-Empty-5x5 with the pipeline's settings (16 envs x 128 steps, 4 epochs x 4
-minibatches, 65,536 env steps per seed), on this machine:
+Our PPO (``jaxlib_kernels.ppo``) on Navix-Empty-5x5 (``--env``; ``--quick``: gymnax CartPole-v1) with the
+pipeline's settings (16 envs x 128 steps, 4 epochs x 4 minibatches, 65,536 env steps per seed), on this machine:
 1. the split of one seed's run time between the rollout (env steps, policy forward, GAE) and the update epochs,
    from runs with 1, 2 and 4 update epochs (a least-squares line: time = rollout + epochs x epoch cost; the line
    through medians over the rounds);
@@ -39,7 +39,7 @@ VARIANTS = {
 }
 
 
-def child(seeds: list[int], total: int, repeats: int, epochs: list[int], split: bool) -> dict:
+def child(seeds: list[int], total: int, repeats: int, epochs: list[int], split: bool, env_name: str) -> dict:
     """Runs inside the fresh interpreter: times ``jit(vmap(train))`` for each seed count and epoch count."""
     import common
     import jax
@@ -50,7 +50,7 @@ def child(seeds: list[int], total: int, repeats: int, epochs: list[int], split: 
     out = []
     for n in seeds:
         for e in epochs:
-            config = ppo.PPOConfig(env_name="Navix-Empty-5x5-v0", total_timesteps=total, update_epochs=e)
+            config = ppo.PPOConfig(env_name=env_name, total_timesteps=total, update_epochs=e)
             keys, init_keys = ppo.seed_keys(np.arange(n))
             params = ppo.init_params(config, init_keys)
             train = ppo.make_train(config)
@@ -72,11 +72,12 @@ def child(seeds: list[int], total: int, repeats: int, epochs: list[int], split: 
 
 
 def run_child(flags: str, seeds: list[int], total: int, repeats: int, epochs: list[int], device_count: int = 1,
-              split: bool = False) -> dict:
+              split: bool = False, env_name: str = "Navix-Empty-5x5-v0") -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = " ".join(f for f in [flags, f"--xla_force_host_platform_device_count={device_count}"] if f)
     cmd = [sys.executable, __file__, "--child", json.dumps({"seeds": seeds, "total": total, "repeats": repeats,
-                                                            "epochs": epochs, "split": split})]
+                                                            "epochs": epochs, "split": split,
+                                                            "env": env_name})]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:300]}
@@ -90,12 +91,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs in each child (after compiling)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the variants (XLA flags, split)")
     parser.add_argument("--seeds", type=int, default=8, help="population size of the multi-seed rows")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (for the tests)")
+    parser.add_argument("--env", default=None, help="environment id (default: Navix-Empty-5x5-v0; --quick: CartPole-v1)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and gymnax CartPole, which compiles in a fraction of navix's time (the tests)")
     parser.add_argument("--out", default=str(HERE / "results" / "ppo_profile.json"))
     args = parser.parse_args(argv)
     if args.child:
         spec = json.loads(args.child)
-        print(json.dumps(child(spec["seeds"], spec["total"], spec["repeats"], spec["epochs"], spec["split"])))
+        print(json.dumps(child(spec["seeds"], spec["total"], spec["repeats"], spec["epochs"], spec["split"], spec["env"])))
         return {}
     import common
 
@@ -103,8 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     variants = VARIANTS
     if args.quick:
-        args.timesteps, args.repeats, args.seeds, args.rounds = 4096, 1, 2, 1
+        args.timesteps, args.repeats, args.seeds, args.rounds = 16_384, 1, 2, 1  # CartPole: a few ms per update
         variants = {"baseline": VARIANTS["baseline"]}
+    env_name = args.env or ("CartPole-v1" if args.quick else "Navix-Empty-5x5-v0")
     cores = devices.usable_cores()
 
     def fit_breakdown(rows: list[dict]) -> dict:
@@ -125,11 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
     # slows all variants of that round alike, and the median over rounds is compared.
     runs: dict[str, list[dict]] = {name: [] for name in ["breakdown", *variants, "split"]}
     for round_ in range(args.rounds):
-        runs["breakdown"].append(run_child("", [1], args.timesteps, args.repeats, [1, 2, 4]))
+        runs["breakdown"].append(run_child("", [1], args.timesteps, args.repeats, [1, 2, 4], env_name=env_name))
         for name, flags in variants.items():
-            runs[name].append(run_child(flags, [1, args.seeds], args.timesteps, args.repeats, [4]))
+            runs[name].append(run_child(flags, [1, args.seeds], args.timesteps, args.repeats, [4], env_name=env_name))
         runs["split"].append(run_child("", [args.seeds], args.timesteps, args.repeats, [4], device_count=cores,
-                                       split=True))
+                                       split=True, env_name=env_name))
         print(f"  round {round_ + 1}: " + ", ".join(
             f"{name} " + ("error" if "error" in rs[-1] else "/".join(f"{r['env_steps_per_s'] / 1e3:.0f}k" for r in rs[-1]["rows"]))
             for name, rs in runs.items()), flush=True)
@@ -155,12 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
         breakdown["fit"] = fit_breakdown(rows)
     base = {r["seeds"]: r["env_steps_per_s"] for r in flag_rows["baseline"].get("rows", [])}
 
-    result = {"benchmark": "ppo_profile", "quick": args.quick, "timesteps": args.timesteps, "repeats": args.repeats,
+    result = {"benchmark": "ppo_profile", "quick": args.quick, "env": env_name, "timesteps": args.timesteps, "repeats": args.repeats,
               "rounds": args.rounds,
               "breakdown": breakdown, "flags": flag_rows, "split": split, "cores": cores,
               "machine": common.machine(), "versions": common.versions()}
 
-    print(f"\n## ppo_profile: where one seed's time goes (Navix-Empty-5x5, {args.timesteps} steps, median over {args.rounds} rounds)\n")
+    print(f"\n## ppo_profile: where one seed's time goes ({env_name}, {args.timesteps} steps, median over {args.rounds} rounds)\n")
     print(common.table(["update epochs", "run (s)", "env steps/s", "final return"],
                        [[r["update_epochs"], r["median_s"], r["env_steps_per_s"], r["final_return"]] for r in rows]))
     if "fit" in breakdown:

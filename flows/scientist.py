@@ -97,7 +97,9 @@ def ai_scientist(
             prefect_api_url=os.environ.get("PREFECT_API_URL"), pid=os.getpid(),
         )
         print(f"run {run.run_id} ({'resumed' if resumed else 'new'}) in {run.path}")
-        if approve != "ideas":  # overlaps Ray's start with ideation (with an approval: after it, if ideas run)
+        # overlaps Ray's start with ideation (with an approval: after it, if ideas run); a resumed run starts Ray
+        # only if a unit is missing (the experiments stage does), so re-running a finished run id starts none
+        if approve != "ideas" and not resumed:
             ray_warm_up = experiments.start_ray_in_background(ray_address)
         if model:
             client = _start_llm(run, model, max_cost)

@@ -69,18 +69,19 @@ class PPOConfig:
 
 
 class ActorCritic(nn.Module):
-    """Separate tanh MLPs for the policy logits and the value, as in purejaxrl."""
+    """Separate tanh MLPs for the policy logits and the value, as in purejaxrl. The value reads ``critic_in`` when
+    given (MAPPO's centralised critic on the world state, ``templates/marl``), else the policy's input."""
 
     num_actions: int
     hidden: int = 64
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array, critic_in: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         ortho = nn.initializers.orthogonal
         a = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(x))
         a = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(a))
         logits = nn.Dense(self.num_actions, kernel_init=ortho(0.01))(a)
-        v = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(x))
+        v = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(x if critic_in is None else critic_in))
         v = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(v))
         value = nn.Dense(1, kernel_init=ortho(1.0))(v)
         return logits, jnp.squeeze(value, -1)

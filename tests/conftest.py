@@ -76,6 +76,10 @@ def prefect_api(tmp_path_factory):
 # the suite's critical path), and the files whose fixtures are per test, which give one unit per test.
 SPLIT_BY_TEMPLATE = {"tests/flows/test_template_runs.py", "tests/kernels/test_template_contract.py"}
 SPLIT_BY_TEST = {"tests/llm/test_flow_llm.py"}
+# The first unit, and the units of whole lpo runs at the smoke sizes, which start after the next-longest unit so that
+# the first one has filled the compilation cache for them (two cold compiles of one kernel at once cost twice).
+FIRST = "tests/flows/test_template_runs.py[lpo]"
+LPO_RUNS = ("tests/infra/test_ray_cluster.py", "tests/infra/test_ui.py", "tests/llm/test_flow_llm.py")
 DURATIONS = ROOT / "tests" / "durations.json"  # seconds per work unit, measured cold (see the Makefile's test target)
 
 
@@ -109,7 +113,7 @@ def pytest_xdist_make_scheduler(config, log):
 def pytest_collection_modifyitems(session, config, items):
     """Put the longest work units first (longest-processing-time-first), so the two workers finish together instead
     of one running a long end-to-end file alone at the end (run with ``--no-loadscope-reorder``, which keeps this
-    order). A unit's weight is its measured duration from ``tests/durations.json``; a unit not measured yet weighs
+    order), except that lpo's smoke run goes first and the other lpo runs wait for it (``LPO_RUNS``). A unit's weight is its measured duration from ``tests/durations.json``; a unit not measured yet weighs
     15 s plus a minute per ``slow`` test."""
     import json
 
@@ -119,7 +123,13 @@ def pytest_collection_modifyitems(session, config, items):
         unit = unit_of(item.nodeid)
         guess[unit] = guess.get(unit, 15.0) + (60.0 if item.get_closest_marker("slow") else 0.0)
     weight = {unit: float(measured.get(unit, g)) for unit, g in guess.items()}
-    items.sort(key=lambda item: -weight[unit_of(item.nodeid)])
+    order = sorted(weight, key=lambda unit: -weight[unit])
+    if FIRST in weight:  # lpo's smoke run compiles the kernels the lpo-based runs use; they start once it has
+        others = [u for u in order if u != FIRST and not u.startswith(LPO_RUNS)]
+        early = others[:1]
+        order = [FIRST, *early, *[u for u in order if u != FIRST and u not in early]]
+    rank = {unit: i for i, unit in enumerate(order)}
+    items.sort(key=lambda item: rank[unit_of(item.nodeid)])
 
 
 _spent: dict[str, float] = {}

@@ -27,13 +27,12 @@ from pathlib import Path
 import psutil
 import pymupdf
 import pytest
+from sizes import smoke_size
 
 from jaxlib_kernels.templates import TEMPLATES, Profile, make
 
 ROOT = Path(__file__).resolve().parents[2]
 SCIENTIST = [sys.executable, "-m", "flows.cli"]
-# small enough for CI, large enough for a real comparison: (seeds, budget) per template; None = the profile's
-SIZES = {"lpo": ("2", "8192"), "dpo": ("2", "16"), "marl": ("2", "8192")}
 # the templates whose first run is killed and resumed, and whose finished run is re-run after a paper-text edit
 # (a whole run each: the suite's time; the mechanisms are generic, see the module docstring)
 KILLED = ("lpo",)
@@ -47,11 +46,9 @@ def _ledger(run_dir: Path) -> list[dict]:
 
 
 def _args(template: str, runs: Path, run_id: str) -> list[str]:
-    seeds, budget = SIZES.get(template, (None, None))
-    args = [*SCIENTIST, "run", "--template", template, "--profile", "smoke", "--run-id", run_id, "--runs-dir", str(runs)]
-    args += ["--seeds", seeds] if seeds else []
-    args += ["--budget", budget] if budget else []
-    return args
+    seeds, budget = smoke_size(make(template))  # small enough for CI, large enough for a real comparison
+    return [*SCIENTIST, "run", "--template", template, "--profile", "smoke", "--run-id", run_id, "--runs-dir", str(runs),
+            "--seeds", str(seeds), "--budget", str(budget)]
 
 
 def _env(api: str) -> dict:

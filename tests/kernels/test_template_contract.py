@@ -13,17 +13,11 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+from sizes import smoke_size
 
 from jaxlib_kernels.templates import TEMPLATES, make
 
 NAMES = list(TEMPLATES)
-
-
-def _tiny_budget(template) -> int:
-    """The smallest budget worth evaluating in a test: lpo two PPO updates, others their smoke budget's tenth."""
-    if template.name == "lpo":
-        return 4096
-    return max(2, template.profile("smoke").budget // 5)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,9 +56,10 @@ def test_evaluate_follows_the_schema_compiles_once_and_repeats(name):
 
     template = make(name)
     setting = template.setting(template.profile("smoke").settings[0])
-    budget = _tiny_budget(template)
+    n_seeds, budget = smoke_size(template)  # the smoke runs' sizes: the same compiled program as their first unit
+    budget = dataclasses.replace(template.profile("smoke"), budget=budget).budget_of(setting)
     baseline = next(iter(template.baselines.values()))
-    seeds = [0, 1]
+    seeds = list(range(n_seeds))
     candidate = template.load(baseline.source)  # a source plug-in is a static callable: one compile per candidate
     first = template.evaluate(setting, budget, candidate, seeds)
     check_result(first, len(seeds))

@@ -25,7 +25,6 @@ import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +32,7 @@ import optax
 
 from jaxlib_kernels import devices, interpreter
 from jaxlib_kernels.interpreter import Program
-from jaxlib_kernels.ppo import Drift, categorical_entropy, categorical_log_prob, ppo_clip_drift, seed_keys
+from jaxlib_kernels.ppo import ActorCritic, Drift, categorical_entropy, categorical_log_prob, ppo_clip_drift, seed_keys
 
 SMAX_PREFIX = "SMAX-"  # "SMAX-3m": JaxMARL's HeuristicEnemySMAX on that scenario
 
@@ -123,24 +122,6 @@ def env_spec(config: MARLConfig) -> Spec:
     obs_size = obs_sizes.pop()
     world = int(np.prod(obs["world_state"].shape)) if has_world else obs_size * len(agents)
     return Spec(agents, obs_size, actions.pop(), world, has_world)
-
-
-class ActorCritic(nn.Module):
-    """Separate tanh MLPs for the policy (on the agent's observation) and the value (on the critic's input)."""
-
-    num_actions: int
-    hidden: int = 64
-
-    @nn.compact
-    def __call__(self, obs: jax.Array, critic_in: jax.Array) -> tuple[jax.Array, jax.Array]:
-        ortho = nn.initializers.orthogonal
-        a = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(obs))
-        a = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(a))
-        logits = nn.Dense(self.num_actions, kernel_init=ortho(0.01))(a)
-        v = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(critic_in))
-        v = nn.tanh(nn.Dense(self.hidden, kernel_init=ortho(np.sqrt(2)))(v))
-        value = nn.Dense(1, kernel_init=ortho(1.0))(v)
-        return logits, jnp.squeeze(value, -1)
 
 
 class Transition(NamedTuple):
