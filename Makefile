@@ -80,6 +80,7 @@ bench: install $(BENCH_STAMP)
 	set -o pipefail; $(PY) benchmarks/ppo_profile.py | tee benchmarks/results/ppo_profile.md
 	set -o pipefail; $(PY) benchmarks/pipeline.py $(PIPELINE_ARGS) | tee benchmarks/results/pipeline.md
 	set -o pipefail; $(PY) benchmarks/meta_es.py | tee benchmarks/results/meta_es.md
+	set -o pipefail; $(PY) benchmarks/marl.py | tee benchmarks/results/marl.md
 
 lint: install
 	$(VENV)/bin/ruff check flows tasks jaxlib_kernels tests benchmarks

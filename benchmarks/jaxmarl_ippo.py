@@ -7,8 +7,9 @@ between agent dicts and one (agents x envs) actor batch, one parameter-shared fe
 per-minibatch advantage normalisation and clipped value loss, and ``jit(vmap(train))`` over seeds. Two changes,
 both for measuring: the network is initialised outside ``vmap`` (``make_init``; flax's orthogonal initialiser
 inside ``jit(vmap)`` was seen to hang here, and the purejaxrl peer of ``benchmarks/ppo.py`` does the same), and
-the wandb callback is replaced by per-update sums of finished episodes' returns, so the final return is read
-with the same rule as ours (``benchmarks/marl.py``). The action distribution is a categorical over logits
+the wandb callback is replaced by per-update sums of finished episodes' returns (divided by the number of agents:
+``MPELogWrapper`` logs rewards times the number of agents), so the final return is read with the same rule as
+ours (``benchmarks/marl.py``). The action distribution is a categorical over logits
 written out (JaxMARL uses distrax's, which computes the same sample, log-probability and entropy).
 """
 
@@ -186,7 +187,9 @@ def make_train(config: dict):
                                            config["UPDATE_EPOCHS"])
             train_state, rng = update_state[0], update_state[-1]
             finished = traj_batch.info["returned_episode"]
-            metric = {"return_sum": jnp.sum(jnp.where(finished, traj_batch.info["returned_episode_returns"], 0.0)),
+            # MPELogWrapper logs each reward times the number of agents (the team's); per agent, as ours, is / agents
+            per_agent = traj_batch.info["returned_episode_returns"] / env.num_agents
+            metric = {"return_sum": jnp.sum(jnp.where(finished, per_agent, 0.0)),
                       "episodes": jnp.sum(finished).astype(jnp.float32)}
             return (train_state, env_state, last_obs, rng), metric
 

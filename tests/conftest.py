@@ -10,6 +10,9 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
 # one worker per local Ray: two test workers already fill the 2 cores, and a second Ray worker per run would import,
 # trace and load every kernel again (the two-node cluster of test_ray_cluster.py has its own CPUs)
 os.environ.setdefault("SCIENTIST_RAY_NUM_CPUS", "1")
+# every compile into the shared cache, small ones too: the suite starts some hundred processes (runs, Ray workers,
+# gate children) that each compile the same small programs (initialisers, probes, checks)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "SCIENTIST_MODEL", "RAY_ADDRESS", "PREFECT_API_URL"):
     os.environ.pop(key, None)
 
