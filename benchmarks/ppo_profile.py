@@ -3,8 +3,8 @@
 Our PPO (``jaxlib_kernels.ppo``) on Navix-Empty-5x5 (``--env``; ``--quick``: gymnax CartPole-v1) with the
 pipeline's settings (16 envs x 128 steps, 4 epochs x 4 minibatches, 65,536 env steps per seed), on this machine:
 1. the split of one seed's run time between the rollout (env steps, policy forward, GAE) and the update epochs,
-   from runs with 1, 2 and 4 update epochs (a least-squares line: time = rollout + epochs x epoch cost; the line
-   through medians over the rounds);
+   from runs with 1, 2 and 4 update epochs (``--quick``: 1 and 4); a least-squares line, time = rollout + epochs x
+   epoch cost, through medians over the rounds;
 2. env steps/s under XLA:CPU flags, each in a fresh interpreter (XLA reads ``XLA_FLAGS`` once), 1 and 8 seeds;
 3. the 8 seeds split over one CPU device per core (``jaxlib_kernels.devices``), against one device.
 A child's figure is the median of ``--repeats`` runs after compiling; all three run in ``--rounds`` interleaved
@@ -105,9 +105,11 @@ def main(argv: list[str] | None = None) -> dict:
     from jaxlib_kernels import devices
 
     variants = VARIANTS
+    epochs = [1, 2, 4]
     if args.quick:
         args.timesteps, args.repeats, args.seeds, args.rounds = 16_384, 1, 2, 1  # CartPole: a few ms per update
         variants = {"baseline": VARIANTS["baseline"]}
+        epochs = [1, 4]  # two points fix the line; each epoch count is a compile
     env_name = args.env or ("CartPole-v1" if args.quick else "Navix-Empty-5x5-v0")
     cores = devices.usable_cores()
 
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     # slows all variants of that round alike, and the median over rounds is compared.
     runs: dict[str, list[dict]] = {name: [] for name in ["breakdown", *variants, "split"]}
     for round_ in range(args.rounds):
-        runs["breakdown"].append(run_child("", [1], args.timesteps, args.repeats, [1, 2, 4], env_name=env_name))
+        runs["breakdown"].append(run_child("", [1], args.timesteps, args.repeats, epochs, env_name=env_name))
         for name, flags in variants.items():
             runs[name].append(run_child(flags, [1, args.seeds], args.timesteps, args.repeats, [4], env_name=env_name))
         runs["split"].append(run_child("", [args.seeds], args.timesteps, args.repeats, [4], device_count=cores,

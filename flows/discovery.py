@@ -6,7 +6,8 @@ constants, one compiled evaluation of the whole population, successive halving, 
 task each; the state after each is also written to ``search/gen_<g>.json``. Re-running a run id re-enters the loop
 and every finished generation is a cache hit (same inputs, same code), so a killed search continues from its last
 finished generation with identical results. ``minutes`` bounds the search's wall time (finished generations of a
-resumed run cost nothing). Progress goes to the flow's log and ``run.json`` after every generation.
+resumed run cost nothing). Progress goes to the flow's log, ``run.json`` and a ``discovery-progress`` artifact (with a
+line on a terminal) after every generation.
 
 Admission (``admission_task``): the best formulas and the baselines are trained again on ``fresh_seeds`` seeds never
 used by the search, on the training setting and the held-out ones, in one compiled call per setting. For each
@@ -156,6 +157,12 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
         folder.mkdir(parents=True, exist_ok=True)
         state = discovery.init_state({n: b.expression for n, b in tpl.baselines.items()}, config)
         g = 0
+        from tasks.artifacts import Progress
+
+        # generations done of those asked for, or (a search bounded by time only) seconds of its time budget
+        progress = (Progress(generations, "discovery generations", key="discovery-progress") if generations
+                    else Progress(int(60 * minutes), "discovery search (seconds of its budget)",
+                                  key="discovery-progress"))
         while (generations is None or g < generations) and (time.time() - t0) < 60 * minutes:
             state = generation_task.with_options(**store)(state, dataclasses.asdict(config), seed, setting, budget,
                                                           seeds, ppo_overrides)
@@ -167,6 +174,8 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
                         entry["best_fitness"], entry["best_fitness_long"], entry["best"])
             run.update_run_json(generation=g, best=entry["best"], best_fitness=entry["best_fitness"],
                                 best_fitness_long=entry["best_fitness_long"], wall_seconds=time.time() - t0)
+            progress.update(g if generations else int(time.time() - t0))
+        progress.update(progress.total)  # the search is over (its last generation, or its time is up)
         top = [{"expr": r["expr"], "origin": r["origin"], "fitness": r["fitness"], "fitness_long": r["fitness_long"],
                 "formula": symbolic.to_latex(r["expr"])}
                for r in discovery.best(state, admit_top) if r["origin"] not in tpl.baselines]

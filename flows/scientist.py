@@ -245,15 +245,18 @@ def _finish(run: RunFolder, template: str, ideas: list[dict], timings: dict, t0:
     """ideas.json, archive, summary, artifacts and run.json of a finished (or budget-stopped) run."""
     write_json(run.ideas_json, ideas)
     summary.update_archive(run.archive, run.run_id, template, [i for i in ideas if i.get("final_info")])
-    text = summary.write_summary(run.path, run.run_id, ideas, timings)
+    archived = archive.candidates(run.archive, template)
+    lineage = summary.draw_lineage(run.path, run.run_id, template, archived)
+    text = summary.write_summary(run.path, run.run_id, ideas, timings, lineage=lineage)
     if ideas:
         _ideas_artifact(run, ideas)
     artifacts.publish_results(run.run_id, run.path, ideas)
-    artifacts.publish_archive(run.run_id, archive.candidates(run.archive, template))
+    artifacts.publish_archive(run.run_id, archived, lineage)
     pdfs = [f"- {i['Name']}: [{i['paper']['pdf']}]({Path(i['paper']['pdf']).resolve().as_uri()})"
             for i in ideas if (i.get("paper") or {}).get("pdf")]
     more = ("\n\n## Papers\n\n" + "\n".join(pdfs) if pdfs else "") + (
-        "\n\nArtifacts of this run: `results` (table), `figures`, `paper-<idea>` (PDF links), `archive` (table).")
+        "\n\nArtifacts of this run: `results` (table), `figures`, `paper-<idea>` (PDF links), `archive` (table), "
+        "`lineage` (the archive's tree).")
     create_markdown_artifact(key="run-summary", markdown=text + more, description=f"Leaderboard of {run.run_id}")
     papers_out = [{"idea": i["Name"], "pdf": (i.get("paper") or {}).get("pdf"),
                    "decision": (i.get("review") or {}).get("Decision"), "overall": (i.get("review") or {}).get("Overall")}

@@ -195,6 +195,29 @@ def drift_of(program: Program, unroll: int = 1):
     return drift
 
 
+def train_population(compiled_of, programs: Program, keys: jax.Array, params) -> dict:
+    """Train (C, L) ``programs`` on S seeds in one compiled call over C x S members; host metrics (C, S, ...).
+
+    ``keys`` (S, ...) and ``params`` (a tree of (S, ...) arrays) are the seeds' own, so candidate ``c`` on seed
+    ``s`` starts where a one-candidate run on seed ``s`` starts; ``compiled_of(size, length)`` gives the compiled
+    ``train(keys, params, program)`` of a population of that size and program length (the kernel's cached jit).
+    The PPO and IPPO kernels share this stacking; a candidate's result does not depend on the others in its
+    population (up to float summation order).
+    """
+    ops, consts = np.asarray(programs.ops, np.int32), np.asarray(programs.consts, np.float32)
+    if ops.ndim != 2 or ops.shape != consts.shape:
+        raise ValueError(f"programs are (candidates, length) arrays, got {ops.shape} and {consts.shape}")
+    n_cand, length = ops.shape
+    n_seeds = keys.shape[0]
+
+    def tile(x):
+        return jnp.tile(x, (n_cand,) + (1,) * (x.ndim - 1))
+
+    member = Program(jnp.asarray(np.repeat(ops, n_seeds, axis=0)), jnp.asarray(np.repeat(consts, n_seeds, axis=0)))
+    out = compiled_of(n_cand * n_seeds, length)(tile(keys), jax.tree_util.tree_map(tile, params), member)
+    return jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((n_cand, n_seeds) + x.shape[1:]), out["metrics"])
+
+
 # --- recognising rendered sources -------------------------------------------------------------------------------
 
 _CALLS = {

@@ -353,23 +353,12 @@ def _interpreted_population_train(config: PPOConfig, size: int, length: int, unr
 
 def train_programs(config: PPOConfig, programs: Program, seeds: list[int] | np.ndarray, unroll: int = 1) -> dict:
     """Train a population of interpreted drifts (``programs``: (C, L) arrays) on the same seeds, in one compiled
-    call over candidates x seeds; host arrays of shape (C, S, ...) out.
+    call over candidates x seeds; host arrays of shape (C, S, ...) out (``interpreter.train_population``).
 
     Candidate ``c`` on seed ``s`` starts from the same parameters and key as ``train_seeds`` gives seed ``s``, so
     a candidate's result does not depend on the others in its population (up to float summation order).
     """
-    ops, consts = np.asarray(programs.ops, np.int32), np.asarray(programs.consts, np.float32)
-    if ops.ndim != 2 or ops.shape != consts.shape:
-        raise ValueError(f"programs are (candidates, length) arrays, got {ops.shape} and {consts.shape}")
-    n_cand, length = ops.shape
-    n_seeds = len(seeds)
     keys, init_keys = seed_keys(seeds)
-    params = init_params(config, init_keys)
-
-    def tile(x):
-        return jnp.tile(x, (n_cand,) + (1,) * (x.ndim - 1))
-
-    member = Program(jnp.asarray(np.repeat(ops, n_seeds, axis=0)), jnp.asarray(np.repeat(consts, n_seeds, axis=0)))
-    train = _interpreted_population_train(config, n_cand * n_seeds, length, unroll)
-    out = train(tile(keys), jax.tree_util.tree_map(tile, params), member)
-    return jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((n_cand, n_seeds) + x.shape[1:]), out["metrics"])
+    return interpreter.train_population(
+        lambda size, length: _interpreted_population_train(config, size, length, unroll), programs, keys,
+        init_params(config, init_keys))

@@ -1,5 +1,7 @@
 """``runs/archive.sqlite``: every evaluated candidate of every run, read by ideation (open-ended research).
 
+``parent`` is the idea a candidate was derived from (a baseline's name or an archived idea's), where the
+proposer says so: the lineage figure of a run draws the archive as that tree (``tasks.plotting.plot_lineage``).
 ``advantage`` is the mean over training settings of the candidate's improvement over the best baseline in the
 metric's direction (positive = better, for maximised and minimised metrics alike); ``train_mean`` is the raw mean.
 """
@@ -31,13 +33,14 @@ CREATE TABLE IF NOT EXISTS candidates (
     decision TEXT,
     created TEXT NOT NULL,
     improvement REAL,
+    parent TEXT,
     PRIMARY KEY (run_id, idea, setting)
 )
 """
 
 
 COLUMNS = ("run_id, template, idea, title, expression, source, setting, held_out, mean, stderr, n, best_baseline, "
-           "best_baseline_mean, p_value, overall, decision, created, improvement")
+           "best_baseline_mean, p_value, overall, decision, created, improvement, parent")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -48,6 +51,8 @@ def connect(path: Path) -> sqlite3.Connection:
     columns = {row[1] for row in con.execute("PRAGMA table_info(candidates)")}
     if "improvement" not in columns:  # an archive of an older version: the metric's signed gain was added later
         con.execute("ALTER TABLE candidates ADD COLUMN improvement REAL")
+    if "parent" not in columns:  # the idea a candidate was derived from (a baseline or an archived idea), later too
+        con.execute("ALTER TABLE candidates ADD COLUMN parent TEXT")
     return con
 
 
@@ -64,10 +69,10 @@ def record(path: Path, run_id: str, template: str, idea: dict, final_info: dict,
             info.get("n", {}).get(name), comp.get("best_baseline"),
             info["means"].get(comp.get("best_baseline")) if comp.get("best_baseline") else None,
             comp.get("p_value"), (review or {}).get("Overall"), (review or {}).get("Decision"), now,
-            comp.get("improvement"),
+            comp.get("improvement"), None if idea.get("parent") is None else str(idea["parent"]),
         ))
     with connect(path) as con:
-        con.executemany(f"INSERT OR REPLACE INTO candidates ({COLUMNS}) VALUES ({','.join('?' * 18)})", rows)
+        con.executemany(f"INSERT OR REPLACE INTO candidates ({COLUMNS}) VALUES ({','.join('?' * 19)})", rows)
     return len(rows)
 
 
@@ -80,7 +85,7 @@ def candidates(path: Path, template: str) -> list[dict]:
         rows = con.execute(
             "SELECT run_id, idea, title, expression, source, AVG(CASE WHEN held_out = 0 THEN mean END) AS train_mean, "
             "AVG(CASE WHEN held_out = 0 THEN COALESCE(improvement, mean - best_baseline_mean) END) AS advantage, "
-            "MAX(overall) AS overall "
+            "MAX(overall) AS overall, MAX(parent) AS parent, MIN(created) AS created "
             "FROM candidates WHERE template = ? GROUP BY run_id, idea ORDER BY advantage DESC",
             (template,),
         ).fetchall()

@@ -9,7 +9,7 @@ Artifacts page shows the latest version of each:
 * ``figures``: a markdown artifact with each idea's learning curves embedded (a PNG as a data URI, so the
   browser needs no access to the run folder);
 * ``paper-<idea>``: a link artifact to the idea's PDF (``file://``) with its path as the text;
-* ``archive``: the open-ended archive's rows of this template, as a table;
+* ``archive``: the open-ended archive's rows of this template, as a table, and ``lineage``: its tree as a figure;
 * ``experiment-progress``: a progress artifact, units done of the total (:class:`Progress`).
 """
 
@@ -89,15 +89,22 @@ def publish_results(run_id: str, run_path: Path, ideas: list[dict]) -> None:
                                  link_text=str(pdf), description=f"PDF of {idea['Name']} ({run_id})")
 
 
-def publish_archive(run_id: str, rows: list[dict]) -> None:
-    """The archive (every candidate of earlier runs and this one) as the ``archive`` table."""
+def publish_archive(run_id: str, rows: list[dict], lineage: dict | None = None) -> None:
+    """The archive (every candidate of earlier runs and this one) as the ``archive`` table, and its lineage figure
+    (``lineage``: which candidate came from which, with its advantage) embedded as a PNG."""
     if not _in_run() or not rows:
         return
-    from prefect.artifacts import create_table_artifact
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    keep = ("run_id", "idea", "title", "train_mean", "advantage", "overall")
+    keep = ("run_id", "idea", "parent", "title", "train_mean", "advantage", "overall")
     table = [{k: (_num(r.get(k)) if isinstance(r.get(k), float) else r.get(k)) for k in keep} for r in rows]
     create_table_artifact(key="archive", table=table, description=f"The open-ended archive after {run_id}")
+    if lineage and Path(lineage["png"]).exists():
+        data = base64.b64encode(Path(lineage["png"]).read_bytes()).decode()
+        create_markdown_artifact(
+            key="lineage", description=f"Lineage of the archive after {run_id}",
+            markdown=f"# Lineage of the archive after {run_id}\n\n{lineage['nodes']} nodes, {lineage['edges']} "
+                     f"derived from a parent (`{lineage['png']}`)\n\n![lineage](data:image/png;base64,{data})\n")
 
 
 class Progress:

@@ -247,3 +247,71 @@ def make_plots(
                                     final_info=final_info, methods=methods, colors=colors, labels=labels,
                                     out_dir=out_dir)
     return figures
+
+
+def lineage(rows: list[dict], baselines: list[str]) -> dict:
+    """The archive as a tree: nodes (baselines, then every archived candidate in the order it was first archived)
+    and edges (parent -> child). A candidate's parent is the latest earlier candidate of that name, else the
+    baseline of that name; a parent the archive does not know (an LLM idea names none) gives no edge."""
+    nodes = [{"id": f"baseline:{b}", "name": b, "baseline": True, "run": 0, "advantage": None} for b in baselines]
+    order = sorted(rows, key=lambda r: (r.get("created") or "", r["run_id"], r["idea"]))
+    runs = list(dict.fromkeys(r["run_id"] for r in order))
+    latest: dict[str, str] = {}
+    edges = []
+    for r in order:
+        node = {"id": f"{r['run_id']}:{r['idea']}", "name": r["idea"], "baseline": False,
+                "run": runs.index(r["run_id"]) + 1, "run_id": r["run_id"], "advantage": r.get("advantage")}
+        parent = r.get("parent")
+        source = latest.get(parent) or (f"baseline:{parent}" if parent in baselines else None)
+        if source is not None:
+            edges.append((source, node["id"]))
+        nodes.append(node)
+        latest[r["idea"]] = node["id"]
+    return {"nodes": nodes, "edges": edges, "runs": runs}
+
+
+def plot_lineage(rows: list[dict], baselines: list[str], labels: dict[str, str], run_id: str, out_dir: Path,
+                 metric: Metric) -> dict | None:
+    """``lineage.png`` (and PDF) in ``out_dir``: every archived candidate of the template by the run that archived
+    it (x) and its advantage over the best baseline in the metric's direction (y, positive = better), with an arrow
+    from the idea it was derived from; the baselines are the roots at x = 0. The run ``run_id``'s candidates are
+    drawn filled, earlier runs' hollow. None when the archive is empty."""
+    tree = lineage(rows, baselines)
+    candidates = [n for n in tree["nodes"] if not n["baseline"]]
+    if not candidates:
+        return None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pos: dict[str, tuple[float, float]] = {}
+    for i, b in enumerate(n for n in tree["nodes"] if n["baseline"]):
+        pos[b["id"]] = (0.0, 0.0)
+        b["label_offset"] = i
+    by_run: dict[int, int] = {}
+    for n in candidates:
+        k = by_run.get(n["run"], 0)
+        by_run[n["run"]] = k + 1
+        y = n["advantage"] if n["advantage"] is not None and np.isfinite(n["advantage"]) else 0.0
+        pos[n["id"]] = (n["run"] + 0.12 * k, float(y))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(tree["runs"]) + 2.5), 3.8))
+    ax.axhline(0.0, color="0.6", lw=0.8, ls="--")
+    for a, b in tree["edges"]:
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops={"arrowstyle": "->", "color": "0.45", "lw": 0.9, "shrinkA": 4, "shrinkB": 4})
+    ax.scatter([0.0], [0.0], marker="s", s=60, color="0.3", zorder=3)
+    names = ", ".join(labels.get(b, b) for b in baselines)
+    ax.annotate(f"baselines:\n{names}", (0.0, 0.0), textcoords="offset points", xytext=(6, -14), fontsize=7,
+                va="top")
+    for n in candidates:
+        x, y = pos[n["id"]]
+        ours = n["run_id"] == run_id
+        better = y > 0
+        color = "tab:green" if better else "tab:red"
+        ax.scatter([x], [y], s=40, zorder=3, facecolors=color if ours else "white", edgecolors=color)
+        ax.annotate(n["name"].replace("_", " "), (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
+    ax.set_xticks(range(len(tree["runs"]) + 1), ["baselines", *tree["runs"]], rotation=20, ha="right", fontsize=7)
+    ax.set_xlim(-0.4, len(tree["runs"]) + 0.8)
+    ax.set_ylabel(f"advantage over the best baseline\n({metric.name}, {metric.direction}; > 0 is better)", fontsize=8)
+    ax.set_title(f"Lineage of the archive after {run_id} (filled: this run)", fontsize=9)
+    png, pdf = save(fig, out_dir, "lineage")
+    return {"png": png, "pdf": pdf, "nodes": len(tree["nodes"]), "edges": len(tree["edges"])}

@@ -40,15 +40,27 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_summary(run_dir: Path, run_id: str, ideas: list[dict], timings: dict) -> str:
+def write_summary(run_dir: Path, run_id: str, ideas: list[dict], timings: dict, lineage: dict | None = None) -> str:
     rows = leaderboard_rows(ideas)
     cols = list(rows[0]) if rows else ["idea"]
     lines = [f"# Run {run_id}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
+    if lineage:
+        link = f"[lineage.png]({Path(lineage['png']).name})"
+        lines += ["", f"Lineage of the archive ({lineage['nodes']} nodes, {lineage['edges']} from a parent): {link}"]
     lines += ["", "## Stage timings (s)", ""] + [f"- {k}: {v:.1f}" for k, v in timings.items()]
     text = "\n".join(lines) + "\n"
     Path(run_dir, "summary.md").write_text(text)
     return text
+
+
+def draw_lineage(run_dir: Path, run_id: str, template: str, archived: list[dict]) -> dict | None:
+    """``lineage.png`` of the run folder: the template's archive as a tree (``tasks.plotting.plot_lineage``)."""
+    from jaxlib_kernels.templates import make
+    from tasks import plotting
+
+    tpl = make(template)
+    return plotting.plot_lineage(archived, list(tpl.baselines), tpl.baseline_labels, run_id, Path(run_dir), tpl.metric)
 
 
 def update_archive(archive_path: Path, run_id: str, template: str, ideas: list[dict]) -> int:

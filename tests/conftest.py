@@ -36,7 +36,7 @@ def prefect_api(tmp_path_factory):
     """The API URL of one real ``scientist server`` (Prefect, SQLite) per test worker, for the end-to-end runs that
     need no temporary server of their own (each temporary server costs a start and a fresh database per run).
     ``make run``'s own path, the temporary server, stays covered by lpo's killed run (test_template_runs.py), the
-    CLI, fault and LLM budget tests and the two runs of test_ray_cluster.py."""
+    CLI and fault tests and the two runs of test_ray_cluster.py."""
     import signal
     import socket
     import subprocess
@@ -82,7 +82,7 @@ SPLIT_BY_TEST = {"tests/llm/test_flow_llm.py"}
 # The first unit, and the units of whole lpo runs at the smoke sizes, which start after the next-longest unit so that
 # the first one has filled the compilation cache for them (two cold compiles of one kernel at once cost twice).
 FIRST = "tests/flows/test_template_runs.py[lpo]"
-LPO_RUNS = ("tests/infra/test_ray_cluster.py", "tests/infra/test_ui.py", "tests/llm/test_flow_llm.py")
+LPO_RUNS = ("tests/infra/test_ray_cluster.py", "tests/infra/test_ui.py")
 DURATIONS = ROOT / "tests" / "durations.json"  # seconds per work unit, measured cold (see the Makefile's test target)
 
 

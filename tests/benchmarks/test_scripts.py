@@ -69,7 +69,7 @@ def test_ppo_profile_quick(tmp_path):
     out = tmp_path / "ppo_profile.json"
     run_script("ppo_profile.py", "--quick", "--out", str(out))
     result = json.loads(out.read_text())
-    assert {r["update_epochs"] for r in result["breakdown"]["rows"]} == {1, 2, 4}
+    assert {r["update_epochs"] for r in result["breakdown"]["rows"]} == {1, 4}  # --quick: two points of the line
     fit = result["breakdown"]["fit"]
     assert fit["epoch_s"] > 0 and 0 < fit["update_share_at_4_epochs"] < 1.5
     rows = result["flags"]["baseline"]["rows"]  # the variant ran in its own interpreter and returned figures

@@ -132,6 +132,7 @@ def test_every_unit_is_computed_once_and_a_killed_run_resumes_without_computing_
     ideas = json.loads((run_dir / "ideas.json").read_text())
     assert ideas[0]["novelty"]["decision"] == "novel" and ideas[0]["validation"]["accepted"]
     assert (run_dir / "summary.md").exists() and (run_dir.parent / "archive.sqlite").exists()
+    assert (run_dir / "lineage.png").exists() and "lineage.png" in (run_dir / "summary.md").read_text()
     run = json.loads((run_dir / "run.json").read_text())
     assert run["resumed"] is (name in KILLED)
     if name in KILLED:

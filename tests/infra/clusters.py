@@ -118,8 +118,9 @@ class RayNode:
         kill_tree(self.proc)
 
 
-def ray_cluster_fixture(tmp_path):
+def ray_cluster_fixture(tmp_path_factory):
     """A head and a second node, 1 CPU each, as separate process trees; yields the env a driver needs."""
+    tmp_path = tmp_path_factory.mktemp("ray-cluster")
     # token authentication with a token of this test only (Ray 2.60 turns it on by itself on a head that finds
     # ~/.ray/auth_token, so say which mode every process of the cluster uses)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),

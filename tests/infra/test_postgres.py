@@ -69,6 +69,11 @@ def test_a_flow_run_from_the_cli_is_recorded_in_postgres(on_postgres):
     artifacts = {a["key"] for a in api(server, "/artifacts/filter",
                                        {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}})}
     assert {"ideas", "run-summary"} <= artifacts
+    run = json.loads((on_postgres["runs"] / "direct" / "run.json").read_text())
+    assert run["status"] == "stopped: approval timed out" and run["approval"]["status"] == "timed out"
+    ideas = json.loads((on_postgres["runs"] / "direct" / "ideas.json").read_text())
+    assert ideas and {i["status"] for i in ideas} == {"novel"}  # proposed, checked, kept; nothing trained
+    assert not (on_postgres["runs"] / "direct" / "units" / "ledger.jsonl").exists()
 
 
 def test_a_deployment_run_on_a_process_worker_is_recorded_in_postgres(on_postgres):

@@ -10,6 +10,7 @@ Semantic Scholar's ``/s2/paper/search`` from ``papers`` (a list of S2 paper dict
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -17,6 +18,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 FAKE_KEY = "sk-fake-test-key-4f1c9a7e2b8d4e55"  # the API key of every test; it must never be written anywhere
+
+
+def run_env(base: dict | None = None, **extra) -> dict:
+    """The environment of a ``scientist run`` subprocess that talks to a scripted server: ``base`` (default: this
+    process's) without a model, a server or a Prefect API of its own, the fake key, fast literature/LLM backoff."""
+    drop = ("OPENAI_API_BASE", "SCIENTIST_MODEL", "PREFECT_API_URL")
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in drop}
+    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", OPENAI_API_KEY=FAKE_KEY, SCIENTIST_LLM_BACKOFF="0.05",
+               SCIENTIST_LIT_CONNECT_TIMEOUT="1", SCIENTIST_LIT_BACKOFF="0.05", **extra)
+    return env
+
+
+def babbler(request: dict) -> str:
+    """A model that never answers in the form asked: no JSON, no code block."""
+    return "I am sorry, I would rather talk about the weather today."
 
 
 def tokens(text: str) -> int:

@@ -102,3 +102,49 @@ def test_a_setting_without_curve_points_still_plots(tmp_path, win_experiment, ki
     figures = plotting.make_plots(kit.make_idea(), results, final_info, kit.make_sources(), tmp_path, {}, _lpo())
     assert all((tmp_path / f"{n}.pdf").stat().st_size > 0 for n in NAMES)
     assert len(figures) == 3
+
+
+def _final_info(name: str, mean: float, best: float) -> dict:
+    return {"empty5": {"held_out": False, "means": {name: mean, "ppo_clip": best}, "stderrs": {name: 0.01},
+                       "n": {name: 2}, "comparison": {"best_baseline": "ppo_clip", "improvement": mean - best,
+                                                      "p_value": 0.5}}}
+
+
+def test_the_lineage_figure_draws_the_archive_as_a_tree_of_parents_with_advantages(tmp_path):
+    """Two runs in a real archive: a child of a baseline, an idea without a parent (an LLM's), a child of an
+    archived idea of the earlier run, and one whose parent nobody knows."""
+    from tasks import archive
+
+    db = tmp_path / "archive.sqlite"
+    for run_id, name, parent, mean in [("r1", "wide_clip", "ppo_clip", 0.8), ("r1", "llm_idea", None, 0.6),
+                                       ("r2", "wider_clip", "wide_clip", 0.9), ("r2", "orphan", "gone", 0.5)]:
+        idea = {"Name": name, "Title": name, "parent": parent, "expression": None, "source": "x"}
+        archive.record(db, run_id, "lpo", idea, _final_info(name, mean, 0.7), None)
+    rows = archive.candidates(db, "lpo")
+    assert {r["idea"]: r["parent"] for r in rows} == {"wide_clip": "ppo_clip", "llm_idea": None,
+                                                      "wider_clip": "wide_clip", "orphan": "gone"}
+    tree = plotting.lineage(rows, ["ppo_clip", "dpo"])
+    assert sorted(tree["edges"]) == [("baseline:ppo_clip", "r1:wide_clip"), ("r1:wide_clip", "r2:wider_clip")]
+    assert tree["runs"] == ["r1", "r2"]
+    advantage = {n["id"]: n["advantage"] for n in tree["nodes"]}
+    assert np.isclose(advantage["r2:wider_clip"], 0.2) and np.isclose(advantage["r1:llm_idea"], -0.1)
+
+    out = plotting.plot_lineage(rows, ["ppo_clip", "dpo"], {"ppo_clip": "PPO clip"}, "r2", tmp_path,
+                                _lpo().metric)
+    assert out["nodes"] == 6 and out["edges"] == 2
+    assert Path(out["png"]).read_bytes().startswith(b"\x89PNG") and Path(out["pdf"]).stat().st_size > 0
+    assert plotting.plot_lineage([], ["ppo_clip"], {}, "r3", tmp_path / "none", _lpo().metric) is None
+
+
+def test_an_archive_written_before_parents_were_recorded_gains_the_column(tmp_path):
+    import sqlite3
+
+    from tasks import archive
+
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as con:  # the table as an older version wrote it (no improvement, no parent)
+        con.execute(archive.SCHEMA.replace("    improvement REAL,\n    parent TEXT,\n", ""))
+        con.execute("INSERT INTO candidates (run_id, template, idea, setting, held_out, mean, created) VALUES "
+                    "('old', 'lpo', 'kept', 'empty5', 0, 0.5, '2026-01-01')")
+    [row] = archive.candidates(db, "lpo")
+    assert row["idea"] == "kept" and row["parent"] is None

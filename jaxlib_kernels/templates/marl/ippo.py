@@ -365,17 +365,21 @@ def train_seeds(config: MARLConfig, drift: Drift | None, seeds: list[int] | np.n
     As in ``jaxlib_kernels.ppo.train_seeds``, a drift whose expression tree is known (a rendered symbolic
     plug-in) runs through the interpreter, so every such drift shares one compiled program per (configuration,
     number of seeds, program length); any other drift is its own program."""
-    keys, init_keys = seed_keys(seeds)
-    params = init_params(config, init_keys)
     expr = interpreter.expression_of(drift) if drift is not None else None
     if expr is not None:
-        program = interpreter.encode_population([expr])
-        n = len(seeds)
-        member = Program(jnp.asarray(np.repeat(program.ops, n, axis=0)), jnp.asarray(np.repeat(program.consts, n, axis=0)))
-        out = _interpreted_population_train(config, n, program.ops.shape[1])(keys, params, member)
-    else:
-        out = _population_train(config, drift, len(seeds))(keys, params)
+        programs = interpreter.encode_population([expr])
+        return jax.tree_util.tree_map(lambda x: x[0], train_programs(config, programs, seeds))
+    keys, init_keys = seed_keys(seeds)
+    out = _population_train(config, drift, len(seeds))(keys, init_params(config, init_keys))
     return jax.tree_util.tree_map(np.asarray, out["metrics"])
+
+
+def train_programs(config: MARLConfig, programs: Program, seeds: list[int] | np.ndarray) -> dict:
+    """A population of interpreted drifts (``programs``: (C, L)) on the same seeds in one compiled call; host
+    arrays (C, S, ...) out, as ``ppo.train_programs`` (both stack through ``interpreter.train_population``)."""
+    keys, init_keys = seed_keys(seeds)
+    return interpreter.train_population(lambda size, length: _interpreted_population_train(config, size, length),
+                                        programs, keys, init_params(config, init_keys))
 
 
 def make_random_policy_eval(config: MARLConfig) -> Callable[[jax.Array], dict]:
