@@ -73,6 +73,16 @@ def prefect_api(tmp_path_factory):
         log.close()
 
 
+@pytest.fixture(scope="module")
+def on_session_server(prefect_api):
+    """Flows called in this process (``meta_learning(...)``, ``discover(...)``) report to the session's server instead
+    of starting a temporary one of their own (a server start and, on a fresh machine, a database migration each)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
+        yield prefect_api
+
+
 # Work units of ``make test`` (``-n 2 --dist loadscope``, scheduled by ``UnitScheduling`` below): one per test file,
 # so that a file's module fixtures are shared by its tests, except the files parametrized over the template registry,
 # which give one unit per template (each template's smoke run is minutes long; one worker for all of them would be

@@ -4,12 +4,14 @@ and the statistically gated admission, on a tiny PPO."""
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import pytest
 
 from flows import cli
 from flows.discovery import discover
 
+pytestmark = pytest.mark.usefixtures("on_session_server")  # in-process flows: the session's Prefect server
 TINY = {"total_timesteps": 2048, "num_envs": 4, "num_steps": 32, "num_minibatches": 2, "update_epochs": 2}
 SEARCH = {"population": 4, "promote": 0, "tune": 2, "length": 32}
 
@@ -20,7 +22,7 @@ def _strip(state: dict) -> str:
 
 
 @pytest.mark.slow
-def test_a_killed_search_resumes_with_identical_results_and_admission_gates(tmp_path):
+def test_a_killed_search_resumes_with_identical_results_and_admission_gates(tmp_path, on_session_server):
     kwargs = {"runs_dir": str(tmp_path), "search": SEARCH, "ppo_overrides": TINY, "seeds": 2, "minutes": 30.0}
     first = discover(run_id="d1", generations=2, admit=False, **kwargs)
     assert first["generation"] == 2
@@ -41,6 +43,14 @@ def test_a_killed_search_resumes_with_identical_results_and_admission_gates(tmp_
     assert set(admitted[0]["admission"]["iqm"]) == {"candidate", "ppo_clip", "dpo"}
     run = json.loads((tmp_path / "d1" / "run.json").read_text())
     assert run["status"] == "finished" and run["generation"] == 3
+    # the UI's progress of each search: generations done of those asked for, 100% at the end
+    body = json.dumps({"artifacts": {"key": {"any_": ["discovery-progress"]}}}).encode()
+    request = urllib.request.Request(f"{on_session_server}/artifacts/filter", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        progress = json.loads(reply.read())
+    assert len(progress) >= 3 and all(a["type"] == "progress" and a["data"] == 100.0 for a in progress), progress
+    assert any("discovery generations: 3 of 3" in (a.get("description") or "") for a in progress), progress
 
 
 def test_discover_refuses_other_templates(capsys):

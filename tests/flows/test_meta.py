@@ -15,6 +15,7 @@ from jaxlib_kernels.es import meta, problems
 from jaxlib_kernels.profiling import count_compilations
 from tasks import meta_es
 
+pytestmark = pytest.mark.usefixtures("on_session_server")  # in-process flows: the session's Prefect server
 TINY = {"max_steps": 40, "num_pairs": 2, "width": 8, "inner_steps": 5, "eval_episodes": 1}
 
 

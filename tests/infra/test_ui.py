@@ -238,10 +238,13 @@ def test_the_flow_run_page_shows_state_task_runs_and_artifacts(prefect_server, b
         "artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}}), key=lambda a: a["created"])}
     review_key = next(k for k in artifacts if k.startswith("review-"))
     paper_key = next(k for k in artifacts if k.startswith("paper-"))
+    # what a researcher looks for, rendered in the page: ideas, results, review, PDF link, figures, lineage
     expect = {"ideas": [chosen, dropped, "not approved"], "results": ["candidate_mean", "best_baseline", chosen],
-              review_key: ["Review of", "overall"], "run-summary": ["Papers", "paper.pdf"], paper_key: ["paper.pdf"],
-              "archive": [chosen], "lineage": ["Lineage of the archive", "derived from a parent"],
-              "figures": ["learning curves"], "experiment-progress": []}
+              review_key: ["Review of", "overall"], paper_key: ["paper.pdf"],
+              "lineage": ["Lineage of the archive", "derived from a parent"], "figures": ["learning curves"]}
+    # and the rest from the API (one page load each costs headless Chromium seconds of a busy 2-core machine)
+    assert "Papers" in artifacts["run-summary"]["data"] and "paper.pdf" in artifacts["run-summary"]["data"]
+    assert chosen in json.dumps(artifacts["archive"]["data"])
     for key, texts in expect.items():
         browser.get(f"{base}/artifacts/artifact/{artifacts[key]['id']}")
         try:

@@ -297,7 +297,7 @@ def test_text_files_exist_parse_and_cite_known_keys():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("num_pairs, seed", [(4, 2), (16, 4)])
+@pytest.mark.parametrize("num_pairs, seed", [(4, 2)])  # larger datasets: `scientist meta --template hades`
 def test_hades_solves_cartpole_for_fresh_policies(num_pairs, seed):
     """HaDES-R, OpenES population 64: fresh width-64 policies cloned on the found dataset average >= 450 of 500."""
     config = hades.HadesConfig(num_pairs=num_pairs)
