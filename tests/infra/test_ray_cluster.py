@@ -3,13 +3,15 @@
 model server on 127.0.0.1 (tests/llm/scripted_server.py), each on its own temporary Prefect server:
 
 * ``llm``: the LLM-backed smoke run through litellm over HTTP; the model plays a sensible researcher, the
-  literature search answers from a Semantic Scholar script. It ends in a paper, and every stage's tokens are
-  accounted.
+  literature search answers from a Semantic Scholar script. It reports to the session's ``scientist server`` and
+  pauses for approval (``--approve ideas``); ``scientist approve llm --feedback ...`` resumes it, and the feedback
+  reaches the model's code prompt. It ends in a paper, and every stage's tokens are accounted.
 * ``flaky``: a model that never answers in the form asked; the run still ends in a paper, each failing stage
-  falling back to its offline stage for that idea, recorded in ``run.json`` and ``ideas.json``.
+  falling back to its offline stage for that idea, recorded in ``run.json`` and ``ideas.json``. It runs on a
+  temporary Prefect server of its own, as ``make run`` does.
 
 Both complete; their units ran on both nodes; neither disturbed the other (the baseline units they share were
-computed apart and agree); each kept its own Prefect database; both are in the shared archive. The ``--no-fallback``
+computed apart and agree); the one without a server kept its own Prefect database; both are in the shared archive. The ``--no-fallback``
 counterpart of ``flaky`` (a hard failure at ideation) is in tests/llm/test_flow_llm.py.
 """
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
+import urllib.request
 
 import numpy as np
 import pymupdf
@@ -32,30 +36,50 @@ FORM = ["Summary", "Strengths", "Weaknesses", "Originality", "Quality", "Clarity
         "Limitations", "Ethical Concerns", "Soundness", "Presentation", "Contribution", "Overall", "Confidence",
         "Decision"]
 S2_KEY = "s2-fake-key-98765"
+FEEDBACK = "keep the clip range between 0.7 and 1.4"
+
+
+def _paused(api: str, run_id: str, proc: subprocess.Popen, log) -> None:
+    """Wait until the flow run of ``run_id`` is paused on the server ``api``."""
+    body = json.dumps({"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}).encode()
+    while True:
+        request = urllib.request.Request(f"{api}/flow_runs/filter", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            if any((r.get("parameters") or {}).get("run_id") == run_id for r in json.loads(reply.read())):
+                return
+        assert proc.poll() is None, log.read_text()[-4000:]
+        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
-def two_runs(ray_cluster, tmp_path_factory):
+def two_runs(ray_cluster, prefect_api, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("two-runs")
     runs = tmp / "runs"
     with ScriptedServer(researcher, S2_PAPERS) as good, ScriptedServer(babbler) as bad:
         envs = {
             "llm": run_env(ray_cluster, SCIENTIST_MODEL="openai/test-model", OPENAI_API_BASE=good.url,
-                           SCIENTIST_S2_API_BASE=good.url.replace("/v1", "/s2"), SEMANTIC_SCHOLAR_API_KEY=S2_KEY),
+                           SCIENTIST_S2_API_BASE=good.url.replace("/v1", "/s2"), SEMANTIC_SCHOLAR_API_KEY=S2_KEY,
+                           PREFECT_API_URL=prefect_api),
             "flaky": run_env(ray_cluster, SCIENTIST_MODEL="openai/test-model", OPENAI_API_BASE=bad.url,
                              SCIENTIST_IDEA_REFLECTIONS="0", SCIENTIST_CODE_REPAIR_ROUNDS="0",
                              SCIENTIST_NUM_REVIEWS="1", SCIENTIST_REVIEW_REFLECTIONS="0"),
         }
+        more = {"llm": ["--approve", "ideas"], "flaky": []}
         procs = {
-            run_id: subprocess.Popen([*SCIENTIST, "run", *SMALLEST, "--run-id", run_id, "--runs-dir", str(runs)],
-                                     cwd=ROOT, env=env, stdout=open(tmp / f"{run_id}.log", "w"),  # noqa: SIM115
+            run_id: subprocess.Popen([*SCIENTIST, "run", *SMALLEST, "--run-id", run_id, "--runs-dir", str(runs),
+                                      *more[run_id]], cwd=ROOT, env=env,
+                                     stdout=open(tmp / f"{run_id}.log", "w"),  # noqa: SIM115
                                      stderr=subprocess.STDOUT)
             for run_id, env in envs.items()
         }
+        _paused(prefect_api, "llm", procs["llm"], tmp / "llm.log")
+        approve = subprocess.run([*SCIENTIST, "approve", "llm", "--feedback", FEEDBACK], cwd=ROOT,
+                                 env=envs["llm"], capture_output=True, text=True, check=False)
         codes = {run_id: proc.wait() for run_id, proc in procs.items()}
     logs = {run_id: (tmp / f"{run_id}.log").read_text() for run_id in procs}
     return {"runs": runs, "codes": codes, "logs": logs, "servers": {"llm": good, "flaky": bad},
-            "address": ray_cluster["RAY_ADDRESS"]}
+            "address": ray_cluster["RAY_ADDRESS"], "approve": approve}
 
 
 def _run(two_runs, run_id: str) -> dict:
@@ -78,8 +102,8 @@ def test_two_runs_at_once_on_a_two_node_cluster_use_both_nodes_and_do_not_interf
         nodes = {u["node_id"] for u in units}
         assert len(nodes) == 2 and "" not in nodes, units
         keys[run_id] = {u["key"]: (u["method"], u["setting"]) for u in units}
-        # each run kept its own temporary Prefect database (no SQLite file shared by the two)
-        assert (run_dir / ".prefect" / "prefect.db").exists()
+        # the run without a server kept its own temporary Prefect database; the other reported to the server
+        assert (run_dir / ".prefect" / "prefect.db").exists() is (run_id == "flaky")
 
     # the baseline units are the same experiments in both runs: computed apart, they agree
     shared = set(keys["llm"]) & set(keys["flaky"])
@@ -111,8 +135,15 @@ def test_llm_smoke_run_writes_a_paper_and_accounts_tokens_per_stage(two_runs):
     assert usage["total"]["cost_known"] is False  # litellm has no price for "test-model": tokens only
     print("LLM usage of the smoke run:", json.dumps(usage["stages"]))
 
+    # approved from the command line with feedback, which reached the model's code prompt
+    assert two_runs["approve"].returncode == 0, two_runs["approve"].stderr[-2000:]
+    assert run["approval"]["status"] == "resumed" and run["approval"]["feedback"] == FEEDBACK
+    code_prompts = [r["messages"][-1]["content"] for r in server.requests if "Stage: code" in json.dumps(r)]
+    assert code_prompts and FEEDBACK in code_prompts[0]
+    assert not any(FEEDBACK in json.dumps(r) for r in server.requests if "Stage: ideation" in json.dumps(r))
+
     [idea] = json.loads((run_dir / "ideas.json").read_text())
-    assert idea["backend"] == "llm" and idea["status"] == "reviewed"
+    assert idea["backend"] == "llm" and idea["status"] == "reviewed" and idea["researcher_feedback"] == FEEDBACK
     assert idea["novelty"]["decision"] == "novel" and idea["novelty"]["literature_sources"] == ["semantic_scholar"]
     assert idea["novelty"]["distance"] >= idea["novelty"]["threshold"]  # behaviour of the accepted source
     idea_dir = run_dir / "ideas" / idea["Name"]
