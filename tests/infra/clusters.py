@@ -32,9 +32,10 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}  # the terminal flow run
 
 
 def api(server, path: str, body: dict | None = None):
-    """GET (or POST ``body`` to) the Prefect REST API of ``server``."""
+    """GET (or POST ``body`` to) the Prefect REST API of ``server`` (a :class:`PrefectServer` or an API URL)."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{server.api}{path}", data=data, method="POST" if body is not None else "GET",
+    base = server if isinstance(server, str) else server.api
+    req = urllib.request.Request(f"{base}{path}", data=data, method="POST" if body is not None else "GET",
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as reply:
         return json.loads(reply.read())

@@ -1,6 +1,6 @@
 """Two runs at once on a real Ray cluster of two nodes (a head and a second node, separate processes on
 127.0.0.1), as two researchers sharing a cluster start them, each against its own scripted OpenAI-compatible
-model server on 127.0.0.1 (tests/llm/scripted_server.py), each on its own temporary Prefect server:
+model server on 127.0.0.1 (tests/llm/scripted_server.py):
 
 * ``llm``: the LLM-backed smoke run through litellm over HTTP; the model plays a sensible researcher, the
   literature search answers from a Semantic Scholar script. It reports to the session's ``scientist server`` and
@@ -11,8 +11,8 @@ model server on 127.0.0.1 (tests/llm/scripted_server.py), each on its own tempor
   temporary Prefect server of its own, as ``make run`` does.
 
 Both complete; their units ran on both nodes; neither disturbed the other (the baseline units they share were
-computed apart and agree); the one without a server kept its own Prefect database; both are in the shared archive. The ``--no-fallback``
-counterpart of ``flaky`` (a hard failure at ideation) is in tests/llm/test_flow_llm.py.
+computed apart and agree); the one without a server kept its own Prefect database; both are in the shared
+archive. The ``--no-fallback`` counterpart of ``flaky`` (a hard failure at ideation) is in tests/llm/test_flow_llm.py.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ import json
 import sqlite3
 import subprocess
 import time
-import urllib.request
 
 import numpy as np
 import pymupdf
 import pytest
-from clusters import ROOT, SCIENTIST, SMALLEST, ledger
-from scripted_server import FAKE_KEY, S2_PAPERS, ScriptedServer, babbler, researcher, run_env
+from clusters import ROOT, SCIENTIST, SMALLEST, api, ledger
+from scripted_server import FAKE_KEY, S2_PAPERS, ScriptedServer, babbler, files_holding, researcher, run_env
 
 from tasks.experiments import load_unit
 
@@ -39,15 +38,10 @@ S2_KEY = "s2-fake-key-98765"
 FEEDBACK = "keep the clip range between 0.7 and 1.4"
 
 
-def _paused(api: str, run_id: str, proc: subprocess.Popen, log) -> None:
-    """Wait until the flow run of ``run_id`` is paused on the server ``api``."""
-    body = json.dumps({"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}).encode()
-    while True:
-        request = urllib.request.Request(f"{api}/flow_runs/filter", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as reply:
-            if any((r.get("parameters") or {}).get("run_id") == run_id for r in json.loads(reply.read())):
-                return
+def _paused(api_url: str, run_id: str, proc: subprocess.Popen, log) -> None:
+    """Wait until the flow run of ``run_id`` is paused on the server ``api_url``."""
+    while not any((r.get("parameters") or {}).get("run_id") == run_id for r in api(
+            api_url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}})):
         assert proc.poll() is None, log.read_text()[-4000:]
         time.sleep(1)
 
@@ -118,10 +112,6 @@ def test_two_runs_at_once_on_a_two_node_cluster_use_both_nodes_and_do_not_interf
     assert archived == {"llm", "flaky"}
 
 
-def _files_holding(folder, needle: str) -> list[str]:
-    return [str(p) for p in folder.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
-
-
 def test_llm_smoke_run_writes_a_paper_and_accounts_tokens_per_stage(two_runs):
     server, run_dir = two_runs["servers"]["llm"], two_runs["runs"] / "llm"
     run = _run(two_runs, "llm")
@@ -172,7 +162,7 @@ def test_llm_smoke_run_writes_a_paper_and_accounts_tokens_per_stage(two_runs):
 
     # keys never reach the run folder, the output, or anything but the Authorization header
     for key in (FAKE_KEY, S2_KEY):
-        assert _files_holding(run_dir, key) == [] and key not in two_runs["logs"]["llm"]
+        assert files_holding(run_dir, key) == [] and key not in two_runs["logs"]["llm"]
     assert all(h.get("Authorization", h.get("authorization")) == f"Bearer {FAKE_KEY}" for h in server.headers)
 
 

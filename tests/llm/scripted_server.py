@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 FAKE_KEY = "sk-fake-test-key-4f1c9a7e2b8d4e55"  # the API key of every test; it must never be written anywhere
@@ -28,6 +29,11 @@ def run_env(base: dict | None = None, **extra) -> dict:
     env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", OPENAI_API_KEY=FAKE_KEY, SCIENTIST_LLM_BACKOFF="0.05",
                SCIENTIST_LIT_CONNECT_TIMEOUT="1", SCIENTIST_LIT_BACKOFF="0.05", **extra)
     return env
+
+
+def files_holding(folder, needle: str) -> list[str]:
+    """The files under ``folder`` whose bytes contain ``needle`` (an API key must be in none of them)."""
+    return [str(p) for p in Path(folder).rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
 
 def babbler(request: dict) -> str:

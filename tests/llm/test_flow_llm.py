@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from scripted_server import FAKE_KEY, IDEA, babbler, fenced, researcher, run_env, stage_of
+from scripted_server import FAKE_KEY, IDEA, babbler, fenced, files_holding, researcher, run_env, stage_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SCIENTIST = [sys.executable, "-m", "flows.cli"]
@@ -20,14 +20,6 @@ SMALLEST = ["--profile", "smoke", "--seeds", "2", "--budget", "8192"]
 
 def _env(**extra) -> dict:
     return run_env(None, **extra)
-
-
-def _files_holding(folder: Path, needle: str) -> list[str]:
-    hits = []
-    for path in folder.rglob("*"):
-        if path.is_file() and needle.encode() in path.read_bytes():
-            hits.append(str(path))
-    return hits
 
 
 @pytest.mark.slow  # about 20 s on a busy 2-core machine: the command imports JAX before it probes
@@ -48,7 +40,7 @@ def test_unreachable_server_is_one_line_nonzero_and_recorded(tmp_path):
     assert len(lines) == 1 and "cannot reach the model server" in lines[0] and f"127.0.0.1:{port}" in lines[0]
     run = json.loads((runs / "down" / "run.json").read_text())
     assert run["status"] == "failed" and "cannot reach the model server" in run["error"]
-    assert FAKE_KEY not in out.stdout + out.stderr and _files_holding(runs, FAKE_KEY) == []
+    assert FAKE_KEY not in out.stdout + out.stderr and files_holding(runs, FAKE_KEY) == []
     print(f"unreachable server: exit {out.returncode} after {elapsed:.1f} s")
 
 
