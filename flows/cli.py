@@ -209,6 +209,20 @@ def _prepare_run(args) -> None:
         db = run.path / ".prefect" / "prefect.db"
         db.parent.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{db}"
+        from tasks import prefect_db
+
+        args.fresh_db = None if prefect_db.seed(db) or db.exists() else db  # a new database, migrated by its server
+
+
+def _start_temporary_server_and_keep_its_database(db: Path) -> None:
+    """Start Prefect's temporary server now (the flow then finds it running) and keep its database, migrated and
+    still empty, as the template of later new databases (tasks/prefect_db.py)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from tasks import prefect_db
+
+    SubprocessASGIServer().start()  # the singleton ``get_client`` starts on first use; idempotent
+    prefect_db.keep_template(db)
 
 
 def cmd_run(args) -> int:
@@ -223,6 +237,8 @@ def cmd_run(args) -> int:
     from tasks import lifeline
 
     lifeline.watch()  # a killed run takes its temporary Prefect server, local Ray and gate children with it
+    if getattr(args, "fresh_db", None) is not None:
+        _start_temporary_server_and_keep_its_database(args.fresh_db)
     unreachable = _probe_model(args)
     if unreachable:
         print(f"scientist: error: {unreachable}", file=sys.stderr)
@@ -365,6 +381,11 @@ def cmd_server(args) -> int:
     env["PREFECT_SERVER_API_HOST"], env["PREFECT_SERVER_API_PORT"] = args.host, str(args.port)
     env.setdefault("PREFECT_SERVER_UI_API_URL", f"{base}/api")
     lifeline.watch()  # a SIGKILLed ``scientist server`` takes its prefect server (and uvicorn) with it
+    from tasks import prefect_db
+
+    url = env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or env.get("PREFECT_API_DATABASE_CONNECTION_URL")
+    db_file = prefect_db.sqlite_file(url) if url else Path(env.get("PREFECT_HOME", "~/.prefect")).expanduser() / "prefect.db"
+    fresh = db_file is not None and not db_file.exists() and not prefect_db.seed(db_file)
     proc = subprocess.Popen([exe, "server", "start", "--host", args.host, "--port", str(args.port)], env=env)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
@@ -376,6 +397,8 @@ def cmd_server(args) -> int:
             except OSError:
                 time.sleep(0.5)
         if proc.poll() is None:
+            if fresh:
+                prefect_db.keep_template(db_file)
             db = env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or env.get("PREFECT_API_DATABASE_CONNECTION_URL") \
                 or f"SQLite, {Path(env.get('PREFECT_HOME', '~/.prefect')).expanduser() / 'prefect.db'}"
             print(f"Prefect server ready (database: {db})\n"

@@ -150,18 +150,17 @@ class NavixEnv:
 
         navix's public ``env.step(timestep, action)`` resets one call late: it is
         ``lax.cond(timestep.step_type > 0, reset, transition)``. This adapter resets in the step that ends the
-        episode, so the timestep it holds is never done (its ``step_type`` is always TRANSITION, 0) and
-        ``env.step`` always takes the transition branch. The step type is passed as an unbatched constant 0 (the
-        value it has anyway): under ``vmap`` a batched predicate turns ``lax.cond`` into a select that computes
-        both branches, i.e. a second, wasted reset per step; with an unbatched predicate the cond stays a cond
-        and only the transition runs. Measured on Empty-8x8 and DoorKey-8x8, batches 256 and 2048 on a 2-core
-        CPU: the batched predicate ran at 0.47-0.82x the speed of navix's private ``_step``, the constant one at
-        0.91-1.10x (noise level).
+        episode, so the timestep it holds is never done and that cond would always take the transition branch;
+        the adapter calls the transition, navix's ``Environment._step``, directly (``env.step``'s own second
+        branch, which reads no ``step_type``). A cond whose predicate is batched becomes a select that computes a
+        second, wasted reset per step (measured earlier on Empty-8x8 and DoorKey-8x8, batches 256 and 2048, 2-core
+        CPU: 0.47-0.82x the speed of ``_step``); with an unbatched constant predicate it ran at ``_step``'s speed,
+        but ``vmap`` still traced and batched the never-taken reset branch (some 2,000 equations) at every level
+        of batching: PPO's trace and lowering took 5.5 s with it and 4.1 s without (Empty-5x5, 2 seeds; the
+        returns are the same numbers).
         """
         del params
-        current = state.env_state
-        current = current.replace(step_type=jnp.zeros((), jnp.asarray(current.step_type).dtype))
-        nxt = self.env.step(current, action)
+        nxt = self.env._step(state.env_state, action)  # env.step's transition branch, see above
         reward = nxt.reward.astype(jnp.float32)
         terminated, truncated = nxt.is_termination(), nxt.is_truncation()
         done = jnp.logical_or(terminated, truncated)
@@ -242,21 +241,26 @@ def _gymnax_factory(name: str):
 
 # --- the registry --------------------------------------------------------------------------------------------------
 
-# navix and gymnax are imported when the registry is first used, not with this module: importing them costs
-# seconds (navix loads its sprites and agents, gymnax its plotting stack), paid otherwise by every process that
-# only needs a template's metadata (the flow's driver, the gate's children).
+# navix and gymnax are imported when first needed, not with this module: importing them costs seconds each
+# (navix loads its sprites and agents, gymnax its plotting stack), paid otherwise by every process that only needs
+# a template's metadata (the flow's driver, the gate's children). A navix id (``Navix-...``) imports navix only.
+
+
+@functools.cache
+def _navix() -> Registry:
+    import navix as nx
+
+    return Registry("environment", {name: _navix_factory(name) for name in nx.registry()})
 
 
 @functools.cache
 def _registry() -> tuple[tuple[str, ...], tuple[str, ...], Registry]:
     import gymnax
-    import navix as nx
 
-    navix_ids, gymnax_ids = tuple(nx.registry()), tuple(gymnax.registered_envs)
-    envs = Registry(
-        "environment",
-        {name: _navix_factory(name) for name in navix_ids} | {name: _gymnax_factory(name) for name in gymnax_ids},
-    )
+    navix = _navix()
+    navix_ids, gymnax_ids = tuple(navix), tuple(gymnax.registered_envs)
+    envs = Registry("environment", {name: navix[name] for name in navix_ids}
+                    | {name: _gymnax_factory(name) for name in gymnax_ids})
     return navix_ids, gymnax_ids, envs
 
 
@@ -271,4 +275,6 @@ def __getattr__(name: str) -> Any:
 def make(name: str, max_steps: int | None = None, penalty: float = 0.9, **kwargs) -> Env:
     """The :class:`Env` of a navix id (``Navix-Empty-5x5-v0``, MiniGrid's horizon by default) or of a
     discrete-action gymnax id (``CartPole-v1``); unknown names get close-match suggestions."""
+    if name.startswith("Navix-") and name in _navix():
+        return _navix().make(name, max_steps=max_steps, penalty=penalty, **kwargs)
     return _registry()[2].make(name, max_steps=max_steps, penalty=penalty, **kwargs)
