@@ -92,3 +92,13 @@ def population_jit(member_fn: Callable, size: int, devices: Sequence[jax.Device]
     mapped = jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec, out_specs=sharding.spec,
                            check_vma=False)
     return jax.jit(mapped, in_shardings=sharding, out_shardings=sharding, **jit_kwargs)
+
+
+def kept_population_jit(member_fn: Callable, size: int, name: str, static) -> Callable:
+    """``population_jit(member_fn, size)``, its traced program kept across processes when it runs on one device
+    (``jaxlib_kernels/exported.py``; ``name`` and ``static``, the configuration ``member_fn`` was built from, key
+    it). A population split over several devices is traced in every process as before."""
+    from jaxlib_kernels import exported
+
+    jitted = population_jit(member_fn, size)
+    return jitted if len(population_devices(size)) > 1 else exported.cached(jitted, name, static)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlib_kernels import symbolic
+from jaxlib_kernels import exported, symbolic
 
 DEPTH = 8  # stack depth: enough for any tree whose postfix evaluation needs at most 8 live values
 LENGTHS = (32, 64, 128)  # program lengths: a program is padded to the smallest that holds it (few shapes)
@@ -51,6 +51,8 @@ class Program(NamedTuple):
     ops: jax.Array | np.ndarray
     consts: jax.Array | np.ndarray
 
+
+exported.register_namedtuple(Program)  # a program is an input of exported kernels (jaxlib_kernels/exported.py)
 
 class ProgramError(ValueError):
     """An expression that does not fit the interpreter (too long or too deep)."""

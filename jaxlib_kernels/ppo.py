@@ -347,8 +347,9 @@ def train_seeds(config: PPOConfig, drift: Drift | None, seeds: list[int] | np.nd
 @functools.lru_cache(maxsize=64)
 def _interpreted_population_train(config: PPOConfig, size: int, length: int, unroll: int = 1) -> Callable:
     """The compiled interpreted ``train`` of one (configuration, population size, program length)."""
-    del length  # part of the cache key only: a new length is a new shape, so jit compiles it anyway
-    return devices.population_jit(make_interpreted_train(config, unroll), size)
+    # length: part of the cache key only: a new length is a new shape, so jit compiles it anyway
+    return devices.kept_population_jit(make_interpreted_train(config, unroll), size, "ppo_interpreted",
+                                       (config, size, length, unroll))
 
 
 def train_programs(config: PPOConfig, programs: Program, seeds: list[int] | np.ndarray, unroll: int = 1) -> dict:

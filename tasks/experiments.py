@@ -166,7 +166,7 @@ def ray_env() -> dict[str, str]:
     """Environment variables every Ray worker gets.
 
     The shared JAX compilation cache (so a kernel compiled once is reused by every later unit, on every node
-    that sees the folder), the CPU platform if forced, and the Prefect API of the driver: units are plain Ray
+    that sees the folder; the exported programs of ``jaxlib_kernels/exported.py`` live beside it), the CPU platform if forced, and the Prefect API of the driver: units are plain Ray
     tasks that never talk to Prefect, but anything Prefect inside a worker must report to the driver's server,
     never start a temporary server of its own (ARCHITECTURE.md section 6).
     """
@@ -175,7 +175,8 @@ def ray_env() -> dict[str, str]:
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5"),
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
-    for name in ("JAX_PLATFORMS", "XLA_FLAGS", "PREFECT_API_URL", "PREFECT_API_KEY"):
+    for name in ("JAX_PLATFORMS", "XLA_FLAGS", "PREFECT_API_URL", "PREFECT_API_KEY", "SCIENTIST_EXPORT_CACHE",
+                 "SCIENTIST_EXPORT_CACHE_DIR"):
         if os.environ.get(name):
             env[name] = os.environ[name]
     return env

@@ -235,11 +235,11 @@ def run(request: dict) -> dict:
     if request.get("probe_write") is not None:
         details["write"] = {str(path): _probe_write(str(path)) for path in request["probe_write"]}
 
-    try:  # trusted imports, before any plug-in code runs
+    try:  # trusted imports, before any plug-in code runs (``judge`` uses them)
         import jax
-        import numpy as np
+        import numpy  # noqa: F401
 
-        from jaxlib_kernels.plugin import PluginError
+        import jaxlib_kernels.plugin  # noqa: F401
         from jaxlib_kernels.templates import make
 
         template = make(request.get("template", "lpo"))
@@ -258,6 +258,18 @@ def run(request: dict) -> dict:
     if request.get("probe_remount"):
         details["remount"] = _probe_remount()
 
+    return judge(template, candidate_text, key, details)
+
+
+def judge(template, candidate_text: str, key, details: dict | None = None) -> dict:
+    """The gate's verdict on one candidate text: load it, run the template's checks, and (a source plug-in) the
+    retrace check. What the child runs once its limits, isolation and trusted imports are in place; never raises."""
+    import jax
+    import numpy as np
+
+    from jaxlib_kernels.plugin import PluginError
+
+    details = {} if details is None else details
     name = template.plugin.name
     out_of_memory = False
     try:

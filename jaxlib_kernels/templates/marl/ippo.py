@@ -355,8 +355,8 @@ def _population_train(config: MARLConfig, drift: Drift | None, size: int) -> Cal
 @functools.lru_cache(maxsize=64)
 def _interpreted_population_train(config: MARLConfig, size: int, length: int) -> Callable:
     """The compiled interpreted ``train`` of one (configuration, population size, program length)."""
-    del length  # part of the cache key only: a new length is a new shape
-    return devices.population_jit(make_interpreted_train(config), size)
+    # length: part of the cache key only: a new length is a new shape
+    return devices.kept_population_jit(make_interpreted_train(config), size, "ippo_interpreted", (config, size, length))
 
 
 def train_seeds(config: MARLConfig, drift: Drift | None, seeds: list[int] | np.ndarray) -> dict:
