@@ -36,6 +36,11 @@ warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=R
 # notice, not a problem. Only that line is dropped; its warning that authentication is *off* still shows.
 logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
     lambda record: not record.getMessage().startswith("Token authentication is enabled for this Ray cluster"))
+# Ray warns that it set no SIGTERM handler when ``ray.init`` runs outside the main thread, which ours does on
+# purpose (the warm-up thread, ``start_ray_in_background``). Its handler would only turn SIGTERM into sys.exit; a
+# flow process ends on SIGTERM either way, and tasks/lifeline.py takes what it started with it. Only that line.
+logging.getLogger("ray._private.worker").addFilter(
+    lambda record: not record.getMessage().startswith("SIGTERM handler is not set because current thread"))
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]

@@ -171,6 +171,11 @@ def test_a_smoke_run_ends_in_a_pdf_and_a_review(finished):
                 assert f"{mean:.3f}" in text.replace("\u2212", "-")
     ideas = json.loads((run_dir / "ideas.json").read_text())
     assert all(i["kind"] == make(name).plugin.kind for i in ideas)
+    # no warning raised in our own code (Python prints its file), nor Ray's about the warm-up thread (filtered)
+    printed = out.stdout + out.stderr
+    ours = [line for line in printed.splitlines() if "Warning" in line
+            and any(f"{ROOT}/{part}/" in line for part in ("flows", "tasks", "jaxlib_kernels"))]
+    assert not ours and "SIGTERM handler is not set" not in printed, ours
 
 
 def _paper_text_file(template) -> Path:
