@@ -115,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     disc.add_argument("--run-id", default=None, help="run id; an existing one is resumed (default: a new id)")
     disc.add_argument("--runs-dir", default=os.environ.get("SCIENTIST_RUNS_DIR", "runs"), help="runs folder (default: runs/)")
+    disc.add_argument("--model", default=os.environ.get("SCIENTIST_MODEL") or None,
+                      help="litellm model id: it proposes formulas each generation, beside the mutations, with the "
+                           "archive and its fitness in the prompt (default: $SCIENTIST_MODEL; unset = mutations only)")
+    disc.add_argument("--llm-proposals", type=_positive("--llm-proposals"), default=4,
+                      help="with a model: formulas asked of it per generation (default: 4)")
+    disc.add_argument("--max-cost", type=_positive_float("--max-cost"), default=None,
+                      help="with a model: LLM budget in USD; when it is spent the search goes on with mutations only")
+    disc.add_argument("--no-fallback", dest="fallback", action="store_false",
+                      help="with a model: a generation whose model call keeps failing fails the search instead of "
+                           "going on with the mutations alone")
 
     meta = sub.add_parser("meta", help="ES meta-training: TA-LPO drift (lpo) or HaDES datasets (hades)")
     meta.add_argument("--template", default="lpo", help="lpo | hades (default: lpo)")
@@ -499,6 +509,8 @@ def cmd_discover(args) -> int:
     tpl = make("lpo")
     if args.setting not in tpl.settings:
         raise UsageError(f"--setting {args.setting}: not an lpo setting ({', '.join(tpl.settings)})")
+    if args.model is None and args.max_cost is not None:
+        raise UsageError("--max-cost needs a model (--model or SCIENTIST_MODEL)")
     from flows.discovery import discover
 
     promote = min(4, args.population)
@@ -506,7 +518,9 @@ def cmd_discover(args) -> int:
     result = discover(template=args.template, minutes=args.minutes, generations=args.generations,
                       run_id=args.run_id, runs_dir=args.runs_dir, seed=args.seed, setting=args.setting,
                       budget=args.budget, seeds=args.seeds, fresh_seeds=args.fresh_seeds, admit=not args.no_admit,
-                      search={"population": args.population, "promote": promote, "tune": tune})
+                      search={"population": args.population, "promote": promote, "tune": tune},
+                      model=args.model, llm_proposals=args.llm_proposals, max_cost=args.max_cost,
+                      fallback=args.fallback)
     print(f"\ndiscovery run {result['run_id']}: {result['status']} after {result['generation']} generation(s) "
           f"({result['run_dir']})")
     for row in result["top"]:

@@ -5,7 +5,10 @@ Generations (``jaxlib_kernels.discovery.generation``: propose, static gate, nove
 constants, one compiled evaluation of the whole population, successive halving, islands) run one cached Prefect
 task each; the state after each is also written to ``search/gen_<g>.json``. Re-running a run id re-enters the loop
 and every finished generation is a cache hit (same inputs, same code), so a killed search continues from its last
-finished generation with identical results. ``minutes`` bounds the search's wall time (finished generations of a
+finished generation with identical results. With a model (``--model``, any litellm id) each generation first asks it
+for formulas (``llm_proposals_task``, cached too, so a resumed search asks nothing again), with the archive's best
+formulas and their real fitness in the prompt as DiscoPOP does; they join the mutations' proposals and pass the same
+gate and novelty check. ``minutes`` bounds the search's wall time (finished generations of a
 resumed run cost nothing). Progress goes to the flow's log, ``run.json`` and a ``discovery-progress`` artifact (with a
 line on a terminal) after every generation.
 
@@ -49,6 +52,28 @@ def generation_task(state: dict, search: dict, seed: int, setting: str, budget: 
     out = discovery.generation(state, config, evaluate, seed)
     out["log"][-1]["seconds"] = time.time() - start
     return out
+
+
+@stage(name="discovery_llm_proposals", modules=("tasks.llm_stages", "tasks.llm", "jaxlib_kernels.symbolic"),
+       paths=("prompts/llm/discovery.j2", "prompts/llm/system.j2", "prompts/llm/json_feedback.j2"),
+       template_parts=("llm",))
+def llm_proposals_task(template_name: str, model: str, generation: int, archive_rows: list[dict], n: int,
+                       max_size: int, fallback: bool) -> dict:
+    """The model's formulas for one generation (cached: a resumed search asks the model nothing again). With
+    ``fallback`` a model that keeps failing gives no proposal, and the reason, instead of failing the search."""
+    from jaxlib_kernels.templates import make
+    from tasks import llm, llm_stages
+
+    try:
+        out = llm_stages.propose_formulas(llm.active(model), make(template_name), archive_rows, n, generation,
+                                          max_size)
+    except llm.BudgetExceeded:
+        raise
+    except llm.LLMError as exc:
+        if not fallback:
+            raise
+        return {"proposals": [], "rejected": [], "fallback": llm.redact(exc)}
+    return {**out, "fallback": None}
 
 
 def _stratified_bootstrap(scores, aggregate, reps: int = 2000, seed: int = 0) -> list[float]:
@@ -134,10 +159,17 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
              generations: int | None = None, search: dict | None = None, seed: int = 0, setting: str = "empty5",
              budget: int = 16_384, seeds: int = 2, ppo_overrides: dict | None = None, fresh_seeds: int = 16,
              admit_top: int = 2, held_out: list[str] | None = None, alpha: float = 0.05, min_held_out: int = 2,
-             admit: bool = True) -> dict:
-    """Search for a drift formula for ``minutes`` (or ``generations``), then gate the best ``admit_top`` of it."""
+             admit: bool = True, model: str | None = None, llm_proposals: int = 4, max_cost: float | None = None,
+             fallback: bool = True) -> dict:
+    """Search for a drift formula for ``minutes`` (or ``generations``), then gate the best ``admit_top`` of it.
+
+    With ``model`` (a litellm id) each generation also trains ``llm_proposals`` formulas the model proposes from the
+    archive's best formulas and their fitness; they go through the same gate and novelty check as the mutations.
+    A generation whose model call fails goes on with the mutations alone (recorded in ``run.json``'s
+    ``fallbacks``) unless ``fallback`` is False; when ``max_cost`` (USD) is spent the search goes on without it."""
     from jaxlib_kernels import discovery, symbolic
     from jaxlib_kernels.templates import make
+    from tasks import llm
 
     if template != "lpo":
         raise ValueError(f"the discovery engine serves symbolic templates; only 'lpo' is wired so far, not {template!r}")
@@ -151,7 +183,10 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
     try:
         run.update_run_json(run_id=run.run_id, kind="discovery", template=template, status="running", resumed=resumed,
                             search=dataclasses.asdict(config), setting=setting, budget=budget, seeds=seeds,
-                            versions=package_versions(), git_revision=git_revision(), pid=os.getpid())
+                            versions=package_versions(), git_revision=git_revision(), pid=os.getpid(),
+                            model=model, backend="llm" if model else "offline")
+        client = llm.start_for_run(run, model, max_cost) if model else None
+        fallbacks: list[dict] = []
         store = {"result_storage": storage(run.results_store)}
         folder = run.path / "search"
         folder.mkdir(parents=True, exist_ok=True)
@@ -164,21 +199,26 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
                     else Progress(int(60 * minutes), "discovery search (seconds of its budget)",
                                   key="discovery-progress"))
         while (generations is None or g < generations) and (time.time() - t0) < 60 * minutes:
+            if client is not None and not client.ledger.exceeded:
+                state = _with_llm_proposals(state, config, template, model, llm_proposals, fallback, store, fallbacks,
+                                            logger)
+                run.update_run_json(llm=client.ledger.to_dict(), fallbacks=fallbacks)
             state = generation_task.with_options(**store)(state, dataclasses.asdict(config), seed, setting, budget,
                                                           seeds, ppo_overrides)
             g = state["generation"]
             write_json(folder / f"gen_{g - 1:04d}.json", state)
             entry = state["log"][-1]
-            logger.info("generation %d: %d trained (%d tuned), %d refused by the gate, %d as duplicates; best %.3f "
-                        "(long rung %s) %s", g - 1, entry["trained"], entry["tuned"], entry["gate"], entry["novelty"],
-                        entry["best_fitness"], entry["best_fitness_long"], entry["best"])
+            logger.info("generation %d: %d trained (%d tuned, %d from the model), %d refused by the gate, %d as "
+                        "duplicates; best %.3f (long rung %s) %s", g - 1, entry["trained"], entry["tuned"],
+                        entry.get("from_llm", 0), entry["gate"], entry["novelty"], entry["best_fitness"],
+                        entry["best_fitness_long"], entry["best"])
             run.update_run_json(generation=g, best=entry["best"], best_fitness=entry["best_fitness"],
                                 best_fitness_long=entry["best_fitness_long"], wall_seconds=time.time() - t0)
             progress.update(g if generations else int(time.time() - t0))
         progress.update(progress.total)  # the search is over (its last generation, or its time is up)
         top = [{"expr": r["expr"], "origin": r["origin"], "fitness": r["fitness"], "fitness_long": r["fitness_long"],
                 "formula": symbolic.to_latex(r["expr"])}
-               for r in discovery.best(state, admit_top) if r["origin"] not in tpl.baselines]
+               for r in discovery.best(state, admit_top, exclude=tpl.baselines)]  # even when a baseline leads
         admitted: list[dict] = []
         if admit and top:
             settings = [setting] + list(held_out if held_out is not None else
@@ -192,12 +232,41 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
                 logger.info("admission %s: discovery=%s, beats PPO clip and DPO on %s",
                             symbolic.dumps(a["expr"]), a["discovery"], a["beats_all_on"] or "no setting")
         status = "finished"
+        more = {"llm": client.ledger.to_dict(), "fallbacks": fallbacks} if client is not None else {}
         run.update_run_json(status=status, generation=g, wall_seconds=time.time() - t0,
-                            discoveries=[symbolic.dumps(a["expr"]) for a in admitted if a["discovery"]])
+                            discoveries=[symbolic.dumps(a["expr"]) for a in admitted if a["discovery"]], **more)
         return {"run_id": run.run_id, "run_dir": str(run.path), "status": status, "generation": g, "state": state,
                 "top": top, "admitted": admitted}
     except BaseException:
         run.update_run_json(status="interrupted", wall_seconds=time.time() - t0)
         raise
     finally:
+        if model:
+            llm.activate(None)
         run.unlock()
+
+
+def _with_llm_proposals(state: dict, config, template: str, model: str, n: int, fallback: bool, store: dict,
+                        fallbacks: list[dict], logger) -> dict:
+    """``state`` with the model's formulas for its generation added to the proposals waiting to be trained."""
+    from jaxlib_kernels import discovery
+
+    g = state["generation"]
+    rows = [{"expr": r["expr"], "fitness": r["fitness"], "fitness_long": r["fitness_long"], "origin": r["origin"]}
+            for r in discovery.best(state, 8)]
+    from tasks import llm
+
+    try:
+        got = llm_proposals_task.with_options(**store)(template, model, g, rows, n, config.max_size, fallback)
+    except llm.BudgetExceeded as exc:
+        logger.warning("generation %d: the LLM budget is spent (%s); the search goes on with mutations only", g, exc)
+        fallbacks.append({"generation": g, "stage": "discovery", "reason": f"budget spent: {exc}"})
+        return state
+    if got["fallback"]:
+        logger.warning("generation %d: no formula from the model (%s); mutations only", g, got["fallback"])
+        fallbacks.append({"generation": g, "stage": "discovery", "reason": got["fallback"]})
+    for r in got["rejected"]:
+        logger.info("generation %d: the model's %s was not a formula: %s", g, r["name"], r["reason"])
+    pending = [{"expr": p["expr"], "origin": f"llm:{p['name']}", "island": i % config.islands}
+               for i, p in enumerate(got["proposals"])]
+    return {**state, "pending": list(state.get("pending") or []) + pending}

@@ -26,7 +26,7 @@ from jaxlib_kernels.templates import make as make_template
 from tasks import archive, artifacts, experiments, llm, summary
 from tasks.backends import make_backend
 from tasks.common import storage
-from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, read_json, write_json
+from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, write_json
 
 
 def _profile(template, profile: str, num_ideas: int | None, seeds: int | None, budget: int | None):
@@ -102,7 +102,7 @@ def ai_scientist(
         if approve != "ideas" and not resumed:
             ray_warm_up = experiments.start_ray_in_background(ray_address)
         if model:
-            client = _start_llm(run, model, max_cost)
+            client = llm.start_for_run(run, model, max_cost)
         backend = make_backend(model, {"result_storage": storage(run.results_store)}, fallback)
         archive_rows = [r for r in archive.candidates(run.archive, template) if r["run_id"] != run.run_id]
 
@@ -227,17 +227,6 @@ def _ideas_artifact(run: RunFolder, ideas: list[dict]) -> None:
     """The ``ideas`` table (after novelty, then again with the final statuses when the run ends)."""
     create_table_artifact(key="ideas", table=[{k: i.get(k) for k in ("Name", "Title", "Interestingness",
                           "Feasibility", "Novelty", "status")} for i in ideas], description=f"Ideas of {run.run_id}")
-
-
-def _start_llm(run: RunFolder, model: str, max_cost: float | None) -> llm.LLMClient:
-    """The run's LLM client: configured from the environment, its server probed, its accounting resumed."""
-    config = llm.LLMConfig.from_env(model, max_cost)
-    run.update_run_json(llm_config=config.public())
-    llm.probe(config)
-    client = llm.LLMClient(config)
-    client.ledger.load((read_json(run.run_json, {}) or {}).get("llm"))
-    llm.activate(client)
-    return client
 
 
 def _finish(run: RunFolder, template: str, ideas: list[dict], timings: dict, t0: float,

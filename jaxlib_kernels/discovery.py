@@ -4,8 +4,10 @@ A search's state is plain JSON (``init_state``/``generation``), so a generation 
 state, the configuration and the seed: the flow (``flows/discovery.py``) runs each generation as a cached task, and
 a killed search resumes with identical results. One generation:
 
-1. **propose**: per island, children of its elites by the lpo search's mutations (retuned constants, schedules in
-   n/N, asymmetric clips, penalties, saturation) and crossovers with elites of other islands (split advantage);
+1. **propose**: the waiting proposals first (the seeds; with a model, the formulas it proposed for this generation,
+   ``origin`` ``llm:<name>``), then, per island, children of its elites by the lpo search's mutations (retuned
+   constants, schedules in n/N, asymmetric clips, penalties, saturation) and crossovers with elites of other
+   islands (split advantage);
 2. **static gate**: a valid tree that fits the interpreter, finite and non-negative on the probe grid
    (``lpo.search.plausibility``);
 3. **novelty rejection before evaluation** (ShinkaEvolve): a proposal whose behaviour on the probe grid is within
@@ -220,7 +222,8 @@ def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int
                 state["archive"].append(migrant)
     state["pending"] = []
     best = max(state["archive"], key=lambda r: (r["score"], -r["order"])) if state["archive"] else None
-    state["log"].append({"generation": g, **counts, "trained": real, "tuned": len(tuned),
+    from_llm = sum(1 for m in members if m["origin"].startswith("llm:") and "+" not in m["origin"])
+    state["log"].append({"generation": g, **counts, "trained": real, "tuned": len(tuned), "from_llm": from_llm,
                          "best_fitness": None if best is None else best["fitness"],
                          "best_fitness_long": None if best is None else best["fitness_long"],
                          "best": None if best is None else symbolic.dumps(best["expr"])})
@@ -228,10 +231,13 @@ def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int
     return state
 
 
-def best(state: dict, k: int = 1) -> list[dict]:
-    """The archive's top ``k`` by score (long-rung fitness first), one row per distinct formula."""
+def best(state: dict, k: int = 1, exclude=()) -> list[dict]:
+    """The archive's top ``k`` by score (long-rung fitness first), one row per distinct formula, leaving out rows
+    whose origin is in ``exclude`` (e.g. the baselines the search was seeded with)."""
     rows, seen = [], set()
     for r in sorted(state["archive"], key=lambda r: (-r["score"], r["order"])):
+        if r["origin"] in exclude:
+            continue
         if _key(r["expr"]) not in seen:
             seen.add(_key(r["expr"]))
             rows.append(r)

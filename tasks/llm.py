@@ -478,3 +478,17 @@ def active(model: str | None = None) -> LLMClient:
         if _ACTIVE is None or (model and _ACTIVE.config.model != model):
             _ACTIVE = LLMClient(LLMConfig.from_env(model))
         return _ACTIVE
+
+
+def start_for_run(run, model: str, max_cost: float | None = None) -> LLMClient:
+    """A run's client (``run`` is a :class:`tasks.runfolder.RunFolder`): configured from the environment, its server
+    probed, its accounting resumed from ``run.json``, and made the active one."""
+    from tasks.runfolder import read_json
+
+    config = LLMConfig.from_env(model, max_cost)
+    run.update_run_json(llm_config=config.public())
+    probe(config)
+    client = LLMClient(config)
+    client.ledger.load((read_json(run.run_json, {}) or {}).get("llm"))
+    activate(client)
+    return client

@@ -56,3 +56,9 @@ def test_a_killed_search_resumes_with_identical_results_and_admission_gates(tmp_
 def test_discover_refuses_other_templates(capsys):
     assert cli.main(["discover", "--template", "hades"]) == 2
     assert "lpo only" in capsys.readouterr().err
+
+
+def test_discover_refuses_a_budget_without_a_model(capsys, monkeypatch):
+    monkeypatch.delenv("SCIENTIST_MODEL", raising=False)
+    assert cli.main(["discover", "--max-cost", "1"]) == 2
+    assert "--max-cost needs a model" in capsys.readouterr().err
