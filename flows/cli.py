@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     disc.add_argument("--run-id", default=None, help="run id; an existing one is resumed (default: a new id)")
     disc.add_argument("--runs-dir", default=os.environ.get("SCIENTIST_RUNS_DIR", "runs"), help="runs folder (default: runs/)")
+    disc.add_argument("--baseline-tuning", type=int, default=None,
+                      help="evosax steps on the baselines' own constants before admission (default: as many as the "
+                           "search spent on its candidates' constants; 0 = untuned baselines)")
     disc.add_argument("--model", default=os.environ.get("SCIENTIST_MODEL") or None,
                       help="litellm model id: it proposes formulas each generation, beside the mutations, with the "
                            "archive and its fitness in the prompt (default: $SCIENTIST_MODEL; unset = mutations only)")
@@ -520,7 +523,7 @@ def cmd_discover(args) -> int:
                       budget=args.budget, seeds=args.seeds, fresh_seeds=args.fresh_seeds, admit=not args.no_admit,
                       search={"population": args.population, "promote": promote, "tune": tune},
                       model=args.model, llm_proposals=args.llm_proposals, max_cost=args.max_cost,
-                      fallback=args.fallback)
+                      fallback=args.fallback, baseline_tuning=args.baseline_tuning)
     print(f"\ndiscovery run {result['run_id']}: {result['status']} after {result['generation']} generation(s) "
           f"({result['run_dir']})")
     for row in result["top"]:

@@ -12,7 +12,8 @@ gate and novelty check. ``minutes`` bounds the search's wall time (finished gene
 resumed run cost nothing). Progress goes to the flow's log, ``run.json`` and a ``discovery-progress`` artifact (with a
 line on a terminal) after every generation.
 
-Admission (``admission_task``): the best formulas and the baselines are trained again on ``fresh_seeds`` seeds never
+Admission (``admission_task``): the baselines' own constants are first tuned with the search's constant-tuning budget
+(``baseline_tuning_task``, ``baseline_tuning.json``); then the best formulas and the tuned baselines are trained again on ``fresh_seeds`` seeds never
 used by the search, on the training setting and the held-out ones, in one compiled call per setting. For each
 (setting, baseline) a one-sided Welch test; Holm-Bonferroni across every (setting, baseline) pair of a candidate;
 the interquartile mean (rliable's ``aggregate_iqm``) with stratified bootstrap 95% intervals beside the mean. A candidate is a
@@ -74,6 +75,18 @@ def llm_proposals_task(template_name: str, model: str, generation: int, archive_
             raise
         return {"proposals": [], "rejected": [], "fallback": llm.redact(exc)}
     return {**out, "fallback": None}
+
+
+@stage(name="discovery_baseline_tuning", modules=KERNEL)
+def baseline_tuning_task(baselines: dict[str, object], search: dict, seed: int, setting: str, budget: int, seeds: int,
+                         ppo_overrides: dict | None, generations: int) -> dict:
+    """The baselines' constants tuned with the search's own constant-tuning budget (cached)."""
+    from jaxlib_kernels import discovery
+    from jaxlib_kernels.templates import make
+
+    config = discovery.SearchConfig(**search)
+    evaluate = discovery.ppo_evaluator(make("lpo").setting(setting), budget, seeds, config, ppo_overrides)
+    return discovery.tune_baselines(baselines, config, evaluate, generations, seed)
 
 
 def _stratified_bootstrap(scores, aggregate, reps: int = 2000, seed: int = 0) -> list[float]:
@@ -160,13 +173,18 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
              budget: int = 16_384, seeds: int = 2, ppo_overrides: dict | None = None, fresh_seeds: int = 16,
              admit_top: int = 2, held_out: list[str] | None = None, alpha: float = 0.05, min_held_out: int = 2,
              admit: bool = True, model: str | None = None, llm_proposals: int = 4, max_cost: float | None = None,
-             fallback: bool = True) -> dict:
+             fallback: bool = True, baseline_tuning: int | None = None) -> dict:
     """Search for a drift formula for ``minutes`` (or ``generations``), then gate the best ``admit_top`` of it.
 
     With ``model`` (a litellm id) each generation also trains ``llm_proposals`` formulas the model proposes from the
     archive's best formulas and their fitness; they go through the same gate and novelty check as the mutations.
     A generation whose model call fails goes on with the mutations alone (recorded in ``run.json``'s
-    ``fallbacks``) unless ``fallback`` is False; when ``max_cost`` (USD) is spent the search goes on without it."""
+    ``fallbacks``) unless ``fallback`` is False; when ``max_cost`` (USD) is spent the search goes on without it.
+
+    Before admission the baselines' own constants are tuned with the budget the search spent on its candidates'
+    constants (``baseline_tuning`` evosax steps; default: as many as the search's generations that tuned; 0: none),
+    and the candidates are gated against the tuned baselines, so a discovery is never a retuned baseline constant
+    measured against an untuned baseline."""
     from jaxlib_kernels import discovery, symbolic
     from jaxlib_kernels.templates import make
     from tasks import llm
@@ -224,6 +242,17 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
             settings = [setting] + list(held_out if held_out is not None else
                                         [s for s in ("empty_random5", "empty6", "empty5_short") if s != setting])
             baselines = {"ppo_clip": tpl.baselines["ppo_clip"].expression, "dpo": tpl.baselines["dpo"].expression}
+            steps = discovery.tuning_generations(state) if baseline_tuning is None else baseline_tuning
+            tuning = baseline_tuning_task.with_options(**store)(baselines, dataclasses.asdict(config), seed, setting,
+                                                                budget, seeds, ppo_overrides, steps)
+            write_json(run.path / "baseline_tuning.json", tuning)
+            run.update_run_json(baseline_tuning={n: {k: t[k] for k in ("constants", "start_constants", "fitness",
+                                                                        "start_fitness", "generations", "evaluated")}
+                                                 for n, t in tuning.items()})
+            for n, t in tuning.items():
+                logger.info("baseline %s tuned over %d evosax steps: constants %s -> %s, fitness %.3f -> %.3f", n,
+                            t["generations"], t["start_constants"], t["constants"], t["start_fitness"], t["fitness"])
+            baselines = {n: t["expr"] for n, t in tuning.items()}
             admitted = admission_task.with_options(**store)(top, baselines, settings, setting, budget, fresh_seeds,
                                                             ppo_overrides, alpha, min_held_out, config.length,
                                                             config.population)

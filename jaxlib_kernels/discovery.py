@@ -231,6 +231,70 @@ def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int
     return state
 
 
+def tuning_generations(state: dict) -> int:
+    """How many evosax steps the search spent on its elites' constants (its generations that tuned): the budget
+    each baseline's own constants get in :func:`tune_baselines`."""
+    return sum(1 for e in state["log"] if e.get("tuned"))
+
+
+def tune_baselines(baselines: dict[str, object], config: SearchConfig, evaluate: Evaluator, generations: int,
+                   seed: int) -> dict[str, dict]:
+    """The baselines' own constants (PPO clip's epsilon, DPO's alpha and beta, ...) tuned with the budget the
+    search spends on a candidate's: the same evosax strategy, ``config.tune`` members per step, ``generations``
+    steps, the same rung-0 fitness, every baseline's members packed into populations of the search's shape (its
+    compiled program). Returns, per baseline, the best formula seen (the untuned one included) and the record."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxlib_kernels.es import meta
+
+    es, out = {}, {}
+    for i, (name, expr) in enumerate(baselines.items()):
+        program = interpreter.encode(expr, config.length)
+        slots = np.flatnonzero(np.asarray(program.ops) == interpreter.CONST)
+        start = np.asarray(program.consts)[slots]
+        out[name] = {"start": symbolic.canonical(expr), "start_constants": start.astype(float).tolist(),
+                     "expr": symbolic.canonical(expr), "constants": start.astype(float).tolist(),
+                     "start_fitness": None, "fitness": None, "generations": generations, "evaluated": 0}
+        if slots.size and config.tune and generations:
+            strategy, params = meta.make_strategy(
+                meta.ESConfig("Open_ES", config.tune, std=config.tune_std, lr=0.05), jnp.zeros(slots.size))
+            key = jax.random.fold_in(jax.random.key(seed), i)
+            es[name] = {"program": program, "slots": slots, "strategy": strategy, "params": params, "key": key,
+                        "state": meta.init_state(key, strategy, params, jnp.asarray(start))}
+
+    def fitness_of(exprs: list) -> np.ndarray:
+        values = []
+        for lo in range(0, len(exprs), config.population):  # populations of the search's shape
+            chunk = exprs[lo:lo + config.population]
+            padded = chunk + [chunk[j % len(chunk)] for j in range(config.population - len(chunk))]
+            values.extend(np.asarray(evaluate(padded, 0), np.float64)[: len(chunk)].tolist())
+        return np.asarray(values)
+
+    for name, f in zip(out, fitness_of([o["start"] for o in out.values()]), strict=True):
+        out[name].update(start_fitness=float(f), fitness=float(f), evaluated=1)
+    for g in range(generations if es else 0):
+        asked, members = {}, []
+        for name, e in es.items():
+            population, e["state"] = e["strategy"].ask(jax.random.fold_in(e["key"], 2 * g + 1), e["state"], e["params"])
+            asked[name] = population
+            for consts in np.asarray(population):
+                c = np.asarray(e["program"].consts).copy()
+                c[e["slots"]] = consts
+                members.append((name, symbolic.canonical(interpreter.decode(
+                    interpreter.Program(e["program"].ops, c.astype(np.float32)))), consts))
+        fitness = fitness_of([m[1] for m in members])
+        for name, e in es.items():
+            rows = [(f, m) for f, m in zip(fitness, members, strict=True) if m[0] == name]
+            e["state"], _ = meta._tell(e["strategy"], jax.random.fold_in(e["key"], 2 * g + 2), asked[name],
+                                       jnp.asarray([f for f, _ in rows], jnp.float32), e["state"], e["params"])
+            out[name]["evaluated"] += len(rows)
+            f, (_, expr, consts) = max(rows, key=lambda row: row[0])
+            if f > out[name]["fitness"]:
+                out[name].update(expr=expr, constants=np.asarray(consts, float).tolist(), fitness=float(f))
+    return out
+
+
 def best(state: dict, k: int = 1, exclude=()) -> list[dict]:
     """The archive's top ``k`` by score (long-rung fitness first), one row per distinct formula, leaving out rows
     whose origin is in ``exclude`` (e.g. the baselines the search was seeded with)."""

@@ -258,7 +258,18 @@ def run(request: dict) -> dict:
     if request.get("probe_remount"):
         details["remount"] = _probe_remount()
 
+    _mark_phase("checks")  # the parent's check deadline starts now: what follows is the candidate's own time
     return judge(template, candidate_text, key, details)
+
+
+_RESULT_FD: int | None = None  # the real stdout (set by ``main``): the result line, and the phase line before it
+PHASE_LINE = '{"phase": "%s"}'
+
+
+def _mark_phase(phase: str) -> None:
+    """Tell the parent (one line on the real stdout, which plug-in code cannot write to) that ``phase`` begins."""
+    if _RESULT_FD is not None:
+        os.write(_RESULT_FD, (PHASE_LINE % phase + "\n").encode())
 
 
 def judge(template, candidate_text: str, key, details: dict | None = None) -> dict:
@@ -356,7 +367,8 @@ def apply_limits(argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     limits = apply_limits(sys.argv[1:] if argv is None else argv)
     # Keep the real stdout for the one result line; everything else (plug-in prints included) goes to stderr.
-    result_fd = os.dup(1)
+    global _RESULT_FD
+    result_fd = _RESULT_FD = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     try:

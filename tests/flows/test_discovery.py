@@ -43,6 +43,16 @@ def test_a_killed_search_resumes_with_identical_results_and_admission_gates(tmp_
     assert set(admitted[0]["admission"]["iqm"]) == {"candidate", "ppo_clip", "dpo"}
     run = json.loads((tmp_path / "d1" / "run.json").read_text())
     assert run["status"] == "finished" and run["generation"] == 3
+    # the baselines' constants got the search's own tuning budget before the gate: as many evosax steps as the
+    # generations that tuned, as many members per step, the untuned formula kept if nothing beat it
+    steps = sum(1 for e in resumed["state"]["log"] if e["tuned"])
+    assert steps == 2
+    tuning = json.loads((tmp_path / "d1" / "baseline_tuning.json").read_text())
+    assert set(tuning) == {"ppo_clip", "dpo"} and run["baseline_tuning"]["dpo"]["generations"] == steps
+    for name, t in tuning.items():
+        assert t["evaluated"] == 1 + steps * SEARCH["tune"] and t["fitness"] >= t["start_fitness"], (name, t)
+        assert len(t["constants"]) == len(t["start_constants"]) > 0
+        assert (t["expr"] == t["start"]) is (t["constants"] == t["start_constants"])
     # the UI's progress of each search: generations done of those asked for, 100% at the end
     body = json.dumps({"artifacts": {"key": {"any_": ["discovery-progress"]}}}).encode()
     request = urllib.request.Request(f"{on_session_server}/artifacts/filter", data=body, method="POST",

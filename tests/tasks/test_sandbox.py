@@ -324,13 +324,33 @@ def test_unbounded_allocation_is_stopped(name, tmp_path):
 
 @pytest.mark.slow
 def test_endless_loop_hits_the_wall_clock_timeout(tmp_path):
-    result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, timeout_s=15)
+    result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, timeout_s=10, check_timeout_s=300)
     assert_rejected(result, "infinite_loop")
+    assert "10 s wall-clock limit" in result.reason
     assert list(Path(tmp_path).iterdir()) == []
 
 
 @pytest.mark.slow
+def test_endless_loop_hits_the_check_time_limit_counted_from_the_end_of_the_trusted_start(tmp_path):
+    """The candidate's own time is limited apart from the child's start-up (imports: the same for every candidate),
+    so an endless candidate costs a few normal checks, not the whole wall-clock limit."""
+    result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, check_timeout_s=3)
+    assert_rejected(result, "infinite_loop")
+    assert "checks were still running 3 s after they began" in result.reason
+    timing = result.details["timing_s"]
+    assert timing["start"] > 0 and timing["checks"] >= 3
+    assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_an_accepted_check_reports_its_start_up_and_check_times(ppo_clip_report):
+    timing = ppo_clip_report[0].details["timing_s"]
+    assert timing["start"] > 0 and timing["checks"] > 0
+    assert timing["checks"] < sandbox.DEFAULT_CHECK_TIMEOUT_S  # the baseline passes well inside the default
+
+
+@pytest.mark.slow
 def test_endless_loop_hits_the_cpu_limit(tmp_path):
-    result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, cpu_s=10, timeout_s=300)
+    result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, cpu_s=6, timeout_s=300,
+                                   check_timeout_s=300)
     assert not result.accepted and result.stage == "timeout"
-    assert "CPU-time limit of 10 s" in result.reason
+    assert "CPU-time limit of 6 s" in result.reason
