@@ -115,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     disc.add_argument("--run-id", default=None, help="run id; an existing one is resumed (default: a new id)")
     disc.add_argument("--runs-dir", default=os.environ.get("SCIENTIST_RUNS_DIR", "runs"), help="runs folder (default: runs/)")
+    disc.add_argument("--workers", type=int, default=0,
+                      help="Ray actors each generation's population is sharded over (default 0: one compiled call "
+                           "in this process; capped at the cluster's GPUs, else CPUs)")
+    disc.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None,
+                      help="Ray cluster for --workers (default: $RAY_ADDRESS; unset = a local Ray)")
+    disc.add_argument("--distill", default=None, metavar="META_RUN_DIR",
+                      help="distill the TA-LPO drift learned by a `scientist meta --template lpo` run into a formula "
+                           "(fitness: closeness to it), then confirm the formulas on fresh seeds")
     disc.add_argument("--baseline-tuning", type=int, default=None,
                       help="evosax steps on the baselines' own constants before admission (default: as many as the "
                            "search spent on its candidates' constants; 0 = untuned baselines)")
@@ -514,6 +522,13 @@ def cmd_discover(args) -> int:
         raise UsageError(f"--setting {args.setting}: not an lpo setting ({', '.join(tpl.settings)})")
     if args.model is None and args.max_cost is not None:
         raise UsageError("--max-cost needs a model (--model or SCIENTIST_MODEL)")
+    if args.distill is not None:
+        from tasks.meta_es import learned_drift_behaviour
+
+        try:
+            learned_drift_behaviour(args.distill)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"--distill: {exc}") from None
     from flows.discovery import discover
 
     promote = min(4, args.population)
@@ -523,7 +538,8 @@ def cmd_discover(args) -> int:
                       budget=args.budget, seeds=args.seeds, fresh_seeds=args.fresh_seeds, admit=not args.no_admit,
                       search={"population": args.population, "promote": promote, "tune": tune},
                       model=args.model, llm_proposals=args.llm_proposals, max_cost=args.max_cost,
-                      fallback=args.fallback, baseline_tuning=args.baseline_tuning)
+                      fallback=args.fallback, baseline_tuning=args.baseline_tuning, distill=args.distill,
+                      workers=args.workers, ray_address=args.ray_address)
     print(f"\ndiscovery run {result['run_id']}: {result['status']} after {result['generation']} generation(s) "
           f"({result['run_dir']})")
     for row in result["top"]:

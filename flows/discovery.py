@@ -41,14 +41,19 @@ FRESH_SEED_OFFSET = 10_000  # admission seeds start here; the search uses 0 .. 2
 
 @stage(name="discovery_generation", modules=KERNEL)
 def generation_task(state: dict, search: dict, seed: int, setting: str, budget: int, seeds: int,
-                    ppo_overrides: dict | None) -> dict:
-    """One generation of the search (a pure function of its inputs: cached, so a resumed search repeats nothing)."""
+                    ppo_overrides: dict | None, distill_target: list[float] | None = None, workers: int = 0,
+                    ray_address: str | None = None) -> dict:
+    """One generation of the search (a pure function of its inputs: cached, so a resumed search repeats nothing);
+    with ``distill_target`` the fitness is the closeness to that learned drift instead of PPO's return; with
+    ``workers`` > 1 the population is trained in that many equal shards on Ray actors at once."""
     from jaxlib_kernels import discovery
     from jaxlib_kernels.templates import make
 
     config = discovery.SearchConfig(**search)
     template = make("lpo")
-    evaluate = discovery.ppo_evaluator(template.setting(setting), budget, seeds, config, ppo_overrides)
+    evaluate = (discovery.distillation_evaluator(distill_target) if distill_target is not None else
+                discovery.ppo_evaluator(template.setting(setting), budget, seeds, config, ppo_overrides,
+                                        train=_sharded(workers, ray_address)))
     start = time.time()
     out = discovery.generation(state, config, evaluate, seed)
     out["log"][-1]["seconds"] = time.time() - start
@@ -77,15 +82,28 @@ def llm_proposals_task(template_name: str, model: str, generation: int, archive_
     return {**out, "fallback": None}
 
 
+def _sharded(workers: int, ray_address: str | None):
+    """``train`` for ``discovery.ppo_evaluator``: None (one compiled call in this process) or the Ray shards."""
+    if workers <= 1:
+        return None
+    import functools
+
+    from tasks import meta_es
+
+    return functools.partial(meta_es.train_programs_sharded, meta_es.program_trainers(workers, ray_address))
+
+
 @stage(name="discovery_baseline_tuning", modules=KERNEL)
 def baseline_tuning_task(baselines: dict[str, object], search: dict, seed: int, setting: str, budget: int, seeds: int,
-                         ppo_overrides: dict | None, generations: int) -> dict:
+                         ppo_overrides: dict | None, generations: int, workers: int = 0,
+                         ray_address: str | None = None) -> dict:
     """The baselines' constants tuned with the search's own constant-tuning budget (cached)."""
     from jaxlib_kernels import discovery
     from jaxlib_kernels.templates import make
 
     config = discovery.SearchConfig(**search)
-    evaluate = discovery.ppo_evaluator(make("lpo").setting(setting), budget, seeds, config, ppo_overrides)
+    evaluate = discovery.ppo_evaluator(make("lpo").setting(setting), budget, seeds, config, ppo_overrides,
+                                       train=_sharded(workers, ray_address))
     return discovery.tune_baselines(baselines, config, evaluate, generations, seed)
 
 
@@ -173,7 +191,8 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
              budget: int = 16_384, seeds: int = 2, ppo_overrides: dict | None = None, fresh_seeds: int = 16,
              admit_top: int = 2, held_out: list[str] | None = None, alpha: float = 0.05, min_held_out: int = 2,
              admit: bool = True, model: str | None = None, llm_proposals: int = 4, max_cost: float | None = None,
-             fallback: bool = True, baseline_tuning: int | None = None) -> dict:
+             fallback: bool = True, baseline_tuning: int | None = None, distill: str | None = None,
+             workers: int = 0, ray_address: str | None = None) -> dict:
     """Search for a drift formula for ``minutes`` (or ``generations``), then gate the best ``admit_top`` of it.
 
     With ``model`` (a litellm id) each generation also trains ``llm_proposals`` formulas the model proposes from the
@@ -184,7 +203,18 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
     Before admission the baselines' own constants are tuned with the budget the search spent on its candidates'
     constants (``baseline_tuning`` evosax steps; default: as many as the search's generations that tuned; 0: none),
     and the candidates are gated against the tuned baselines, so a discovery is never a retuned baseline constant
-    measured against an untuned baseline."""
+    measured against an untuned baseline.
+
+    With ``distill`` (the folder of a ``scientist meta --template lpo`` run) the search distills that run's learned
+    TA-LPO drift into a formula: the fitness of a formula is minus its behavioural distance to the learned drift on
+    the probe grid (nothing is trained during the search), and the closest formulas are then confirmed by the same
+    admission on fresh seeds as any candidate. The search tuned no constant for return, so the baselines are not
+    tuned either unless ``baseline_tuning`` says so.
+
+    ``workers`` > 1 shards each generation's population (and the baseline tuning's) over that many Ray actors
+    (``ray_address``, else ``RAY_ADDRESS``, else a local Ray), capped at the cluster's GPUs, else CPUs; each actor
+    asks for one CPU, or a GPU fraction (``SCIENTIST_GPU_FRACTION``) where the cluster has GPUs. The admission's
+    retraining stays one compiled call per setting in the flow's process."""
     from jaxlib_kernels import discovery, symbolic
     from jaxlib_kernels.templates import make
     from tasks import llm
@@ -204,6 +234,22 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
                             versions=package_versions(), git_revision=git_revision(), pid=os.getpid(),
                             model=model, backend="llm" if model else "offline")
         client = llm.start_for_run(run, model, max_cost) if model else None
+        if workers > 1:
+            from tasks import meta_es
+
+            workers = min(workers, meta_es.available_workers(ray_address))
+            run.update_run_json(workers=workers, ray_address=ray_address or os.environ.get("RAY_ADDRESS"))
+        target = None
+        if distill:
+            from tasks import meta_es
+
+            learned = meta_es.learned_drift_behaviour(distill)
+            target = learned["target"]
+            run.update_run_json(distill={"from": str(distill), "generation": learned["generation"],
+                                         "baseline_distances": learned["distances"]})
+            logger.info("distilling the TA-LPO drift of %s (ES generation %d); its distance to the baselines: %s",
+                        distill, learned["generation"],
+                        ", ".join(f"{k} {v:.3f}" for k, v in learned["distances"].items()))
         fallbacks: list[dict] = []
         store = {"result_storage": storage(run.results_store)}
         folder = run.path / "search"
@@ -222,7 +268,7 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
                                             logger)
                 run.update_run_json(llm=client.ledger.to_dict(), fallbacks=fallbacks)
             state = generation_task.with_options(**store)(state, dataclasses.asdict(config), seed, setting, budget,
-                                                          seeds, ppo_overrides)
+                                                          seeds, ppo_overrides, target, workers, ray_address)
             g = state["generation"]
             write_json(folder / f"gen_{g - 1:04d}.json", state)
             entry = state["log"][-1]
@@ -242,9 +288,11 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
             settings = [setting] + list(held_out if held_out is not None else
                                         [s for s in ("empty_random5", "empty6", "empty5_short") if s != setting])
             baselines = {"ppo_clip": tpl.baselines["ppo_clip"].expression, "dpo": tpl.baselines["dpo"].expression}
-            steps = discovery.tuning_generations(state) if baseline_tuning is None else baseline_tuning
+            steps = baseline_tuning if baseline_tuning is not None else (
+                0 if distill else discovery.tuning_generations(state))
             tuning = baseline_tuning_task.with_options(**store)(baselines, dataclasses.asdict(config), seed, setting,
-                                                                budget, seeds, ppo_overrides, steps)
+                                                                budget, seeds, ppo_overrides, steps, workers,
+                                                                ray_address)
             write_json(run.path / "baseline_tuning.json", tuning)
             run.update_run_json(baseline_tuning={n: {k: t[k] for k in ("constants", "start_constants", "fitness",
                                                                         "start_fitness", "generations", "evaluated")}
@@ -272,6 +320,10 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
     finally:
         if model:
             llm.activate(None)
+        if workers > 1:
+            from tasks import meta_es
+
+            meta_es.release_program_trainers()
         run.unlock()
 
 

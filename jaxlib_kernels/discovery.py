@@ -308,12 +308,31 @@ def best(state: dict, k: int = 1, exclude=()) -> list[dict]:
     return rows[:k]
 
 
+def distillation_evaluator(target) -> Evaluator:
+    """Fitness for distilling a learned drift into a formula: minus the behavioural distance (PPO-clip units, on
+    the probe grid of ``lpo.search``) between each formula and ``target`` (the learned drift's values there); the
+    same at every rung. Numpy only: a distillation generation trains nothing."""
+    from jaxlib_kernels.templates.lpo import search
+
+    target = np.asarray(target, np.float64)
+
+    def evaluate(exprs: list, rung: int) -> np.ndarray:
+        return np.asarray([-search.distance(search.behaviour(e), target) for e in exprs])
+
+    return evaluate
+
+
 def ppo_evaluator(setting, budget: int, seeds: int, config: SearchConfig, ppo_overrides: dict | None = None,
-                  seed_offset: int = 0) -> Evaluator:
+                  seed_offset: int = 0, train: Callable | None = None) -> Evaluator:
     """The real fitness: final return of PPO with each drift on ``setting`` (rung 0: ``budget``, ``seeds`` seeds;
-    rung 1: twice both), every member in one ``ppo.train_programs`` call."""
+    rung 1: twice both), every member in one ``ppo.train_programs`` call; ``train(ppo_config, programs, seeds) ->
+    mean return (members, seeds)`` replaces that call (the flow passes one that shards the population over Ray)."""
     from jaxlib_kernels import ppo
     from jaxlib_kernels.templates.lpo.kernel import ppo_config
+
+    if train is None:
+        def train(cfg, programs, seed_list):
+            return ppo.mean_return(ppo.train_programs(cfg, programs, seed_list))
 
     def evaluate(exprs: list, rung: int) -> np.ndarray:
         scale = 2 ** rung
@@ -321,7 +340,6 @@ def ppo_evaluator(setting, budget: int, seeds: int, config: SearchConfig, ppo_ov
         if ppo_overrides and "total_timesteps" in ppo_overrides:
             cfg = dataclasses.replace(cfg, total_timesteps=ppo_overrides["total_timesteps"] * scale)
         programs = interpreter.encode_population(exprs, config.length)
-        metrics = ppo.train_programs(cfg, programs, list(range(seed_offset, seed_offset + seeds * scale)))
-        return ppo.mean_return(metrics).mean(axis=1)
+        return np.asarray(train(cfg, programs, list(range(seed_offset, seed_offset + seeds * scale)))).mean(axis=1)
 
     return evaluate

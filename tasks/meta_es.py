@@ -164,6 +164,59 @@ def evaluate_center(pool: list, seed: int, center: Any, num_seeds: int) -> list[
     return np.asarray(ray.get(pool[0].evaluate_keys.remote(keys, batch))).tolist()
 
 
+class ProgramTrainer:
+    """Trains shards of a symbolic population (interpreted PPO programs, ``ppo.train_programs``): a Ray actor of the
+    discovery engine, one per worker, kept for the whole search (its compiled shard program is reused)."""
+
+    def train(self, config, ops: np.ndarray, consts: np.ndarray, seeds: list[int]) -> np.ndarray:
+        from jaxlib_kernels import interpreter, ppo
+
+        programs = interpreter.Program(np.asarray(ops), np.asarray(consts, np.float32))
+        return np.asarray(ppo.mean_return(ppo.train_programs(config, programs, list(seeds))))
+
+    def stats(self) -> dict:
+        return {"pid": os.getpid()}
+
+
+def program_trainers(workers: int, ray_address: str | None) -> list:
+    """``workers`` :class:`ProgramTrainer` actors (GPU fractions where the cluster has GPUs), cached per process."""
+    key = ("program-trainers", workers, ray_address)
+    with _LOCK:
+        if key not in _POOLS:
+            import ray
+
+            from tasks.experiments import init_ray
+
+            init_ray(ray_address)
+            actor = ray.remote(ProgramTrainer).options(**_ray_resources())
+            _POOLS[key] = [actor.remote() for _ in range(workers)]
+        return _POOLS[key]
+
+
+def release_program_trainers() -> None:
+    """Kill this process's :class:`ProgramTrainer` actors (they hold Ray CPUs)."""
+    with _LOCK:
+        for key in [k for k in _POOLS if k[0] == "program-trainers"]:
+            import ray
+
+            for actor in _POOLS.pop(key):
+                ray.kill(actor)
+
+
+def train_programs_sharded(pool: list, config, programs, seeds: list[int]) -> np.ndarray:
+    """Mean return (candidates, seeds) of a population split into ``len(pool)`` equal shards (the last padded with
+    its last member), one shard per actor, all at once."""
+    import ray
+
+    ops, consts = np.asarray(programs.ops), np.asarray(programs.consts)
+    size = ops.shape[0]
+    shard = -(-size // len(pool))
+    index = np.minimum(np.arange(shard * len(pool)), size - 1)
+    refs = [actor.train.remote(config, ops[index[i * shard:(i + 1) * shard]], consts[index[i * shard:(i + 1) * shard]],
+                               list(seeds)) for i, actor in enumerate(pool)]
+    return np.concatenate(ray.get(refs))[:size]
+
+
 _SEARCHES: dict[str, tuple] = {}
 
 
@@ -469,3 +522,29 @@ def plot_hades_summary(sizes: dict, direct: dict | None, transfer: dict, out_dir
     png, pdf = _save(fig, Path(out_dir), "hades_sizes_widths")
     return {"name": "hades_sizes_widths", "png": png, "pdf": pdf,
             "caption": "HaDES: return against dataset size (95% CI over fresh policies), and transfer across widths."}
+
+
+def learned_drift_behaviour(meta_run_dir: str | Path) -> dict:
+    """The TA-LPO drift a ``scientist meta --template lpo`` run learned (its search mean: data, no code), evaluated on
+    the lpo probe grid: ``{"target": values, "problem": spec, "generation": g, "distances": {baseline: d}}``.
+    Raises ``FileNotFoundError`` / ``ValueError`` with one line when the folder holds no lpo search."""
+    import jax
+
+    from jaxlib_kernels.es import problems, talpo
+    from jaxlib_kernels.templates.lpo import EXPRESSIONS, search
+
+    folder = Path(meta_run_dir) / "searches" / "talpo"
+    if not (folder / "search.json").exists() or not (folder / "search_mean.npz").exists():
+        raise FileNotFoundError(f"{meta_run_dir}: no TA-LPO search here (searches/talpo/search.json and "
+                                "search_mean.npz come from `scientist meta --template lpo`)")
+    info = json.loads((folder / "search.json").read_text())
+    spec = info.get("problem") or {}
+    if spec.get("template") != "lpo":
+        raise ValueError(f"{meta_run_dir}: the search is for template {spec.get('template')!r}, not lpo")
+    net = problems.drift_net(spec)
+    theta = load_candidate(folder, talpo.init_drift_params(jax.random.key(0), net))
+    target = search.behaviour_of(lambda r, a, p: np.asarray(talpo.drift_apply(theta, r, a, p, net)))
+    distances = {name: search.distance(search.behaviour(e), target) for name, e in EXPRESSIONS.items()}
+    done = sorted(folder.glob("gen_*.npz"))
+    return {"target": target.tolist(), "problem": spec, "generation": int(done[-1].stem[4:]) if done else 0,
+            "distances": distances, "folder": str(folder)}

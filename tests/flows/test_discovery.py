@@ -72,3 +72,27 @@ def test_discover_refuses_a_budget_without_a_model(capsys, monkeypatch):
     monkeypatch.delenv("SCIENTIST_MODEL", raising=False)
     assert cli.main(["discover", "--max-cost", "1"]) == 2
     assert "--max-cost needs a model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_population_sharded_over_ray_actors_trains_like_one_compiled_call(tmp_path, monkeypatch):
+    """``workers=2``: each generation's population is split into two shards trained at once by two Ray actors of a
+    local Ray; the fitness of every member is the one the single in-process call gives (up to float summation
+    order in the differently batched programs)."""
+    import ray
+
+    if ray.is_initialized():  # an earlier test's local Ray of one CPU: two actors need two
+        ray.shutdown()
+    monkeypatch.setenv("SCIENTIST_RAY_NUM_CPUS", "2")
+    kwargs = {"runs_dir": str(tmp_path), "search": SEARCH, "ppo_overrides": TINY, "seeds": 2, "minutes": 30.0,
+              "generations": 1, "admit": False}
+    try:
+        one = discover(run_id="one", **kwargs)
+        sharded = discover(run_id="sharded", workers=2, **kwargs)
+    finally:
+        ray.shutdown()
+    run = json.loads((tmp_path / "sharded" / "run.json").read_text())
+    assert run["workers"] == 2
+    rows = [(r["origin"], r["fitness"]) for r in sharded["state"]["archive"]]
+    assert [o for o, _ in rows] == [r["origin"] for r in one["state"]["archive"]]
+    assert [f for _, f in rows] == pytest.approx([r["fitness"] for r in one["state"]["archive"]], rel=1e-3, abs=1e-3)

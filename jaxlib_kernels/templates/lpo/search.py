@@ -61,6 +61,13 @@ def behaviour(expr) -> np.ndarray:
     return symbolic.evaluate_numpy(expr, _R, _A, _P).reshape(-1)
 
 
+def behaviour_of(fn) -> np.ndarray:
+    """The values of any drift ``fn(r, A, p)`` (numpy arrays of the full grid's shape in, an array out) on the probe
+    grid, flattened like :func:`behaviour`: a learned drift's behaviour, for distillation into a formula."""
+    r, a, p = np.broadcast_arrays(_R, _A, _P)
+    return np.asarray(fn(r, a, p), np.float64).reshape(-1)
+
+
 def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x))))
 
