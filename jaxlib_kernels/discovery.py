@@ -241,8 +241,8 @@ def tune_baselines(baselines: dict[str, object], config: SearchConfig, evaluate:
                    seed: int) -> dict[str, dict]:
     """The baselines' own constants (PPO clip's epsilon, DPO's alpha and beta, ...) tuned with the budget the
     search spends on a candidate's: the same evosax strategy, ``config.tune`` members per step, ``generations``
-    steps, the same rung-0 fitness, every baseline's members packed into populations of the search's shape (its
-    compiled program). Returns, per baseline, the best formula seen (the untuned one included) and the record."""
+    steps, the same rung-0 fitness, every baseline's members of a step trained together in one population call.
+    Returns, per baseline, the best formula seen (the untuned one included) and the record."""
     import jax
     import jax.numpy as jnp
 
@@ -263,11 +263,15 @@ def tune_baselines(baselines: dict[str, object], config: SearchConfig, evaluate:
             es[name] = {"program": program, "slots": slots, "strategy": strategy, "params": params, "key": key,
                         "state": meta.init_state(key, strategy, params, jnp.asarray(start))}
 
+    # every step's members in one population call of exactly that size (one more compile than the search's, but
+    # a step costs its members, not a whole search population)
+    width = min(config.population, max(len(out), len(es) * config.tune))
+
     def fitness_of(exprs: list) -> np.ndarray:
         values = []
-        for lo in range(0, len(exprs), config.population):  # populations of the search's shape
-            chunk = exprs[lo:lo + config.population]
-            padded = chunk + [chunk[j % len(chunk)] for j in range(config.population - len(chunk))]
+        for lo in range(0, len(exprs), width):
+            chunk = exprs[lo:lo + width]
+            padded = chunk + [chunk[j % len(chunk)] for j in range(width - len(chunk))]
             values.extend(np.asarray(evaluate(padded, 0), np.float64)[: len(chunk)].tolist())
         return np.asarray(values)
 

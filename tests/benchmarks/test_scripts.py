@@ -108,3 +108,30 @@ def test_pipeline_analyses_a_run_folder(tmp_path):
     assert entry["overhead_outside_stages_s"] == pytest.approx(2.0)
     assert entry["overhead_share"] == pytest.approx(12.0 / 50.0)
     assert entry["cache_entries_after"] == 1 and entry["workers"] == 2
+
+
+def test_bbo_quick(tmp_path):
+    out = tmp_path / "bbo.json"
+    run_script("bbo.py", "--quick", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert {"machine", "versions", "rows", "summary", "evotf", "strategies", "seeds", "generations"} <= set(result)
+    peers = {(r["function"], r["strategy"], r["peer"]) for r in result["rows"]}
+    ours, peer = "ours (bbo kernel, one compiled call)", "evosax loop (jit ask/tell, one seed at a time)"
+    for name in ("Open_ES", "SNES", "Sep_CMA_ES", "CMA_ES"):
+        assert {("sphere", name, ours), ("sphere", name, peer)} <= peers
+        assert result["summary"][f"sphere/{name}"]["ours_over_peer"] > 0
+    for row in result["rows"]:
+        assert "error" not in row, row
+        assert row["generations_per_s"] > 0 and row["compile_s"] >= 0
+        assert isinstance(row["final_log10_regret_mean"], float)
+        assert len(row["final_log10_regret_per_seed"]) == result["seeds"] == row["seeds"]
+    tf = result["evotf"]
+    assert {"rows", "summary", "model", "population", "dim", "generations"} <= set(tf)
+    tf_rows = {r["peer"]: r for r in tf["rows"]}
+    tf_ours = "ours: evotf.trained() in the bbo kernel"
+    tf_peer = "evosax EvoTF_ES (2024_03_SNES_small.pkl), evosax loop"
+    assert {tf_ours, tf_peer} <= set(tf_rows)
+    for row in tf_rows.values():  # EvoTF_ES may report an error with its reason instead of figures
+        assert "error" in row or (row["generations_per_s"] > 0 and isinstance(row["final_log10_regret_mean"], float))
+    assert tf_rows[tf_ours]["generations_per_s"] > 0
+    assert "ours_over_evosax_evotf" in tf["summary"] and tf["summary"]["target"] == 10.0
