@@ -7,14 +7,15 @@ a killed search resumes with identical results. One generation:
 1. **propose**: the waiting proposals first (the seeds; with a model, the formulas it proposed for this generation,
    ``origin`` ``llm:<name>``), then, per island, children of its elites by the lpo search's mutations (retuned
    constants, schedules in n/N, asymmetric clips, penalties, saturation) and crossovers with elites of other
-   islands (split advantage);
+   islands (split advantage), and local variations that do not grow a tree (a constant perturbed, ever wider while
+   the near neighbourhood is archived; a subtree hoisted), so the population stays full of new formulas;
 2. **static gate**: a valid tree that fits the interpreter, finite and non-negative on the probe grid
    (``lpo.search.plausibility``);
 3. **novelty rejection before evaluation** (ShinkaEvolve): a proposal whose behaviour on the probe grid is within
    ``novelty`` (PPO-clip units) of an archived or already accepted one is dropped untrained;
 4. **constants of the best elite tuned by an evosax strategy**: the strategy's ``ask`` members (the elite's
-   program with other constants) join the population, its ``tell`` moves the mean, which the next generation
-   proposes;
+   program with other constants) pass the same static gate and join the population (a refused one is told the
+   generation's worst fitness, untrained), its ``tell`` moves the mean, which the next generation proposes;
 5. **one compiled evaluation**: every member trained with PPO on the training setting at a short budget in one
    ``ppo.train_programs`` call (fixed population size and program length: one compile for the whole search);
 6. **successive halving**: the best ``promote`` members are trained again with twice the budget and seeds (again
@@ -135,11 +136,52 @@ def _propose(state: dict, config: SearchConfig, rng: np.random.Generator, room: 
         island = attempts % config.islands
         parents = elites[island] or [r for rows in elites.values() for r in rows]
         parent = parents[rng.integers(len(parents))]
+        if rng.random() < VARY_SHARE or symbolic.size(parent["expr"]) > 0.75 * config.max_size:
+            # size-keeping or shrinking, ever wider while the near neighbourhood of the elites is already archived
+            varied, kind = _vary(parent["expr"], rng, scale=0.25 * (1 + attempts / room))
+            if varied is not None:
+                admit(varied, f"{parent['origin']}+{kind}", island)
+            continue
         cand = search.Candidate(copy.deepcopy(parent["expr"]), parent["origin"])
         child = search._mutate(cand, pool, rng)  # the lpo search's mutation operators (crossover among them)
         if child is not None:
             admit(child.expr, f"{parent['origin']}+{child.kinds[-1] if child.kinds else 'mutation'}", island)
     return out[:room], counts
+
+
+VARY_SHARE = 0.35  # share of proposals made by _vary rather than the lpo search's (mostly growing) mutations
+
+
+def _vary(expr, rng: np.random.Generator, scale: float = 0.25):
+    """A local variation of ``expr`` that does not grow it: ``perturb`` one constant by a log-normal factor of
+    spread ``scale`` (clip
+    bounds kept ordered), or ``hoist`` a subtree in place of its parent node. The lpo search's mutations add
+    schedules, penalties and crossovers, so an elite soon reaches the size limit and its neighbourhood is all
+    refused; these keep the search moving there. Returns (tree, kind) or (None, kind)."""
+    from jaxlib_kernels.templates.lpo import search
+
+    nodes = list(search._paths(expr))
+    consts = [p for p, n in nodes if isinstance(n, float) and p]
+    inner = [(p, n) for p, n in nodes if isinstance(n, list) and len(n) > 1]
+    if consts and (not inner or rng.random() < 0.6):
+        path = consts[rng.integers(len(consts))]
+        node = expr
+        for i in path:
+            node = node[i]
+        new = search._replace(expr, path, float(round(node * float(np.exp(scale * rng.standard_normal())), 4)))
+        parent = new
+        for i in path[:-1]:
+            parent = parent[i]
+        if isinstance(parent, list) and parent[0] == "clip" and not parent[2] < parent[3]:
+            return None, "perturb"
+        return new, "perturb"
+    if not inner:
+        return None, "hoist"
+    path, node = inner[rng.integers(len(inner))]
+    children = [c for c in node[1:] if not isinstance(c, (int, float))]
+    if not children:
+        return None, "hoist"
+    return search._replace(expr, path, copy.deepcopy(children[rng.integers(len(children))])), "hoist"
 
 
 def _tune_members(state: dict, config: SearchConfig, seed: int) -> tuple[list[dict], dict | None]:
@@ -179,8 +221,13 @@ def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int
     state = copy.deepcopy(state)
     g = state["generation"]
     rng = np.random.default_rng([seed, g])
-    tuned, es = _tune_members(state, config, seed * 100_003 + g)
-    proposals, counts = _propose(state, config, rng, config.population - len(tuned))
+    asked, es = _tune_members(state, config, seed * 100_003 + g)
+    proposals, counts = _propose(state, config, rng, config.population - len(asked))
+    # the evosax members pass the same static gate (other constants can make a drift negative somewhere); a refused
+    # one is not trained, and the strategy is told the generation's worst fitness for it
+    passes = [gate(m["expr"], config) is None for m in asked]
+    tuned = [m for m, ok in zip(asked, passes, strict=True) if ok]
+    counts["gate"] += len(asked) - len(tuned)
     members = proposals + tuned
     real = len(members)
     padding = [copy.deepcopy(members[i % real]) for i in range(config.population - real)] if real else []
@@ -206,7 +253,9 @@ def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int
 
         from jaxlib_kernels.es import meta
 
-        tuned_fitness = jnp.asarray([r["fitness"] for r in rows[len(proposals):]], jnp.float32)
+        trained = iter(r["fitness"] for r in rows[len(proposals):])
+        worst = min((r["fitness"] for r in rows), default=0.0)
+        tuned_fitness = jnp.asarray([next(trained) if ok else worst for ok in passes], jnp.float32)
         es_state, _ = meta._tell(es["strategy"], jax.random.fold_in(es["key"], 2), es["population"], tuned_fitness,
                                  es["state"], es["params"])
         state["tune_mean"] = {"parent": es["parent"],
@@ -223,7 +272,7 @@ def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int
     state["pending"] = []
     best = max(state["archive"], key=lambda r: (r["score"], -r["order"])) if state["archive"] else None
     from_llm = sum(1 for m in members if m["origin"].startswith("llm:") and "+" not in m["origin"])
-    state["log"].append({"generation": g, **counts, "trained": real, "tuned": len(tuned), "from_llm": from_llm,
+    state["log"].append({"generation": g, **counts, "trained": real, "tuned": len(tuned), "tune_asked": len(asked), "from_llm": from_llm,
                          "best_fitness": None if best is None else best["fitness"],
                          "best_fitness_long": None if best is None else best["fitness_long"],
                          "best": None if best is None else symbolic.dumps(best["expr"])})
