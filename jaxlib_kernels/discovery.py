@@ -161,19 +161,17 @@ def _vary(expr, rng: np.random.Generator, scale: float = 0.25):
     from jaxlib_kernels.templates.lpo import search
 
     nodes = list(search._paths(expr))
-    consts = [p for p, n in nodes if isinstance(n, float) and p]
+    consts = [(p, n) for p, n in nodes if isinstance(n, float) and p]
     inner = [(p, n) for p, n in nodes if isinstance(n, list) and len(n) > 1]
     if consts and (not inner or rng.random() < 0.6):
-        path = consts[rng.integers(len(consts))]
-        node = expr
-        for i in path:
-            node = node[i]
+        path, node = consts[rng.integers(len(consts))]
         new = search._replace(expr, path, float(round(node * float(np.exp(scale * rng.standard_normal())), 4)))
-        parent = new
-        for i in path[:-1]:
-            parent = parent[i]
-        if isinstance(parent, list) and parent[0] == "clip" and not parent[2] < parent[3]:
-            return None, "perturb"
+        if search._parent_is(new, path, "clip"):
+            bounds = new
+            for i in path[:-1]:
+                bounds = bounds[i]
+            if not bounds[2] < bounds[3]:
+                return None, "perturb"
         return new, "perturb"
     if not inner:
         return None, "hoist"
@@ -182,6 +180,28 @@ def _vary(expr, rng: np.random.Generator, scale: float = 0.25):
     if not children:
         return None, "hoist"
     return search._replace(expr, path, copy.deepcopy(children[rng.integers(len(children))])), "hoist"
+
+
+def _constant_slots(expr, config: SearchConfig) -> tuple[interpreter.Program, np.ndarray]:
+    """The program of ``expr`` and the indices of its constants (what an evosax strategy tunes)."""
+    program = interpreter.encode(expr, config.length)
+    return program, np.flatnonzero(np.asarray(program.ops) == interpreter.CONST)
+
+
+def _constant_strategy(config: SearchConfig, size: int):
+    """The evosax strategy (and params) that tunes ``size`` constants: Open_ES, ``config.tune`` members."""
+    import jax.numpy as jnp
+
+    from jaxlib_kernels.es import meta
+
+    return meta.make_strategy(meta.ESConfig("Open_ES", config.tune, std=config.tune_std, lr=0.05), jnp.zeros(size))
+
+
+def _with_constants(program: interpreter.Program, slots: np.ndarray, consts) -> object:
+    """The tree of ``program`` with ``consts`` in its constant ``slots``."""
+    c = np.asarray(program.consts).copy()
+    c[slots] = consts
+    return symbolic.canonical(interpreter.decode(interpreter.Program(program.ops, c.astype(np.float32))))
 
 
 def _tune_members(state: dict, config: SearchConfig, seed: int) -> tuple[list[dict], dict | None]:
@@ -194,24 +214,18 @@ def _tune_members(state: dict, config: SearchConfig, seed: int) -> tuple[list[di
     from jaxlib_kernels.es import meta
 
     best = max(state["archive"], key=lambda r: (r["score"], -r["order"]))
-    program = interpreter.encode(best["expr"], config.length)
-    slots = np.flatnonzero(np.asarray(program.ops) == interpreter.CONST)
+    program, slots = _constant_slots(best["expr"], config)
     if slots.size == 0:
         return [], None
     start = np.asarray(program.consts)[slots]
     if state.get("tune_mean") and state["tune_mean"]["parent"] == _key(best["expr"]):
         start = np.asarray(state["tune_mean"]["mean"], np.float32)
-    strategy, params = meta.make_strategy(meta.ESConfig("Open_ES", config.tune, std=config.tune_std, lr=0.05),
-                                          jnp.zeros(slots.size))
+    strategy, params = _constant_strategy(config, slots.size)
     key = jax.random.key(seed)
     es_state = meta.init_state(key, strategy, params, jnp.asarray(start))
     population, es_state = strategy.ask(jax.random.fold_in(key, 1), es_state, params)
-    members = []
-    for consts in np.asarray(population):
-        c = np.asarray(program.consts).copy()
-        c[slots] = consts
-        expr = interpreter.decode(interpreter.Program(program.ops, c.astype(np.float32)))
-        members.append({"expr": symbolic.canonical(expr), "origin": f"{best['origin']}+evosax", "island": best["island"]})
+    members = [{"expr": _with_constants(program, slots, consts), "origin": f"{best['origin']}+evosax",
+                "island": best["island"]} for consts in np.asarray(population)]
     return members, {"strategy": strategy, "params": params, "state": es_state, "population": population, "key": key,
                      "parent": _key(best["expr"])}
 
@@ -299,15 +313,13 @@ def tune_baselines(baselines: dict[str, object], config: SearchConfig, evaluate:
 
     es, out = {}, {}
     for i, (name, expr) in enumerate(baselines.items()):
-        program = interpreter.encode(expr, config.length)
-        slots = np.flatnonzero(np.asarray(program.ops) == interpreter.CONST)
+        program, slots = _constant_slots(expr, config)
         start = np.asarray(program.consts)[slots]
         out[name] = {"start": symbolic.canonical(expr), "start_constants": start.astype(float).tolist(),
                      "expr": symbolic.canonical(expr), "constants": start.astype(float).tolist(),
                      "start_fitness": None, "fitness": None, "generations": generations, "evaluated": 0}
         if slots.size and config.tune and generations:
-            strategy, params = meta.make_strategy(
-                meta.ESConfig("Open_ES", config.tune, std=config.tune_std, lr=0.05), jnp.zeros(slots.size))
+            strategy, params = _constant_strategy(config, slots.size)
             key = jax.random.fold_in(jax.random.key(seed), i)
             es[name] = {"program": program, "slots": slots, "strategy": strategy, "params": params, "key": key,
                         "state": meta.init_state(key, strategy, params, jnp.asarray(start))}
@@ -331,11 +343,8 @@ def tune_baselines(baselines: dict[str, object], config: SearchConfig, evaluate:
         for name, e in es.items():
             population, e["state"] = e["strategy"].ask(jax.random.fold_in(e["key"], 2 * g + 1), e["state"], e["params"])
             asked[name] = population
-            for consts in np.asarray(population):
-                c = np.asarray(e["program"].consts).copy()
-                c[e["slots"]] = consts
-                members.append((name, symbolic.canonical(interpreter.decode(
-                    interpreter.Program(e["program"].ops, c.astype(np.float32)))), consts))
+            members += [(name, _with_constants(e["program"], e["slots"], consts), consts)
+                        for consts in np.asarray(population)]
         fitness = fitness_of([m[1] for m in members])
         for name, e in es.items():
             rows = [(f, m) for f, m in zip(fitness, members, strict=True) if m[0] == name]
