@@ -146,9 +146,19 @@ class Profile:
     baselines: tuple[str, ...]
     search_generations: int = 6
     search_population: int = 32
+    # offline ideation by real fitness (templates whose search supports it): the proxy shortlists ``screen_pool``
+    # ideas per idea wanted, each trained at ``screen_fraction`` of the budget (0 = proxy only) on ``screen_seeds``
+    screen_fraction: float = 0.0
+    screen_seeds: int = 2
+    screen_pool: int = 4
 
     def budget_of(self, setting: Setting) -> int:
         return max(1, round(self.budget * setting.budget_scale))
+
+    @property
+    def screen_budget(self) -> int:
+        """The screening budget of offline ideation (0: ideas are ranked by the search's proxy alone)."""
+        return max(1, round(self.budget * self.screen_fraction)) if self.screen_fraction > 0 else 0
 
 
 def _no_figures(**_: Any) -> list[dict]:

@@ -1,7 +1,7 @@
 """Traced kernels kept across processes (jaxlib_kernels/exported.py).
 
 A new ``Cached`` object stands for a new process: it has no program in memory and must find the one the first
-saved. The PPO check uses the lpo smoke runs' program (2 seeds, budget 8192 on empty5), so it is the very file
+saved. The PPO check uses the lpo smoke runs' program (2 seeds, budget 8192 on the smoke profile's training grid), so it is the very file
 the suite's lpo runs then load in their Ray workers.
 """
 
@@ -107,7 +107,7 @@ def test_ppo_through_the_interpreter_is_loaded_by_a_fresh_process_with_the_same_
         pytest.skip("no persistent compilation cache configured")
     template = make("lpo")
     seeds, budget = SMOKE_SIZES["lpo"]
-    config = ppo_config(template.setting("empty5"), budget)
+    config = ppo_config(template.setting(template.profile("smoke").settings[0]), budget)  # the smoke training grid
     programs = interpreter.encode_population([interpreter.expression_of(template.load(
         template.baseline("ppo_clip").source))])
     first = ppo.train_programs(config, programs, list(range(seeds)))

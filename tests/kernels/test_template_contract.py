@@ -85,7 +85,7 @@ def test_the_offline_search_proposes_valid_distinct_novel_ideas(name):
     from tasks import ideation, novelty
 
     template = make(name)
-    prof = template.profile("smoke")
+    prof = dataclasses.replace(template.profile("smoke"), screen_fraction=0.0)  # lpo's screening: test_search_and_stats
     ideas = ideation.generate_ideas(template, prof, [], 2, "contract")
     assert ideas and len({i["Name"] for i in ideas}) == len(ideas)
     assert ideas == ideation.generate_ideas(template, prof, [], 2, "contract")

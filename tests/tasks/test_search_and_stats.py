@@ -17,6 +17,13 @@ def template():
     return make("lpo")
 
 
+def proxy_only(prof):
+    """The profile with ideas ranked by the search's proxy alone (no screening by training: tested on its own)."""
+    import dataclasses
+
+    return dataclasses.replace(prof, screen_fraction=0.0)
+
+
 def test_unknown_template_suggests():
     with pytest.raises(KeyError, match="did you mean 'lpo'"):
         make("lpp")
@@ -38,7 +45,7 @@ def test_malformed_expressions_are_rejected():
 
 
 def test_ideas_are_deterministic_distinct_novel_and_complete(template):
-    prof = template.profile("default")
+    prof = proxy_only(template.profile("default"))
     a = ideation.generate_ideas(template, prof, [], 3, "run-a")
     b = ideation.generate_ideas(template, prof, [], 3, "run-a")
     c = ideation.generate_ideas(template, prof, [], 3, "run-c")
@@ -56,7 +63,7 @@ def test_ideas_are_deterministic_distinct_novel_and_complete(template):
 
 
 def test_archive_feeds_the_next_search(template, tmp_path):
-    prof = template.profile("smoke")
+    prof = proxy_only(template.profile("smoke"))
     idea = ideation.generate_ideas(template, prof, [], 1, "run-1")[0]
     idea["source"] = template.render(template, idea)
     info = {"empty5": {"means": {idea["Name"]: 0.95, "ppo_clip": 0.90}, "stderrs": {idea["Name"]: 0.01}, "n": {idea["Name"]: 4},
@@ -73,7 +80,7 @@ def test_archive_feeds_the_next_search(template, tmp_path):
 
 
 def test_novelty_decisions(template):
-    prof = template.profile("smoke")
+    prof = proxy_only(template.profile("smoke"))
     idea = ideation.generate_ideas(template, prof, [], 1, "run-n")[0]
     fresh = novelty.check_novelty(template, idea, [], [])
     assert fresh["decision"] == "novel" and fresh["distance"] >= template.novelty_threshold
@@ -106,7 +113,7 @@ def test_final_info_statistics():
 
 
 def test_two_ideas_of_one_run_that_behave_the_same_are_not_both_novel(template):
-    prof = template.profile("smoke")
+    prof = proxy_only(template.profile("smoke"))
     idea = ideation.generate_ideas(template, prof, [], 1, "run-twins")[0]
     twin = {**idea, "Name": f"{idea['Name']}_twin"}
     first, second = novelty.check_all(template, [idea, twin], [])
@@ -145,3 +152,36 @@ def test_a_unit_result_off_the_schema_is_refused_with_its_shapes():
         aggregation.check_result({"x": np.arange(4), "curve": np.zeros((3, 5)), "final": np.zeros(3)}, 3)
     with pytest.raises(aggregation.SchemaError, match="lacks final"):
         aggregation.check_result({"x": np.arange(4), "curve": np.zeros((3, 4))}, 3)
+
+
+def test_offline_ideation_ranks_its_shortlist_by_real_fitness(template):
+    """The proxy only shortlists; the ideas are the shortlist's fittest members after real PPO training (screening
+    seeds apart from the experiment's), every member in one call, and a second ideation compiles nothing."""
+    import dataclasses
+
+    from jaxlib_kernels import ppo
+    from jaxlib_kernels.profiling import count_compilations
+    from jaxlib_kernels.templates.lpo.kernel import ppo_config
+    from sizes import smoke_size
+
+    seeds, budget = smoke_size(template)
+    prof = dataclasses.replace(template.profile("smoke"), seeds=seeds, budget=budget, screen_fraction=0.5)
+    assert prof.screen_budget == budget // 2
+    idea = ideation.generate_ideas(template, prof, [], 1, "run-screen")[0]
+    rec = idea["screening"]
+    fitness = [m["fitness"] for m in rec["shortlist"]]
+    assert len(fitness) == prof.screen_pool and fitness == sorted(fitness, reverse=True)
+    assert rec["rank"] == 1 and rec["fitness"] == fitness[0]
+    assert symbolic.loads(rec["shortlist"][0]["expression"]) == idea["expression"]
+    assert set(rec["baselines"]) == set(prof.baselines) and rec["setting"] == "empty_random8"
+    assert not set(rec["seeds"]) & set(range(prof.seeds))  # never the experiment's seeds
+    assert "Screened by training" in idea["Hypothesis"]
+    # the recorded fitness is the real one: the chosen drift trained alone on the screening seeds gives it again
+    drift = plugin.load_plugin(template.render(template, idea), "drift")
+    alone = ppo.mean_return(ppo.train_seeds(ppo_config(template.setting("empty_random8"), prof.screen_budget), drift,
+                                            rec["seeds"]))
+    assert float(np.mean(alone)) == pytest.approx(rec["fitness"], abs=1e-5)
+    with count_compilations() as counter:
+        other = ideation.generate_ideas(template, prof, [], 1, "run-screen-2")[0]
+    assert counter.compiles == 0, f"screening compiled {counter.compiles}x"
+    assert other["screening"]["shortlist"] != rec["shortlist"]

@@ -287,7 +287,7 @@ def _env(template) -> jinja2.Environment:
 
 
 def render_idea(template, profile, cand: Candidate, d: float, nearest: str, score: float,
-                used_names: set[str]) -> dict:
+                used_names: set[str], screening: dict | None = None) -> dict:
     """An idea in the AI Scientist's JSON shape, its text rendered from the expression and mutation history."""
     env = _env(template)
     temporal = symbolic.uses(cand.expr, "p")
@@ -307,7 +307,10 @@ def render_idea(template, profile, cand: Candidate, d: float, nearest: str, scor
     plaus, notes = plausibility(cand.expr)
     novelty = int(np.clip(1 + round(9 * min(1.0, d / 1.5)), 1, 10))
     feasibility = int(np.clip(10 - size // 6 - (0 if plaus >= 1.0 else 2), 1, 10))
-    interestingness = int(np.clip(round(0.5 * novelty + 3 + 2 * temporal + 4 * max(cand.prior, 0.0)), 1, 10))
+    beats = bool(screening) and screening["fitness"] > max(screening["baselines"].values(), default=-np.inf)
+    interestingness = int(np.clip(round(0.5 * novelty + 3 + 2 * temporal + 4 * max(cand.prior, 0.0) + 2 * beats),
+                                  1, 10))
+    best_base = max(screening["baselines"], key=screening["baselines"].get) if screening else None
     settings = [template.setting(s) for s in profile.settings]
     ctx = {
         "headline": headline, "temporal": temporal, "parent_label": parent_label, "mutations": cand.mutations,
@@ -316,6 +319,9 @@ def render_idea(template, profile, cand: Candidate, d: float, nearest: str, scor
         "settings_train": ", ".join(s.description for s in settings if not s.held_out),
         "settings_held_out": ", ".join(s.description for s in settings if s.held_out) or "none",
         "baselines": ", ".join(template.baseline_labels[b] for b in profile.baselines),
+        "screening": screening, "screen_setting": template.setting(screening["setting"]).description
+        if screening else None, "screen_best": template.baseline_labels[best_base] if screening else None,
+        "screen_best_fitness": screening["baselines"][best_base] if screening else None,
     }
     return {
         "Name": name,
@@ -331,6 +337,7 @@ def render_idea(template, profile, cand: Candidate, d: float, nearest: str, scor
         "parent": cand.parent,
         "mutations": cand.mutations,
         "search": {"score": score, "distance": d, "nearest": nearest, "plausibility": plaus, "notes": notes},
+        **({"screening": screening} if screening else {}),
         "backend": "offline",
     }
 
@@ -339,11 +346,55 @@ def _contains(expr, sub) -> bool:
     return any(node == sub for _, node in _paths(expr))
 
 
+SCREEN_SEED_OFFSET = 10_000  # screening seeds: never the experiments' seeds (0, 1, ...), so no selection bias there
+
+
+def screen(template, profile, chosen: list, num_ideas: int, train=None) -> tuple[list, dict]:
+    """Rank the proxy's shortlist by real fitness: every shortlisted drift and every baseline of the profile trained
+    with PPO on the training setting at ``profile.screen_budget`` steps and ``profile.screen_seeds`` seeds, all in one
+    ``ppo.train_programs`` call of a fixed shape (the shortlist padded to ``num_ideas * screen_pool`` with PPO clip),
+    so a second ideation of the same profile compiles nothing. Returns the ``num_ideas`` fittest shortlisted
+    candidates (ties keep the proxy's order) and the screening record (fitness of every member, seeds, budget)."""
+    from jaxlib_kernels import discovery
+
+    setting = template.setting(next(s for s in profile.settings if not template.setting(s).held_out))
+    baselines = list(profile.baselines)
+    size = num_ideas * profile.screen_pool
+    members = [c.expr for c, *_ in chosen][:size]
+    padded = members + [PPO_CLIP] * (size - len(members)) + [template.baselines[b].expression for b in baselines]
+    evaluate = discovery.ppo_evaluator(setting, profile.screen_budget, profile.screen_seeds, discovery.SearchConfig(),
+                                       seed_offset=SCREEN_SEED_OFFSET, train=train)
+    fitness = np.asarray(evaluate(padded, 0), dtype=np.float64)
+    order = sorted(range(len(members)), key=lambda i: -fitness[i])  # stable: the proxy's order breaks ties
+    record = {
+        "setting": setting.name, "budget": profile.screen_budget,
+        "seeds": list(range(SCREEN_SEED_OFFSET, SCREEN_SEED_OFFSET + profile.screen_seeds)),
+        "shortlist": [{"expression": symbolic.dumps(members[i]), "fitness": float(fitness[i]),
+                       "proxy_rank": i + 1} for i in order],
+        "baselines": {b: float(f) for b, f in zip(baselines, fitness[size:])},
+    }
+    return [(chosen[i], float(fitness[i]), rank + 1) for rank, i in enumerate(order[:num_ideas])], record
+
+
 def propose(template, profile, archive_rows: list[dict], num_ideas: int, seed: int) -> list[dict]:
-    """The template's offline ideation: ``num_ideas`` ideas from the symbolic search, seeded by ``seed``."""
-    chosen = search(template, archive_rows, num_ideas, profile.search_generations, profile.search_population, seed)
-    used: set[str] = set(template.baselines)
-    return [render_idea(template, profile, c, d, nearest, score, used) for c, d, nearest, score in chosen]
+    """The template's offline ideation: ``num_ideas`` ideas from the symbolic search, seeded by ``seed``.
+
+    With ``profile.screen_budget`` > 0 the search's proxy only shortlists (``screen_pool`` ideas per idea wanted,
+    mutually diverse and novel); :func:`screen` trains the shortlist and the ideas are its fittest members."""
+    if not profile.screen_budget:
+        chosen = search(template, archive_rows, num_ideas, profile.search_generations, profile.search_population, seed)
+        used: set[str] = set(template.baselines)
+        return [render_idea(template, profile, c, d, nearest, score, used) for c, d, nearest, score in chosen]
+    shortlist = search(template, archive_rows, num_ideas * profile.screen_pool, profile.search_generations,
+                       profile.search_population, seed)
+    picked, record = screen(template, profile, shortlist, num_ideas)
+    used = set(template.baselines)
+    ideas = []
+    for (cand, d, nearest, score), fitness, rank in picked:
+        idea = render_idea(template, profile, cand, d, nearest, score, used, screening={**record, "fitness": fitness,
+                                                                                       "rank": rank})
+        ideas.append(idea)
+    return ideas
 
 
 def render(template, idea: dict) -> str:
