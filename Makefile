@@ -81,6 +81,9 @@ bench: install $(BENCH_STAMP)
 	set -o pipefail; $(PY) benchmarks/pipeline.py $(PIPELINE_ARGS) | tee benchmarks/results/pipeline.md
 	set -o pipefail; $(PY) benchmarks/meta_es.py | tee benchmarks/results/meta_es.md
 	set -o pipefail; $(PY) benchmarks/marl.py | tee benchmarks/results/marl.md
+	set -o pipefail; $(PY) benchmarks/bbo.py | tee benchmarks/results/bbo.md
+	set -o pipefail; $(PY) benchmarks/dpo.py | tee benchmarks/results/dpo.md
+	set -o pipefail; $(PY) benchmarks/headroom.py | tee benchmarks/results/headroom.md
 
 lint: install
 	$(VENV)/bin/ruff check flows tasks jaxlib_kernels tests benchmarks
