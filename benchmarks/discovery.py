@@ -16,7 +16,7 @@ Per training step: PPO with the hard-coded clip drift (``ppo.ppo_clip_drift``) a
 expression through the interpreter, same seeds, warm, median of ``--repeats``. The persistent compilation cache
 is switched off so that every compile is paid. Prints a markdown table, writes ``benchmarks/results/discovery.json``.
 
-    .venv/bin/python benchmarks/discovery.py                 # 8 candidates x 4 seeds, 16 k steps
+    .venv/bin/python benchmarks/discovery.py                 # 2 generations of 16 candidates x 2 seeds, 16 k steps
     .venv/bin/python benchmarks/discovery.py --quick         # 4 candidates x 2 seeds, tiny PPO
 """
 
@@ -68,16 +68,17 @@ def hidden(expr):
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--candidates", type=int, default=8)
-    parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--budget", type=int, default=16_384)
+    parser.add_argument("--candidates", type=int, default=16, help="a generation (scientist discover: 16)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per candidate (scientist discover: 2)")
+    parser.add_argument("--budget", type=int, default=16_384, help="env steps (scientist discover: 16384)")
+    parser.add_argument("--generations", type=int, default=2, help="generations of new formulas on both paths")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(common.RESULTS / "discovery.json"))
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_compilation_cache", False)  # every compile is paid, on both paths
     if args.quick:
-        args.candidates, args.seeds, args.repeats = 4, 2, 1
+        args.candidates, args.seeds, args.repeats, args.generations = 4, 2, 1, 2
         config = ppo.PPOConfig(total_timesteps=2048, num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2)
     else:
         config = ppo.PPOConfig(total_timesteps=args.budget)
@@ -85,19 +86,29 @@ def main(argv: list[str] | None = None) -> dict:
     exprs = candidates(args.candidates)
     length = max(interpreter.length_of(e) for e in exprs)
 
-    # (a) compile per candidate
-    start = time.perf_counter()
-    per_candidate = [ppo.mean_return(ppo.train_seeds(config, hidden(e), seeds)) for e in exprs]
-    compiled_s = time.perf_counter() - start
+    # generation g's formulas: the candidates with their constants scaled by 1 + g / 2 (new formulas, same shapes)
+    generations = [exprs] + [retuned(exprs, 1 + g / 2) for g in range(1, args.generations)]
 
-    # (b) interpreter population, cold (compile included), then a warm second generation
-    start = time.perf_counter()
-    pop = ppo.mean_return(ppo.train_programs(config, interpreter.encode_population(exprs, length), seeds))
-    cold_s = time.perf_counter() - start
-    start = time.perf_counter()
-    ppo.train_programs(config, interpreter.encode_population(retuned(exprs, 1.5), length), seeds)
-    warm_s = time.perf_counter() - start
+    # (a) compile per candidate: every formula of every generation is a new program
+    per_generation_compiled, per_candidate = [], None
+    for g, gen in enumerate(generations):
+        start = time.perf_counter()
+        finals = [ppo.mean_return(ppo.train_seeds(config, hidden(e), seeds)) for e in gen]
+        per_generation_compiled.append(time.perf_counter() - start)
+        per_candidate = finals if g == 0 else per_candidate
+    compiled_s = per_generation_compiled[0]
+
+    # (b) interpreter population: generation 0 cold (compile included), the later ones warm
+    per_generation_interp, pop = [], None
+    for g, gen in enumerate(generations):
+        start = time.perf_counter()
+        finals = ppo.mean_return(ppo.train_programs(config, interpreter.encode_population(gen, length), seeds))
+        per_generation_interp.append(time.perf_counter() - start)
+        pop = finals if g == 0 else pop
+    cold_s = per_generation_interp[0]
+    warm_s = common.median(per_generation_interp[1:]) if len(generations) > 1 else float("nan")
     agree = float(np.max(np.abs(np.stack(per_candidate) - pop)))
+    search_compiled, search_interp = sum(per_generation_compiled), sum(per_generation_interp)
 
     # (c) cost per training step: hard-coded clip against the interpreted clip, same seeds, warm
     clip = interpreter.encode_population([PPO_CLIP], length)
@@ -113,11 +124,17 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "discovery", "machine": common.machine(), "versions": common.versions(("jax", "jaxlib")),
         "config": {"env": config.env_name, "env_steps": config.env_steps, "seeds": len(seeds), "candidates": n,
+                   "generations": len(generations),
                    "program_length": length, "quick": args.quick, "repeats": args.repeats},
         "compile_per_candidate": {"seconds": compiled_s, "candidates_per_minute": 60 * n / compiled_s},
         "interpreter_cold": {"seconds": cold_s, "candidates_per_minute": 60 * n / cold_s},
         "interpreter_warm": {"seconds": warm_s, "candidates_per_minute": 60 * n / warm_s},
         "speedup_cold": compiled_s / cold_s, "speedup_warm": compiled_s / warm_s,
+        "search": {"generations": len(generations), "compile_per_candidate_s": per_generation_compiled,
+                   "interpreter_s": per_generation_interp,
+                   "compile_per_candidate_per_minute": 60 * n * len(generations) / search_compiled,
+                   "interpreter_per_minute": 60 * n * len(generations) / search_interp,
+                   "speedup": search_compiled / search_interp},
         "fitness_max_abs_difference": agree,
         "fitness": {"compile_per_candidate": np.stack(per_candidate).tolist(), "interpreter": pop.tolist()},
         "step_cost": {"hard_coded_s": common.median(hard), "interpreter_s": common.median(interp),
@@ -131,6 +148,10 @@ def main(argv: list[str] | None = None) -> dict:
          result["speedup_cold"]],
         ["interpreter, warm generation", n, f"{warm_s:.1f}", result["interpreter_warm"]["candidates_per_minute"],
          result["speedup_warm"]],
+        [f"compile per candidate, {len(generations)} generations", n * len(generations), f"{search_compiled:.1f}",
+         result["search"]["compile_per_candidate_per_minute"], 1.0],
+        [f"interpreter, {len(generations)} generations", n * len(generations), f"{search_interp:.1f}",
+         result["search"]["interpreter_per_minute"], result["search"]["speedup"]],
     ]
     print(f"\n{config.env_name}, {config.env_steps} env steps x {len(seeds)} seeds per candidate, "
           f"program length {length}; fitness of the two paths differs by at most {agree:.2g}\n")

@@ -2,6 +2,7 @@
 are asserted: ARCHITECTURE.md section 8)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -135,3 +136,72 @@ def test_bbo_quick(tmp_path):
         assert "error" in row or (row["generations_per_s"] > 0 and isinstance(row["final_log10_regret_mean"], float))
     assert tf_rows[tf_ours]["generations_per_s"] > 0
     assert "ours_over_evosax_evotf" in tf["summary"] and tf["summary"]["target"] == 10.0
+
+
+def test_bbo_ead_quick(tmp_path):
+    out = tmp_path / "bbo_ead.json"
+    run_script("bbo_ead.py", "--quick", "--self-ref", "--evosax-ckpt", "--out", str(out), timeout=900)
+    result = json.loads(out.read_text())
+    assert {"ead_config", "training", "evaluation", "self_referential", "machine", "versions"} <= set(result)
+    training = result["training"]
+    assert len(training["loss"]) == training["steps"] > 0 and isinstance(training["loss_last"], float)
+    evaluation = result["evaluation"]
+    seeds = evaluation["seeds"]
+    assert len(seeds) >= 2 and not set(seeds) & set(range(result["ead_config"]["seeds"]))  # not the teachers' seeds
+    assert "normal" in evaluation["interval"] and set(evaluation["settings"]) == {"heldout_pair_d10", "sphere_d5"}
+    for name, setting in evaluation["settings"].items():
+        assert setting["held_out"]["by"], name  # held-out functions or a dimension never used in training
+        assert {"evotf_ead", "snes", "random_search", "evosax_EvoTF_ES"} <= set(setting["methods"])
+        for method, row in setting["methods"].items():
+            if method == "evosax_EvoTF_ES" and "error" in row:
+                continue  # the shipped checkpoint may report why it cannot run instead of figures
+            assert len(row["final_per_seed"]) == row["n"] == len(seeds), (name, method)
+            assert {"mean", "ci95", "ci95_t"} <= set(row)
+        assert {"mean", "ci95_t", "p_paired_t", "better_seeds"} <= set(setting["differences"]["evotf_ead - snes"])
+    self_ref = result["self_referential"]
+    assert len(self_ref["per_round"]) == self_ref["rounds"] + 1 == len(self_ref["train_curve"])
+    assert isinstance(self_ref["per_round"][0]["teacher_log_regret"], float)
+    for entry in self_ref["per_round"]:
+        assert len(entry["settings"]["sphere_d5"]["final_per_seed"]) == len(seeds)
+
+
+def test_dpo_quick(tmp_path):
+    pytest.importorskip("trl")  # the bench extra (make bench installs it)
+    out = tmp_path / "dpo.json"
+    run_script("dpo.py", "--quick", "--devices", "2", "--out", str(out), timeout=None)  # --quick: 1 and 2 seeds
+    result = json.loads(out.read_text())
+    assert {"machine", "versions", "rows", "summary", "sizes", "conversion", "devices", "repeats", "trl_repeats"} <= set(
+        result)
+    assert len(result["devices"]) == 2 and result["versions"]["trl"]
+    assert result["conversion"]["sft_max_abs_logit_diff"] <= result["conversion"]["logit_tol"]
+    rows = {(r["peer"], r["seeds"]): r for r in result["rows"]}
+    ours, split = "ours (dpo kernel), one device", "ours (dpo kernel), seeds over 2 devices"
+    trl_one = [r for r in result["rows"] if r["peer"].startswith("TRL DPOTrainer (torch CPU), one process")]
+    assert {(ours, 1), (ours, 2), (split, 2), ("TRL DPOTrainer, 2 processes at once", 2)} <= set(rows)
+    assert len(trl_one) == 2 and {r["torch_threads"] for r in trl_one} >= {1}  # torch's default threads, and one
+    for row in result["rows"]:
+        assert "error" not in row, row
+        assert row["pairs_per_s"] > 0 and row["compile_s"] >= 0 and len(row["times_s"]) >= 1
+        assert math.isfinite(row["reward_mean"]) and math.isfinite(row["kl_mean"])
+        assert len(row["reward_per_seed"]) == len(row["kl_per_seed"]) == row["seeds"]
+    # the same model, pairs, batches and optimiser: TRL's seed 0 ends where ours does, measured the same way
+    for row in trl_one:
+        assert row["max_abs_weight_diff_vs_ours_same_seed"] < 1e-3
+        assert row["back_conversion_max_abs_logit_diff"] <= result["conversion"]["logit_tol"]
+        assert row["reward_per_seed"][0] == pytest.approx(rows[(ours, 1)]["reward_per_seed"][0], abs=0.05)
+    for seeds in result["sizes"]["seeds"]:
+        entry = result["summary"][f"seeds_{seeds}"]
+        assert entry["ours_over_trl"] > 0 and entry["ours_over_trl_all_processes"] > 0
+    assert result["summary"]["target"] == 10.0
+
+
+def test_headroom_quick(tmp_path):
+    out = tmp_path / "headroom.json"
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True")
+    proc = subprocess.run([sys.executable, str(BENCH / "headroom.py"), "--quick", "--envs", "Navix-Empty-5x5-v0",
+                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "| env | budget | PPO clip" in proc.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["optimum"] == pytest.approx(1 - 0.9 * 5 / 100)  # Empty-5x5: 5 steps from the fixed start
+    assert len(row["ppo_clip"]) == len(row["dpo"]) == 2 and 0 <= row["ppo_clip_mean"] <= row["optimum"] + 1e-6

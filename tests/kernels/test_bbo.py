@@ -89,3 +89,60 @@ def test_the_evolution_transformer_is_member_invariant_and_dimension_equivariant
     m3, s3, _, _ = step(params, window, valid, pop[:, perm_d], fit, mean, std)
     np.testing.assert_allclose(m3, m[perm_d], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(s3, s[perm_d], rtol=1e-5, atol=1e-6)
+
+
+# ---- the neuroevolution setting (neuro.py): an MLP policy on gymnax's Pendulum-v1 ---------------------------------
+
+NEURO_BUDGET, NEURO_SEEDS = 30, [0, 1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def neuro_results():
+    template = make("bbo")
+    setting = template.setting("neuro_pendulum")
+    loaded = {name: template.load(template.baselines[name].source) for name in ("random_search", "snes")}
+    results = {name: template.evaluate(setting, NEURO_BUDGET, c, NEURO_SEEDS) for name, c in loaded.items()}
+    return {"template": template, "setting": setting, "candidates": loaded, **results}
+
+
+def test_the_neuroevolution_setting_is_held_out_in_paper_and_default_not_smoke():
+    from jaxlib_kernels.templates.bbo import neuro
+
+    template = make("bbo")
+    setting = template.setting("neuro_pendulum")
+    assert setting.held_out and setting.option("dim") == neuro.num_params("gymnax_pendulum") == 81
+    assert "neuro_pendulum" in template.profile("paper").settings
+    assert "neuro_pendulum" in template.profile("default").settings
+    assert "neuro_pendulum" not in template.profile("smoke").settings
+    _, params = neuro.make_env(neuro.TASKS["gymnax_pendulum"])  # raises unless the sizes are gymnax's
+    assert params.max_steps_in_episode == neuro.TASKS["gymnax_pendulum"].max_steps
+
+
+def test_the_neuroevolution_setting_evaluates_deterministically_and_snes_beats_random_search(neuro_results):
+    from jaxlib_kernels.templates.bbo import neuro
+
+    rs, snes = neuro_results["random_search"], neuro_results["snes"]
+    for res in (rs, snes):
+        assert res["final"].shape == (len(NEURO_SEEDS),) and res["curve"].shape == (len(NEURO_SEEDS), NEURO_BUDGET)
+        assert np.all(np.isfinite(res["curve"])) and np.all(np.diff(res["curve"], axis=1) <= 0)
+        assert np.all(res["final"] >= np.log10(neuro.REGRET_FLOOR))
+        assert np.all(res["curve"][:, 0] <= np.log10(16.3 * 200))  # a step costs at most pi^2 + 6.4 + 0.004
+    # an ES improves clearly over random search already at this tiny budget (lower log10 regret is better)
+    assert snes["final"].mean() < rs["final"].mean() - 0.1, (snes["final"], rs["final"])
+    template, setting = neuro_results["template"], neuro_results["setting"]
+    for name in ("random_search", "snes"):  # the same seeds give the same values, and a second call compiles nothing
+        with count_compilations() as counter:
+            again = template.evaluate(setting, NEURO_BUDGET, neuro_results["candidates"][name], NEURO_SEEDS)
+        assert counter.compiles == 0, name
+        np.testing.assert_array_equal(again["final"], neuro_results[name]["final"])
+        np.testing.assert_array_equal(again["curve"], neuro_results[name]["curve"])
+
+
+def test_the_evolution_transformer_and_rule_plugins_run_on_the_neuroevolution_setting():
+    template = make("bbo")
+    setting = template.setting("neuro_pendulum")
+    model = evotf.EvoTF(evotf.init_params(jax.random.key(0), 8), 4, "untrained")
+    rule = template.load(template.baselines["recomb_snes"].source)
+    for cand in (model, rule):
+        res = template.evaluate(setting, 3, cand, [0])
+        assert res["final"].shape == (1,) and np.all(np.isfinite(res["final"]))

@@ -133,14 +133,10 @@ class EvoTF:
 # ---- EAD: teacher trajectories and training ---------------------------------------------------------------------
 
 
-def collect(teacher, config: EADConfig, seeds, functions=None) -> dict[str, np.ndarray]:
-    """Trajectories of a teacher (an EvosaxSpec or EvoTF) on the training functions: (S, F, G, ...) arrays of
-    population, fitness, mean, std and the teacher's next mean and std."""
-    functions = functions or config.functions
-    bcfg = kernel.BBOConfig(tuple(functions), config.dim, config.population, config.generations)
-    init, ask, tell = kernel.strategy_of(teacher, config.population, config.dim)
-    f = problems.fitness_fn(bcfg.functions, config.dim)
-    plugin = not isinstance(teacher, kernel.EvosaxSpec)
+def _trajectory_fn(strategy, bcfg: kernel.BBOConfig, plugin: bool):
+    """``run(setup, fn_index)`` -> one trajectory of ``strategy`` ((init, ask, tell)), the kernel's loop."""
+    init, ask, tell = strategy
+    f = problems.fitness_fn(bcfg.functions, bcfg.dim)
 
     def mean_std(state):
         if "es" in state:
@@ -150,7 +146,7 @@ def collect(teacher, config: EADConfig, seeds, functions=None) -> dict[str, np.n
 
     def run(setup, fn_index):
         k_loop = jax.random.wrap_key_data(setup["key"], impl=kernel.PRNG)
-        state = init(k_loop, setup["mean0"], jnp.full((config.dim,), bcfg.init_std))
+        state = init(k_loop, setup["mean0"], jnp.full((bcfg.dim,), bcfg.init_std))
         noise = setup["z"] if plugin else jnp.zeros((bcfg.generations, 0))
 
         def body(state, xs):
@@ -166,10 +162,41 @@ def collect(teacher, config: EADConfig, seeds, functions=None) -> dict[str, np.n
 
         return jax.lax.scan(body, state, (jnp.arange(bcfg.generations), noise))[1]
 
+    return run
+
+
+def collect(teacher, config: EADConfig, seeds, functions=None) -> dict[str, np.ndarray]:
+    """Trajectories of a teacher (an EvosaxSpec or EvoTF) on the training functions: (S, F, G, ...) arrays of
+    population, fitness, mean, std and the teacher's next mean and std."""
+    functions = functions or config.functions
+    bcfg = kernel.BBOConfig(tuple(functions), config.dim, config.population, config.generations)
+    plugin = not isinstance(teacher, kernel.EvosaxSpec)
+    run = _trajectory_fn(kernel.strategy_of(teacher, config.population, config.dim), bcfg, plugin)
     fns = jnp.arange(len(functions), dtype=jnp.int32)
     setup = kernel._setup(bcfg, plugin)(jnp.asarray(seeds, dtype=jnp.int32), fns)
     out = jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, 0)), in_axes=(0, None)))(setup, fns)
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _models_collector(config: EADConfig):
+    """jit of the trajectories of a stack of model parameters (traced, vmapped): one compile per configuration."""
+    bcfg = kernel.BBOConfig(config.functions, config.dim, config.population, config.generations)
+
+    def one(params, setup, fns):
+        run = _trajectory_fn(EvoTF(params, config.window).strategy(config.population, config.dim), bcfg, True)
+        return jax.vmap(jax.vmap(run, in_axes=(0, 0)), in_axes=(0, None))(setup, fns)
+
+    return bcfg, jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+
+
+def collect_models(params_list: list[dict], config: EADConfig, seeds) -> dict[str, np.ndarray]:
+    """:func:`collect` of several models at once: (M, S, F, G, ...) arrays, one compiled call for all of them."""
+    bcfg, fn = _models_collector(config)
+    fns = jnp.arange(len(config.functions), dtype=jnp.int32)
+    setup = kernel._setup(bcfg, True)(jnp.asarray(seeds, dtype=jnp.int32), fns)
+    stack = jax.tree.map(lambda *xs: jnp.stack(xs), *params_list)
+    return {k: np.asarray(v) for k, v in fn(stack, setup, fns).items()}
 
 
 def _targets(traj):
@@ -248,25 +275,52 @@ def evaluate(model, config: kernel.BBOConfig, seeds) -> dict:
     return kernel.unit_result(kernel.run_seeds(model, config, seeds), config)
 
 
-def self_referential(config: EADConfig, rounds: int = 2) -> tuple[dict, list[float]]:
-    """Self-referential EAD: from random weights, the model's own trajectories with the lowest final regret per
-    function (best seed of ``2 * seeds``) become the next teacher; returns the last parameters and, per round,
-    the mean final log10 regret of the model on the training functions (its curve)."""
+def self_referential(config: EADConfig, rounds: int = 2, evaluations: dict | None = None,
+                     log: list | None = None, perturbations: int = 4, sigma: float = 0.1) -> tuple[dict, list[float]]:
+    """Self-referential EAD (Lange et al., 2024): from random weights, every round runs the current model and
+    ``perturbations`` copies of it with Gaussian noise (std ``sigma``) added to every weight, on ``2 * seeds``
+    seeds of the training functions; per function the ``seeds`` trajectories with the lowest final regret, from any
+    of them, are the teacher the current model is trained on next. (Without the perturbations a model would only
+    imitate itself: the zero-initialised head makes the first model exactly random search, a fixed point.)
+
+    Returns the last parameters and, per round, the mean final log10 regret of the current (unperturbed) model on
+    the training functions: rounds 0 .. rounds - 1 from its collected trajectories (seeds 100 ..), the last point
+    from an evaluation on seeds 0 .. seeds - 1. ``evaluations`` ({name: (kernel.BBOConfig, seeds)}) are run on the
+    model of every round, 0 (random weights) to ``rounds``; with ``log`` (a list), one entry per round is
+    appended: ``{"round", "train_log_regret", "teacher_log_regret", "finals": {name: final log10 regret per seed}}``
+    (``teacher_log_regret``: the mean of the chosen trajectories, the round's teacher)."""
     params = init_params(jax.random.key(config.seed + 1), config.width)
+    key = jax.random.key(config.seed + 2)
     curve = []
     bcfg = kernel.BBOConfig(config.functions, config.dim, config.population, config.generations)
     seeds = list(range(100, 100 + 2 * config.seeds))
+
+    def record(model, r, teacher=None):
+        if log is not None:
+            log.append({"round": r, "train_log_regret": curve[-1], "teacher_log_regret": teacher,
+                        "finals": {name: evaluate(model, cfg, s)["final"].tolist()
+                                   for name, (cfg, s) in (evaluations or {}).items()}})
+
     for r in range(rounds):
-        model = EvoTF(params, config.window, f"self{r}")
-        traj = collect(model, config, seeds)
-        logs = kernel.log_regret(np.minimum.accumulate(traj["fitness"].min(-1), axis=-1))[..., -1]  # (S, F)
-        curve.append(float(logs.mean()))
-        best = np.argsort(logs, axis=0)[: config.seeds]  # the best seeds per function
-        chosen = {k: np.stack([v[best[:, j], j] for j in range(v.shape[1])], axis=1) for k, v in traj.items()}
+        key, k = jax.random.split(key)
+        leaves, tree = jax.tree.flatten(params)
+        noisy = [jax.tree.unflatten(tree, [x + sigma * jax.random.normal(kk, x.shape)
+                                           for x, kk in zip(leaves, jax.random.split(kp, len(leaves)), strict=True)])
+                 for kp in jax.random.split(k, perturbations)]
+        traj = collect_models([params, *noisy], config, seeds)  # (M, S, F, G, ...)
+        logs = kernel.log_regret(np.minimum.accumulate(traj["fitness"].min(-1), axis=-1))[..., -1]  # (M, S, F)
+        curve.append(float(logs[0].mean()))
+        pool = {k: v.reshape(-1, *v.shape[2:]) for k, v in traj.items()}  # (M * S, F, ...)
+        pool_logs = logs.reshape(-1, logs.shape[-1])
+        best = np.argsort(pool_logs, axis=0)[: config.seeds]  # the best trajectories per function
+        chosen = {k: np.stack([v[best[:, j], j] for j in range(v.shape[1])], axis=1) for k, v in pool.items()}
+        record(EvoTF(params, config.window, f"self{r}"), r,
+               float(np.mean([pool_logs[best[:, j], j] for j in range(pool_logs.shape[1])])))
         cfg = dataclasses.replace(config, steps=max(50, config.steps // 2))
         params, _ = train(cfg, [chosen], init=params, tag=f"self{r}")
     model = EvoTF(params, config.window, f"self{rounds}")
     curve.append(float(evaluate(model, bcfg, list(range(config.seeds)))["final"].mean()))
+    record(model, rounds)
     return params, curve
 
 

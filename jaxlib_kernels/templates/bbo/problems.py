@@ -38,22 +38,30 @@ def rotation(key: jax.Array, dim: int) -> jax.Array:
 
 
 def instance(key: jax.Array, dim: int) -> dict[str, jax.Array]:
-    """One BBOB instance: ``x_opt`` uniform in [-4, 4]^D and two rotations."""
+    """One BBOB instance: ``x_opt`` uniform in [-4, 4]^D and two rotations; ``env_seed`` gives a neuroevolution
+    task's episode start states (:mod:`.neuro`; BBOB functions ignore it)."""
     k_x, k_r, k_q = jax.random.split(key, 3)
     x_opt = jax.random.uniform(k_x, (dim,), minval=-X_OPT_RANGE, maxval=X_OPT_RANGE)
-    return {"x_opt": x_opt, "R": rotation(k_r, dim), "Q": rotation(k_q, dim)}
+    env_seed = jax.random.randint(jax.random.fold_in(key, 3), (), 0, 2**31 - 1)
+    return {"x_opt": x_opt, "R": rotation(k_r, dim), "Q": rotation(k_q, dim), "env_seed": env_seed}
 
 
 @functools.cache
 def fitness_fn(names: tuple[str, ...], dim: int) -> Callable[[jax.Array, jax.Array, dict], jax.Array]:
-    """``f(population (P, D), fn_index, instance) -> regret (P,)`` over the functions ``names`` (lax.switch)."""
+    """``f(population (P, D), fn_index, instance) -> regret (P,)`` over the functions ``names`` (lax.switch); a
+    name of :data:`neuro.TASKS` is a neuroevolution task (an MLP policy's regret on a gymnax environment)."""
     from evosax.problems.bbob.bbob_fns import bbob_fns
 
-    unknown = [n for n in names if n not in bbob_fns]
+    from jaxlib_kernels.templates.bbo import neuro
+
+    unknown = [n for n in names if n not in bbob_fns and n not in neuro.TASKS]
     if unknown:
-        raise ValueError(f"unknown BBOB function(s) {unknown}; known: {', '.join(FUNCTIONS)}")
+        raise ValueError(f"unknown BBOB function(s) {unknown}; known: {', '.join(FUNCTIONS)}; neuroevolution "
+                         f"tasks: {', '.join(neuro.TASKS)}")
 
     def branch(name: str):
+        if name in neuro.TASKS:
+            return neuro.regret_fn(name, dim)
         fn = bbob_fns[name]
 
         def regret(population, inst):

@@ -3,8 +3,11 @@
 The plug-in is the ``lpo`` template's ``drift(ratio, advantage, progress)``, plugged unchanged into multi-agent
 PPO on JaxMARL (Rutherford et al., 2024): IPPO with one network shared by all agents (de Witt et al., 2020) and,
 on one held-out setting, MAPPO with a centralised critic on the world state (Yu et al., 2022). Training setting:
-MPE simple_spread; held out: MPE simple_reference, simple_spread with four agents, simple_spread under MAPPO, and
-SMAX 3m / 2s3z against the heuristic enemy (win rate as an extra array). Metric: the mean per-agent episodic
+MPE simple_spread; held out: MPE simple_reference, simple_spread with four agents, simple_spread under MAPPO,
+SMAX 3m / 2s3z against the heuristic enemy (win rate as an extra array), and Overcooked cramped_room (paper profile:
+two cooks, the sparse return of 20 a soup; trained on it plus the shaped reward annealed 1 -> 0 over the first half
+of training, as JaxMARL's ``ippo_ff_overcooked``, because with the sparse reward alone PPO clip barely leaves a
+random policy's return at these budgets; the flattened 4x5x26 image goes into the shared MLP). Metric: the mean per-agent episodic
 return over the last tenth of training, maximised. Baselines: PPO clip, no drift, the KL drift and LPO's DPO form
 (the ``lpo`` expressions); the offline search, gate checks, probe and drift-shape figure are ``lpo``'s.
 
@@ -21,6 +24,13 @@ annealed clip -23.42 +- 0.56 (-0.20, [-1.46, +1.05], p = 0.68); MAPPO on spread:
 at this scale neither single-agent drift beats PPO clip with many agents. One unit compiles in 25-40 s on an idle
 core (MPE), minutes under load; SMAX 3m compiled in 3 min under load (4,096 steps: per-agent return 0.19-0.20,
 win rate 0), so SMAX is in the default and paper profiles only.
+
+PPO clip at the paper budget (393,216 joint steps), 4 seeds, against a uniformly random policy (2 Dec 2026;
+``benchmarks/README.md``, marl section, has the table and the command): spread -24.2 +- 0.9 (random -27.7),
+reference -33.9 +- 10.2 (random -29.7: two of four seeds fall to -42, the first tenth is at -28.4, so at this
+learning rate PPO clip learns nothing there and more budget would not help), spread4 -30.5 +- 0.7 (random -32.5),
+spread_mappo -22.0 +- 1.7 (random -27.7), overcooked 160 +- 28 (random 0.9, 8 soups an episode; the first tenth
+6.6). None is at a ceiling (JaxMARL's converged IPPO on spread is about -18); no budget was changed.
 """
 
 from __future__ import annotations
@@ -47,6 +57,12 @@ SETTINGS = {
                        description="SMAX 3m against the heuristic enemy (held out)"),
     "smax_2s3z": Setting("smax_2s3z", "SMAX-2s3z", held_out=True,
                          description="SMAX 2s3z against the heuristic enemy (held out)"),
+    # sparse return (20 a soup); trained on it plus the shaped reward annealed 1 -> 0 over the first half of training,
+    # as JaxMARL's ippo_ff_overcooked: with the sparse reward alone PPO clip barely leaves a random policy's return
+    # at these budgets (65,536 steps, 2 seeds: 3.8 / 1.3 against 10.0 / 7.5 with the annealed shaping, random 0.9)
+    "overcooked": Setting("overcooked", "overcooked", held_out=True,
+                          description="Overcooked cramped_room, 2 cooks, sparse return (held-out task and reward)",
+                          options=(("env_kwargs", (("layout", "cramped_room"),)), ("reward_shaping", 0.5))),
 }
 
 PROFILES = {
@@ -60,7 +76,7 @@ PROFILES = {
     ),
     "paper": Profile(
         "paper", num_ideas=4, seeds=8, budget=393_216,
-        settings=("spread", "reference", "spread4", "spread_mappo", "smax_3m", "smax_2s3z"),
+        settings=("spread", "reference", "spread4", "spread_mappo", "smax_3m", "smax_2s3z", "overcooked"),
         baselines=("ppo_clip", "no_drift", "kl", "dpo"), search_generations=10, search_population=64,
     ),
 }

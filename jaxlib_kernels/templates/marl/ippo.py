@@ -12,6 +12,17 @@ exactly PPO's clipped objective). ``critic="local"`` is IPPO (the critic sees th
 has one, as SMAX, else every agent's observation concatenated, as JaxMARL's MPE world-state wrapper; both with
 the agent's one-hot id). SMAX's unavailable actions are masked out of the policy.
 
+Overcooked (``env_name="overcooked"``, ``env_kwargs`` naming a layout of JaxMARL's ``overcooked_layouts``): the
+26-channel image observation is flattened into the shared MLP; with ``reward_shaping`` > 0 the agents are trained
+on the sparse reward plus the environment's shaped reward annealed linearly from 1 to 0 over that fraction of
+training (JaxMARL's ``REW_SHAPING_HORIZON`` / ``TOTAL_TIMESTEPS``, 0.5 in ``ippo_ff_overcooked.yaml``), while the
+returns counted are the sparse ones (soups delivered, 20 each), as JaxMARL logs them.
+
+Speed (``benchmarks/marl.py``): the critic's input and the action mask are carried through the rollout and stored
+only where they carry information (MAPPO's world state, SMAX's available actions), the drift is evaluated once per
+minibatch, and the actor's and the critic's first two layers run as one matrix product each where they read the
+same input (:func:`forward`, the parameters of :class:`jaxlib_kernels.ppo.ActorCritic` as they are).
+
 ``make_train(config, drift)`` returns ``train(key, params) -> {"state", "metrics"}`` for one seed: the whole
 training loop is one ``lax.scan``; :func:`train_seeds` compiles ``jit(vmap(train))`` once per (configuration,
 drift, number of seeds). Returns are per agent and episode (the mean over agents of each agent's undiscounted
@@ -35,6 +46,7 @@ from jaxlib_kernels.interpreter import Program
 from jaxlib_kernels.ppo import ActorCritic, Drift, categorical_entropy, categorical_log_prob, ppo_clip_drift, seed_keys
 
 SMAX_PREFIX = "SMAX-"  # "SMAX-3m": JaxMARL's HeuristicEnemySMAX on that scenario
+OVERCOOKED = "overcooked"  # env_kwargs (("layout", "<name of jaxmarl's overcooked_layouts>"),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +79,13 @@ class MARLConfig:
     lr: float = 1e-3
     anneal_lr: bool = True
     hidden: int = 64
+    reward_shaping: float = 0.0  # Overcooked: anneal the shaped reward 1 -> 0 over this fraction of training; 0: off
 
     def __post_init__(self):
         if self.critic not in ("local", "world"):
             raise ValueError(f"critic must be 'local' (IPPO) or 'world' (MAPPO), got {self.critic!r}")
+        if not 0.0 <= self.reward_shaping <= 1.0:
+            raise ValueError(f"reward_shaping is a fraction of training in [0, 1], got {self.reward_shaping!r}")
 
     @property
     def num_updates(self) -> int:
@@ -96,7 +111,17 @@ def make_env(env_name: str, env_kwargs: tuple[tuple[str, Any], ...] = ()):
 
         return jaxmarl.make("HeuristicEnemySMAX", scenario=map_name_to_scenario(env_name[len(SMAX_PREFIX):]),
                             **dict(env_kwargs))
-    return jaxmarl.make(env_name, **dict(env_kwargs))
+    kwargs = dict(env_kwargs)
+    if env_name == OVERCOOKED:  # the layout by name, so that a configuration stays hashable and readable
+        import warnings
+
+        from jaxmarl.environments.overcooked import overcooked_layouts
+
+        kwargs["layout"] = overcooked_layouts[kwargs.get("layout", "cramped_room")]
+        with warnings.catch_warnings():  # "OvercookedV2 is now released": the original is the one JaxMARL's IPPO uses
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return jaxmarl.make(env_name, **kwargs)
+    return jaxmarl.make(env_name, **kwargs)
 
 
 class Spec(NamedTuple):
@@ -210,8 +235,31 @@ def _glue(config: MARLConfig, spec: Spec, env):
     return stack, unstack, observe
 
 
-def _masked(logits: jax.Array, avail: jax.Array) -> jax.Array:
-    return jnp.where(avail, logits, -1e9)
+def _masked(logits: jax.Array, avail: jax.Array | None) -> jax.Array:
+    """Unavailable actions out of the policy; ``avail=None``: every action available (no mask)."""
+    return logits if avail is None else jnp.where(avail, logits, -1e9)
+
+
+def forward(params: dict, x: jax.Array, critic_in: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """``ActorCritic(num_actions, hidden).apply(params, x, critic_in)`` (its parameters, its function) with the two
+    towers' layers side by side: where the critic reads the policy's input (``critic_in=None``) their first layers
+    are one product with the kernels concatenated, and their second layers are one batched product. Equal to the
+    flax module's ``apply`` up to float rounding (``tests/kernels/test_marl.py``); fewer, larger products are what
+    a CPU runs faster at these sizes (``benchmarks/marl.py``)."""
+    p = params["params"]
+    dense = lambda name, h: h @ p[name]["kernel"] + p[name]["bias"]
+    hidden = p["Dense_0"]["kernel"].shape[1]
+    if critic_in is None:
+        kernel = jnp.concatenate([p["Dense_0"]["kernel"], p["Dense_3"]["kernel"]], axis=1)
+        bias = jnp.concatenate([p["Dense_0"]["bias"], p["Dense_3"]["bias"]])
+        h = jnp.tanh(x @ kernel + bias)
+        a, v = h[..., :hidden], h[..., hidden:]
+    else:
+        a, v = jnp.tanh(dense("Dense_0", x)), jnp.tanh(dense("Dense_3", critic_in))
+    kernel = jnp.stack([p["Dense_1"]["kernel"], p["Dense_4"]["kernel"]])
+    bias = jnp.stack([p["Dense_1"]["bias"], p["Dense_4"]["bias"]]).reshape((2,) + (1,) * (a.ndim - 1) + (hidden,))
+    h = jnp.tanh(jnp.einsum("k...i,kij->k...j", jnp.stack([a, v]), kernel) + bias)
+    return dense("Dense_2", h[0]), dense("Dense_5", h[1])[..., 0]
 
 
 def mirror_objective(ratio: jax.Array, advantage: jax.Array, drift: Drift, progress: jax.Array) -> jax.Array:
@@ -237,12 +285,20 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
     """``train(key, params, drift)`` for one seed; ``drift`` is a Python callable applied inside the trace."""
     env = make_env(config.env_name, config.env_kwargs)
     spec = env_spec(config)
-    network = ActorCritic(spec.num_actions, config.hidden)
     tx = _optimizer(config)
     n_agents, n_envs = len(spec.agents), config.num_envs
     n_actors = n_agents * n_envs
     batch = n_actors * config.num_steps
-    stack, unstack, observe = _glue(config, spec, env)
+    stack, unstack, observe_all = _glue(config, spec, env)
+    world_critic, masked = config.critic == "world", config.smax
+    shaping_steps = config.reward_shaping * config.env_steps  # joint env steps over which the shaping anneals to 0
+
+    def observe(obs, env_state):
+        # carried and stored only where they carry information: IPPO's critic reads the policy's input (None: the
+        # network's default) and without SMAX every action is available (None: no mask); XLA drops the rest
+        own, critic_in, avail = observe_all(obs, env_state)
+        return own, critic_in if world_critic else None, avail if masked else None
+
     reset = jax.vmap(env.reset)
     step = jax.vmap(env.step)
 
@@ -255,18 +311,25 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
 
         def env_step(runner: Runner, _):
             key, action_key, step_key = jax.random.split(runner.key, 3)
-            logits, value = network.apply(runner.params, runner.obs, runner.critic_in)
+            logits, value = forward(runner.params, runner.obs, runner.critic_in)
             logits = _masked(logits, runner.avail)
             action = jax.random.categorical(action_key, logits)
             log_prob = categorical_log_prob(logits, action)
-            obs, env_state, reward, done, _ = step(jax.random.split(step_key, n_envs), runner.env_state,
-                                                   unstack(action))
+            obs, env_state, reward, done, info = step(jax.random.split(step_key, n_envs), runner.env_state,
+                                                      unstack(action))
             reward_actors = stack(reward).astype(jnp.float32)
+            if shaping_steps > 0:  # JaxMARL's Overcooked IPPO: + shaped reward x linear anneal, per update
+                timestep = (runner.update * (n_envs * config.num_steps)).astype(jnp.float32)
+                anneal = jnp.clip(1.0 - timestep / shaping_steps, 0.0, 1.0)
+                reward_actors = reward_actors + anneal * stack(info["shaped_reward"]).astype(jnp.float32)
             done_actors = stack({a: done[a] for a in spec.agents}).astype(jnp.float32)
             episode_done = done["__all__"]
             episode_return = runner.episode_return + jnp.stack([reward[a] for a in spec.agents], axis=-1)
             finished = episode_return.mean(-1) * episode_done  # mean over agents of each agent's return
-            won = jnp.any(jnp.stack([reward[a] for a in spec.agents], -1) >= 1.0, axis=-1) & episode_done
+            if config.smax:  # SMAX pays 1 to every agent on a win
+                won = jnp.any(jnp.stack([reward[a] for a in spec.agents], -1) >= 1.0, axis=-1) & episode_done
+            else:
+                won = jnp.zeros_like(episode_done)
             own, critic_in, avail = observe(obs, env_state)
             transition = Transition(done_actors, action, value, reward_actors, log_prob, runner.obs,
                                     runner.critic_in, runner.avail)
@@ -288,7 +351,7 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
 
         def loss_fn(params, minibatch, progress):
             traj, advantages, targets = minibatch
-            logits, value = network.apply(params, traj.obs, traj.critic_in)
+            logits, value = forward(params, traj.obs, traj.critic_in)
             logits = _masked(logits, traj.avail)
             log_prob = categorical_log_prob(logits, traj.action)
             if config.value_clip is None:
@@ -298,15 +361,15 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
                 value_loss = 0.5 * jnp.maximum((value - targets) ** 2, (value_clipped - targets) ** 2).mean()
             adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
             ratio = jnp.exp(log_prob - traj.log_prob)
-            policy_loss = -mirror_objective(ratio, adv, drift, progress).mean()
-            drift_value = drift(ratio, adv, progress)
+            drift_value = drift(ratio, adv, progress)  # evaluated once: the objective and the metric share it
+            policy_loss = -(ratio * adv - drift_value).mean()  # = -mirror_objective(ratio, adv, drift, progress)
             entropy = categorical_entropy(logits).mean()
             total = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
             return total, (policy_loss, value_loss, entropy, drift_value.mean())
 
         def update_step(runner: Runner, _):
             runner, (traj, episodes, return_sum, wins) = jax.lax.scan(env_step, runner, None, config.num_steps)
-            _, last_value = network.apply(runner.params, runner.obs, runner.critic_in)
+            _, last_value = forward(runner.params, runner.obs, runner.critic_in)
             advantages, targets = gae(traj, last_value)
             progress = runner.update.astype(jnp.float32) / config.num_updates
 

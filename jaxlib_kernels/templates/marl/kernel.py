@@ -15,7 +15,7 @@ from jaxlib_kernels.templates.lpo.kernel import check_plugin, probe
 from jaxlib_kernels.templates.marl import ippo
 
 # per-setting options that reach the kernel configuration (everything else keeps MARLConfig's defaults)
-CONFIG_OPTIONS = ("critic", "env_kwargs", "num_envs", "num_steps", "lr")
+CONFIG_OPTIONS = ("critic", "env_kwargs", "num_envs", "num_steps", "lr", "reward_shaping")
 
 
 def marl_config(setting: Setting, budget: int) -> ippo.MARLConfig:
