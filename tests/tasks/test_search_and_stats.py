@@ -159,10 +159,11 @@ def test_offline_ideation_ranks_its_shortlist_by_real_fitness(template):
     seeds apart from the experiment's), every member in one call, and a second ideation compiles nothing."""
     import dataclasses
 
+    from sizes import smoke_size
+
     from jaxlib_kernels import ppo
     from jaxlib_kernels.profiling import count_compilations
     from jaxlib_kernels.templates.lpo.kernel import ppo_config
-    from sizes import smoke_size
 
     seeds, budget = smoke_size(template)
     prof = dataclasses.replace(template.profile("smoke"), seeds=seeds, budget=budget, screen_fraction=0.5)
