@@ -19,6 +19,15 @@ PACKAGES = ("jax", "jaxlib", "navix", "gymnax", "flax", "optax", "numpy", "gymna
             "stable-baselines3", "torch", "prefect", "ray")
 
 
+def early_devices(argv: list[str] | None) -> int | None:
+    """``--devices`` read before JAX starts (None: ``devices.force_cpu_devices``' default, one per usable core)."""
+    import argparse
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--devices", type=int, default=None)
+    return pre.parse_known_args(argv)[0].devices
+
+
 def versions(packages: Sequence[str] = PACKAGES) -> dict:
     out = {}
     for package in packages:

@@ -25,20 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # devices first: --devices must reach XLA before JAX makes its backends (importing jax does not make them)
+import common
+
 from jaxlib_kernels import devices
 
-
-def _early_devices(argv: list[str] | None) -> int | None:
-    """``--devices`` read before JAX starts (None: ``force_cpu_devices``' default, one per usable core)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--devices", type=int, default=None)
-    return pre.parse_known_args(argv)[0].devices
-
-
 if __name__ == "__main__":
-    devices.force_cpu_devices(_early_devices(sys.argv[1:]))
+    devices.force_cpu_devices(common.early_devices(sys.argv[1:]))
 
-import common
 import jax
 import jax.numpy as jnp
 import numpy as np
