@@ -215,6 +215,10 @@ class Template:
 
         return Registry("setting", self.settings)[name]
 
+    def training_setting(self, profile: Profile) -> Setting:
+        """The profile's training setting: its first setting that is not held out."""
+        return next(self.setting(s) for s in profile.settings if not self.setting(s).held_out)
+
     def baseline(self, name: str) -> Baseline:
         from jaxlib_kernels.registry import Registry
 

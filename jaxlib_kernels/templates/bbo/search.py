@@ -96,7 +96,7 @@ def parents(template, archive_rows: list[dict]) -> list[tuple[str, dict, list[st
 
 def search(template, profile, archive_rows, num_ideas: int, seed: int) -> list[dict]:
     """Measured evolution of family rules; ``num_ideas`` novel, distinct rules with their scores and notes."""
-    setting = template.setting(next(s for s in profile.settings if not template.setting(s).held_out))
+    setting = template.training_setting(profile)
     budget = max(10, profile.budget_of(setting) // 5)
     config = template.kernel_config(setting, budget)
     rng = np.random.default_rng(seed)

@@ -349,7 +349,7 @@ def _contains(expr, sub) -> bool:
 SCREEN_SEED_OFFSET = 10_000  # screening seeds: never the experiments' seeds (0, 1, ...), so no selection bias there
 
 
-def screen(template, profile, chosen: list, num_ideas: int, train=None) -> tuple[list, dict]:
+def screen(template, profile, chosen: list, num_ideas: int) -> tuple[list, dict]:
     """Rank the proxy's shortlist by real fitness: every shortlisted drift and every baseline of the profile trained
     with PPO on the training setting at ``profile.screen_budget`` steps and ``profile.screen_seeds`` seeds, all in one
     ``ppo.train_programs`` call of a fixed shape (the shortlist padded to ``num_ideas * screen_pool`` with PPO clip),
@@ -357,13 +357,13 @@ def screen(template, profile, chosen: list, num_ideas: int, train=None) -> tuple
     candidates (ties keep the proxy's order) and the screening record (fitness of every member, seeds, budget)."""
     from jaxlib_kernels import discovery
 
-    setting = template.setting(next(s for s in profile.settings if not template.setting(s).held_out))
+    setting = template.training_setting(profile)
     baselines = list(profile.baselines)
     size = num_ideas * profile.screen_pool
     members = [c.expr for c, *_ in chosen][:size]
     padded = members + [PPO_CLIP] * (size - len(members)) + [template.baselines[b].expression for b in baselines]
     evaluate = discovery.ppo_evaluator(setting, profile.screen_budget, profile.screen_seeds, discovery.SearchConfig(),
-                                       seed_offset=SCREEN_SEED_OFFSET, train=train)
+                                       seed_offset=SCREEN_SEED_OFFSET)
     fitness = np.asarray(evaluate(padded, 0), dtype=np.float64)
     order = sorted(range(len(members)), key=lambda i: -fitness[i])  # stable: the proxy's order breaks ties
     record = {
@@ -381,20 +381,17 @@ def propose(template, profile, archive_rows: list[dict], num_ideas: int, seed: i
 
     With ``profile.screen_budget`` > 0 the search's proxy only shortlists (``screen_pool`` ideas per idea wanted,
     mutually diverse and novel); :func:`screen` trains the shortlist and the ideas are its fittest members."""
-    if not profile.screen_budget:
-        chosen = search(template, archive_rows, num_ideas, profile.search_generations, profile.search_population, seed)
-        used: set[str] = set(template.baselines)
-        return [render_idea(template, profile, c, d, nearest, score, used) for c, d, nearest, score in chosen]
-    shortlist = search(template, archive_rows, num_ideas * profile.screen_pool, profile.search_generations,
-                       profile.search_population, seed)
-    picked, record = screen(template, profile, shortlist, num_ideas)
-    used = set(template.baselines)
-    ideas = []
-    for (cand, d, nearest, score), fitness, rank in picked:
-        idea = render_idea(template, profile, cand, d, nearest, score, used, screening={**record, "fitness": fitness,
-                                                                                       "rank": rank})
-        ideas.append(idea)
-    return ideas
+    wanted = num_ideas * profile.screen_pool if profile.screen_budget else num_ideas
+    chosen = search(template, archive_rows, wanted, profile.search_generations, profile.search_population, seed)
+    if profile.screen_budget:
+        picked, record = screen(template, profile, chosen, num_ideas)
+        chosen = [c for c, _, _ in picked]
+        screenings = [{**record, "fitness": fitness, "rank": rank} for _, fitness, rank in picked]
+    else:
+        screenings = [None] * len(chosen)
+    used: set[str] = set(template.baselines)
+    return [render_idea(template, profile, c, d, nearest, score, used, screening=s)
+            for (c, d, nearest, score), s in zip(chosen, screenings)]
 
 
 def render(template, idea: dict) -> str:
