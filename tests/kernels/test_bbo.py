@@ -91,6 +91,27 @@ def test_the_evolution_transformer_is_member_invariant_and_dimension_equivariant
     np.testing.assert_allclose(s3, s[perm_d], rtol=1e-5, atol=1e-6)
 
 
+def test_the_instances_rotations_are_factorised_one_matrix_at_a_time():
+    """jaxlib 0.10's batched CPU QR/LU wait on XLA's thread pool and deadlocked two at a time on 2 cores
+    (problems.rotations): the setup program holds only unbatched factorisations, and their rotations are
+    orthogonal with det +1."""
+    import re
+
+    config = kernel.BBOConfig(("sphere", "rastrigin_rotated"), 81, 8, 3)
+    seeds, fns = jnp.arange(4, dtype=jnp.int32), jnp.arange(2, dtype=jnp.int32)
+    text = kernel._setup(config, False).lower(seeds, fns).as_text()
+    calls = [line for line in text.splitlines() if re.search(r"custom_call @lapack_\w+", line)]
+    assert {re.search(r"@(lapack_\w+)", c).group(1) for c in calls} >= {"lapack_sgeqrf_ffi", "lapack_sgetrf_ffi"}
+    assert all('num_batch_dims = "0"' in c for c in calls), [c[:160] for c in calls]
+    inst = kernel._setup(config, False)(seeds, fns)["inst"]
+    for name in ("R", "Q"):
+        rot = np.asarray(inst[name], np.float64)
+        assert rot.shape == (4, 2, 81, 81)
+        np.testing.assert_allclose(rot @ np.swapaxes(rot, -1, -2), np.broadcast_to(np.eye(81), rot.shape), atol=1e-4)
+        np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-3)
+    assert not np.allclose(inst["R"], inst["Q"]) and not np.allclose(inst["R"][0], inst["R"][1])
+
+
 # ---- the neuroevolution setting (neuro.py): an MLP policy on gymnax's Pendulum-v1 ---------------------------------
 
 NEURO_BUDGET, NEURO_SEEDS = 30, [0, 1, 2, 3]

@@ -166,14 +166,22 @@ def _setup(config: BBOConfig, plugin: bool) -> Callable:
     def one(seed, fn_index):
         key = jax.random.fold_in(jax.random.key(seed, impl=PRNG), fn_index)
         k_inst, k_mean, k_noise, k_loop = jax.random.split(key, 4)
-        out = {"inst": problems.instance(k_inst, D),
+        out = {"inst": problems.instance(k_inst, D, gaussian=True),
                "mean0": jax.random.uniform(k_mean, (D,), minval=-config.init_range, maxval=config.init_range),
                "key": jax.random.key_data(k_loop)}
         if plugin:
             out["z"] = jax.random.normal(k_noise, (G, P, D))
         return out
 
-    return jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))
+    draws = jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None))
+
+    def setup(seeds, fns):
+        out = draws(seeds, fns)
+        inst = out["inst"]  # the rotations are made outside the vmaps, one matrix at a time (problems.rotations)
+        both = problems.rotations(jnp.stack([inst["R"], inst["Q"]]))
+        return {**out, "inst": {**inst, "R": both[0], "Q": both[1]}}
+
+    return jax.jit(setup)
 
 
 def make_run(candidate: Any, config: BBOConfig) -> Callable[[dict], dict]:

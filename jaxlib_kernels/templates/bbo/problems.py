@@ -30,20 +30,43 @@ X_RANGE = 5.0  # the BBOB search domain is [-5, 5]^D
 X_OPT_RANGE = 4.0
 
 
-def rotation(key: jax.Array, dim: int) -> jax.Array:
-    """A uniformly random rotation of R^dim (QR of a Gaussian matrix with the sign fix, det +1)."""
-    q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim)))
+def rotation_of(gaussian: jax.Array) -> jax.Array:
+    """The uniformly random rotation of R^D made from one standard normal (D, D) matrix (QR with the sign fix,
+    det +1). Call it on one matrix at a time, never under ``vmap``: :func:`rotations` says why."""
+    q, r = jnp.linalg.qr(gaussian)
     q = q * jnp.sign(jnp.diag(r))[None, :]
     return q.at[0].multiply(jnp.sign(jnp.linalg.det(q)))
 
 
-def instance(key: jax.Array, dim: int) -> dict[str, jax.Array]:
+def rotation(key: jax.Array, dim: int) -> jax.Array:
+    """A uniformly random rotation of R^dim (one instance, unbatched)."""
+    return rotation_of(jax.random.normal(key, (dim, dim)))
+
+
+def rotations(gaussians: jax.Array) -> jax.Array:
+    """:func:`rotation_of` of every (D, D) matrix of ``gaussians`` (..., D, D), one matrix after the other.
+
+    Not batched on purpose: jaxlib 0.10's CPU QR and LU of a *batch* of matrices split the batch over XLA's
+    intra-op thread pool and wait for the pieces; two such calls at once (the ``R`` and ``Q`` of the instances)
+    hold both threads of a 2-core machine, and the pieces they wait for never run. That deadlock hung 5 of 15
+    four-seed runs of the 81-dimensional neuroevolution setting (gdb: both pool threads in
+    ``ParallelBatchMap``'s wait under ``lapack_sgeqrf_ffi``). A single matrix is factorised inline."""
+    flat = gaussians.reshape((-1, *gaussians.shape[-2:]))
+    return jax.lax.map(rotation_of, flat).reshape(gaussians.shape)
+
+
+def instance(key: jax.Array, dim: int, *, gaussian: bool = False) -> dict[str, jax.Array]:
     """One BBOB instance: ``x_opt`` uniform in [-4, 4]^D and two rotations; ``env_seed`` gives a neuroevolution
-    task's episode start states (:mod:`.neuro`; BBOB functions ignore it)."""
+    task's episode start states (:mod:`.neuro`; BBOB functions ignore it). With ``gaussian=True``, ``R`` and
+    ``Q`` are the standard normal matrices the rotations are made from (:func:`rotations`, for a batch drawn
+    under ``vmap``)."""
     k_x, k_r, k_q = jax.random.split(key, 3)
     x_opt = jax.random.uniform(k_x, (dim,), minval=-X_OPT_RANGE, maxval=X_OPT_RANGE)
     env_seed = jax.random.randint(jax.random.fold_in(key, 3), (), 0, 2**31 - 1)
-    return {"x_opt": x_opt, "R": rotation(k_r, dim), "Q": rotation(k_q, dim), "env_seed": env_seed}
+    g_r, g_q = jax.random.normal(k_r, (dim, dim)), jax.random.normal(k_q, (dim, dim))
+    if gaussian:
+        return {"x_opt": x_opt, "R": g_r, "Q": g_q, "env_seed": env_seed}
+    return {"x_opt": x_opt, "R": rotation_of(g_r), "Q": rotation_of(g_q), "env_seed": env_seed}
 
 
 @functools.cache
