@@ -11,8 +11,9 @@ never crashes on a reply.
 
 The model is any ``complete(prompt) -> text`` callable: :func:`llm_complete` gives the project's LLM backend
 (litellm, any provider, ``tasks.llm``); without a model it refuses with one clear line (:class:`NoModel`). The
-sequence-optimiser interface shared with the Evolution Transformer: ``history`` (generations of population and
-fitness) in, the next search distribution out (:meth:`EvoLLM.next_distribution`).
+sequence-optimiser interface shared with the Evolution Transformer (:mod:`.sequence`): ``history`` (generations of
+population and fitness) in, the next search distribution out (:meth:`EvoLLM.next_distribution`); :meth:`EvoLLM.run`
+is :func:`.sequence.minimise`'s loop, over a mixed search space (:mod:`.space`) when one is given.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import re
 from collections.abc import Callable
 
 import numpy as np
+
+from jaxlib_kernels.templates.bbo.sequence import minimise
 
 log = logging.getLogger(__name__)
 STAGE = "evollm"
@@ -124,23 +127,13 @@ class EvoLLM:
         return mean, np.full(dim, std)
 
     def run(self, fitness: Callable[[np.ndarray], np.ndarray], mean0: np.ndarray, generations: int,
-            seed: int = 0) -> dict:
-        """Minimise ``fitness`` ((P, D) -> (P,)) for ``generations``; best-so-far curve and the fallbacks."""
-        rng = np.random.default_rng(seed)
+            seed: int = 0, space=None) -> dict:
+        """Minimise ``fitness`` for ``generations`` on the shared loop (:func:`.sequence.minimise`): ``(P, D) ->
+        (P,)`` without a ``space``, a list of decoded configurations with one; best-so-far curve and the fallbacks."""
         c = self.config
-        mean, std = np.asarray(mean0, dtype=np.float64), np.full(len(mean0), c.init_std)
-        history, best, best_x, curve = self.history, np.inf, mean.copy(), []
-        for g in range(generations):
-            pop = mean + std * rng.standard_normal((c.population, mean.size))
-            fit = np.asarray(fitness(pop), dtype=np.float64)
-            fit = np.where(np.isfinite(fit), fit, np.inf)
-            i = int(np.argmin(fit))
-            if fit[i] < best:
-                best, best_x = float(fit[i]), pop[i].copy()
-            curve.append(best)
-            history.append((pop, fit))
-            mean, std = self.next_distribution(history, best_x, g, (g + 1) / generations)
-        return {"best": np.asarray(curve), "best_x": best_x, "fallbacks": list(self.fallbacks)}
+        out = minimise(self, fitness, space, generations, c.population, seed, mean0=mean0, std0=c.init_std,
+                       history=self.history)
+        return {**out, "fallbacks": list(self.fallbacks)}
 
 
 def llm_complete(model: str | None = None) -> Callable[[str], str]:
