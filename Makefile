@@ -84,6 +84,7 @@ bench: install $(BENCH_STAMP)
 	set -o pipefail; $(PY) benchmarks/bbo.py | tee benchmarks/results/bbo.md
 	set -o pipefail; $(PY) benchmarks/dpo.py | tee benchmarks/results/dpo.md
 	set -o pipefail; $(PY) benchmarks/headroom.py | tee benchmarks/results/headroom.md
+	set -o pipefail; $(PY) benchmarks/dpo_settings.py | tee benchmarks/results/dpo_settings.md
 
 lint: install
 	$(VENV)/bin/ruff check flows tasks jaxlib_kernels tests benchmarks

@@ -202,3 +202,14 @@ def test_headroom_quick(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["optimum"] == pytest.approx(1 - 0.9 * 5 / 100)  # Empty-5x5: 5 steps from the fixed start
     assert len(row["ppo_clip"]) == len(row["dpo"]) == 2 and 0 <= row["ppo_clip_mean"] <= row["optimum"] + 1e-6
+
+
+def test_dpo_settings_quick(tmp_path):
+    out = tmp_path / "dpo_settings.json"
+    run_script("dpo_settings.py", "--quick", "--out", str(out), tables=("| setting | steps | loss",))
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["setting"] == "unigram" and row["budget"] == 8 and row["seeds"] == 2 and row["ceiling"] == 1.0
+    assert len(row["betas"]) == 4 and 0 < row["sft_reward"] < 1
+    for b in row["betas"]:
+        assert 0 <= b["reward"] <= 1 and b["kl"] >= 0 and len(b["reward_per_seed"]) == 2
+        assert b["headroom_used"] == pytest.approx((b["reward"] - row["sft_reward"]) / (1 - row["sft_reward"]))
