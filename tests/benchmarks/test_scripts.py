@@ -213,3 +213,26 @@ def test_dpo_settings_quick(tmp_path):
     for b in row["betas"]:
         assert 0 <= b["reward"] <= 1 and b["kl"] >= 0 and len(b["reward_per_seed"]) == 2
         assert b["headroom_used"] == pytest.approx((b["reward"] - row["sft_reward"]) / (1 - row["sft_reward"]))
+
+
+def test_bbo_hparams_quick(tmp_path):
+    from jaxlib_kernels.templates.bbo import hparams
+
+    out = tmp_path / "bbo_hparams.json"
+    run_script("bbo_hparams.py", "--quick", "--out", str(out), tables=("| optimiser",))
+    result = json.loads(out.read_text())
+    assert {"machine", "versions", "runs", "summary", "reference", "space", "notes", "ppo_config"} <= set(result)
+    assert set(result["runs"]) == {"evotf_ead", "random_search", "snes"}  # no --model: EvoLLM skipped, said so
+    assert "EvoLLM skipped" in result["notes"]["evollm_skipped"]
+    space = hparams.space(tuple(result["space"][2][k] for k in ("low", "high")))
+    first = {name: runs[0]["curve_return"][0] for name, runs in result["runs"].items()}
+    assert len(set(first.values())) == 1  # the same seed: every optimiser starts from the same generation
+    for name, runs in result["runs"].items():
+        assert len(runs) == result["search_seeds"]
+        for run in runs:
+            assert len(run["curve_return"]) == result["generations"]
+            assert all(b >= a for a, b in zip(run["curve_return"], run["curve_return"][1:], strict=False))
+            assert space.valid(run["best_config"]) and math.isfinite(run["heldout_return"])
+        assert math.isfinite(result["summary"][name]["best_return_mean"])
+    assert result["unique_trainings"] <= result["fitness_calls"]
+    assert "| optimiser" in out.with_suffix(".md").read_text()
