@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ppo-seeds", type=int, default=2, help="PPO seeds per evaluation (fitness: their mean)")
     parser.add_argument("--heldout-seeds", type=int, default=4, help="seeds the best configurations are re-trained on")
     parser.add_argument("--generations", type=int, default=6)
-    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--population", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3, help="search seeds per method")
     parser.add_argument("--std0", type=float, default=0.5, help="initial std in the latent box [-1, 1]")
     parser.add_argument("--epochs", type=int, nargs=2, default=[1, 4], metavar=("LOW", "HIGH"),

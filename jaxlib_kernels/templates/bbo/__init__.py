@@ -10,7 +10,10 @@ minimised. Baselines: random search, hill climbing, the family's default rule (p
 source) and OpenES, SNES, Sep-CMA-ES, CMA-ES through evosax (JSON text naming the strategy, :class:`EvosaxSpec`).
 Offline search: measured evolution of a parametric family of rules (:mod:`.rules`, :mod:`.search`). EvoLLM
 (:mod:`.evollm`) and the Evolution Transformer trained by EAD (:mod:`.evotf`) are sequence optimisers with the same
-history-in, distribution-out interface.
+history-in, distribution-out interface (:mod:`.sequence`: ``next_distribution(history, best_x, generation,
+progress) -> (mean, std)``, the host loop ``minimise``, random search and SNES through it), over a mixed search
+space of continuous, integer and categorical parameters (:mod:`.space`); shown on a hyperparameter search of PPO on
+a NAVIX grid (:mod:`.hparams`, ``benchmarks/bbo_hparams.py``).
 
 Sources: Hansen et al., 2009 (BBOB); Wierstra et al., 2014 (SNES); Salimans et al., 2017 (OpenES); Hansen and
 Ostermeier, 2001 (CMA-ES); Ros and Hansen, 2008 (Sep-CMA-ES); Lange, Tian and Tang, 2024 (EvoLLM); Lange et al.,
