@@ -67,8 +67,7 @@ class Cached:
 def heldout(problem: hparams.PPOHparams, config: dict, seeds: list[int]) -> float:
     """Mean return of ``config`` on ``seeds``, trained in chunks of the fitness's seed count (one program)."""
     n = len(problem.seeds)
-    chunks = [seeds[i:i + n] for i in range(0, len(seeds), n)]
-    return float(np.mean(np.concatenate([problem.returns(config, c) for c in chunks if len(c) == n])))
+    return float(np.mean(np.concatenate([problem.returns(config, seeds[i:i + n]) for i in range(0, len(seeds), n)])))
 
 
 def optimisers(args, ead: evotf.EADConfig) -> tuple[dict, dict]:
@@ -114,6 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.budget, args.ppo_seeds, args.heldout_seeds = hparams.TINY_BUDGET, 2, 2
         args.generations, args.population, args.seeds, args.epochs = 2, 4, 1, [1, 1]
         ead, overrides = QUICK_EAD, dict(hparams.TINY)
+    if args.heldout_seeds % args.ppo_seeds:
+        parser.error("--heldout-seeds must be a multiple of --ppo-seeds (they are trained in chunks of that size)")
     started = datetime.now(UTC).isoformat(timespec="seconds")
     space = hparams.space(tuple(args.epochs))
     problem = hparams.PPOHparams(args.setting, args.budget, range(args.ppo_seeds), overrides, space)
