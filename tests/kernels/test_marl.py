@@ -99,8 +99,8 @@ def test_rendered_symbolic_drifts_share_one_interpreted_program_and_match_the_na
     assert counter.compiles == 0  # another formula, the same compiled program
 
 
-def test_fused_forward_is_the_actor_critics_apply():
-    """``ippo.forward`` runs the towers side by side; it is the flax module's ``apply`` on the same parameters."""
+def test_forward_is_the_actor_critics_apply():
+    """``ippo.forward`` (the network written out on its parameters) is the flax module's ``apply`` on them."""
     from jaxlib_kernels.ppo import ActorCritic
 
     for critic in ("local", "world"):

@@ -20,8 +20,9 @@ returns counted are the sparse ones (soups delivered, 20 each), as JaxMARL logs 
 
 Speed (``benchmarks/marl.py``): the critic's input and the action mask are carried through the rollout and stored
 only where they carry information (MAPPO's world state, SMAX's available actions), the drift is evaluated once per
-minibatch, and the actor's and the critic's first two layers run as one matrix product each where they read the
-same input (:func:`forward`, the parameters of :class:`jaxlib_kernels.ppo.ActorCritic` as they are).
+minibatch. The two towers run as separate products (:func:`forward`): fusing them (concatenated first-layer
+kernels, a batched second layer) measured no faster at 1 seed and 7% slower at 8 seeds under ``vmap``, where XLA
+transposes the stacked activations between the seed and the tower axes (``benchmarks/README.md``, marl).
 
 ``make_train(config, drift)`` returns ``train(key, params) -> {"state", "metrics"}`` for one seed: the whole
 training loop is one ``lax.scan``; :func:`train_seeds` compiles ``jit(vmap(train))`` once per (configuration,
@@ -241,25 +242,15 @@ def _masked(logits: jax.Array, avail: jax.Array | None) -> jax.Array:
 
 
 def forward(params: dict, x: jax.Array, critic_in: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """``ActorCritic(num_actions, hidden).apply(params, x, critic_in)`` (its parameters, its function) with the two
-    towers' layers side by side: where the critic reads the policy's input (``critic_in=None``) their first layers
-    are one product with the kernels concatenated, and their second layers are one batched product. Equal to the
-    flax module's ``apply`` up to float rounding (``tests/kernels/test_marl.py``); fewer, larger products are what
-    a CPU runs faster at these sizes (``benchmarks/marl.py``)."""
+    """``ActorCritic(num_actions, hidden).apply(params, x, critic_in)`` written out on its parameters: one product
+    per layer and tower, the critic on ``x`` where ``critic_in`` is None (IPPO). Not fused across the towers: under
+    ``vmap`` over seeds the fused form cost XLA transposes and ran 7% slower at 8 seeds, no faster at 1
+    (``benchmarks/README.md``, marl). Equal to the flax module's ``apply`` (``tests/kernels/test_marl.py``)."""
     p = params["params"]
     dense = lambda name, h: h @ p[name]["kernel"] + p[name]["bias"]
-    hidden = p["Dense_0"]["kernel"].shape[1]
-    if critic_in is None:
-        kernel = jnp.concatenate([p["Dense_0"]["kernel"], p["Dense_3"]["kernel"]], axis=1)
-        bias = jnp.concatenate([p["Dense_0"]["bias"], p["Dense_3"]["bias"]])
-        h = jnp.tanh(x @ kernel + bias)
-        a, v = h[..., :hidden], h[..., hidden:]
-    else:
-        a, v = jnp.tanh(dense("Dense_0", x)), jnp.tanh(dense("Dense_3", critic_in))
-    kernel = jnp.stack([p["Dense_1"]["kernel"], p["Dense_4"]["kernel"]])
-    bias = jnp.stack([p["Dense_1"]["bias"], p["Dense_4"]["bias"]]).reshape((2,) + (1,) * (a.ndim - 1) + (hidden,))
-    h = jnp.tanh(jnp.einsum("k...i,kij->k...j", jnp.stack([a, v]), kernel) + bias)
-    return dense("Dense_2", h[0]), dense("Dense_5", h[1])[..., 0]
+    a = jnp.tanh(dense("Dense_1", jnp.tanh(dense("Dense_0", x))))
+    v = jnp.tanh(dense("Dense_4", jnp.tanh(dense("Dense_3", x if critic_in is None else critic_in))))
+    return dense("Dense_2", a), dense("Dense_5", v)[..., 0]
 
 
 def mirror_objective(ratio: jax.Array, advantage: jax.Array, drift: Drift, progress: jax.Array) -> jax.Array:
