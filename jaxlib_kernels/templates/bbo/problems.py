@@ -48,7 +48,7 @@ def rotations(gaussians: jax.Array) -> jax.Array:
 
     Not batched on purpose: jaxlib 0.10's CPU QR and LU of a *batch* of matrices split the batch over XLA's
     intra-op thread pool and wait for the pieces; two such calls at once (the ``R`` and ``Q`` of the instances)
-    hold both threads of a 2-core machine, and the pieces they wait for never run. That deadlock hung 5 of 15
+    hold both threads of a 2-core machine, and the pieces they wait for never run. That deadlock hung 3 of 6
     four-seed runs of the 81-dimensional neuroevolution setting (gdb: both pool threads in
     ``ParallelBatchMap``'s wait under ``lapack_sgeqrf_ffi``). A single matrix is factorised inline."""
     flat = gaussians.reshape((-1, *gaussians.shape[-2:]))
