@@ -13,6 +13,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # a busy 2-core machine needs more than the default 20 s to start the temporary Prefect server
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect 3.9's client prints a first-run telemetry notice on a terminal (over the progress line); the pipeline
+# runs offline by design, so its client-side telemetry is off too unless the user sets DO_NOT_TRACK otherwise
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 class UsageError(Exception):

@@ -36,9 +36,9 @@ def test_on_a_terminal_the_progress_is_one_line_that_overwrites_itself():
     reader = threading.Thread(target=lambda: seen.append(_read_all(master)))  # read while the child writes
     reader.start()
     try:
-        # no telemetry notice on the terminal (the CLI sets the same; on a fresh Prefect home the child's temporary
-        # server printed one before the first progress line)
-        env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        # no telemetry notice on the terminal (the CLI sets the same two: on a fresh Prefect home the child's temporary
+        # server, and importing Prefect's client in a terminal, each printed one before the first progress line)
+        env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
         proc = subprocess.Popen([sys.executable, "-c", SCRIPT], cwd=ROOT, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=slave, env=env)
         os.close(slave)  # the child holds the only other end: its exit ends the reader (EIO)
