@@ -2,12 +2,17 @@
 
 A tree of :mod:`jaxlib_kernels.symbolic` is compiled (on the host) to a fixed-length postfix program: an opcode
 array and a constant array of length ``L`` (``Program``). One jitted, differentiable stack machine
-(:func:`run`) evaluates any such program on ``(ratio, advantage, progress)``: a ``lax.scan`` over the
-instructions whose carry is a stack of ``DEPTH`` arrays of the ratio's shape; each step computes every
-operator's result on the top of the stack and keeps the opcode's one (``jnp.select``), then shifts the stack by the
-opcode's arity. The opcodes and constants are ordinary arrays, so ``jit(vmap(train))`` over candidates x seeds
-compiles once per (configuration, population size, ``L``) however different the formulas are, and the constants
-can be tuned by gradient or ES inside the same compiled call.
+(:func:`run`) evaluates any such program on ``(ratio, advantage, progress)``: a loop over the instructions (up
+to the program's last one: the padding is not run) whose carry is a stack of ``DEPTH`` arrays of the ratio's
+shape; each step computes every operator's result on the top of the stack and keeps the opcode's one
+(``jnp.select``), then shifts the stack by the opcode's arity. The opcodes and constants are ordinary arrays, so
+``jit(vmap(train))`` over candidates x seeds compiles once per (configuration, population size, ``L``) however
+different the formulas are, and the constants can be tuned by gradient or ES inside the same compiled call.
+
+Derivatives are forward-mode (a custom JVP): the interpreter is elementwise, so its derivative in the ratio is the
+diagonal that one forward pass with a tangent of ones computes beside the value, and reverse mode only multiplies
+by it. Differentiating the stack machine in reverse instead (storing every step's stack and running the loop
+backwards) made PPO's gradient step 9x dearer than this (measured in ``benchmarks/discovery.py``'s notes).
 
 Semantics match :func:`symbolic.to_source_expr` operator for operator (the same ``jax.nn.relu``, ``jnp.clip``
 as ``maximum`` then ``minimum``, ``jnp.where(x >= 0, a, b)``, constants rounded to 6 decimals as the rendered
@@ -168,31 +173,97 @@ def _step(variables: tuple[jax.Array, ...], stack: jax.Array, op: jax.Array, con
     return jnp.concatenate([top[None], shifted])
 
 
-def run(program: Program, ratio: jax.Array, advantage: jax.Array, progress: jax.Array, unroll: int = 1
-        ) -> jax.Array:
-    """The program's value at ``(ratio, advantage, progress)``, of the broadcast shape of ratio and advantage."""
+def _last(ops: jax.Array) -> jax.Array:
+    """One past the program's last non-``nop`` instruction (its padding is never run)."""
+    return jnp.max(jnp.where(ops != NOP, jnp.arange(1, ops.shape[0] + 1), 0))
+
+
+def _variables(r, a, p) -> tuple[jax.Array, ...]:
+    return r, a, jnp.log(r), 1.0 - r, p
+
+
+def _scan(ops, consts, r, a, p) -> jax.Array:
+    """Every instruction, padding included, as a ``lax.scan``: reverse-differentiable in every input."""
+    variables = _variables(r, a, p)
+
+    def body(stack, instruction):
+        op, const = instruction
+        return _step(variables, stack, op, const), None
+
+    stack, _ = jax.lax.scan(body, jnp.zeros((DEPTH, *r.shape), r.dtype), (ops, consts))
+    return stack[0]
+
+
+def _loop(ops, consts, r, a, p) -> jax.Array:
+    """The instructions up to the last non-``nop`` one, as a ``lax.while_loop`` (forward-differentiable only)."""
+    variables = _variables(r, a, p)
+    last = _last(ops)
+
+    def body(carry):
+        i, stack = carry
+        return i + 1, _step(variables, stack, ops[i], consts[i])
+
+    _, stack = jax.lax.while_loop(lambda carry: carry[0] < last, body,
+                                  (jnp.int32(0), jnp.zeros((DEPTH, *r.shape), r.dtype)))
+    return stack[0]
+
+
+@jax.custom_jvp
+def _evaluate(ops, consts, r, a, p) -> jax.Array:
+    return _loop(ops, consts, r, a, p)
+
+
+def _evaluate_jvp(primals, tangents):
+    """The interpreter is elementwise, so its derivative in ``r``, ``A`` or ``p`` is a diagonal: one forward-mode pass
+    of the loop (tangent of ones) per input whose tangent is not zero, times that tangent. The output tangent is then
+    a product of a primal value and the input tangent, which reverse mode transposes with no loop to run backwards
+    (PPO differentiates only in ``r``: one forward pass carrying value and derivative, about 9x cheaper than the
+    reverse pass of the scan it replaces; ``benchmarks/discovery.py``). A tangent of the constants (tuning them by
+    gradient) differentiates the scan form instead, which reverse mode handles as usual."""
+    ops, consts, r, a, p = primals
+    _, d_consts, *d_inputs = tangents
+    zero = jax.custom_derivatives.SymbolicZero
+    if not isinstance(d_consts, zero):
+        dense = [jnp.zeros_like(x) if isinstance(t, zero) else t for x, t in zip((r, a, p), d_inputs, strict=True)]
+        return jax.jvp(_scan, primals, (np.zeros(ops.shape, jax.dtypes.float0), d_consts, *dense))
+    value, tangent = None, jnp.zeros_like(r)
+    for k, d in enumerate(d_inputs):
+        if isinstance(d, zero):
+            continue
+        inputs = [r, a, p]
+
+        def along(x, k=k, inputs=inputs):
+            inputs[k] = x
+            return _loop(ops, consts, *inputs)
+
+        value, partial = jax.jvp(along, (inputs[k],), (jnp.ones_like(inputs[k]),))
+        tangent = tangent + partial * d
+    return (_loop(ops, consts, r, a, p) if value is None else value), tangent
+
+
+_evaluate.defjvp(_evaluate_jvp, symbolic_zeros=True)
+
+
+def run(program: Program, ratio: jax.Array, advantage: jax.Array, progress: jax.Array) -> jax.Array:
+    """The program's value at ``(ratio, advantage, progress)``, of the broadcast shape of ratio and advantage.
+
+    Runs the instructions up to the program's last one (a population under ``vmap`` runs as many as its longest
+    member has; padding costs nothing), and is differentiable in the ratio, the advantage, the progress (forward
+    passes, see ``_evaluate_jvp``) and the constants."""
     ratio = jnp.asarray(ratio)
     dtype = jnp.result_type(ratio.dtype, jnp.float32)
     shape = jnp.broadcast_shapes(jnp.shape(ratio), jnp.shape(advantage))
     r = jnp.broadcast_to(ratio, shape).astype(dtype)
     a = jnp.broadcast_to(jnp.asarray(advantage, dtype), shape)
     p = jnp.broadcast_to(jnp.asarray(progress, dtype), shape)
-    variables = (r, a, jnp.log(r), 1.0 - r, p)
-    ops, consts = jnp.asarray(program.ops, jnp.int32), jnp.asarray(program.consts, dtype)
-
-    def body(stack, instruction):
-        op, const = instruction
-        return _step(variables, stack, op, const), None
-
-    stack, _ = jax.lax.scan(body, jnp.zeros((DEPTH, *shape), dtype), (ops, consts), unroll=unroll)
-    return stack[0]
+    return _evaluate(jnp.asarray(program.ops, jnp.int32), jnp.asarray(program.consts, dtype), r, a, p)
 
 
-def drift_of(program: Program, unroll: int = 1):
+def drift_of(program: Program):
     """A drift ``(ratio, advantage, progress) -> array`` that runs ``program`` (traced or concrete)."""
 
     def drift(ratio, advantage, progress):
-        return run(program, ratio, advantage, progress, unroll=unroll)
+        return run(program, ratio, advantage, progress)
 
     return drift
 

@@ -168,14 +168,14 @@ def make_train(config: PPOConfig, drift: Drift | None = None) -> Callable[[jax.A
     return lambda key, params: body(key, params, drift)
 
 
-def make_interpreted_train(config: PPOConfig, unroll: int = 1) -> Callable[[jax.Array, dict, Program], dict]:
+def make_interpreted_train(config: PPOConfig) -> Callable[[jax.Array, dict, Program], dict]:
     """``train(key, params, program)``: PPO whose drift is an interpreted expression (``jaxlib_kernels.interpreter``).
 
     The program (opcodes and constants) is an argument, not a constant of the trace, so one compiled
     ``jit(vmap(train))`` runs any population of formulas of one program length.
     """
     body = _train_body(config)
-    return lambda key, params, program: body(key, params, interpreter.drift_of(program, unroll=unroll))
+    return lambda key, params, program: body(key, params, interpreter.drift_of(program))
 
 
 def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
@@ -345,14 +345,14 @@ def train_seeds(config: PPOConfig, drift: Drift | None, seeds: list[int] | np.nd
 
 
 @functools.lru_cache(maxsize=64)
-def _interpreted_population_train(config: PPOConfig, size: int, length: int, unroll: int = 1) -> Callable:
+def _interpreted_population_train(config: PPOConfig, size: int, length: int) -> Callable:
     """The compiled interpreted ``train`` of one (configuration, population size, program length)."""
     # length: part of the cache key only: a new length is a new shape, so jit compiles it anyway
-    return devices.kept_population_jit(make_interpreted_train(config, unroll), size, "ppo_interpreted",
-                                       (config, size, length, unroll))
+    return devices.kept_population_jit(make_interpreted_train(config), size, "ppo_interpreted",
+                                       (config, size, length))
 
 
-def train_programs(config: PPOConfig, programs: Program, seeds: list[int] | np.ndarray, unroll: int = 1) -> dict:
+def train_programs(config: PPOConfig, programs: Program, seeds: list[int] | np.ndarray) -> dict:
     """Train a population of interpreted drifts (``programs``: (C, L) arrays) on the same seeds, in one compiled
     call over candidates x seeds; host arrays of shape (C, S, ...) out (``interpreter.train_population``).
 
@@ -361,5 +361,5 @@ def train_programs(config: PPOConfig, programs: Program, seeds: list[int] | np.n
     """
     keys, init_keys = seed_keys(seeds)
     return interpreter.train_population(
-        lambda size, length: _interpreted_population_train(config, size, length, unroll), programs, keys,
+        lambda size, length: _interpreted_population_train(config, size, length), programs, keys,
         init_params(config, init_keys))

@@ -112,3 +112,22 @@ def test_a_population_compiles_once_over_several_generations(population):
             out = ppo.train_programs(TINY, interpreter.encode_population(exprs, 32), SEEDS)
             assert out["episodes"].shape == (4, len(SEEDS), TINY.num_updates)
     assert counter.compiles == 0
+
+
+def test_gradient_in_the_constants_and_in_several_inputs_at_once():
+    """The forward-mode derivative serves every input: the constants (tuning by gradient), and r and A together."""
+    expr = ["mul", 0.7, ["tanh", ["mul", "A", ["sub", "r", 1.3]]]]
+    program = interpreter.encode(expr, 32)
+    ratio = jnp.exp(0.5 * jax.random.normal(jax.random.key(2), (16,)))
+    advantage = jax.random.normal(jax.random.key(3), (16,))
+
+    def total(consts, r, a):
+        return interpreter.run(interpreter.Program(program.ops, consts), r, a, 0.5).sum()
+
+    d_consts, d_r, d_a = jax.jit(jax.grad(total, argnums=(0, 1, 2)))(jnp.asarray(program.consts), ratio, advantage)
+    t = np.tanh(advantage * (ratio - 1.3))
+    slots = np.flatnonzero(np.asarray(program.ops) == interpreter.CONST)  # 0.7 then 1.3 in postfix order
+    np.testing.assert_allclose(d_consts[slots], [t.sum(), (-0.7 * advantage * (1 - t**2)).sum()], rtol=1e-5)
+    assert np.all(np.delete(np.asarray(d_consts), slots) == 0)
+    np.testing.assert_allclose(d_r, 0.7 * advantage * (1 - t**2), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(d_a, 0.7 * (ratio - 1.3) * (1 - t**2), rtol=1e-5, atol=1e-7)
