@@ -106,15 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     tpl.add_argument("--json", action="store_true", help="print each template's description as JSON")
 
     disc = sub.add_parser("discover", help="symbolic discovery: a population of formulas trained in one compiled call")
-    disc.add_argument("--template", default="lpo", help="symbolic template (default: lpo)")
+    disc.add_argument("--template", default="lpo",
+                      help="a template whose plug-in is an elementwise formula: lpo (PPO, NAVIX), marl (IPPO/MAPPO, "
+                           "JaxMARL) or dpo (preference losses, a tiny LM) (default: lpo)")
     disc.add_argument("--minutes", type=_positive_float("--minutes"), default=10.0, help="search wall time (default: 10)")
     disc.add_argument("--generations", type=_positive("--generations"), default=None, help="at most this many generations")
     disc.add_argument("--population", type=_positive("--population"), default=16, help="members per generation (default: 16)")
     disc.add_argument("--seeds", type=_positive("--seeds"), default=2, help="search seeds per member (default: 2)")
-    disc.add_argument("--budget", type=_positive("--budget"), default=16_384, help="search env steps (default: 16384)")
-    disc.add_argument("--setting", default="empty5", help="training setting (default: empty5)")
+    disc.add_argument("--budget", type=_positive("--budget"), default=None,
+                      help="search budget of a member (default: the template's: 16384 env steps for lpo and marl, "
+                           "32 gradient steps for dpo)")
+    disc.add_argument("--setting", default=None,
+                      help="training setting (default: the template's: empty5 for lpo, spread for marl, unigram for "
+                           "dpo)")
     disc.add_argument("--fresh-seeds", type=_positive("--fresh-seeds"), default=16, help="admission seeds (default: 16)")
     disc.add_argument("--no-admit", action="store_true", help="search only, no admission")
+    disc.add_argument("--no-paper", dest="paper", action="store_false",
+                      help="do not write up the confirmed discoveries (default: an AI-Scientist run <run id>-paper "
+                           "takes them through experiments, a paper, a review and the archive)")
+    disc.add_argument("--paper-profile", default="default",
+                      help="the profile of that paper run (default: default)")
     disc.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
     disc.add_argument("--run-id", default=None, help="run id; an existing one is resumed (default: a new id)")
     disc.add_argument("--runs-dir", default=os.environ.get("SCIENTIST_RUNS_DIR", "runs"), help="runs folder (default: runs/)")
@@ -516,13 +527,23 @@ def cmd_meta(args) -> int:
 
 
 def cmd_discover(args) -> int:
-    if args.template != "lpo":
-        raise UsageError(f"--template {args.template}: the discovery engine is wired for lpo only so far")
-    from jaxlib_kernels.templates import make
+    from jaxlib_kernels.templates import TEMPLATES, make
 
-    tpl = make("lpo")
-    if args.setting not in tpl.settings:
-        raise UsageError(f"--setting {args.setting}: not an lpo setting ({', '.join(tpl.settings)})")
+    if args.template not in TEMPLATES:
+        raise UsageError(f"--template {args.template}: no such template ({', '.join(TEMPLATES)})")
+    tpl = make(args.template)
+    served = [n for n in TEMPLATES if make(n).discovery is not None]
+    if tpl.discovery is None:
+        raise UsageError(f"--template {args.template}: the discovery engine serves templates whose plug-in is an "
+                         f"elementwise formula ({', '.join(served)})")
+    if tpl.discovery.language != "drift" and (args.model or args.distill):
+        raise UsageError(f"--template {args.template}: --model (or SCIENTIST_MODEL) and --distill serve drift "
+                         f"formulas; {args.template} searches {tpl.discovery.language} trees offline")
+    if args.paper_profile not in tpl.profiles:
+        raise UsageError(f"--paper-profile {args.paper_profile}: not a {args.template} profile "
+                         f"({', '.join(tpl.profiles)})")
+    if args.setting is not None and args.setting not in tpl.settings:
+        raise UsageError(f"--setting {args.setting}: not a {args.template} setting ({', '.join(tpl.settings)})")
     if args.model is None and args.max_cost is not None:
         raise UsageError("--max-cost needs a model (--model or SCIENTIST_MODEL)")
     if args.distill is not None:
@@ -542,13 +563,18 @@ def cmd_discover(args) -> int:
                       search={"population": args.population, "promote": promote, "tune": tune},
                       model=args.model, llm_proposals=args.llm_proposals, max_cost=args.max_cost,
                       fallback=args.fallback, baseline_tuning=args.baseline_tuning, distill=args.distill,
-                      workers=args.workers, ray_address=args.ray_address)
+                      workers=args.workers, ray_address=args.ray_address, paper=args.paper,
+                      paper_profile=args.paper_profile)
     print(f"\ndiscovery run {result['run_id']}: {result['status']} after {result['generation']} generation(s) "
           f"({result['run_dir']})")
     for row in result["top"]:
         print(f"  {row['formula']}  fitness {row['fitness']:.3f} (long rung {row['fitness_long']})")
     for row in result["admitted"]:
-        print(f"  admission: discovery={row['discovery']}, beats PPO clip and DPO on {row['beats_all_on'] or 'none'}")
+        print(f"  admission: discovery={row['discovery']}, beats {' and '.join(tpl.discovery.baselines)} on "
+              f"{row['beats_all_on'] or 'none'}")
+    if result.get("paper_run"):
+        print(f"  paper run {result['paper_run']['run_id']}: {result['paper_run']['status']} "
+              f"({result['paper_run'].get('run_dir')})")
     return 0
 
 

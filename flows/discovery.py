@@ -1,4 +1,5 @@
-"""The discovery flow (``scientist discover``): a symbolic search whose fitness is real PPO training, then a
+"""The discovery flow (``scientist discover``): a symbolic search whose fitness is real training (PPO on ``lpo``'s
+gridworlds, IPPO / MAPPO on ``marl``'s JaxMARL tasks: any template that declares ``Template.discovery``), then a
 statistically gated admission on fresh seeds.
 
 Generations (``jaxlib_kernels.discovery.generation``: propose, static gate, novelty rejection, evosax-tuned
@@ -40,20 +41,21 @@ FRESH_SEED_OFFSET = 10_000  # admission seeds start here; the search uses 0 .. 2
 
 
 @stage(name="discovery_generation", modules=KERNEL)
-def generation_task(state: dict, search: dict, seed: int, setting: str, budget: int, seeds: int,
+def generation_task(state: dict, search: dict, seed: int, template_name: str, setting: str, budget: int, seeds: int,
                     ppo_overrides: dict | None, distill_target: list[float] | None = None, workers: int = 0,
                     ray_address: str | None = None) -> dict:
-    """One generation of the search (a pure function of its inputs: cached, so a resumed search repeats nothing);
-    with ``distill_target`` the fitness is the closeness to that learned drift instead of PPO's return; with
-    ``workers`` > 1 the population is trained in that many equal shards on Ray actors at once."""
+    """One generation of the search (a pure function of its inputs, the template's code among them: cached, so a
+    resumed search repeats nothing); with ``distill_target`` the fitness is the closeness to that learned drift
+    instead of the trained return; with ``workers`` > 1 the population is trained in that many equal shards on Ray
+    actors at once."""
     from jaxlib_kernels import discovery
     from jaxlib_kernels.templates import make
 
     config = discovery.SearchConfig(**search)
-    template = make("lpo")
+    template = make(template_name)
     evaluate = (discovery.distillation_evaluator(distill_target) if distill_target is not None else
-                discovery.ppo_evaluator(template.setting(setting), budget, seeds, config, ppo_overrides,
-                                        train=_sharded(workers, ray_address)))
+                discovery.training_evaluator(template, template.setting(setting), budget, seeds, config,
+                                             ppo_overrides, train=_sharded(template_name, workers, ray_address)))
     start = time.time()
     out = discovery.generation(state, config, evaluate, seed)
     out["log"][-1]["seconds"] = time.time() - start
@@ -82,28 +84,30 @@ def llm_proposals_task(template_name: str, model: str, generation: int, archive_
     return {**out, "fallback": None}
 
 
-def _sharded(workers: int, ray_address: str | None):
-    """``train`` for ``discovery.ppo_evaluator``: None (one compiled call in this process) or the Ray shards."""
+def _sharded(template_name: str, workers: int, ray_address: str | None):
+    """``train`` for ``discovery.training_evaluator``: None (one compiled call in this process) or the Ray shards."""
     if workers <= 1:
         return None
     import functools
 
     from tasks import meta_es
 
-    return functools.partial(meta_es.train_programs_sharded, meta_es.program_trainers(workers, ray_address))
+    return functools.partial(meta_es.train_programs_sharded, meta_es.program_trainers(workers, ray_address),
+                             template_name)
 
 
 @stage(name="discovery_baseline_tuning", modules=KERNEL)
-def baseline_tuning_task(baselines: dict[str, object], search: dict, seed: int, setting: str, budget: int, seeds: int,
-                         ppo_overrides: dict | None, generations: int, workers: int = 0,
+def baseline_tuning_task(template_name: str, baselines: dict[str, object], search: dict, seed: int, setting: str,
+                         budget: int, seeds: int, ppo_overrides: dict | None, generations: int, workers: int = 0,
                          ray_address: str | None = None) -> dict:
     """The baselines' constants tuned with the search's own constant-tuning budget (cached)."""
     from jaxlib_kernels import discovery
     from jaxlib_kernels.templates import make
 
     config = discovery.SearchConfig(**search)
-    evaluate = discovery.ppo_evaluator(make("lpo").setting(setting), budget, seeds, config, ppo_overrides,
-                                       train=_sharded(workers, ray_address))
+    template = make(template_name)
+    evaluate = discovery.training_evaluator(template, template.setting(setting), budget, seeds, config,
+                                            ppo_overrides, train=_sharded(template_name, workers, ray_address))
     return discovery.tune_baselines(baselines, config, evaluate, generations, seed)
 
 
@@ -151,16 +155,17 @@ def _stats(scores, baselines: dict, alpha: float) -> dict:
 
 
 @stage(name="discovery_admission", modules=KERNEL)
-def admission_task(candidates: list[dict], baselines: dict[str, object], settings: list[str], training: str,
-                   budget: int, fresh_seeds: int, ppo_overrides: dict | None, alpha: float, min_held_out: int,
-                   length: int, population: int) -> list[dict]:
+def admission_task(template_name: str, candidates: list[dict], baselines: dict[str, object], settings: list[str],
+                   training: str, budget: int, fresh_seeds: int, ppo_overrides: dict | None, alpha: float,
+                   min_held_out: int, length: int, population: int) -> list[dict]:
     """Re-train the candidates and baselines on fresh seeds and gate them (see the module docstring)."""
 
-    from jaxlib_kernels import interpreter, ppo
-    from jaxlib_kernels.templates import make
-    from jaxlib_kernels.templates.lpo.kernel import ppo_config
+    import numpy as np
 
-    template = make("lpo")
+    from jaxlib_kernels import interpreter
+    from jaxlib_kernels.templates import make
+
+    template = make(template_name)
     exprs = [c["expr"] for c in candidates] + list(baselines.values())
     exprs += [exprs[0]] * (-len(exprs) % population)  # the search's population shape: its compiled program fits
     seeds = list(range(FRESH_SEED_OFFSET, FRESH_SEED_OFFSET + fresh_seeds))
@@ -169,9 +174,10 @@ def admission_task(candidates: list[dict], baselines: dict[str, object], setting
         setting = template.setting(s)
         overrides = dict(ppo_overrides or {})
         steps = int(overrides.pop("total_timesteps", budget) * setting.budget_scale)
-        config = dataclasses.replace(ppo_config(setting, steps), **overrides)
-        metrics = ppo.train_programs(config, interpreter.encode_population(exprs, length), seeds)
-        finals[s] = ppo.mean_return(metrics)  # (candidates + baselines, seeds)
+        config = dataclasses.replace(template.kernel_config(setting, steps), **overrides)
+        # (candidates + baselines, seeds)
+        programs = interpreter.encode_population(exprs, length, template.discovery.language)
+        finals[s] = np.asarray(template.discovery.train_programs(config, programs, seeds))
     out = []
     for i, c in enumerate(candidates):
         scores = {s: finals[s][i] for s in settings}
@@ -187,13 +193,18 @@ def admission_task(candidates: list[dict], baselines: dict[str, object], setting
 
 @flow(name="discovery", log_prints=True)
 def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = None, runs_dir: str = "runs",
-             generations: int | None = None, search: dict | None = None, seed: int = 0, setting: str = "empty5",
-             budget: int = 16_384, seeds: int = 2, ppo_overrides: dict | None = None, fresh_seeds: int = 16,
+             generations: int | None = None, search: dict | None = None, seed: int = 0, setting: str | None = None,
+             budget: int | None = None, seeds: int = 2, ppo_overrides: dict | None = None, fresh_seeds: int = 16,
              admit_top: int = 2, held_out: list[str] | None = None, alpha: float = 0.05, min_held_out: int = 2,
              admit: bool = True, model: str | None = None, llm_proposals: int = 4, max_cost: float | None = None,
              fallback: bool = True, baseline_tuning: int | None = None, distill: str | None = None,
-             workers: int = 0, ray_address: str | None = None) -> dict:
+             workers: int = 0, ray_address: str | None = None, paper: bool = True,
+             paper_profile: str = "default") -> dict:
     """Search for a drift formula for ``minutes`` (or ``generations``), then gate the best ``admit_top`` of it.
+
+    ``template`` is any template that declares ``Template.discovery`` (``lpo``, ``marl``); ``setting``, ``budget``
+    and ``held_out`` default to its declaration, ``ppo_overrides`` replace fields of its kernel configuration
+    (``PPOConfig``, ``MARLConfig``).
 
     With ``model`` (a litellm id) each generation also trains ``llm_proposals`` formulas the model proposes from the
     archive's best formulas and their fitness; they go through the same gate and novelty check as the mutations.
@@ -214,16 +225,32 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
     ``workers`` > 1 shards each generation's population (and the baseline tuning's) over that many Ray actors
     (``ray_address``, else ``RAY_ADDRESS``, else a local Ray), capped at the cluster's GPUs, else CPUs; each actor
     asks for one CPU, or a GPU fraction (``SCIENTIST_GPU_FRACTION``) where the cluster has GPUs. The admission's
-    retraining stays one compiled call per setting in the flow's process."""
+    retraining stays one compiled call per setting in the flow's process.
+
+    With ``paper`` (default) the confirmed discoveries then go through the generic per-idea stages, as ideas of an
+    AI-Scientist run ``<run id>-paper`` on ``paper_profile`` (its settings, seeds and budget; novelty, the gate,
+    experiments, plots, a paper and a review, the archive): ``discovery_ideas`` writes each as an idea whose text
+    gives its admission and the selection bias of its search fitness."""
     from jaxlib_kernels import discovery, symbolic
     from jaxlib_kernels.templates import make
     from tasks import llm
 
-    if template != "lpo":
-        raise ValueError(f"the discovery engine serves symbolic templates; only 'lpo' is wired so far, not {template!r}")
-    logger = get_run_logger()
     tpl = make(template)
-    config = discovery.SearchConfig(**(search or {}))
+    if tpl.discovery is None:
+        from jaxlib_kernels.templates import TEMPLATES
+
+        served = sorted(n for n in TEMPLATES if make(n).discovery is not None)
+        raise ValueError(f"the discovery engine serves templates whose plug-in is an elementwise formula "
+                         f"({', '.join(served)}); {template!r} declares no Template.discovery")
+    spec = tpl.discovery
+    if spec.language != "drift" and (model or distill):
+        raise ValueError(f"--model and --distill serve drift formulas; {template!r} searches {spec.language} trees")
+    setting = setting or spec.setting
+    budget = budget or spec.budget
+    tpl.setting(setting)  # an unknown setting fails here, with the template's settings
+    logger = get_run_logger()
+    config = discovery.SearchConfig(**{**(search or {}), "language": spec.language})
+    variables = getattr(discovery.language_search(spec.language), "VARIABLES", None)  # for LaTeX (None: lpo's)
     run = RunFolder(runs_dir, run_id or new_run_id(f"discover-{template}"))
     run.lock()
     resumed = run.exists()
@@ -254,7 +281,8 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
         store = {"result_storage": storage(run.results_store)}
         folder = run.path / "search"
         folder.mkdir(parents=True, exist_ok=True)
-        state = discovery.init_state({n: b.expression for n, b in tpl.baselines.items()}, config)
+        state = discovery.init_state({n: b.expression for n, b in tpl.baselines.items() if b.expression is not None},
+                                     config)
         g = 0
         from tasks.artifacts import Progress
 
@@ -267,8 +295,8 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
                 state = _with_llm_proposals(state, config, template, model, llm_proposals, fallback, store, fallbacks,
                                             logger)
                 run.update_run_json(llm=client.ledger.to_dict(), fallbacks=fallbacks)
-            state = generation_task.with_options(**store)(state, dataclasses.asdict(config), seed, setting, budget,
-                                                          seeds, ppo_overrides, target, workers, ray_address)
+            state = generation_task.with_options(**store)(state, dataclasses.asdict(config), seed, template, setting,
+                                                          budget, seeds, ppo_overrides, target, workers, ray_address)
             g = state["generation"]
             write_json(folder / f"gen_{g - 1:04d}.json", state)
             entry = state["log"][-1]
@@ -281,18 +309,18 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
             progress.update(g if generations else int(time.time() - t0))
         progress.update(progress.total)  # the search is over (its last generation, or its time is up)
         top = [{"expr": r["expr"], "origin": r["origin"], "fitness": r["fitness"], "fitness_long": r["fitness_long"],
-                "formula": symbolic.to_latex(r["expr"])}
+                "formula": symbolic.to_latex(r["expr"], variables)}
                for r in discovery.best(state, admit_top, exclude=tpl.baselines)]  # even when a baseline leads
         admitted: list[dict] = []
         if admit and top:
             settings = [setting] + list(held_out if held_out is not None else
-                                        [s for s in ("empty_random5", "empty6", "empty5_short") if s != setting])
-            baselines = {"ppo_clip": tpl.baselines["ppo_clip"].expression, "dpo": tpl.baselines["dpo"].expression}
+                                        [s for s in spec.held_out if s != setting])
+            baselines = {name: tpl.baselines[name].expression for name in spec.baselines}
             steps = baseline_tuning if baseline_tuning is not None else (
                 0 if distill else discovery.tuning_generations(state))
-            tuning = baseline_tuning_task.with_options(**store)(baselines, dataclasses.asdict(config), seed, setting,
-                                                                budget, seeds, ppo_overrides, steps, workers,
-                                                                ray_address)
+            tuning = baseline_tuning_task.with_options(**store)(template, baselines, dataclasses.asdict(config), seed,
+                                                                setting, budget, seeds, ppo_overrides, steps,
+                                                                workers, ray_address)
             write_json(run.path / "baseline_tuning.json", tuning)
             run.update_run_json(baseline_tuning={n: {k: t[k] for k in ("constants", "start_constants", "fitness",
                                                                         "start_fitness", "generations", "evaluated")}
@@ -301,19 +329,31 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
                 logger.info("baseline %s tuned over %d evosax steps: constants %s -> %s, fitness %.3f -> %.3f", n,
                             t["generations"], t["start_constants"], t["constants"], t["start_fitness"], t["fitness"])
             baselines = {n: t["expr"] for n, t in tuning.items()}
-            admitted = admission_task.with_options(**store)(top, baselines, settings, setting, budget, fresh_seeds,
-                                                            ppo_overrides, alpha, min_held_out, config.length,
-                                                            config.population)
+            admitted = admission_task.with_options(**store)(template, top, baselines, settings, setting, budget,
+                                                            fresh_seeds, ppo_overrides, alpha, min_held_out,
+                                                            config.length, config.population)
             write_json(run.path / "admission.json", admitted)
             for a in admitted:
-                logger.info("admission %s: discovery=%s, beats PPO clip and DPO on %s",
-                            symbolic.dumps(a["expr"]), a["discovery"], a["beats_all_on"] or "no setting")
+                logger.info("admission %s: discovery=%s, beats %s on %s", symbolic.dumps(a["expr"]), a["discovery"],
+                            " and ".join(baselines), a["beats_all_on"] or "no setting")
+        paper_run = None
+        found = [a for a in admitted if a["discovery"]]
+        if paper and found:
+            from flows.scientist import ai_scientist
+
+            ideas = discovery_ideas(tpl, tpl.profile(paper_profile), found, run.run_id)
+            logger.info("%d confirmed discover%s: writing them up in run %s-paper", len(found),
+                        "y" if len(found) == 1 else "ies", run.run_id)
+            paper_run = ai_scientist(template=template, profile=paper_profile, model=model, runs_dir=runs_dir,
+                                     run_id=f"{run.run_id}-paper", ray_address=ray_address, given_ideas=ideas,
+                                     num_ideas=len(ideas))
+            run.update_run_json(paper_run={k: paper_run.get(k) for k in ("run_id", "status", "papers", "run_dir")})
         status = "finished"
         more = {"llm": client.ledger.to_dict(), "fallbacks": fallbacks} if client is not None else {}
         run.update_run_json(status=status, generation=g, wall_seconds=time.time() - t0,
                             discoveries=[symbolic.dumps(a["expr"]) for a in admitted if a["discovery"]], **more)
         return {"run_id": run.run_id, "run_dir": str(run.path), "status": status, "generation": g, "state": state,
-                "top": top, "admitted": admitted}
+                "top": top, "admitted": admitted, "paper_run": paper_run}
     except BaseException:
         run.update_run_json(status="interrupted", wall_seconds=time.time() - t0)
         raise
@@ -325,6 +365,66 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
 
             meta_es.release_program_trainers()
         run.unlock()
+
+
+def discovery_ideas(template, profile, found: list[dict], run_id: str) -> list[dict]:
+    """Confirmed discoveries as ideas in the ideation's JSON shape (the template's own idea text, rendered from the
+    expression), each with a paragraph on where it came from: its admission (fresh seeds, Holm-corrected p against
+    every baseline per setting) and how much the search's own selection biased its training-setting fitness (its
+    fitness on the search seeds against its mean on fresh seeds, same setting and budget)."""
+    import numpy as np
+
+    from jaxlib_kernels import discovery, symbolic
+
+    search = discovery.language_search(template.discovery.language)
+    used = set(template.baselines)
+    ideas = []
+    for a in found:
+        known = {n: search.behaviour(b.expression) for n, b in template.baselines.items()
+                 if b.expression is not None}
+        mine = search.behaviour(a["expr"])
+        nearest = min(known, key=lambda n: search.distance(mine, known[n]))
+        parent = a["origin"].split("+")[0]
+        cand = search.Candidate(a["expr"], parent if parent in template.baselines else nearest,
+                                mutations=[f"found by scientist discover ({a['origin']})"])
+        idea = search.render_idea(template, profile, cand, search.distance(mine, known[nearest]), nearest,
+                                  float(a["fitness"]), used)
+        used.discard(idea["Name"])
+        name, k = f"discovered_{nearest}", 2
+        while name in used:
+            name, k = f"discovered_{nearest}_{k}", k + 1
+        used.add(name)
+        idea["Name"], idea["Title"] = name, f"Discovered: {idea['Title'][0].lower()}{idea['Title'][1:]}"
+        training = a["settings"][0]
+        tests = a["admission"]["tests"]
+        fresh = next(t["mean"] for t in tests if t["setting"] == training)
+        lines = "; ".join(f"{t['setting']} vs {t['baseline']}: {t['mean']:.3f} against {t['baseline_mean']:.3f}, "
+                          f"Holm p = {t['p_holm']:.2g}" for t in tests)
+        idea["Experiment"] += (
+            f" This formula, {symbolic.dumps(a['expr'])}, was found by the symbolic search of discovery run {run_id} "
+            f"and confirmed on {a['fresh_seeds']} fresh seeds never used by the search (one-sided Welch tests, "
+            f"Holm-corrected across settings and baselines): {lines}. Selection bias of the search: on the training "
+            f"setting its fitness on the search seeds was {a['fitness']:.3f} against {fresh:.3f} on fresh seeds "
+            f"({a['fitness'] - fresh:+.3f}), so the search's own training-setting figures overstate it by that much; "
+            f"the held-out settings were never searched on.")
+        idea["discovery"] = {"run_id": run_id, "origin": a["origin"], "search_fitness": float(a["fitness"]),
+                             "fresh_training_mean": float(fresh),
+                             "selection_bias": float(a["fitness"] - fresh), "beats_all_on": a["beats_all_on"],
+                             "fresh_seeds": a["fresh_seeds"],
+                             "iqm": {k: v["iqm"] for k, v in a["admission"]["iqm"].items()}}
+        ideas.append(json_safe(idea, np))
+    return ideas
+
+
+def json_safe(value, np):
+    """``value`` with numpy scalars as Python numbers (an idea travels as JSON between stages)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v, np) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, np) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _with_llm_proposals(state: dict, config, template: str, model: str, n: int, fallback: bool, store: dict,

@@ -56,6 +56,7 @@ def ai_scientist(
     fallback: bool = True,
     approve: str | None = None,
     approval_timeout: int = 3600,
+    given_ideas: list[dict] | None = None,
 ) -> dict:
     """Propose, check, implement, run, write up and review research ideas on one template.
 
@@ -66,6 +67,8 @@ def ai_scientist(
     the run stops cleanly, keeping what it finished. ``approve="ideas"``: after novelty the run pauses until a
     person resumes it (the Prefect UI's form, or ``scientist approve``) with the ideas to run and free-text
     feedback for the next stage's prompt; unresumed after ``approval_timeout`` seconds it stops cleanly.
+    ``given_ideas`` (ideas in the ideation's JSON shape, e.g. the confirmed discoveries of ``scientist discover``)
+    replace ideation; they pass novelty, the gate and every later stage as ideation's would.
     """
     logger = get_run_logger()
     t0 = time.time()
@@ -108,7 +111,8 @@ def ai_scientist(
 
         # ideation and novelty (each idea against the baselines, the archive and the ideas accepted before it)
         s = time.time()
-        ideas = backend.ideas(template, dataclasses.asdict(prof), prof.num_ideas, run.run_id, archive_rows)
+        ideas = ([dict(i) for i in given_ideas] if given_ideas else
+                 backend.ideas(template, dataclasses.asdict(prof), prof.num_ideas, run.run_id, archive_rows))
         write_json(run.ideas_json, ideas)
         checkpoint()
         decisions = backend.novelty(template, ideas, archive_rows)

@@ -9,15 +9,17 @@ a killed search resumes with identical results. One generation:
    constants, schedules in n/N, asymmetric clips, penalties, saturation) and crossovers with elites of other
    islands (split advantage), and local variations that do not grow a tree (a constant perturbed, ever wider while
    the near neighbourhood is archived; a subtree hoisted), so the population stays full of new formulas;
-2. **static gate**: a valid tree that fits the interpreter, finite and non-negative on the probe grid
-   (``lpo.search.plausibility``);
+2. **static gate**: a valid tree of the search's interpreter language that fits the interpreter and is plausible
+   on the probe grid (the language's search module: ``lpo.search.plausibility`` for drifts, finite and
+   non-negative; ``dpo.search.plausibility`` for preference losses);
 3. **novelty rejection before evaluation** (ShinkaEvolve): a proposal whose behaviour on the probe grid is within
    ``novelty`` (PPO-clip units) of an archived or already accepted one is dropped untrained;
 4. **constants of the best elite tuned by an evosax strategy**: the strategy's ``ask`` members (the elite's
    program with other constants) pass the same static gate and join the population (a refused one is told the
    generation's worst fitness, untrained), its ``tell`` moves the mean, which the next generation proposes;
-5. **one compiled evaluation**: every member trained with PPO on the training setting at a short budget in one
-   ``ppo.train_programs`` call (fixed population size and program length: one compile for the whole search);
+5. **one compiled evaluation**: every member trained on the training setting at a short budget in one
+   population call of the template's kernel (PPO for ``lpo``, IPPO / MAPPO for ``marl``; fixed population size
+   and program length: one compile for the whole search);
 6. **successive halving**: the best ``promote`` members are trained again with twice the budget and seeds (again
    one call of fixed shape); their long-budget fitness ranks the archive's elites;
 7. **archive update** with islands (a migrant every ``migrate`` generations).
@@ -52,6 +54,7 @@ class SearchConfig:
     novelty: float = 0.1  # behavioural distance (PPO-clip units) below which a proposal is a duplicate
     migrate: int = 3
     max_size: int = 48
+    language: str = "drift"  # the interpreter language of the trees (drift: lpo, marl; preference: dpo)
 
     def __post_init__(self):
         if self.promote > self.population or self.tune >= self.population:
@@ -60,23 +63,30 @@ class SearchConfig:
             raise ValueError("tune must be even (antithetic sampling)")
 
 
+# the proposals, static gate and behaviour of each interpreter language: the template search module that defines
+# them (``behaviour``, ``distance``, ``plausibility``, ``Candidate``, ``_mutate``, ``render_idea``)
+SEARCH_MODULES = {"drift": "jaxlib_kernels.templates.lpo.search", "preference": "jaxlib_kernels.templates.dpo.search"}
+
+
+def language_search(language: str):
+    """The search module of an interpreter language (imported on first use)."""
+    import importlib
+
+    return importlib.import_module(SEARCH_MODULES[language])
+
+
 def _key(expr) -> str:
     return symbolic.dumps(expr)
 
 
 def gate(expr, config: SearchConfig) -> str | None:
     """Why the static gate refuses ``expr`` (None: it passes)."""
-    from jaxlib_kernels.templates.lpo import search
-
-    try:
-        symbolic.validate(expr)
-    except symbolic.ExpressionError as exc:
-        return str(exc)
+    search = language_search(config.language)
     if symbolic.size(expr) > config.max_size:
         return f"larger than {config.max_size} nodes"
     try:
-        interpreter.encode(expr, config.length)
-    except interpreter.ProgramError as exc:
+        interpreter.encode(expr, config.length, config.language)  # validates the tree in the language
+    except (interpreter.ProgramError, symbolic.ExpressionError) as exc:
         return str(exc)
     score, notes = search.plausibility(expr)
     if score <= 0.0:
@@ -102,7 +112,7 @@ def _score(row: dict) -> float:
 
 def _propose(state: dict, config: SearchConfig, rng: np.random.Generator, room: int) -> tuple[list[dict], dict]:
     """Up to ``room`` new gated, novel proposals; counts of what the gate and novelty refused."""
-    from jaxlib_kernels.templates.lpo import search
+    search = language_search(config.language)
 
     archive = state["archive"]
     behaviours = [search.behaviour(r["expr"]) for r in archive]
@@ -138,12 +148,12 @@ def _propose(state: dict, config: SearchConfig, rng: np.random.Generator, room: 
         parent = parents[rng.integers(len(parents))]
         if rng.random() < VARY_SHARE or symbolic.size(parent["expr"]) > 0.75 * config.max_size:
             # size-keeping or shrinking, ever wider while the near neighbourhood of the elites is already archived
-            varied, kind = _vary(parent["expr"], rng, scale=0.25 * (1 + attempts / room))
+            varied, kind = _vary(parent["expr"], rng, scale=0.25 * (1 + attempts / room))  # any language's tree
             if varied is not None:
                 admit(varied, f"{parent['origin']}+{kind}", island)
             continue
         cand = search.Candidate(copy.deepcopy(parent["expr"]), parent["origin"])
-        child = search._mutate(cand, pool, rng)  # the lpo search's mutation operators (crossover among them)
+        child = search._mutate(cand, pool, rng)  # the language's mutation operators (lpo's: crossover among them)
         if child is not None:
             admit(child.expr, f"{parent['origin']}+{child.kinds[-1] if child.kinds else 'mutation'}", island)
     return out[:room], counts
@@ -184,7 +194,7 @@ def _vary(expr, rng: np.random.Generator, scale: float = 0.25):
 
 def _constant_slots(expr, config: SearchConfig) -> tuple[interpreter.Program, np.ndarray]:
     """The program of ``expr`` and the indices of its constants (what an evosax strategy tunes)."""
-    program = interpreter.encode(expr, config.length)
+    program = interpreter.encode(expr, config.length, config.language)
     return program, np.flatnonzero(np.asarray(program.ops) == interpreter.CONST)
 
 
@@ -384,24 +394,24 @@ def distillation_evaluator(target) -> Evaluator:
     return evaluate
 
 
-def ppo_evaluator(setting, budget: int, seeds: int, config: SearchConfig, ppo_overrides: dict | None = None,
-                  seed_offset: int = 0, train: Callable | None = None) -> Evaluator:
-    """The real fitness: final return of PPO with each drift on ``setting`` (rung 0: ``budget``, ``seeds`` seeds;
-    rung 1: twice both), every member in one ``ppo.train_programs`` call; ``train(ppo_config, programs, seeds) ->
-    mean return (members, seeds)`` replaces that call (the flow passes one that shards the population over Ray)."""
-    from jaxlib_kernels import ppo
-    from jaxlib_kernels.templates.lpo.kernel import ppo_config
-
-    if train is None:
-        def train(cfg, programs, seed_list):
-            return ppo.mean_return(ppo.train_programs(cfg, programs, seed_list))
+def training_evaluator(template, setting, budget: int, seeds: int, config: SearchConfig,
+                       overrides: dict | None = None, seed_offset: int = 0, train: Callable | None = None) -> Evaluator:
+    """The real fitness: the template's metric after training with each drift on ``setting`` (rung 0: ``budget``,
+    ``seeds`` seeds; rung 1: twice both), every member in one population call (``template.discovery``'s
+    ``train_programs``: PPO for ``lpo``, IPPO / MAPPO for ``marl``). ``overrides`` replace fields of the
+    template's kernel configuration (a ``total_timesteps`` among them scales with the rung too);
+    ``train(kernel_config, programs, seeds) -> metric (members, seeds)`` replaces that call (the flow passes one
+    that shards the population over Ray)."""
+    if template.discovery is None:
+        raise ValueError(f"the {template.name!r} template does not declare what the discovery engine needs")
+    train = train or template.discovery.train_programs
 
     def evaluate(exprs: list, rung: int) -> np.ndarray:
         scale = 2 ** rung
-        cfg = dataclasses.replace(ppo_config(setting, budget * scale), **(ppo_overrides or {}))
-        if ppo_overrides and "total_timesteps" in ppo_overrides:
-            cfg = dataclasses.replace(cfg, total_timesteps=ppo_overrides["total_timesteps"] * scale)
-        programs = interpreter.encode_population(exprs, config.length)
+        cfg = dataclasses.replace(template.kernel_config(setting, budget * scale), **(overrides or {}))
+        if overrides and "total_timesteps" in overrides:
+            cfg = dataclasses.replace(cfg, total_timesteps=overrides["total_timesteps"] * scale)
+        programs = interpreter.encode_population(exprs, config.length, config.language)
         return np.asarray(train(cfg, programs, list(range(seed_offset, seed_offset + seeds * scale)))).mean(axis=1)
 
     return evaluate

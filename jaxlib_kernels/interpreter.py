@@ -37,17 +37,26 @@ DEPTH = 8  # stack depth: enough for any tree whose postfix evaluation needs at 
 LENGTHS = (32, 64, 128)  # program lengths: a program is padded to the smallest that holds it (few shapes)
 
 NOP = 0
-VARS = ("r", "A", "logr", "omr", "p")
-UNARY_OPS = ("relu", "abs", "neg", "sq", "tanh")
+VARS = ("r", "A", "logr", "omr", "p", "z")
+UNARY_OPS = ("relu", "abs", "neg", "sq", "tanh", "logsig", "sig", "expneg")
 BINARY_OPS = ("add", "sub", "mul", "max", "min")
 TERNARY_OPS = ("clip", "ifpos")
 OPCODES = ("nop", *VARS, "const", *UNARY_OPS, *BINARY_OPS, *TERNARY_OPS)
 CODE = {name: i for i, name in enumerate(OPCODES)}
 CONST = CODE["const"]
 _PUSH = range(CODE["r"], CONST + 1)
-_UNARY = range(CODE["relu"], CODE["tanh"] + 1)
+_UNARY = range(CODE["relu"], CODE["expneg"] + 1)
 _BINARY = range(CODE["add"], CODE["min"] + 1)
 _TERNARY = range(CODE["clip"], CODE["ifpos"] + 1)
+
+# A language: the variables (and the inputs they are computed from) and operators one kind of plug-in's trees use.
+# ``drift``: lpo's and marl's drift(ratio, advantage, progress); ``preference``: dpo's loss in z = beta * rho. A
+# program of one language runs only that language's operators (a step computes only those), so adding a language
+# costs the others nothing.
+LANGUAGES = {
+    "drift": (("r", "A", "logr", "omr", "p"), ("relu", "abs", "neg", "sq", "tanh")),
+    "preference": (("z",), ("relu", "abs", "neg", "sq", "tanh", "logsig", "sig", "expneg")),
+}
 
 
 class Program(NamedTuple):
@@ -63,20 +72,29 @@ class ProgramError(ValueError):
     """An expression that does not fit the interpreter (too long or too deep)."""
 
 
-def postfix(expr: symbolic.Expr) -> list[tuple[str, float]]:
+def _language(language: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if language not in LANGUAGES:
+        raise ProgramError(f"no interpreter language {language!r} ({', '.join(LANGUAGES)})")
+    variables, unary = LANGUAGES[language]
+    return variables, (*unary, *BINARY_OPS, *TERNARY_OPS)
+
+
+def postfix(expr: symbolic.Expr, language: str = "drift") -> list[tuple[str, float]]:
     """The tree in postfix order as (opcode name, constant) pairs; children left to right, then the operator."""
+    variables, ops = _language(language)
     if isinstance(expr, bool):
         raise ProgramError("booleans are not expressions")
     if isinstance(expr, (int, float)):
         return [("const", float(round(float(expr), 6)))]
     if isinstance(expr, str):
-        if expr not in VARS:
-            raise ProgramError(f"variable {expr!r} is not one of the interpreter's {VARS}")
+        if expr not in variables:
+            raise ProgramError(f"variable {expr!r} is not one of the {language} language's {variables}")
         return [(expr, 0.0)]
     op, *args = expr
-    if op not in CODE or op in VARS or op in ("nop", "const"):
-        raise ProgramError(f"operator {op!r} is not one the interpreter runs ({', '.join(OPCODES[len(VARS) + 2:])})")
-    return [item for a in args for item in postfix(a)] + [(op, 0.0)]
+    if op not in ops:
+        raise ProgramError(f"operator {op!r} is not one the interpreter runs in the {language} language "
+                           f"({', '.join(ops)})")
+    return [item for a in args for item in postfix(a, language)] + [(op, 0.0)]
 
 
 def stack_depth(code: list[tuple[str, float]]) -> int:
@@ -98,19 +116,20 @@ def length_of(expr: symbolic.Expr) -> int:
     raise ProgramError(f"expression of {n} nodes is longer than the interpreter's {LENGTHS[-1]} instructions")
 
 
-def fits(expr: symbolic.Expr) -> bool:
+def fits(expr: symbolic.Expr, language: str = "drift") -> bool:
     """Whether the interpreter can run ``expr`` (valid, short enough, shallow enough)."""
     try:
-        encode(expr)
+        encode(expr, language=language)
     except (ProgramError, symbolic.ExpressionError):
         return False
     return True
 
 
-def encode(expr: symbolic.Expr, length: int | None = None) -> Program:
-    """Compile a tree to a padded postfix :class:`Program` of ``length`` instructions (default: ``length_of``)."""
-    symbolic.validate(expr)
-    code = postfix(expr)
+def encode(expr: symbolic.Expr, length: int | None = None, language: str = "drift") -> Program:
+    """Compile a tree of ``language`` (``LANGUAGES``) to a padded postfix :class:`Program` of ``length``
+    instructions (default: ``length_of``)."""
+    symbolic.validate(expr, {v: (v, v) for v in _language(language)[0]})
+    code = postfix(expr, language)
     length = length or length_of(expr)
     if len(code) > length:
         raise ProgramError(f"expression of {len(code)} nodes does not fit {length} instructions")
@@ -123,10 +142,10 @@ def encode(expr: symbolic.Expr, length: int | None = None) -> Program:
     return Program(ops, consts)
 
 
-def encode_population(exprs: list[symbolic.Expr], length: int | None = None) -> Program:
+def encode_population(exprs: list[symbolic.Expr], length: int | None = None, language: str = "drift") -> Program:
     """Stack the programs of several trees, padded to one length (default: the longest one's): (N, L) arrays."""
     length = length or max(length_of(e) for e in exprs)
-    programs = [encode(e, length) for e in exprs]
+    programs = [encode(e, length, language) for e in exprs]
     return Program(np.stack([p.ops for p in programs]), np.stack([p.consts for p in programs]))
 
 
@@ -151,19 +170,24 @@ def decode(program: Program) -> symbolic.Expr:
     return stack[0]
 
 
-def _step(variables: tuple[jax.Array, ...], stack: jax.Array, op: jax.Array, const: jax.Array) -> jax.Array:
-    """One instruction on the stack (DEPTH, *shape): every operator's result, the opcode's one kept."""
-    r, a, logr, omr, p = variables
+def _unary(name: str, x: jax.Array) -> jax.Array:
+    return {"relu": jax.nn.relu, "abs": jnp.abs, "neg": jnp.negative, "sq": jnp.square, "tanh": jnp.tanh,
+            "logsig": lambda v: jax.nn.softplus(-v), "sig": jax.nn.sigmoid, "expneg": lambda v: jnp.exp(-v)}[name](x)
+
+
+def _step(language: str, variables: dict[str, jax.Array], stack: jax.Array, op: jax.Array, const: jax.Array
+          ) -> jax.Array:
+    """One instruction on the stack (DEPTH, *shape): every operator of the language computed, the opcode's kept."""
+    names, ops = _language(language)
     x0, x1, x2 = stack[0], stack[1], stack[2]
-    values = [
-        x0,  # nop
-        r, a, logr, omr, p, jnp.broadcast_to(const, x0.shape).astype(x0.dtype),
-        jax.nn.relu(x0), jnp.abs(x0), -x0, jnp.square(x0), jnp.tanh(x0),
-        x1 + x0, x1 - x0, x1 * x0, jnp.maximum(x1, x0), jnp.minimum(x1, x0),
-        jnp.minimum(x0, jnp.maximum(x1, x2)),  # clip(x2, lo=x1, hi=x0), as jnp.clip computes it
-        jnp.where(x2 >= 0, x1, x0),  # ifpos(x2, x1, x0)
-    ]
-    top = jnp.select([op == i for i in range(1, len(values))], values[1:], values[0])
+    binary = {"add": lambda: x1 + x0, "sub": lambda: x1 - x0, "mul": lambda: x1 * x0,
+              "max": lambda: jnp.maximum(x1, x0), "min": lambda: jnp.minimum(x1, x0),
+              "clip": lambda: jnp.minimum(x0, jnp.maximum(x1, x2)),  # clip(x2, lo=x1, hi=x0), as jnp.clip computes it
+              "ifpos": lambda: jnp.where(x2 >= 0, x1, x0)}  # ifpos(x2, x1, x0)
+    branches = [(CODE[v], variables[v]) for v in names]
+    branches.append((CONST, jnp.broadcast_to(const, x0.shape).astype(x0.dtype)))
+    branches += [(CODE[o], binary[o]() if o in binary else _unary(o, x0)) for o in ops]
+    top = jnp.select([op == code for code, _ in branches], [value for _, value in branches], x0)  # nop: x0
     zeros = jnp.zeros_like(stack[:2])
     shifted = jnp.select(
         [(op >= _PUSH.start) & (op < _PUSH.stop), (op >= _BINARY.start) & (op < _BINARY.stop), op >= _TERNARY.start],
@@ -178,74 +202,78 @@ def _last(ops: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(ops != NOP, jnp.arange(1, ops.shape[0] + 1), 0))
 
 
-def _variables(r, a, p) -> tuple[jax.Array, ...]:
-    return r, a, jnp.log(r), 1.0 - r, p
+def _variables(language: str, inputs: tuple[jax.Array, ...]) -> dict[str, jax.Array]:
+    """The language's variables from its inputs: drift (ratio, advantage, progress); preference (z,)."""
+    if language == "drift":
+        r, a, p = inputs
+        return {"r": r, "A": a, "logr": jnp.log(r), "omr": 1.0 - r, "p": p}
+    (z,) = inputs
+    return {"z": z}
 
 
-def _scan(ops, consts, r, a, p) -> jax.Array:
+def _scan(language: str, ops, consts, *inputs) -> jax.Array:
     """Every instruction, padding included, as a ``lax.scan``: reverse-differentiable in every input."""
-    variables = _variables(r, a, p)
+    variables = _variables(language, inputs)
 
     def body(stack, instruction):
         op, const = instruction
-        return _step(variables, stack, op, const), None
+        return _step(language, variables, stack, op, const), None
 
-    stack, _ = jax.lax.scan(body, jnp.zeros((DEPTH, *r.shape), r.dtype), (ops, consts))
+    stack, _ = jax.lax.scan(body, jnp.zeros((DEPTH, *inputs[0].shape), inputs[0].dtype), (ops, consts))
     return stack[0]
 
 
-def _loop(ops, consts, r, a, p) -> jax.Array:
+def _loop(language: str, ops, consts, *inputs) -> jax.Array:
     """The instructions up to the last non-``nop`` one, as a ``lax.while_loop`` (forward-differentiable only)."""
-    variables = _variables(r, a, p)
+    variables = _variables(language, inputs)
     last = _last(ops)
 
     def body(carry):
         i, stack = carry
-        return i + 1, _step(variables, stack, ops[i], consts[i])
+        return i + 1, _step(language, variables, stack, ops[i], consts[i])
 
     _, stack = jax.lax.while_loop(lambda carry: carry[0] < last, body,
-                                  (jnp.int32(0), jnp.zeros((DEPTH, *r.shape), r.dtype)))
+                                  (jnp.int32(0), jnp.zeros((DEPTH, *inputs[0].shape), inputs[0].dtype)))
     return stack[0]
 
 
-@jax.custom_jvp
-def _evaluate(ops, consts, r, a, p) -> jax.Array:
-    return _loop(ops, consts, r, a, p)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _evaluate(language: str, ops, consts, *inputs) -> jax.Array:
+    return _loop(language, ops, consts, *inputs)
 
 
-def _evaluate_jvp(primals, tangents):
-    """The interpreter is elementwise, so its derivative in ``r``, ``A`` or ``p`` is a diagonal: one forward-mode pass
-    of the loop (tangent of ones) per input whose tangent is not zero, times that tangent. The output tangent is then
-    a product of a primal value and the input tangent, which reverse mode transposes with no loop to run backwards
+def _evaluate_jvp(language, primals, tangents):
+    """The interpreter is elementwise, so its derivative in an input is a diagonal: one forward-mode pass of the
+    loop (tangent of ones) per input whose tangent is not zero, times that tangent. The output tangent is then a
+    product of a primal value and the input tangent, which reverse mode transposes with no loop to run backwards
     (PPO differentiates only in ``r``: one forward pass carrying value and derivative, about 9x cheaper than the
     reverse pass of the scan it replaces; ``benchmarks/discovery.py``). A tangent of the constants (tuning them by
     gradient) differentiates the scan form instead, which reverse mode handles as usual."""
-    ops, consts, r, a, p = primals
+    ops, consts, *inputs = primals
     _, d_consts, *d_inputs = tangents
     zero = jax.custom_derivatives.SymbolicZero
     if not isinstance(d_consts, zero):
-        dense = [jnp.zeros_like(x) if isinstance(t, zero) else t for x, t in zip((r, a, p), d_inputs, strict=True)]
-        return jax.jvp(_scan, primals, (np.zeros(ops.shape, jax.dtypes.float0), d_consts, *dense))
-    value, tangent = None, jnp.zeros_like(r)
+        dense = [jnp.zeros_like(x) if isinstance(t, zero) else t for x, t in zip(inputs, d_inputs, strict=True)]
+        return jax.jvp(functools.partial(_scan, language), tuple(primals),
+                       (np.zeros(ops.shape, jax.dtypes.float0), d_consts, *dense))
+    value, tangent = None, jnp.zeros_like(inputs[0])
     for k, d in enumerate(d_inputs):
         if isinstance(d, zero):
             continue
-        inputs = [r, a, p]
 
-        def along(x, k=k, inputs=inputs):
-            inputs[k] = x
-            return _loop(ops, consts, *inputs)
+        def along(x, k=k):
+            return _loop(language, ops, consts, *inputs[:k], x, *inputs[k + 1:])
 
         value, partial = jax.jvp(along, (inputs[k],), (jnp.ones_like(inputs[k]),))
         tangent = tangent + partial * d
-    return (_loop(ops, consts, r, a, p) if value is None else value), tangent
+    return (_loop(language, ops, consts, *inputs) if value is None else value), tangent
 
 
 _evaluate.defjvp(_evaluate_jvp, symbolic_zeros=True)
 
 
 def run(program: Program, ratio: jax.Array, advantage: jax.Array, progress: jax.Array) -> jax.Array:
-    """The program's value at ``(ratio, advantage, progress)``, of the broadcast shape of ratio and advantage.
+    """A drift program's value at ``(ratio, advantage, progress)``, of the broadcast shape of ratio and advantage.
 
     Runs the instructions up to the program's last one (a population under ``vmap`` runs as many as its longest
     member has; padding costs nothing), and is differentiable in the ratio, the advantage, the progress (forward
@@ -256,7 +284,15 @@ def run(program: Program, ratio: jax.Array, advantage: jax.Array, progress: jax.
     r = jnp.broadcast_to(ratio, shape).astype(dtype)
     a = jnp.broadcast_to(jnp.asarray(advantage, dtype), shape)
     p = jnp.broadcast_to(jnp.asarray(progress, dtype), shape)
-    return _evaluate(jnp.asarray(program.ops, jnp.int32), jnp.asarray(program.consts, dtype), r, a, p)
+    return _evaluate("drift", jnp.asarray(program.ops, jnp.int32), jnp.asarray(program.consts, dtype), r, a, p)
+
+
+def run_preference(program: Program, z: jax.Array) -> jax.Array:
+    """A preference-loss program's (the ``preference`` language, dpo's trees in ``z = beta * rho``) value at ``z``;
+    differentiable in ``z`` and the constants as :func:`run`."""
+    z = jnp.asarray(z)
+    z = z.astype(jnp.result_type(z.dtype, jnp.float32))
+    return _evaluate("preference", jnp.asarray(program.ops, jnp.int32), jnp.asarray(program.consts, z.dtype), z)
 
 
 def drift_of(program: Program):
@@ -266,6 +302,15 @@ def drift_of(program: Program):
         return run(program, ratio, advantage, progress)
 
     return drift
+
+
+def preference_loss_of(program: Program):
+    """A preference loss ``(rho, beta) -> per-pair loss`` that runs ``program`` on ``z = beta * rho``."""
+
+    def preference_loss(rho, beta):
+        return run_preference(program, beta * rho)
+
+    return preference_loss
 
 
 def train_population(compiled_of, programs: Program, keys: jax.Array, params) -> dict:

@@ -165,14 +165,16 @@ def evaluate_center(pool: list, seed: int, center: Any, num_seeds: int) -> list[
 
 
 class ProgramTrainer:
-    """Trains shards of a symbolic population (interpreted PPO programs, ``ppo.train_programs``): a Ray actor of the
-    discovery engine, one per worker, kept for the whole search (its compiled shard program is reused)."""
+    """Trains shards of a symbolic population (interpreted drift programs, a template's ``discovery.train_programs``:
+    PPO for ``lpo``, IPPO for ``marl``): a Ray actor of the discovery engine, one per worker, kept for the whole
+    search (its compiled shard program is reused)."""
 
-    def train(self, config, ops: np.ndarray, consts: np.ndarray, seeds: list[int]) -> np.ndarray:
-        from jaxlib_kernels import interpreter, ppo
+    def train(self, template_name: str, config, ops: np.ndarray, consts: np.ndarray, seeds: list[int]) -> np.ndarray:
+        from jaxlib_kernels import interpreter
+        from jaxlib_kernels.templates import make
 
         programs = interpreter.Program(np.asarray(ops), np.asarray(consts, np.float32))
-        return np.asarray(ppo.mean_return(ppo.train_programs(config, programs, list(seeds))))
+        return np.asarray(make(template_name).discovery.train_programs(config, programs, list(seeds)))
 
     def stats(self) -> dict:
         return {"pid": os.getpid()}
@@ -203,8 +205,8 @@ def release_program_trainers() -> None:
                 ray.kill(actor)
 
 
-def train_programs_sharded(pool: list, config, programs, seeds: list[int]) -> np.ndarray:
-    """Mean return (candidates, seeds) of a population split into ``len(pool)`` equal shards (the last padded with
+def train_programs_sharded(pool: list, template_name: str, config, programs, seeds: list[int]) -> np.ndarray:
+    """The template's metric (candidates, seeds) of a population split into ``len(pool)`` equal shards (the last padded with
     its last member), one shard per actor, all at once."""
     import ray
 
@@ -212,8 +214,8 @@ def train_programs_sharded(pool: list, config, programs, seeds: list[int]) -> np
     size = ops.shape[0]
     shard = -(-size // len(pool))
     index = np.minimum(np.arange(shard * len(pool)), size - 1)
-    refs = [actor.train.remote(config, ops[index[i * shard:(i + 1) * shard]], consts[index[i * shard:(i + 1) * shard]],
-                               list(seeds)) for i, actor in enumerate(pool)]
+    refs = [actor.train.remote(template_name, config, ops[index[i * shard:(i + 1) * shard]],
+                               consts[index[i * shard:(i + 1) * shard]], list(seeds)) for i, actor in enumerate(pool)]
     return np.concatenate(ray.get(refs))[:size]
 
 

@@ -161,6 +161,27 @@ class Profile:
         return max(1, round(self.budget * self.screen_fraction)) if self.screen_fraction > 0 else 0
 
 
+@dataclasses.dataclass(frozen=True)
+class Discovery:
+    """What the symbolic discovery engine (``scientist discover``, ``flows/discovery.py``) needs of a template whose
+    plug-in is an elementwise formula the interpreter runs (``jaxlib_kernels.interpreter``: a ``drift(ratio,
+    advantage, progress)`` in the drift language, a ``preference_loss`` in ``z = beta rho`` in the preference
+    language): how to train a population of programs, and where to search and to confirm.
+
+    ``train_programs(kernel_config, programs, seeds) -> (C, S)``: the metric of ``programs`` ((C, L) arrays) on every
+    seed, trained in one compiled population call; ``kernel_config`` is :attr:`Template.kernel_config`'s for a
+    setting and budget, with any fields the user overrides replaced. The search's proposals, static gate and
+    behavioural novelty are the language's (``discovery.SEARCH_MODULES``: ``lpo.search`` for drifts,
+    ``dpo.search`` for preference losses), the same for every template of that language."""
+
+    train_programs: Callable[[Any, Any, list[int]], np.ndarray] = dataclasses.field(repr=False)
+    setting: str  # the default training setting of a search
+    held_out: tuple[str, ...]  # the default held-out settings of the admission
+    budget: int = 16_384  # the default search budget (rung 0) of one member
+    baselines: tuple[str, ...] = ("ppo_clip", "dpo")  # what a discovery must beat (their constants tuned first)
+    language: str = "drift"  # the interpreter language of the trees (``jaxlib_kernels.interpreter.LANGUAGES``)
+
+
 def _no_figures(**_: Any) -> list[dict]:
     return []
 
@@ -203,6 +224,7 @@ class Template:
     formula_lhs: str = "f"
     search_space: dict = dataclasses.field(default_factory=dict)
     package: str = ""  # the template's code package (for its source hash); default jaxlib_kernels.templates.<name>
+    discovery: Discovery | None = None  # set where ``scientist discover`` serves the template
 
     # --- lookups ---------------------------------------------------------------------------------------------------
     def profile(self, name: str) -> Profile:

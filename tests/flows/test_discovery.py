@@ -63,9 +63,44 @@ def test_a_killed_search_resumes_with_identical_results_and_admission_gates(tmp_
     assert any("discovery generations: 3 of 3" in (a.get("description") or "") for a in progress), progress
 
 
-def test_discover_refuses_other_templates(capsys):
+def test_discover_refuses_templates_without_a_formula_plug_in(capsys):
     assert cli.main(["discover", "--template", "hades"]) == 2
-    assert "lpo only" in capsys.readouterr().err
+    assert "serves templates whose plug-in is an elementwise formula (lpo, dpo, marl)" in capsys.readouterr().err
+    assert cli.main(["discover", "--template", "marl", "--setting", "empty5"]) == 2
+    assert "not a marl setting" in capsys.readouterr().err
+    assert cli.main(["discover", "--template", "dpo", "--model", "openai/gpt-4o-mini"]) == 2
+    assert "searches preference trees offline" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_engine_serves_marl_with_ippo_fitness_and_the_same_admission(tmp_path):
+    """``template="marl"``: the population trains with IPPO on MPE simple_spread (the template's declared training
+    setting), and the admission gates the best formula against the tuned PPO clip and DPO on fresh seeds. Sized so
+    that the generations (the first holds the four baselines, the second mutations and tuned members), the
+    baselines' tuning and the admission share one compiled program (4 programs x 2 seeds at 2,048 steps)."""
+    import numpy as np
+
+    from jaxlib_kernels import interpreter
+    from jaxlib_kernels.templates import make
+
+    out = discover(template="marl", run_id="m1", runs_dir=str(tmp_path), generations=2, seeds=2, fresh_seeds=2,
+                   search={"population": 4, "promote": 0, "tune": 2, "length": 32},
+                   ppo_overrides={"total_timesteps": 2048}, admit_top=1, held_out=[], min_held_out=0, minutes=30.0)
+    run = json.loads((tmp_path / "m1" / "run.json").read_text())
+    assert run["template"] == "marl" and run["setting"] == "spread" and run["status"] == "finished"
+    rows = {r["origin"]: r["fitness"] for r in out["state"]["archive"]}
+    assert {"ppo_clip", "dpo"} <= set(rows)
+    # the search's fitness is IPPO's per-agent return on spread for search seeds 0 and 1 (a random policy: about -28)
+    template = make("marl")
+    config = template.kernel_config(template.setting("spread"), 2048)
+    clip = template.baselines["ppo_clip"].expression
+    direct = template.discovery.train_programs(config, interpreter.encode_population([clip] * 4, 32), [0, 1])
+    assert rows["ppo_clip"] == pytest.approx(float(np.mean(direct[0])), abs=1e-4)
+    assert all(-60.0 < f < 0.0 for f in rows.values()), rows
+    (admitted,) = out["admitted"]
+    assert {(t["setting"], t["baseline"]) for t in admitted["admission"]["tests"]} == {("spread", "ppo_clip"),
+                                                                                      ("spread", "dpo")}
+    assert admitted["fresh_seeds"] == 2 and admitted["settings"] == ["spread"]
 
 
 def test_discover_refuses_a_budget_without_a_model(capsys, monkeypatch):
@@ -96,3 +131,58 @@ def test_a_population_sharded_over_ray_actors_trains_like_one_compiled_call(tmp_
     rows = [(r["origin"], r["fitness"]) for r in sharded["state"]["archive"]]
     assert [o for o, _ in rows] == [r["origin"] for r in one["state"]["archive"]]
     assert [f for _, f in rows] == pytest.approx([r["fitness"] for r in one["state"]["archive"]], rel=1e-3, abs=1e-3)
+
+
+def test_confirmed_discoveries_become_ideas_with_their_admission_and_selection_bias():
+    """What the paper run of ``discover(paper=True)`` is given: each discovery as an idea of the template's JSON shape
+    whose text reports its fresh-seed admission and how much the search's selection inflated its fitness."""
+    from flows.discovery import discovery_ideas
+    from jaxlib_kernels import symbolic
+    from jaxlib_kernels.templates import make
+
+    template = make("lpo")
+    expr = ["add", 0.0183, ["mul", 0.102, ["mul", ["abs", "A"], ["sq", "omr"]]]]
+    found = {"expr": expr, "origin": "dpo+perturb+evosax", "fitness": 0.74, "settings": ["empty5", "empty6"],
+             "fresh_seeds": 16, "beats_all_on": ["empty5", "empty6"],
+             "admission": {"tests": [{"setting": s, "baseline": b, "mean": m, "baseline_mean": m - 0.05,
+                                      "p_holm": 0.01} for s, m in (("empty5", 0.71), ("empty6", 0.5))
+                                     for b in ("ppo_clip", "dpo")],
+                           "iqm": {"candidate": {"iqm": 0.7}, "ppo_clip": {"iqm": 0.6}, "dpo": {"iqm": 0.62}}}}
+    ideas = discovery_ideas(template, template.profile("default"), [found, found], "disc-1")
+    assert [i["Name"] for i in ideas] == [ideas[0]["Name"], ideas[0]["Name"] + "_2"]
+    idea = ideas[0]
+    assert idea["Name"].startswith("discovered_") and idea["Name"] not in template.baselines
+    assert idea["expression"] == expr and idea["kind"] == "source"
+    assert template.render(template, idea) == symbolic.render_source(expr, "drift", doc=idea["Title"])
+    assert idea["discovery"]["selection_bias"] == pytest.approx(0.74 - 0.71)
+    assert "16 fresh seeds" in idea["Experiment"] and "+0.030" in idea["Experiment"]
+    assert json.loads(json.dumps(ideas)) == ideas  # travels as JSON between stages
+
+
+@pytest.mark.slow
+def test_the_engine_serves_dpo_with_preference_losses_as_programs(tmp_path):
+    """``template="dpo"``: the search's trees are preference losses in z = beta * rho (the interpreter's preference
+    language, dpo's own mutations, gate and behaviour), trained as one population of the tiny LM's DPO training,
+    and gated against DPO and DiscoPOP's LRML on fresh seeds."""
+    import numpy as np
+
+    from jaxlib_kernels import interpreter
+    from jaxlib_kernels.templates import make
+
+    out = discover(template="dpo", run_id="p1", runs_dir=str(tmp_path), generations=2, seeds=2, fresh_seeds=2,
+                   budget=16, search={"population": 3, "promote": 0, "tune": 2, "length": 32}, admit_top=1,
+                   held_out=[], min_held_out=0, minutes=30.0)
+    run = json.loads((tmp_path / "p1" / "run.json").read_text())
+    assert run["setting"] == "unigram" and run["search"]["language"] == "preference"
+    archive = out["state"]["archive"]
+    assert len(archive) >= 4 and all("z" in json.dumps(r["expr"]) for r in archive)
+    assert any(r["generation"] == 1 and "+" in r["origin"] for r in archive)  # the second generation mutated
+    rows = {r["origin"]: r["fitness"] for r in archive}
+    template = make("dpo")
+    direct = template.discovery.train_programs(
+        template.kernel_config(template.setting("unigram"), 16),
+        interpreter.encode_population([template.baselines["dpo"].expression] * 3, 32, "preference"), [0, 1])
+    assert rows["dpo"] == pytest.approx(float(np.mean(direct[0])), abs=1e-4)
+    (admitted,) = out["admitted"]
+    assert {t["baseline"] for t in admitted["admission"]["tests"]} == {"dpo", "lrml"}
+    assert admitted["formula"].count("z") >= 1  # LaTeX in the template's variable

@@ -147,3 +147,25 @@ def test_dpo_moves_reward_up_and_the_reference_is_cached(trained):
     with count_compilations() as counter:
         kernel.sft_params(config.lm, kernel.TaskConfig(reward=""))
     assert counter.compiles == 0, "the SFT model was trained again instead of read from the disk cache"
+
+
+@pytest.mark.slow
+def test_a_population_of_interpreted_losses_trains_as_the_native_ones_in_one_compile(trained):
+    """The discovery engine's fitness on dpo (``kernel.train_programs``): DPO and LRML as preference-language
+    programs, trained as one population on the same seeds, score what their own compiled sources score; a
+    population of other formulas of the same shape compiles nothing."""
+    from jaxlib_kernels import interpreter
+    from jaxlib_kernels.profiling import count_compilations
+
+    template, _, setting, first = trained
+    config = template.kernel_config(setting, 16)
+    programs = interpreter.encode_population([losses.EXPRESSIONS["dpo"], losses.EXPRESSIONS["lrml"]], 32, "preference")
+    population = kernel.train_programs(config, programs, [0, 1])
+    assert population.shape == (2, 2)
+    np.testing.assert_allclose(population[0], first["final"], rtol=1e-3, atol=1e-3)
+    lrml = template.evaluate(setting, 16, _loss("lrml"), [0, 1])["final"]
+    np.testing.assert_allclose(population[1], lrml, rtol=1e-3, atol=1e-3)
+    others = interpreter.encode_population([losses.EXPRESSIONS["slic"], losses.EXPRESSIONS["cell"]], 32, "preference")
+    with count_compilations() as counter:
+        kernel.train_programs(config, others, [0, 1])
+    assert counter.compiles == 0, f"compiled {counter.compiles}x"

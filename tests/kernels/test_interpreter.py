@@ -11,21 +11,24 @@ from jaxlib_kernels.profiling import count_compilations
 from jaxlib_kernels.templates.lpo.expressions import EXPRESSIONS, PPO_CLIP
 
 
-def random_tree(rng: np.random.Generator, depth: int):
-    """A random expression over every variable and operator of ``symbolic`` (seeded; the property test's inputs)."""
+def random_tree(rng: np.random.Generator, depth: int, language: str = "drift"):
+    """A random expression over every variable and operator of an interpreter language (seeded; the property test's
+    inputs): the drift language is lpo's ``symbolic.VARIABLES``, the preference language dpo's ``z``."""
+    variables, unary = interpreter.LANGUAGES[language]
     if depth == 0 or rng.random() < 0.25:
         if rng.random() < 0.3:
             return float(np.round(rng.normal(), 3))
-        return str(rng.choice(list(symbolic.VARIABLES)))
+        return str(rng.choice(list(variables)))
     k = rng.random()
     if k < 0.35:
-        return [str(rng.choice(list(interpreter.UNARY_OPS))), random_tree(rng, depth - 1)]
+        return [str(rng.choice(list(unary))), random_tree(rng, depth - 1, language)]
     if k < 0.85:
-        return [str(rng.choice(list(interpreter.BINARY_OPS))), random_tree(rng, depth - 1), random_tree(rng, depth - 1)]
+        return [str(rng.choice(list(interpreter.BINARY_OPS))), random_tree(rng, depth - 1, language),
+                random_tree(rng, depth - 1, language)]
     if k < 0.93:
         lo = float(np.round(rng.uniform(0.3, 1.0), 3))
-        return ["clip", random_tree(rng, depth - 1), lo, lo + float(np.round(rng.uniform(0.0, 1.0), 3))]
-    return ["ifpos", random_tree(rng, depth - 1), random_tree(rng, depth - 1), random_tree(rng, depth - 1)]
+        return ["clip", random_tree(rng, depth - 1, language), lo, lo + float(np.round(rng.uniform(0.0, 1.0), 3))]
+    return ["ifpos", *(random_tree(rng, depth - 1, language) for _ in range(3))]
 
 
 def test_interpreter_equals_rendered_source_in_value_and_gradient():
@@ -131,3 +134,29 @@ def test_gradient_in_the_constants_and_in_several_inputs_at_once():
     assert np.all(np.delete(np.asarray(d_consts), slots) == 0)
     np.testing.assert_allclose(d_r, 0.7 * advantage * (1 - t**2), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(d_a, 0.7 * (ratio - 1.3) * (1 - t**2), rtol=1e-5, atol=1e-7)
+
+
+def test_the_preference_language_equals_dpos_rendered_loss_in_value_and_gradient():
+    """dpo's trees in z = beta * rho (its operators logsig, sig, expneg among them) run through the interpreter as the
+    template renders them: same values, same gradient in rho; a drift variable is refused in that language."""
+    from jaxlib_kernels.templates.dpo.losses import ARGS, VARIABLES
+
+    rng = np.random.default_rng(1)
+    rho = 3.0 * jax.random.normal(jax.random.key(4), (64,))
+    beta = jnp.float32(0.25)
+    value = jax.jit(lambda prog, rho: interpreter.preference_loss_of(prog)(rho, beta))
+    grad = jax.jit(jax.grad(lambda rho, prog: interpreter.preference_loss_of(prog)(rho, beta).sum()))
+    checked = 0
+    for _ in range(40):
+        expr = random_tree(rng, 4, "preference")
+        if not interpreter.fits(expr, "preference"):
+            continue
+        fn = load_plugin(symbolic.render_source(expr, "preference_loss", args=ARGS, variables=VARIABLES),
+                         "preference_loss")
+        program = interpreter.encode(expr, 32, "preference")
+        np.testing.assert_allclose(value(program, rho), fn(rho, beta), rtol=1e-5, atol=1e-6)
+        want = jax.grad(lambda r, fn=fn: fn(r, beta).sum())(rho)
+        np.testing.assert_allclose(grad(rho, program), want, rtol=1e-4, atol=1e-5)
+        checked += 1
+    assert checked >= 25
+    assert not interpreter.fits(["logsig", "r"], "preference") and not interpreter.fits(["sig", "z"])

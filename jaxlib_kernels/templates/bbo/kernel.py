@@ -166,7 +166,7 @@ def _setup(config: BBOConfig, plugin: bool) -> Callable:
     def one(seed, fn_index):
         key = jax.random.fold_in(jax.random.key(seed, impl=PRNG), fn_index)
         k_inst, k_mean, k_noise, k_loop = jax.random.split(key, 4)
-        out = {"inst": problems.instance(k_inst, D, gaussian=True),
+        out = {"inst": problems.instance(k_inst, D),
                "mean0": jax.random.uniform(k_mean, (D,), minval=-config.init_range, maxval=config.init_range),
                "key": jax.random.key_data(k_loop)}
         if plugin:

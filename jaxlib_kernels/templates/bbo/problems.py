@@ -38,11 +38,6 @@ def rotation_of(gaussian: jax.Array) -> jax.Array:
     return q.at[0].multiply(jnp.sign(jnp.linalg.det(q)))
 
 
-def rotation(key: jax.Array, dim: int) -> jax.Array:
-    """A uniformly random rotation of R^dim (one instance, unbatched)."""
-    return rotation_of(jax.random.normal(key, (dim, dim)))
-
-
 def rotations(gaussians: jax.Array) -> jax.Array:
     """:func:`rotation_of` of every (D, D) matrix of ``gaussians`` (..., D, D), one matrix after the other.
 
@@ -55,18 +50,16 @@ def rotations(gaussians: jax.Array) -> jax.Array:
     return jax.lax.map(rotation_of, flat).reshape(gaussians.shape)
 
 
-def instance(key: jax.Array, dim: int, *, gaussian: bool = False) -> dict[str, jax.Array]:
-    """One BBOB instance: ``x_opt`` uniform in [-4, 4]^D and two rotations; ``env_seed`` gives a neuroevolution
-    task's episode start states (:mod:`.neuro`; BBOB functions ignore it). With ``gaussian=True``, ``R`` and
-    ``Q`` are the standard normal matrices the rotations are made from (:func:`rotations`, for a batch drawn
-    under ``vmap``)."""
+def instance(key: jax.Array, dim: int) -> dict[str, jax.Array]:
+    """One BBOB instance's draws: ``x_opt`` uniform in [-4, 4]^D, ``env_seed`` (a neuroevolution task's episode start
+    states, :mod:`.neuro`; BBOB functions ignore it), and as ``R`` and ``Q`` the standard normal matrices its two
+    rotations are made from. Drawn under ``vmap``; :func:`rotations` then turns ``R`` and ``Q`` into rotations
+    outside it, one matrix at a time."""
     k_x, k_r, k_q = jax.random.split(key, 3)
     x_opt = jax.random.uniform(k_x, (dim,), minval=-X_OPT_RANGE, maxval=X_OPT_RANGE)
     env_seed = jax.random.randint(jax.random.fold_in(key, 3), (), 0, 2**31 - 1)
-    g_r, g_q = jax.random.normal(k_r, (dim, dim)), jax.random.normal(k_q, (dim, dim))
-    if gaussian:
-        return {"x_opt": x_opt, "R": g_r, "Q": g_q, "env_seed": env_seed}
-    return {"x_opt": x_opt, "R": rotation_of(g_r), "Q": rotation_of(g_q), "env_seed": env_seed}
+    return {"x_opt": x_opt, "R": jax.random.normal(k_r, (dim, dim)), "Q": jax.random.normal(k_q, (dim, dim)),
+            "env_seed": env_seed}
 
 
 @functools.cache

@@ -299,17 +299,12 @@ def _train_key(config: DPOConfig) -> DPOConfig:
     return dataclasses.replace(config, betas=(), kl_coef=0.0, task=TaskConfig(reward=""))
 
 
-@functools.lru_cache(maxsize=64)
-def _train_fn(config: DPOConfig, loss_fn: Callable) -> Callable:
-    """Policy training from the reference with ``loss_fn``, vmapped over seeds of vmapped betas, compiled once.
-
-    Returns the policy's parameters at every checkpoint; measuring them is :func:`_measure_fn`, which does not
-    depend on the loss and so is compiled once per setting, not once per candidate.
-    """
+def _trainer(config: DPOConfig) -> Callable:
+    """``train_one(ref, data, beta, key, loss_fn) -> (params at every checkpoint, mean loss per checkpoint)``."""
     model = TinyLM(config.lm)
     opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
 
-    def train_one(ref, d, beta, key):
+    def train_one(ref, d, beta, key, loss_fn):
         def step(carry, k):
             params, state = carry
             idx = jax.random.randint(k, (config.batch_pairs,), 0, config.num_pairs)
@@ -332,10 +327,38 @@ def _train_fn(config: DPOConfig, loss_fn: Callable) -> Callable:
         _, (params, losses) = jax.lax.scan(chunk, (ref, opt.init(ref)), jax.random.split(key, config.checkpoints))
         return params, losses
 
+    return train_one
+
+
+@functools.lru_cache(maxsize=64)
+def _train_fn(config: DPOConfig, loss_fn: Callable) -> Callable:
+    """Policy training from the reference with ``loss_fn``, vmapped over seeds of vmapped betas, compiled once.
+
+    Returns the policy's parameters at every checkpoint; measuring them is :func:`_measure_fn`, which does not
+    depend on the loss and so is compiled once per setting, not once per candidate.
+    """
+    train_one = _trainer(config)
+
     def per_seed(ref, d, betas, key):
-        return jax.vmap(train_one, in_axes=(None, None, 0, None))(ref, d, betas, key)
+        return jax.vmap(train_one, in_axes=(None, None, 0, None, None))(ref, d, betas, key, loss_fn)
 
     return jax.jit(jax.vmap(per_seed, in_axes=(None, 0, None, 0)))
+
+
+@functools.lru_cache(maxsize=64)
+def _program_train_fn(config: DPOConfig, size: int, length: int) -> Callable:
+    """:func:`_train_fn` for a population of interpreted losses (``jaxlib_kernels.interpreter``, the preference
+    language): ``size`` members, each its own program (C, L) arrays and seed's data and key; one compile for every
+    population of that size and program length (``length`` keys the cache: a new length is a new shape)."""
+    from jaxlib_kernels import interpreter
+
+    train_one = _trainer(config)
+
+    def member(ref, d, betas, key, ops, consts):
+        loss_fn = interpreter.preference_loss_of(interpreter.Program(ops, consts))
+        return jax.vmap(train_one, in_axes=(None, None, 0, None, None))(ref, d, betas, key, loss_fn)
+
+    return jax.jit(jax.vmap(member, in_axes=(None, 0, None, 0, 0, 0)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -366,6 +389,33 @@ def train_seeds(config: DPOConfig, loss_fn: Callable, seeds: list[int]) -> dict[
     r, kl = _measure_fn(_data_key(config))(params, ref, data["prompts"], k_eval)
     out = {"reward": r, "kl": kl, "loss": losses, "ref_reward": data["ref_reward"]}
     return {k: np.asarray(v, dtype=np.float64) for k, v in jax.device_get(out).items()}
+
+
+def train_programs(config: DPOConfig, programs, seeds: list[int]) -> np.ndarray:
+    """The template's metric (C, S), the KL-penalised reward at the end of training, of a population of
+    interpreted preference losses (``programs``: (C, L) arrays, trees in ``z = beta * rho``) on ``seeds``: every
+    candidate x seed x beta in one compiled call. Candidate ``c`` on seed ``s`` meets the data, key and
+    measurement a one-candidate run on seed ``s`` meets (``train_seeds``), so it matches that run up to float
+    summation order."""
+    ops, consts = np.asarray(programs.ops, np.int32), np.asarray(programs.consts, np.float32)
+    n_cand, length = ops.shape
+    n_seeds = len(seeds)
+    ref = sft_params(config.lm, dataclasses.replace(config.task, reward=""))
+    keys = jax.random.wrap_key_data(jnp.stack([jax.random.key_data(jax.random.key(int(s))) for s in seeds]))
+    k_data, k_train, k_eval = jax.vmap(functools.partial(jax.random.split, num=3), out_axes=1)(keys)
+    data = _data_fn(_data_key(config))(ref, k_data)
+
+    def tile(x):  # member m = c * S + s is seed s's
+        return jnp.tile(x, (n_cand,) + (1,) * (x.ndim - 1))
+
+    member_data = jax.tree_util.tree_map(tile, data)
+    betas = jnp.asarray(config.betas, jnp.float32)
+    params, _ = _program_train_fn(_train_key(config), n_cand * n_seeds, length)(
+        ref, member_data, betas, tile(k_train), jnp.asarray(np.repeat(ops, n_seeds, axis=0)),
+        jnp.asarray(np.repeat(consts, n_seeds, axis=0)))
+    r, kl = _measure_fn(_data_key(config))(params, ref, member_data["prompts"], tile(k_eval))
+    final = penalised(config, np.asarray(r, np.float64), np.asarray(kl, np.float64))[:, -1]  # (C * S,)
+    return final.reshape(n_cand, n_seeds)
 
 
 def penalised(config: DPOConfig, reward_: np.ndarray, kl: np.ndarray) -> np.ndarray:

@@ -28,6 +28,12 @@ def ppo_config(setting: Setting, budget: int) -> ppo.PPOConfig:
     return ppo.PPOConfig(env_name=setting.env, max_steps=setting.max_steps, total_timesteps=int(budget))
 
 
+def train_programs(config: ppo.PPOConfig, programs, seeds: list[int]) -> np.ndarray:
+    """The final return (C, S) of interpreted drift ``programs`` on ``seeds``: one compiled population call (the
+    discovery engine's fitness)."""
+    return ppo.mean_return(ppo.train_programs(config, programs, seeds))
+
+
 def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int]) -> dict:
     """Train PPO with ``drift`` on every seed in one compiled call; the unit result of the template contract."""
     config = ppo_config(setting, budget)

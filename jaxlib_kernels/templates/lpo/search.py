@@ -351,8 +351,8 @@ SCREEN_SEED_OFFSET = 10_000  # screening seeds: never the experiments' seeds (0,
 
 def screen(template, profile, chosen: list, num_ideas: int) -> tuple[list, dict]:
     """Rank the proxy's shortlist by real fitness: every shortlisted drift and every baseline of the profile trained
-    with PPO on the training setting at ``profile.screen_budget`` steps and ``profile.screen_seeds`` seeds, all in one
-    ``ppo.train_programs`` call of a fixed shape (the shortlist padded to ``num_ideas * screen_pool`` with PPO clip),
+    (the template's ``discovery.train_programs``: PPO for ``lpo``) on the training setting at
+    ``profile.screen_budget`` steps and ``profile.screen_seeds`` seeds, all in one population call of a fixed shape (the shortlist padded to ``num_ideas * screen_pool`` with PPO clip),
     so a second ideation of the same profile compiles nothing. Returns the ``num_ideas`` fittest shortlisted
     candidates (ties keep the proxy's order) and the screening record (fitness of every member, seeds, budget)."""
     from jaxlib_kernels import discovery
@@ -362,8 +362,8 @@ def screen(template, profile, chosen: list, num_ideas: int) -> tuple[list, dict]
     size = num_ideas * profile.screen_pool
     members = [c.expr for c, *_ in chosen][:size]
     padded = members + [PPO_CLIP] * (size - len(members)) + [template.baselines[b].expression for b in baselines]
-    evaluate = discovery.ppo_evaluator(setting, profile.screen_budget, profile.screen_seeds, discovery.SearchConfig(),
-                                       seed_offset=SCREEN_SEED_OFFSET)
+    evaluate = discovery.training_evaluator(template, setting, profile.screen_budget, profile.screen_seeds,
+                                            discovery.SearchConfig(), seed_offset=SCREEN_SEED_OFFSET)
     fitness = np.asarray(evaluate(padded, 0), dtype=np.float64)
     order = sorted(range(len(members)), key=lambda i: -fitness[i])  # stable: the proxy's order breaks ties
     record = {

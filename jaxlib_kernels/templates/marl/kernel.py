@@ -24,6 +24,12 @@ def marl_config(setting: Setting, budget: int) -> ippo.MARLConfig:
     return ippo.MARLConfig(env_name=setting.env, total_timesteps=int(budget), **options)
 
 
+def train_programs(config: ippo.MARLConfig, programs, seeds: list[int]) -> np.ndarray:
+    """The final mean per-agent return (C, S) of interpreted drift ``programs`` on ``seeds``: one compiled
+    population call (the discovery engine's fitness)."""
+    return ippo.mean_over_last(ippo.train_programs(config, programs, seeds))
+
+
 def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int]) -> dict:
     """Train multi-agent PPO with ``drift`` on every seed in one compiled call; the template's unit result.
 
@@ -47,4 +53,4 @@ def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int]) -
     }
 
 
-__all__ = ["CONFIG_OPTIONS", "check_plugin", "evaluate", "marl_config", "probe"]
+__all__ = ["CONFIG_OPTIONS", "check_plugin", "evaluate", "marl_config", "probe", "train_programs"]
