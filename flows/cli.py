@@ -527,15 +527,14 @@ def cmd_meta(args) -> int:
 
 
 def cmd_discover(args) -> int:
-    from jaxlib_kernels.templates import TEMPLATES, make
+    from jaxlib_kernels.templates import TEMPLATES, discovery_templates, make
 
     if args.template not in TEMPLATES:
         raise UsageError(f"--template {args.template}: no such template ({', '.join(TEMPLATES)})")
     tpl = make(args.template)
-    served = [n for n in TEMPLATES if make(n).discovery is not None]
     if tpl.discovery is None:
         raise UsageError(f"--template {args.template}: the discovery engine serves templates whose plug-in is an "
-                         f"elementwise formula ({', '.join(served)})")
+                         f"elementwise formula ({', '.join(discovery_templates())})")
     if tpl.discovery.language != "drift" and (args.model or args.distill):
         raise UsageError(f"--template {args.template}: --model (or SCIENTIST_MODEL) and --distill serve drift "
                          f"formulas; {args.template} searches {tpl.discovery.language} trees offline")

@@ -1,6 +1,6 @@
 """The discovery flow (``scientist discover``): a symbolic search whose fitness is real training (PPO on ``lpo``'s
-gridworlds, IPPO / MAPPO on ``marl``'s JaxMARL tasks: any template that declares ``Template.discovery``), then a
-statistically gated admission on fresh seeds.
+gridworlds, IPPO / MAPPO on ``marl``'s JaxMARL tasks, the tiny LM's preference training on ``dpo``'s tasks: any
+template that declares ``Template.discovery``), then a statistically gated admission on fresh seeds.
 
 Generations (``jaxlib_kernels.discovery.generation``: propose, static gate, novelty rejection, evosax-tuned
 constants, one compiled evaluation of the whole population, successive halving, islands) run one cached Prefect
@@ -202,9 +202,9 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
              paper_profile: str = "default") -> dict:
     """Search for a drift formula for ``minutes`` (or ``generations``), then gate the best ``admit_top`` of it.
 
-    ``template`` is any template that declares ``Template.discovery`` (``lpo``, ``marl``); ``setting``, ``budget``
-    and ``held_out`` default to its declaration, ``ppo_overrides`` replace fields of its kernel configuration
-    (``PPOConfig``, ``MARLConfig``).
+    ``template`` is any template that declares ``Template.discovery`` (``lpo``, ``marl``, ``dpo``); ``setting``,
+    ``budget`` and ``held_out`` default to its declaration, ``ppo_overrides`` replace fields of its kernel
+    configuration (``PPOConfig``, ``MARLConfig``, ``DPOConfig``).
 
     With ``model`` (a litellm id) each generation also trains ``llm_proposals`` formulas the model proposes from the
     archive's best formulas and their fitness; they go through the same gate and novelty check as the mutations.
@@ -237,11 +237,10 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
 
     tpl = make(template)
     if tpl.discovery is None:
-        from jaxlib_kernels.templates import TEMPLATES
+        from jaxlib_kernels.templates import discovery_templates
 
-        served = sorted(n for n in TEMPLATES if make(n).discovery is not None)
         raise ValueError(f"the discovery engine serves templates whose plug-in is an elementwise formula "
-                         f"({', '.join(served)}); {template!r} declares no Template.discovery")
+                         f"({', '.join(discovery_templates())}); {template!r} declares no Template.discovery")
     spec = tpl.discovery
     if spec.language != "drift" and (model or distill):
         raise ValueError(f"--model and --distill serve drift formulas; {template!r} searches {spec.language} trees")
@@ -372,16 +371,14 @@ def discovery_ideas(template, profile, found: list[dict], run_id: str) -> list[d
     expression), each with a paragraph on where it came from: its admission (fresh seeds, Holm-corrected p against
     every baseline per setting) and how much the search's own selection biased its training-setting fitness (its
     fitness on the search seeds against its mean on fresh seeds, same setting and budget)."""
-    import numpy as np
-
     from jaxlib_kernels import discovery, symbolic
+    from tasks.runfolder import json_safe
 
     search = discovery.language_search(template.discovery.language)
     used = set(template.baselines)
+    known = {n: search.behaviour(b.expression) for n, b in template.baselines.items() if b.expression is not None}
     ideas = []
     for a in found:
-        known = {n: search.behaviour(b.expression) for n, b in template.baselines.items()
-                 if b.expression is not None}
         mine = search.behaviour(a["expr"])
         nearest = min(known, key=lambda n: search.distance(mine, known[n]))
         parent = a["origin"].split("+")[0]
@@ -412,19 +409,8 @@ def discovery_ideas(template, profile, found: list[dict], run_id: str) -> list[d
                              "selection_bias": float(a["fitness"] - fresh), "beats_all_on": a["beats_all_on"],
                              "fresh_seeds": a["fresh_seeds"],
                              "iqm": {k: v["iqm"] for k, v in a["admission"]["iqm"].items()}}
-        ideas.append(json_safe(idea, np))
+        ideas.append(json_safe(idea))  # an idea travels as JSON between stages
     return ideas
-
-
-def json_safe(value, np):
-    """``value`` with numpy scalars as Python numbers (an idea travels as JSON between stages)."""
-    if isinstance(value, dict):
-        return {k: json_safe(v, np) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v, np) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _with_llm_proposals(state: dict, config, template: str, model: str, n: int, fallback: bool, store: dict,

@@ -18,7 +18,8 @@ a killed search resumes with identical results. One generation:
    program with other constants) pass the same static gate and join the population (a refused one is told the
    generation's worst fitness, untrained), its ``tell`` moves the mean, which the next generation proposes;
 5. **one compiled evaluation**: every member trained on the training setting at a short budget in one
-   population call of the template's kernel (PPO for ``lpo``, IPPO / MAPPO for ``marl``; fixed population size
+   population call of the template's kernel (PPO for ``lpo``, IPPO / MAPPO for ``marl``, the LM's preference
+   training for ``dpo``; fixed population size
    and program length: one compile for the whole search);
 6. **successive halving**: the best ``promote`` members are trained again with twice the budget and seeds (again
    one call of fixed shape); their long-budget fitness ranks the archive's elites;
@@ -398,7 +399,8 @@ def training_evaluator(template, setting, budget: int, seeds: int, config: Searc
                        overrides: dict | None = None, seed_offset: int = 0, train: Callable | None = None) -> Evaluator:
     """The real fitness: the template's metric after training with each drift on ``setting`` (rung 0: ``budget``,
     ``seeds`` seeds; rung 1: twice both), every member in one population call (``template.discovery``'s
-    ``train_programs``: PPO for ``lpo``, IPPO / MAPPO for ``marl``). ``overrides`` replace fields of the
+    ``train_programs``: PPO for ``lpo``, IPPO / MAPPO for ``marl``, preference training for ``dpo``).
+    ``overrides`` replace fields of the
     template's kernel configuration (a ``total_timesteps`` among them scales with the rung too);
     ``train(kernel_config, programs, seeds) -> metric (members, seeds)`` replaces that call (the flow passes one
     that shards the population over Ray)."""

@@ -322,18 +322,26 @@ def train_population(compiled_of, programs: Program, keys: jax.Array, params) ->
     The PPO and IPPO kernels share this stacking; a candidate's result does not depend on the others in its
     population (up to float summation order).
     """
+    n_seeds = keys.shape[0]
+    member, tile = population_members(programs, n_seeds)
+    n_cand, length = np.shape(programs.ops)
+    out = compiled_of(n_cand * n_seeds, length)(tile(keys), jax.tree_util.tree_map(tile, params), member)
+    return jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((n_cand, n_seeds) + x.shape[1:]), out["metrics"])
+
+
+def population_members(programs: Program, n_seeds: int):
+    """The C x S members of (C, L) ``programs`` on S seeds, member ``c * S + s`` being candidate ``c`` on seed
+    ``s``: their (C * S, L) programs, and ``tile(x)`` that lays a seed-indexed array (S, ...) out the same way."""
     ops, consts = np.asarray(programs.ops, np.int32), np.asarray(programs.consts, np.float32)
     if ops.ndim != 2 or ops.shape != consts.shape:
         raise ValueError(f"programs are (candidates, length) arrays, got {ops.shape} and {consts.shape}")
-    n_cand, length = ops.shape
-    n_seeds = keys.shape[0]
+    n_cand = ops.shape[0]
 
     def tile(x):
         return jnp.tile(x, (n_cand,) + (1,) * (x.ndim - 1))
 
     member = Program(jnp.asarray(np.repeat(ops, n_seeds, axis=0)), jnp.asarray(np.repeat(consts, n_seeds, axis=0)))
-    out = compiled_of(n_cand * n_seeds, length)(tile(keys), jax.tree_util.tree_map(tile, params), member)
-    return jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((n_cand, n_seeds) + x.shape[1:]), out["metrics"])
+    return member, tile
 
 
 # --- recognising rendered sources -------------------------------------------------------------------------------

@@ -45,6 +45,11 @@ def _default(obj: Any):
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def json_safe(data: Any) -> Any:
+    """``data`` as plain JSON values (numpy scalars and arrays, paths converted as :func:`write_json` writes them)."""
+    return json.loads(json.dumps(data, default=_default, allow_nan=True))
+
+
 def write_json(path: Path, data: Any) -> Path:
     """Write JSON atomically (temp file + rename), so a killed process never leaves half a file."""
     path = Path(path)

@@ -20,4 +20,11 @@ def make(name: str) -> Template:
     return TEMPLATES[name]
 
 
-__all__ = ["TEMPLATES", "Baseline", "Metric", "PluginSpec", "Profile", "ResultSchema", "Setting", "Template", "make"]
+def discovery_templates() -> list[str]:
+    """The templates ``scientist discover`` serves, in registry order (those declaring ``Template.discovery``;
+    imports every template, so only an error message asks)."""
+    return [n for n in TEMPLATES if make(n).discovery is not None]
+
+
+__all__ = ["TEMPLATES", "Baseline", "Metric", "PluginSpec", "Profile", "ResultSchema", "Setting", "Template",
+           "discovery_templates", "make"]

@@ -397,22 +397,19 @@ def train_programs(config: DPOConfig, programs, seeds: list[int]) -> np.ndarray:
     candidate x seed x beta in one compiled call. Candidate ``c`` on seed ``s`` meets the data, key and
     measurement a one-candidate run on seed ``s`` meets (``train_seeds``), so it matches that run up to float
     summation order."""
-    ops, consts = np.asarray(programs.ops, np.int32), np.asarray(programs.consts, np.float32)
-    n_cand, length = ops.shape
+    from jaxlib_kernels import interpreter
+
+    n_cand, length = np.shape(programs.ops)
     n_seeds = len(seeds)
     ref = sft_params(config.lm, dataclasses.replace(config.task, reward=""))
     keys = jax.random.wrap_key_data(jnp.stack([jax.random.key_data(jax.random.key(int(s))) for s in seeds]))
     k_data, k_train, k_eval = jax.vmap(functools.partial(jax.random.split, num=3), out_axes=1)(keys)
     data = _data_fn(_data_key(config))(ref, k_data)
-
-    def tile(x):  # member m = c * S + s is seed s's
-        return jnp.tile(x, (n_cand,) + (1,) * (x.ndim - 1))
-
+    member, tile = interpreter.population_members(programs, n_seeds)  # member c * S + s is seed s's
     member_data = jax.tree_util.tree_map(tile, data)
     betas = jnp.asarray(config.betas, jnp.float32)
     params, _ = _program_train_fn(_train_key(config), n_cand * n_seeds, length)(
-        ref, member_data, betas, tile(k_train), jnp.asarray(np.repeat(ops, n_seeds, axis=0)),
-        jnp.asarray(np.repeat(consts, n_seeds, axis=0)))
+        ref, member_data, betas, tile(k_train), member.ops, member.consts)
     r, kl = _measure_fn(_data_key(config))(params, ref, member_data["prompts"], tile(k_eval))
     final = penalised(config, np.asarray(r, np.float64), np.asarray(kl, np.float64))[:, -1]  # (C * S,)
     return final.reshape(n_cand, n_seeds)
