@@ -277,4 +277,9 @@ def make(name: str, max_steps: int | None = None, penalty: float = 0.9, **kwargs
     discrete-action gymnax id (``CartPole-v1``); unknown names get close-match suggestions."""
     if name.startswith("Navix-") and name in _navix():
         return _navix().make(name, max_steps=max_steps, penalty=penalty, **kwargs)
+    if not name.startswith("Navix-"):  # a gymnax id needs only gymnax (navix costs 2 s more to import)
+        import gymnax
+
+        if name in gymnax.registered_envs:
+            return _gymnax_factory(name)(max_steps=max_steps, penalty=penalty, **kwargs)
     return _registry()[2].make(name, max_steps=max_steps, penalty=penalty, **kwargs)

@@ -31,13 +31,18 @@ Default limits and why:
   sections). What still grows with the core count is one 8 MiB stack reservation per XLA pool thread (about
   +0.5 GiB at 64 cores), so 6 GiB leaves a margin of 3x or more even on big hosts, while still stopping a
   runaway allocation (a 4 TiB array, a list that doubles forever) well before it hurts the machine.
-* ``cpu_s=120`` (RLIMIT_CPU) and ``timeout_s=120`` (wall clock) for the whole child, and ``check_timeout_s=12``
-  (``SCIENTIST_GATE_CHECK_TIMEOUT``) for the candidate's own part, counted from the line the child writes on its
-  real stdout once its trusted start-up (imports, isolation, privilege drop) is done. Measured on a 2-core host
-  (AMD EPYC, warm compilation cache): each template's first baseline passed in 1.5-3.6 s, 1.0-1.6 s of start-up
-  and 0.5-2.1 s of checks (lpo: 1.5 + 2.1 s); an endless loop was stopped 12 s after its start-up, 14.0 s in
-  all, 3.9x lpo's normal check, instead of the 120 s (34x) of the wall clock alone. The start-up, the part a loaded
-  host slows most, keeps the generous wall-clock limit, so the candidate's limit can be tight.
+* ``cpu_s=120`` (RLIMIT_CPU) and ``timeout_s=120`` (wall clock) for the whole child, and for the candidate's own
+  part, counted from the line the child writes on its real stdout once its trusted start-up (imports, the
+  template's ``check_imports``, isolation, privilege drop) is done: ``check_cpu_s=12`` CPU-seconds
+  (``SCIENTIST_GATE_CHECK_CPU``, read from ``/proc/<pid>/stat``) and ``check_timeout_s=60`` wall-clock seconds
+  (``SCIENTIST_GATE_CHECK_TIMEOUT``, for a check that waits without computing). CPU time, not wall time, is
+  the tight limit because a loaded host stretches wall time: in CI (2 cores, the test suite's other workers
+  and a Ray cluster busy beside it) a HaDES candidate whose checks took 5.9 s on an idle host ran past a 12 s
+  wall-clock limit; 5 s of that was importing gymnax and navix after the mark, which is now the start-up's
+  (checks 1.1-1.2 s, start-up 4.2 s). Measured on a 2-core host (AMD EPYC, warm compilation cache): each
+  template's first baseline passed in 1.5-3.6 s, 1.0-1.6 s of start-up and 0.5-2.1 s of checks (lpo: 1.5 +
+  2.1 s); an endless loop is stopped once it has used 12 CPU-seconds, a few times lpo's normal check, instead
+  of the 120 s (34x) of the wall clock alone.
 * 64 open files, 16 MiB per written file, no core files.
 """
 
@@ -61,7 +66,8 @@ if TYPE_CHECKING:
     from jaxlib_kernels.templates.base import Template
 
 DEFAULT_TIMEOUT_S = 120.0
-DEFAULT_CHECK_TIMEOUT_S = 12.0  # the candidate's own time, from the end of the trusted start-up (see the module doc)
+DEFAULT_CHECK_CPU_S = 12.0  # the candidate's own CPU time, from the end of the trusted start-up (see the module doc)
+DEFAULT_CHECK_TIMEOUT_S = 60.0  # its own wall-clock time (a candidate that sleeps uses no CPU)
 DEFAULT_MEMORY_MB = 6144
 DEFAULT_CPU_S = 120
 NOFILE = 64
@@ -156,18 +162,20 @@ def _child_env(home: Path) -> dict[str, str]:
 
 class _Tail(threading.Thread):
     """Drain a pipe, keeping only its last ``keep`` bytes (a flood of output cannot fill our memory); the time the
-    line ``marker`` first arrived is ``marked_at`` (monotonic clock)."""
+    line ``marker`` first arrived is ``marked_at`` (monotonic clock), and process ``pid``'s CPU time then is
+    ``cpu_at_mark``."""
 
-    def __init__(self, stream, keep: int, marker: bytes | None = None):
+    def __init__(self, stream, keep: int, marker: bytes | None = None, pid: int | None = None):
         super().__init__(daemon=True)
         self.stream, self.keep, self.data = stream, keep, bytearray()
-        self.marker, self.marked_at = marker, None
+        self.marker, self.marked_at, self.pid, self.cpu_at_mark = marker, None, pid, None
 
     def run(self) -> None:
         try:
             while chunk := self.stream.read1(1 << 16):
                 self.data += chunk
                 if self.marker and self.marked_at is None and self.marker in self.data:
+                    self.cpu_at_mark = cpu_seconds(self.pid)
                     self.marked_at = time.monotonic()
                 if len(self.data) > 2 * self.keep:
                     del self.data[: len(self.data) - self.keep]
@@ -178,6 +186,21 @@ class _Tail(threading.Thread):
 
     def text(self) -> str:
         return self.data.decode("utf-8", "replace")
+
+
+_CLOCK_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User plus system CPU seconds of process ``pid`` (all its threads) from ``/proc``; ``None`` where unknown."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICK  # utime, stime (fields 14 and 15 of proc(5))
 
 
 def _signal_name(number: int) -> str:
@@ -205,7 +228,7 @@ def _parse(stdout: str) -> dict | None:
 
 
 def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, workdir,
-               check_timeout_s: float) -> ValidationResult:
+               check_cpu_s: float, check_timeout_s: float) -> ValidationResult:
     prefix = unshare_args()
     isolation = {
         "network": "isolated" if "-n" in prefix else "not isolated (unshare -n unavailable)",
@@ -244,22 +267,29 @@ def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, w
             )
         from tasks.sandbox_child import PHASE_LINE
 
-        out = _Tail(proc.stdout, STDOUT_KEEP, marker=(PHASE_LINE % "checks").encode())
+        out = _Tail(proc.stdout, STDOUT_KEEP, marker=(PHASE_LINE % "checks").encode(), pid=proc.pid)
         err = _Tail(proc.stderr, STDERR_KEEP)
         out.start()
         err.start()
         timed_out, limit_hit = False, None
         started = time.monotonic()
         deadline = started + timeout_s
-        while True:  # the wall clock of the whole child, and the candidate's own time once its checks began
+        while True:  # the whole child's wall clock; once its checks began, the candidate's CPU and wall time
             limit, which = deadline, "wall"
-            if out.marked_at is not None and out.marked_at + check_timeout_s < deadline:
-                limit, which = out.marked_at + check_timeout_s, "checks"
+            marked = out.marked_at
+            if marked is not None and marked + check_timeout_s < deadline:
+                limit, which = marked + check_timeout_s, "checks"
             try:
                 proc.wait(timeout=max(0.0, min(limit - time.monotonic(), 0.25)))
                 break
             except subprocess.TimeoutExpired:
-                if time.monotonic() < limit:
+                used = None
+                if marked is not None and out.cpu_at_mark is not None:
+                    now = cpu_seconds(proc.pid)
+                    used = None if now is None else now - out.cpu_at_mark
+                if used is not None and used >= check_cpu_s:
+                    which = "checks-cpu"
+                elif time.monotonic() < limit:
                     continue
                 timed_out, limit_hit = True, which
                 try:
@@ -285,7 +315,7 @@ def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, w
         stdout,
         stderr,
         timed_out=timed_out,
-        timeout_s=check_timeout_s if limit_hit == "checks" else timeout_s,
+        timeout_s={"checks": check_timeout_s, "checks-cpu": check_cpu_s}.get(limit_hit, timeout_s),
         memory_mb=memory_mb,
         cpu_s=cpu_s,
         details=isolation,
@@ -306,7 +336,8 @@ def verdict(
     limit: str = "wall",
 ) -> ValidationResult:
     """Turn how the child ended (exit status or signal, its output) into a :class:`ValidationResult`; ``limit``:
-    which deadline a timed-out child hit (``wall``: the whole child's; ``checks``: the candidate's own time)."""
+    which deadline a timed-out child hit (``wall``: the whole child's; ``checks-cpu`` and ``checks``: the
+    candidate's own CPU and wall-clock time)."""
     from tasks.sandbox_child import looks_like_memory
 
     def result(accepted, stage, reason, problems=(), extra=None) -> ValidationResult:
@@ -314,12 +345,19 @@ def verdict(
             bool(accepted), str(reason), stage, list(problems), 0.0, {**(details or {}), **(extra or {})}
         )
 
+    if timed_out and limit == "checks-cpu":
+        return result(
+            False,
+            "timeout",
+            f"timed out: the candidate's checks used {timeout_s:g} s of CPU time without finishing (an endless "
+            "loop, or far too much work for the check's small inputs); the process was killed",
+        )
     if timed_out and limit == "checks":
         return result(
             False,
             "timeout",
-            f"timed out: the candidate's checks were still running {timeout_s:g} s after they began (an endless "
-            "loop, or far too much work for the check's small inputs); the process was killed",
+            f"timed out: the candidate's checks were still running {timeout_s:g} s after they began (a candidate "
+            "that waits or sleeps, or far too much work for the check's small inputs); the process was killed",
         )
     if timed_out:
         return result(
@@ -361,6 +399,7 @@ def validate_source(
     memory_mb: int = DEFAULT_MEMORY_MB,
     cpu_s: int = DEFAULT_CPU_S,
     workdir: str | Path | None = None,
+    check_cpu_s: float | None = None,
     check_timeout_s: float | None = None,
     _hooks: dict | None = None,
 ) -> ValidationResult:
@@ -390,10 +429,12 @@ def validate_source(
     except PluginError as exc:
         return ValidationResult(False, str(exc), "static", [], time.monotonic() - start)
     request = {**(_hooks or {}), "source": source, "template": spec.name}
+    if check_cpu_s is None:
+        check_cpu_s = float(os.environ.get("SCIENTIST_GATE_CHECK_CPU") or DEFAULT_CHECK_CPU_S)
     if check_timeout_s is None:
         check_timeout_s = float(os.environ.get("SCIENTIST_GATE_CHECK_TIMEOUT") or DEFAULT_CHECK_TIMEOUT_S)
     res = _run_child(request, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s, workdir=workdir,
-                     check_timeout_s=check_timeout_s)
+                     check_cpu_s=check_cpu_s, check_timeout_s=check_timeout_s)
     res.duration_s = time.monotonic() - start
     return res
 

@@ -24,11 +24,13 @@ read-only remount, dropping privileges) runs before the plug-in is loaded. Test-
 request asks for them: ``"report_env": true`` reports the names of the environment variables;
 ``"report_limits": true`` the resource limits in effect; ``"probe_connect": port`` tries a TCP connection to
 ``127.0.0.1:port`` and reports the outcome; ``"probe_write": [path, ...]`` tries to create each file (after the
-remount) and ``"probe_remount": true`` tries to make ``/`` writable again (after the privileges are dropped).
+remount) and ``"probe_remount": true`` tries to make ``/`` writable again (after the privileges are dropped);
+``"report_modules": [name, ...]`` reports which of those modules were imported before the candidate's checks began.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -243,6 +245,8 @@ def run(request: dict) -> dict:
         from jaxlib_kernels.templates import make
 
         template = make(request.get("template", "lpo"))
+        for module in template.check_imports:  # the template's own libraries: not the candidate's time
+            importlib.import_module(module)
         key = jax.random.key(0)
     except MemoryError:
         return _result(False, "memory", "the sandbox ran out of memory while importing jax", details=details)
@@ -257,6 +261,8 @@ def run(request: dict) -> dict:
         details["privileges"] = f"not dropped: {exc}"
     if request.get("probe_remount"):
         details["remount"] = _probe_remount()
+    if request.get("report_modules") is not None:
+        details["modules_at_start"] = [m for m in request["report_modules"] if m in sys.modules]
 
     _mark_phase("checks")  # the parent's check deadline starts now: what follows is the candidate's own time
     return judge(template, candidate_text, key, details)

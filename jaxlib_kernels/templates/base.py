@@ -216,6 +216,7 @@ class Template:
     render: Callable[..., str] = dataclasses.field(repr=False)
     kernel_config: Callable[[Setting, int], Any] = dataclasses.field(repr=False)
     kernel_modules: tuple[str, ...] = ()  # the modules whose source computes a unit (its key covers them)
+    check_imports: tuple[str, ...] = ()  # libraries ``check`` needs, imported in the gate's trusted start-up
     schema: ResultSchema = ResultSchema()
     budget_unit: str = "environment steps"
     probe_scale: float = 1.0

@@ -41,6 +41,17 @@ def test_unknown_name_suggests_close_matches():
         envs.make("CartPole-v2")
 
 
+def test_a_gymnax_id_imports_gymnax_only():
+    """navix costs seconds to import; a process that only needs CartPole (HaDES, its gate) does not pay for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from jaxlib_kernels import envs; env = envs.make('CartPole-v1', max_steps=50); "
+            "print(env.name, env.max_steps, 'navix' in sys.modules, 'gymnax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["CartPole-v1", "50", "False", "True"]
+
+
 def test_continuous_gymnax_ids_are_refused():
     with pytest.raises(ValueError, match="discrete"):
         envs.make("Pendulum-v1")

@@ -324,33 +324,44 @@ def test_unbounded_allocation_is_stopped(name, tmp_path):
 
 @pytest.mark.slow
 def test_endless_loop_hits_the_wall_clock_timeout(tmp_path):
-    result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, timeout_s=10, check_timeout_s=300)
+    result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, timeout_s=10, check_cpu_s=300, check_timeout_s=300)
     assert_rejected(result, "infinite_loop")
     assert "10 s wall-clock limit" in result.reason
     assert list(Path(tmp_path).iterdir()) == []
 
 
 @pytest.mark.slow
-def test_endless_loop_hits_the_check_time_limit_counted_from_the_end_of_the_trusted_start(tmp_path):
-    """The candidate's own time is limited apart from the child's start-up (imports: the same for every candidate),
-    so an endless candidate costs a few normal checks, not the whole wall-clock limit."""
-    result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, check_timeout_s=3)
+def test_endless_loop_hits_the_check_cpu_limit_counted_from_the_end_of_the_trusted_start(tmp_path):
+    """The candidate's own CPU time is limited apart from the child's start-up (imports: the same for every
+    candidate), so an endless candidate costs a few normal checks, not the whole wall-clock limit, and a loaded
+    host (which stretches wall-clock time, not CPU time) does not turn a good candidate into a timeout."""
+    result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, check_cpu_s=3)
+    assert_rejected(result, "infinite_loop")
+    assert "checks used 3 s of CPU time without finishing" in result.reason
+    timing = result.details["timing_s"]  # 3 CPU-seconds, on however many threads: more than 3 s / cores of wall time
+    assert timing["start"] > 0 and timing["checks"] >= 3 / os.cpu_count()
+    assert list(Path(tmp_path).iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_check_that_outlasts_its_wall_clock_limit_is_stopped_there(tmp_path):
+    """The candidate's own wall-clock limit stops a check that uses little CPU (one that waits) well before the
+    whole child's limit; here the CPU limit is set out of reach so that the wall-clock one is what fires."""
+    result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, check_cpu_s=300, check_timeout_s=3)
     assert_rejected(result, "infinite_loop")
     assert "checks were still running 3 s after they began" in result.reason
-    timing = result.details["timing_s"]
-    assert timing["start"] > 0 and timing["checks"] >= 3
-    assert list(Path(tmp_path).iterdir()) == []
+    assert result.details["timing_s"]["checks"] >= 3
 
 
 def test_an_accepted_check_reports_its_start_up_and_check_times(ppo_clip_report):
     timing = ppo_clip_report[0].details["timing_s"]
     assert timing["start"] > 0 and timing["checks"] > 0
-    assert timing["checks"] < sandbox.DEFAULT_CHECK_TIMEOUT_S  # the baseline passes well inside the default
+    assert timing["checks"] < sandbox.DEFAULT_CHECK_CPU_S  # the baseline passes well inside the default
 
 
 @pytest.mark.slow
 def test_endless_loop_hits_the_cpu_limit(tmp_path):
     result = sandbox.validate_file(hostile("infinite_loop"), workdir=tmp_path, cpu_s=6, timeout_s=300,
-                                   check_timeout_s=300)
+                                   check_cpu_s=300, check_timeout_s=300)
     assert not result.accepted and result.stage == "timeout"
     assert "CPU-time limit of 6 s" in result.reason

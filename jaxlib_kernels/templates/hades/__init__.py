@@ -160,6 +160,7 @@ TEMPLATE = Template(
     profiles=PROFILES,
     evaluate=evaluate,
     check=check,
+    check_imports=("gymnax",),  # its check builds CartPole-v1's env (3 s of import, not the candidate's time)
     probe=probe,
     propose=search.propose,
     render=search.render,
