@@ -134,3 +134,42 @@ def test_overcooked_setting_runs_with_finite_returns_of_the_right_shape_and_repe
     again = template.evaluate(setting, 8192, CLIP, SEEDS)
     for k in ("curve", "final", "episodes", "drift"):
         np.testing.assert_array_equal(out[k], again[k])
+
+
+@pytest.mark.parametrize("name, kwargs, horizon", [
+    ("MPE_simple_spread_v3", (), 26), ("MPE_simple_reference_v3", (), 26),
+    ("overcooked", (("layout", "cramped_room"), ("max_steps", 12)), 12), ("SMAX-3m", (), None)])
+def test_the_fixed_horizon_step_resets_only_at_episode_ends_and_equals_jaxmarls_auto_reset(name, kwargs, horizon):
+    """batched_step with the environment's fixed horizon (reset only on the step every episode of the batch ends)
+    gives what vmap(env.step) gives (a reset on every step, selected where done), over two episodes and under vmap
+    over seeds with the step counter unbatched: the same episode ends, and the same observations and rewards up
+    to float rounding (the two programs are fused differently by XLA: differences of one float32 ulp, before the
+    first reset too); SMAX (episodes end on a win or a loss) keeps JaxMARL's step."""
+    env = ippo.make_env(name, kwargs)
+    assert ippo.fixed_horizon(env) == horizon
+    if horizon is None:
+        return
+    n_envs, steps = 3, 2 * horizon + 3
+    lazy, eager = ippo.batched_step(env, horizon), ippo.batched_step(env, None)
+
+    def rollout(step, key):
+        obs, state = jax.vmap(env.reset)(jax.random.split(key, n_envs))
+
+        def body(carry, t):
+            obs, state, key = carry
+            key, act_key, step_key = jax.random.split(key, 3)
+            actions = {a: jax.random.randint(jax.random.fold_in(act_key, i), (n_envs,), 0, env.action_space(a).n)
+                       for i, a in enumerate(env.agents)}
+            obs, state, reward, done, _ = step(jax.random.split(step_key, n_envs), state, actions, t)
+            return (obs, state, key), (obs, reward, done["__all__"])
+
+        return jax.lax.scan(body, (obs, state, key), jnp.arange(steps))[1]
+
+    keys = jax.random.split(jax.random.key(3), 2)
+    got = jax.jit(jax.vmap(lambda k: rollout(lazy, k)))(keys)
+    want = jax.jit(jax.vmap(lambda k: rollout(eager, k)))(keys)
+    ended = np.asarray(want[2])
+    assert ended.sum(-1).tolist() == [[0] * (horizon - 1) + [n_envs] + [0] * (horizon - 1) + [n_envs, 0, 0, 0]] * 2
+    np.testing.assert_array_equal(np.asarray(got[2]), ended)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

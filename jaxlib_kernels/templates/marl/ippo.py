@@ -236,6 +236,57 @@ def _glue(config: MARLConfig, spec: Spec, env):
     return stack, unstack, observe
 
 
+def fixed_horizon(env) -> int | None:
+    """The episode length of an environment whose every episode has the same length (JaxMARL's MPE and Overcooked
+    end only on their step limit) and which steps with JaxMARL's generic auto-reset; ``None`` otherwise (SMAX ends
+    an episode on a win or a loss). MPE tests its limit before it counts the step, so its episodes last
+    ``max_steps + 1`` steps; Overcooked counts first (``max_steps``). ``tests/kernels/test_marl.py`` holds both
+    to jaxmarl's own auto-reset."""
+    from jaxmarl.environments.mpe.simple import SimpleMPE
+    from jaxmarl.environments.multi_agent_env import MultiAgentEnv
+    from jaxmarl.environments.overcooked.overcooked import Overcooked
+
+    if type(env).step is not MultiAgentEnv.step:
+        return None
+    if isinstance(env, SimpleMPE):
+        return int(env.max_steps) + 1
+    if isinstance(env, Overcooked):
+        return int(env.max_steps)
+    return None
+
+
+def batched_step(env, horizon: int | None) -> Callable:
+    """``step(keys, state, actions, t) -> (obs, state, reward, done, info)`` over a batch of environments, ``t``
+    the joint step's index since the batch was reset together (an unbatched counter).
+
+    JaxMARL's ``MultiAgentEnv.step`` resets every environment on every step and keeps the reset where the episode
+    ended (``lax.select``): a full ``reset``, observations included, per step. With a fixed ``horizon`` every
+    environment of the batch ends its episode on the same step, so the reset is computed only on those steps, under
+    a ``lax.cond`` on ``t`` (not batched, so it stays a branch under ``vmap`` over seeds and candidates); the keys
+    are split as ``MultiAgentEnv.step`` splits them, so the episodes, observations and rewards are JaxMARL's up to
+    float rounding (XLA fuses the two programs differently: one float32 ulp here and there;
+    ``tests/kernels/test_marl.py``). ``horizon=None``: ``vmap(env.step)``."""
+    vstep = jax.vmap(env.step)
+    if horizon is None:
+        return lambda keys, state, actions, t: vstep(keys, state, actions)
+    step_env, reset = jax.vmap(env.step_env), jax.vmap(env.reset)
+
+    def step(keys, state, actions, t):
+        keys = jax.vmap(jax.random.split)(keys)  # MultiAgentEnv.step: key, key_reset = split(key)
+        obs, state, reward, done, info = step_env(keys[:, 0], state, actions)
+
+        def restart(stepped):
+            fresh = reset(keys[:, 1])
+            ended = done["__all__"]
+            pick = lambda a, b: jnp.where(ended.reshape(ended.shape + (1,) * (a.ndim - 1)), a, b)
+            return jax.tree_util.tree_map(pick, fresh, stepped)
+
+        obs, state = jax.lax.cond((t + 1) % horizon == 0, restart, lambda stepped: stepped, (obs, state))
+        return obs, state, reward, done, info
+
+    return step
+
+
 def _masked(logits: jax.Array, avail: jax.Array | None) -> jax.Array:
     """Unavailable actions out of the policy; ``avail=None``: every action available (no mask)."""
     return logits if avail is None else jnp.where(avail, logits, -1e9)
@@ -291,7 +342,7 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
         return own, critic_in if world_critic else None, avail if masked else None
 
     reset = jax.vmap(env.reset)
-    step = jax.vmap(env.step)
+    step = batched_step(env, fixed_horizon(env))
 
     def train(key: jax.Array, params: dict, drift: Drift) -> dict:
         key, reset_key = jax.random.split(key)
@@ -300,14 +351,14 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
         runner = Runner(params, tx.init(params), env_state, own, critic_in, avail,
                         jnp.zeros((n_envs, n_agents)), key, jnp.zeros((), jnp.int32))
 
-        def env_step(runner: Runner, _):
+        def env_step(runner: Runner, i):
             key, action_key, step_key = jax.random.split(runner.key, 3)
             logits, value = forward(runner.params, runner.obs, runner.critic_in)
             logits = _masked(logits, runner.avail)
             action = jax.random.categorical(action_key, logits)
             log_prob = categorical_log_prob(logits, action)
             obs, env_state, reward, done, info = step(jax.random.split(step_key, n_envs), runner.env_state,
-                                                      unstack(action))
+                                                      unstack(action), runner.update * config.num_steps + i)
             reward_actors = stack(reward).astype(jnp.float32)
             if shaping_steps > 0:  # JaxMARL's Overcooked IPPO: + shaped reward x linear anneal, per update
                 timestep = (runner.update * (n_envs * config.num_steps)).astype(jnp.float32)
@@ -359,7 +410,7 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
             return total, (policy_loss, value_loss, entropy, drift_value.mean())
 
         def update_step(runner: Runner, _):
-            runner, (traj, episodes, return_sum, wins) = jax.lax.scan(env_step, runner, None, config.num_steps)
+            runner, (traj, episodes, return_sum, wins) = jax.lax.scan(env_step, runner, jnp.arange(config.num_steps))
             _, last_value = forward(runner.params, runner.obs, runner.critic_in)
             advantages, targets = gae(traj, last_value)
             progress = runner.update.astype(jnp.float32) / config.num_updates
