@@ -67,6 +67,7 @@ def test_ppo_quick(tmp_path):
     assert result["summary"]["Navix-Empty-5x5-v0/2"]["ours_over_sb3_all_cores"] > 0
 
 
+@pytest.mark.bench_script
 def test_ppo_profile_quick(tmp_path):
     out = tmp_path / "ppo_profile.json"
     run_script("ppo_profile.py", "--quick", "--out", str(out))
@@ -111,6 +112,7 @@ def test_pipeline_analyses_a_run_folder(tmp_path):
     assert entry["cache_entries_after"] == 1 and entry["workers"] == 2
 
 
+@pytest.mark.bench_script
 def test_bbo_quick(tmp_path):
     out = tmp_path / "bbo.json"
     run_script("bbo.py", "--quick", "--out", str(out))
@@ -138,6 +140,7 @@ def test_bbo_quick(tmp_path):
     assert "ours_over_evosax_evotf" in tf["summary"] and tf["summary"]["target"] == 10.0
 
 
+@pytest.mark.bench_script
 def test_bbo_ead_quick(tmp_path):
     out = tmp_path / "bbo_ead.json"
     run_script("bbo_ead.py", "--quick", "--self-ref", "--evosax-ckpt", "--out", str(out))
@@ -195,6 +198,7 @@ def test_dpo_quick(tmp_path):
     assert result["summary"]["target"] == 10.0
 
 
+@pytest.mark.bench_script
 def test_headroom_quick(tmp_path):
     out = tmp_path / "headroom.json"
     run_script("headroom.py", "--quick", "--envs", "Navix-Empty-5x5-v0", "--out", str(out),
@@ -204,6 +208,7 @@ def test_headroom_quick(tmp_path):
     assert len(row["ppo_clip"]) == len(row["dpo"]) == 2 and 0 <= row["ppo_clip_mean"] <= row["optimum"] + 1e-6
 
 
+@pytest.mark.bench_script
 def test_dpo_settings_quick(tmp_path):
     out = tmp_path / "dpo_settings.json"
     run_script("dpo_settings.py", "--quick", "--out", str(out), tables=("| setting | steps | loss",))
@@ -215,6 +220,7 @@ def test_dpo_settings_quick(tmp_path):
         assert b["headroom_used"] == pytest.approx((b["reward"] - row["sft_reward"]) / (1 - row["sft_reward"]))
 
 
+@pytest.mark.bench_script
 def test_bbo_hparams_quick(tmp_path):
     from jaxlib_kernels.templates.bbo import hparams
 
@@ -236,3 +242,15 @@ def test_bbo_hparams_quick(tmp_path):
         assert math.isfinite(result["summary"][name]["best_return_mean"])
     assert result["unique_trainings"] <= result["fitness_calls"]
     assert "| optimiser" in out.with_suffix(".md").read_text()
+
+
+HEAVY = ["ppo_profile.py", "bbo.py", "bbo_ead.py", "headroom.py", "dpo_settings.py", "bbo_hparams.py"]
+
+
+def test_the_scripts_make_test_leaves_to_make_test_bench_parse_their_arguments():
+    """``make test`` leaves the quick runs of these scripts (about 4 minutes of compiles) to ``make test-bench``;
+    here each still starts, resolves its imports and parses its command line."""
+    for name in HEAVY:
+        proc = subprocess.run([sys.executable, str(BENCH / name), "--help"], cwd=ROOT, capture_output=True, text=True,
+                              check=False)
+        assert proc.returncode == 0 and "--quick" in proc.stdout, (name, proc.stderr[-2000:])
