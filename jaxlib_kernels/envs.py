@@ -243,7 +243,8 @@ def _gymnax_factory(name: str):
 
 # navix and gymnax are imported when first needed, not with this module: importing them costs seconds each
 # (navix loads its sprites and agents, gymnax its plotting stack), paid otherwise by every process that only needs
-# a template's metadata (the flow's driver, the gate's children). A navix id (``Navix-...``) imports navix only.
+# a template's metadata (the flow's driver, the gate's children). A navix id (``Navix-...``) imports navix only,
+# a gymnax id gymnax only.
 
 
 @functools.cache
@@ -254,13 +255,18 @@ def _navix() -> Registry:
 
 
 @functools.cache
-def _registry() -> tuple[tuple[str, ...], tuple[str, ...], Registry]:
+def _gymnax() -> Registry:
     import gymnax
 
-    navix = _navix()
-    navix_ids, gymnax_ids = tuple(navix), tuple(gymnax.registered_envs)
+    return Registry("environment", {name: _gymnax_factory(name) for name in gymnax.registered_envs})
+
+
+@functools.cache
+def _registry() -> tuple[tuple[str, ...], tuple[str, ...], Registry]:
+    navix, gymnax = _navix(), _gymnax()
+    navix_ids, gymnax_ids = tuple(navix), tuple(gymnax)
     envs = Registry("environment", {name: navix[name] for name in navix_ids}
-                    | {name: _gymnax_factory(name) for name in gymnax_ids})
+                    | {name: gymnax[name] for name in gymnax_ids})
     return navix_ids, gymnax_ids, envs
 
 
@@ -275,11 +281,8 @@ def __getattr__(name: str) -> Any:
 def make(name: str, max_steps: int | None = None, penalty: float = 0.9, **kwargs) -> Env:
     """The :class:`Env` of a navix id (``Navix-Empty-5x5-v0``, MiniGrid's horizon by default) or of a
     discrete-action gymnax id (``CartPole-v1``); unknown names get close-match suggestions."""
-    if name.startswith("Navix-") and name in _navix():
-        return _navix().make(name, max_steps=max_steps, penalty=penalty, **kwargs)
-    if not name.startswith("Navix-"):  # a gymnax id needs only gymnax (navix costs 2 s more to import)
-        import gymnax
-
-        if name in gymnax.registered_envs:
-            return _gymnax_factory(name)(max_steps=max_steps, penalty=penalty, **kwargs)
+    # a navix id imports navix only, a gymnax id gymnax only; an unknown name gets suggestions from every id
+    family = _navix() if name.startswith("Navix-") else _gymnax()
+    if name in family:
+        return family.make(name, max_steps=max_steps, penalty=penalty, **kwargs)
     return _registry()[2].make(name, max_steps=max_steps, penalty=penalty, **kwargs)
