@@ -184,7 +184,7 @@ def _check_run_args(args) -> None:
         raise UsageError("--max-cost needs a model (--model or SCIENTIST_MODEL); the offline backend costs nothing")
     from jaxlib_kernels.registry import UnknownNameError
     from jaxlib_kernels.templates import make
-    from tasks.runfolder import RunFolder, RunFolderError, check_run_id, check_writable
+    from tasks.runtime.runfolder import RunFolder, RunFolderError, check_run_id, check_writable
 
     try:
         template = make(args.template)
@@ -207,8 +207,8 @@ def _probe_model(args) -> str | None:
     """With a model: one fast TCP probe of its server; the reason it is unreachable, recorded in run.json."""
     if not args.model:
         return None
-    from tasks.llm import LLMConfig, LLMError, LLMUnreachable, probe
-    from tasks.runfolder import RunFolder, new_run_id
+    from tasks.runtime.llm import LLMConfig, LLMError, LLMUnreachable, probe
+    from tasks.runtime.runfolder import RunFolder, new_run_id
 
     try:
         config = LLMConfig.from_env(args.model, args.max_cost)
@@ -230,7 +230,7 @@ def _prepare_run(args) -> None:
     file, and a resumed run finds its own history. Point runs at one server (``scientist server``) to see them
     all in the UI.
     """
-    from tasks.runfolder import RunFolder, new_run_id
+    from tasks.runtime.runfolder import RunFolder, new_run_id
 
     if args.run_id is None:
         args.run_id = new_run_id(args.template)
@@ -244,17 +244,17 @@ def _prepare_run(args) -> None:
         db = run.path / ".prefect" / "prefect.db"
         db.parent.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{db}"
-        from tasks import prefect_db
+        from tasks.runtime import prefect_db
 
         args.fresh_db = None if prefect_db.seed(db) or db.exists() else db  # a new database, migrated by its server
 
 
 def _start_temporary_server_and_keep_its_database(db: Path) -> None:
     """Start Prefect's temporary server now (the flow then finds it running) and keep its database, migrated and
-    still empty, as the template of later new databases (tasks/prefect_db.py)."""
+    still empty, as the template of later new databases (tasks/runtime/prefect_db.py)."""
     from prefect.server.api.server import SubprocessASGIServer
 
-    from tasks import prefect_db
+    from tasks.runtime import prefect_db
 
     SubprocessASGIServer().start()  # the singleton ``get_client`` starts on first use; idempotent
     prefect_db.keep_template(db)
@@ -262,14 +262,14 @@ def _start_temporary_server_and_keep_its_database(db: Path) -> None:
 
 def cmd_run(args) -> int:
     _check_run_args(args)
-    from tasks.runfolder import RunFolderError
+    from tasks.runtime.runfolder import RunFolderError
 
     try:
         _prepare_run(args)
     except RunFolderError as exc:
         print(f"scientist: error: {exc}", file=sys.stderr)
         return 2
-    from tasks import lifeline
+    from tasks.runtime import lifeline
 
     lifeline.watch()  # a killed run takes its temporary Prefect server, local Ray and gate children with it
     if getattr(args, "fresh_db", None) is not None:
@@ -291,7 +291,7 @@ def cmd_run(args) -> int:
         print(f"scientist: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from tasks.llm import LLMError, redact
+        from tasks.runtime.llm import LLMError, redact
 
         if not isinstance(exc, LLMError):
             raise
@@ -342,7 +342,7 @@ def cmd_approve(args) -> int:
 def cmd_validate(args) -> int:
     from jaxlib_kernels.registry import UnknownNameError
     from jaxlib_kernels.templates import make
-    from tasks.sandbox import validate_file
+    from tasks.runtime.sandbox import validate_file
 
     try:
         make(args.template)
@@ -400,7 +400,7 @@ def cmd_server(args) -> int:
     import time
     import urllib.request
 
-    from tasks import lifeline
+    from tasks.runtime import lifeline
 
     if not _port_free(args.host, args.port):
         raise UsageError(f"{args.host}:{args.port} is in use (a server already running?); choose another --port")
@@ -416,7 +416,7 @@ def cmd_server(args) -> int:
     env["PREFECT_SERVER_API_HOST"], env["PREFECT_SERVER_API_PORT"] = args.host, str(args.port)
     env.setdefault("PREFECT_SERVER_UI_API_URL", f"{base}/api")
     lifeline.watch()  # a SIGKILLed ``scientist server`` takes its prefect server (and uvicorn) with it
-    from tasks import prefect_db
+    from tasks.runtime import prefect_db
 
     url = env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or env.get("PREFECT_API_DATABASE_CONNECTION_URL")
     db_file = prefect_db.sqlite_file(url) if url else Path(env.get("PREFECT_HOME", "~/.prefect")).expanduser() / "prefect.db"
@@ -453,7 +453,7 @@ def _check_meta_args(args) -> dict:
     from jaxlib_kernels.es.meta import resolve_strategy
     from jaxlib_kernels.registry import UnknownNameError
     from jaxlib_kernels.templates import make
-    from tasks.runfolder import RunFolderError, check_run_id
+    from tasks.runtime.runfolder import RunFolderError, check_run_id
 
     extra: dict = {}
     try:
@@ -501,8 +501,8 @@ def _check_meta_args(args) -> dict:
 def cmd_meta(args) -> int:
     extra = _check_meta_args(args)
     from flows.meta_learning import meta_learning
-    from tasks import lifeline
-    from tasks.runfolder import RunFolderError
+    from tasks.runtime import lifeline
+    from tasks.runtime.runfolder import RunFolderError
 
     lifeline.watch()
     try:

@@ -31,8 +31,8 @@ import time
 
 from prefect import flow, get_run_logger
 
-from tasks.common import stage, storage
-from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, write_json
+from tasks.runtime.caching import stage, storage
+from tasks.runtime.runfolder import RunFolder, git_revision, new_run_id, package_versions, write_json
 
 KERNEL = ("jaxlib_kernels.discovery", "jaxlib_kernels.interpreter", "jaxlib_kernels.ppo", "jaxlib_kernels.symbolic",
           "jaxlib_kernels.envs", "jaxlib_kernels.templates.lpo.search", "jaxlib_kernels.templates.lpo.kernel",
@@ -62,7 +62,7 @@ def generation_task(state: dict, search: dict, seed: int, template_name: str, se
     return out
 
 
-@stage(name="discovery_llm_proposals", modules=("tasks.llm_stages", "tasks.llm", "jaxlib_kernels.symbolic"),
+@stage(name="discovery_llm_proposals", modules=("tasks.llm_stages", "tasks.runtime.llm", "jaxlib_kernels.symbolic"),
        paths=("prompts/llm/discovery.j2", "prompts/llm/system.j2", "prompts/llm/json_feedback.j2"),
        template_parts=("llm",))
 def llm_proposals_task(template_name: str, model: str, generation: int, archive_rows: list[dict], n: int,
@@ -70,7 +70,8 @@ def llm_proposals_task(template_name: str, model: str, generation: int, archive_
     """The model's formulas for one generation (cached: a resumed search asks the model nothing again). With
     ``fallback`` a model that keeps failing gives no proposal, and the reason, instead of failing the search."""
     from jaxlib_kernels.templates import make
-    from tasks import llm, llm_stages
+    from tasks import llm_stages
+    from tasks.runtime import llm
 
     try:
         out = llm_stages.propose_formulas(llm.active(model), make(template_name), archive_rows, n, generation,
@@ -233,7 +234,7 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
     gives its admission and the selection bias of its search fitness."""
     from jaxlib_kernels import discovery, symbolic
     from jaxlib_kernels.templates import make
-    from tasks import llm
+    from tasks.runtime import llm
 
     tpl = make(template)
     if tpl.discovery is None:
@@ -283,7 +284,7 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
         state = discovery.init_state({n: b.expression for n, b in tpl.baselines.items() if b.expression is not None},
                                      config)
         g = 0
-        from tasks.artifacts import Progress
+        from tasks.runtime.artifacts import Progress
 
         # generations done of those asked for, or (a search bounded by time only) seconds of its time budget
         progress = (Progress(generations, "discovery generations", key="discovery-progress") if generations
@@ -372,7 +373,7 @@ def discovery_ideas(template, profile, found: list[dict], run_id: str) -> list[d
     every baseline per setting) and how much the search's own selection biased its training-setting fitness (its
     fitness on the search seeds against its mean on fresh seeds, same setting and budget)."""
     from jaxlib_kernels import discovery, symbolic
-    from tasks.runfolder import json_safe
+    from tasks.runtime.runfolder import json_safe
 
     search = discovery.language_search(template.discovery.language)
     used = set(template.baselines)
@@ -421,7 +422,7 @@ def _with_llm_proposals(state: dict, config, template: str, model: str, n: int, 
     g = state["generation"]
     rows = [{"expr": r["expr"], "fitness": r["fitness"], "fitness_long": r["fitness_long"], "origin": r["origin"]}
             for r in discovery.best(state, 8)]
-    from tasks import llm
+    from tasks.runtime import llm
 
     try:
         got = llm_proposals_task.with_options(**store)(template, model, g, rows, n, config.max_size, fallback)

@@ -24,8 +24,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.common import stage, storage
-from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, read_json, write_json
+from tasks.runtime.caching import stage, storage
+from tasks.runtime.runfolder import RunFolder, git_revision, new_run_id, package_versions, read_json, write_json
 
 LPO_SETTINGS = ("empty5", "empty_random5", "empty6", "empty5_short", "empty5_long")
 HADES_WIDTHS = (16, 32, 64, 128, 256)
@@ -42,7 +42,7 @@ def run_search(name: str, spec: dict, es: dict, seed: int, generations: int, chu
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "search.json", {"problem": spec, "es": es, "seed": seed, "generations": generations,
                                         "chunk": chunk})
-    from tasks.artifacts import Progress
+    from tasks.runtime.artifacts import Progress
 
     out, computed = None, 0
     progress = Progress(generations, f"ES generations of {name}", key=f"es-progress-{name}")

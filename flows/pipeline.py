@@ -4,7 +4,7 @@ candidate its ES found (a parametric drift rendered as source), so there is one 
 
 The units of every idea (and the baselines once) go to Ray in one wave, so the cluster is saturated and baseline
 units are computed once per run, not once per idea; the stages after it run concurrently (mapped) on Prefect's
-thread pool. Every stage is a cached Prefect task (``tasks/common.py``): re-running a run id resumes.
+thread pool. Every stage is a cached Prefect task (``tasks/runtime/caching.py``): re-running a run id resumes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from jaxlib_kernels.templates import Profile, Template
 from tasks import aggregation, experiments
 from tasks.backends import OfflineBackend, results, wait
-from tasks.runfolder import RunFolder, write_json
+from tasks.runtime.runfolder import RunFolder, write_json
 
 
 def baseline_specs(template: Template, prof: Profile) -> list[dict]:
@@ -129,7 +129,7 @@ def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profil
 
 def read_ideas(run: RunFolder, ideas: list[dict]) -> list[dict]:
     """``ideas.json``'s ideas with these (updated) ones in place of their earlier versions."""
-    from tasks.runfolder import read_json
+    from tasks.runtime.runfolder import read_json
 
     by_name = {i["Name"]: i for i in ideas}
     old = read_json(run.ideas_json, []) or []

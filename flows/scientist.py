@@ -23,10 +23,11 @@ from pydantic import Field
 
 from flows import pipeline
 from jaxlib_kernels.templates import make as make_template
-from tasks import archive, artifacts, experiments, llm, summary
+from tasks import archive, experiments, summary
 from tasks.backends import make_backend
-from tasks.common import storage
-from tasks.runfolder import RunFolder, git_revision, new_run_id, package_versions, write_json
+from tasks.runtime import artifacts, llm
+from tasks.runtime.caching import storage
+from tasks.runtime.runfolder import RunFolder, git_revision, new_run_id, package_versions, write_json
 
 
 def _profile(template, profile: str, num_ideas: int | None, seeds: int | None, budget: int | None):

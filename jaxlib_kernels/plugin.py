@@ -8,7 +8,7 @@ and an ``__import__`` that admits only the allow-list and hands out read-only vi
 a view that is itself a module outside the allow-list is refused at run time. That closes the module graph, which
 the AST cannot see: ``jax.version`` imports ``subprocess`` and ``jax.interpreters`` imports ``os``, so
 ``jax.version.subprocess.run(...)`` is plain attribute access. This is the first layer; the validation gate
-(``tasks/sandbox.py``) runs the checks in a separate, limited process before any experiment does, and experiments
+(``tasks/runtime/sandbox.py``) runs the checks in a separate, limited process before any experiment does, and experiments
 load candidates through the same loader.
 """
 

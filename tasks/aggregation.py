@@ -14,13 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from jaxlib_kernels.stats import ALPHA, summarize, welch  # noqa: F401  (re-exported for the stages)
 from jaxlib_kernels.templates.base import Metric
-from tasks.runfolder import write_json
-
-ALPHA = 0.05
-
+from tasks.runtime.runfolder import write_json
 
 COLUMNS = ["idea", "method", "role", "setting", "held_out", "seed", "step", "metric", "value"]
 
@@ -58,33 +55,6 @@ def tidy_rows(idea: str, spec: dict, result: dict, held_out: bool) -> pd.DataFra
     df.insert(3, "setting", spec["setting"])
     df.insert(4, "held_out", bool(held_out))
     return df[COLUMNS]
-
-
-def summarize(values: np.ndarray) -> dict:
-    values = np.asarray(values, dtype=float)
-    n = int(np.isfinite(values).sum())
-    values = values[np.isfinite(values)]
-    mean = float(values.mean()) if n else float("nan")
-    se = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * se) if n > 1 else float("nan")
-    return {"mean": mean, "stderr": se, "n": n, "ci95": [mean - half, mean + half]}
-
-
-def welch(candidate: np.ndarray, baseline: np.ndarray) -> dict:
-    """Welch's t-test and the 95% CI of the difference of means (Welch-Satterthwaite degrees of freedom)."""
-    a, b = np.asarray(candidate, float), np.asarray(baseline, float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    diff = float(a.mean() - b.mean())
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = float(np.sqrt(va + vb))
-    if se == 0.0:
-        p = 1.0 if diff == 0 else 0.0
-        return {"difference": diff, "ci95": [diff, diff], "p_value": p, "significant": p < ALPHA, "test": "Welch t-test"}
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    half = float(stats.t.ppf(1 - ALPHA / 2, df) * se)
-    return {"difference": diff, "ci95": [diff - half, diff + half], "p_value": p, "significant": p < ALPHA,
-            "test": "Welch t-test"}
 
 
 def final_info(df: pd.DataFrame, candidate: str, metric: Metric | None = None) -> dict:
@@ -141,7 +111,7 @@ def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: 
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.common import stage
+from tasks.runtime.caching import stage
 
 
 @stage(name="aggregate_results")

@@ -8,7 +8,7 @@ With ``fallback`` off a failed LLM stage fails its idea (and a failed ideation t
 
 The flow calls only these methods; no stage forks on ``if model:``. Each method maps a Prefect task over the ideas
 and returns one result per idea, ``None`` for an idea whose stage failed (the reason is in ``idea["status"]``).
-A spent budget (:class:`tasks.llm.BudgetExceeded`) is never a reason to fall back: it stops the run.
+A spent budget (:class:`tasks.runtime.llm.BudgetExceeded`) is never a reason to fall back: it stops the run.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from collections.abc import Callable
 from prefect import get_run_logger, unmapped
 
 from jaxlib_kernels.templates import make
-from tasks import codegen, ideation, llm, llm_stages, novelty
+from tasks import codegen, ideation, llm_stages, novelty
 from tasks.reporting import make_plots_task, review_paper_task, write_paper_task
+from tasks.runtime import llm
 
 
 def wait(futures, ideas: list[dict], stage: str, record: bool = True) -> list[tuple[object, str | None]]:

@@ -1,5 +1,5 @@
 """Code generation, offline backend: the template renders the idea's candidate (``Template.render``: an expression
-as plug-in source, or a parametric candidate as JSON), then the sandboxed validation gate (``tasks/sandbox.py``)
+as plug-in source, or a parametric candidate as JSON), then the sandboxed validation gate (``tasks/runtime/sandbox.py``)
 checks it. The LLM backend writes the source and repairs it from the gate's reason; both end here, in
 ``ideas/<idea>/candidate.py`` (or ``candidate.json``) and ``validation.json``. An idea that arrives with its
 ``source`` already made (the meta flow's ES-learned drift) goes through the gate unchanged.
@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jaxlib_kernels.templates import Template
-from tasks import sandbox
-from tasks.runfolder import write_json
+from tasks.runtime import sandbox
+from tasks.runtime.runfolder import write_json
 
 
 def render_candidate(template: Template, idea: dict) -> str:
@@ -54,10 +54,10 @@ def implement_candidate(
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.common import stage
+from tasks.runtime.caching import stage
 
 
-@stage(name="implement_candidate", retries=1, modules=("tasks.sandbox", "tasks.sandbox_child"))
+@stage(name="implement_candidate", retries=1, modules=("tasks.runtime.sandbox", "tasks.runtime.sandbox_child"))
 def implement_candidate_task(template_name: str, idea: dict, idea_dir: str) -> dict:
     """Prefect task over :func:`implement_candidate` (offline: render + validation gate)."""
     from prefect import get_run_logger

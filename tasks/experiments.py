@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.runfolder import RunFolderError, check_writable, write_json
+from tasks.runtime.runfolder import RunFolderError, check_writable, write_json
 
 # JAX warns on every fork of its (multithreaded) process. Ours are all fork+exec (subprocess with a preexec_fn:
 # Ray's start of its local processes, which sets PR_SET_PDEATHSIG in the child; no Python runs after the fork but
@@ -38,7 +38,7 @@ logging.getLogger("ray._private.authentication.authentication_token_setup").addF
     lambda record: not record.getMessage().startswith("Token authentication is enabled for this Ray cluster"))
 # Ray warns that it set no SIGTERM handler when ``ray.init`` runs outside the main thread, which ours does on
 # purpose (the warm-up thread, ``start_ray_in_background``). Its handler would only turn SIGTERM into sys.exit; a
-# flow process ends on SIGTERM either way, and tasks/lifeline.py takes what it started with it. Only that line.
+# flow process ends on SIGTERM either way, and tasks/runtime/lifeline.py takes what it started with it. Only that line.
 logging.getLogger("ray._private.worker").addFilter(
     lambda record: not record.getMessage().startswith("SIGTERM handler is not set because current thread"))
 
@@ -355,7 +355,7 @@ def run_units(specs: list[dict], units_dir: Path, ray_address: str | None = None
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.common import stage
+from tasks.runtime.caching import stage
 
 
 def _retry_unless_run_folder_error(task, task_run, state) -> bool:
@@ -369,7 +369,7 @@ def run_experiments_task(specs: list[dict], units_dir: str, ray_address: str | N
     """Prefect task over :func:`run_units`; returns ``{unit key: "ok" | error}`` (results stay in files)."""
     from prefect import get_run_logger
 
-    from tasks.artifacts import Progress
+    from tasks.runtime.artifacts import Progress
 
     logger = get_run_logger()
     keys = {s["key"]: s for s in specs}

@@ -37,7 +37,7 @@ def generate_ideas(template: Template, profile, archive_rows: list[dict], num_id
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.common import stage
+from tasks.runtime.caching import stage
 
 
 @stage(name="generate_ideas", retries=1, template_parts=("*",))

@@ -1,7 +1,7 @@
 """The LLM backend of every stage (ARCHITECTURE.md section 4), after The AI Scientist (Lu et al., 2024).
 
 ideation (JSON ideas, reflection rounds with an early stop, the archive and its review scores in the prompt) ->
-novelty (the model writes queries; :mod:`tasks.literature` searches Semantic Scholar / OpenAlex, or the local index;
+novelty (the model writes queries; :mod:`tasks.runtime.literature` searches Semantic Scholar / OpenAlex, or the local index;
 at most N rounds; a decision with its reason) -> code (the model writes the plug-in; the validation gate's reason
 goes back for a fixed number of repair rounds; behavioural distance to every known drift is computed from the
 accepted source) -> writeup (section by section from the measured results and the figures' captions; citations
@@ -9,8 +9,8 @@ only of papers the literature client returned or of references.bib; a LaTeX repa
 last resort, so a run never ends without a PDF because of the model's LaTeX) -> review (NeurIPS form, reflections,
 an ensemble and an area chair's meta-review; Decision = Overall >= 6; the evidence checks are given to the model and
 kept beside its review). Prompts are the Jinja2 files of ``prompts/llm/``, generic over the template contract and
-overridden file by file in ``prompts/templates/<name>/llm/`` (:mod:`tasks.text`); the task description is the
-template's ``llm/task.md``. All calls go through :mod:`tasks.llm`.
+overridden file by file in ``prompts/templates/<name>/llm/`` (:mod:`tasks.runtime.text`); the task description is the
+template's ``llm/task.md``. All calls go through :mod:`tasks.runtime.llm`.
 
 Sizes (environment): ``SCIENTIST_IDEA_REFLECTIONS`` (2), ``SCIENTIST_NOVELTY_ROUNDS`` (3),
 ``SCIENTIST_CODE_REPAIR_ROUNDS`` (2: three attempts in all), ``SCIENTIST_NUM_REVIEWS`` (3),
@@ -25,9 +25,9 @@ import re
 from pathlib import Path
 
 from jaxlib_kernels.templates import Template
-from tasks import literature as lit
-from tasks import text as layers
-from tasks.llm import BudgetExceeded, JSONReplyError, LLMClient, LLMError, check_schema, extract_json, render
+from tasks.runtime import literature as lit
+from tasks.runtime import text as layers
+from tasks.runtime.llm import BudgetExceeded, JSONReplyError, LLMClient, LLMError, check_schema, extract_json, render
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_PROMPTS = ROOT / "prompts" / "templates"
@@ -477,17 +477,17 @@ def review_paper(client: LLMClient, idea: dict, final_info: dict, paper: dict, t
 
 
 # ---------------------------------------------------------------------------------------------- Prefect tasks
-from tasks.common import stage
-from tasks.runfolder import read_json, write_json
+from tasks.runtime.caching import stage
+from tasks.runtime.runfolder import read_json, write_json
 
 
 def _client(model: str) -> LLMClient:
-    from tasks.llm import active
+    from tasks.runtime.llm import active
 
     return active(model)
 
 
-@stage(name="generate_ideas_llm", modules=("tasks.llm", "tasks.text"), paths=("prompts/llm",),
+@stage(name="generate_ideas_llm", modules=("tasks.runtime.llm", "tasks.runtime.text"), paths=("prompts/llm",),
        template_parts=("llm", "*"))
 def generate_ideas_task(template_name: str, profile: dict, num_ideas: int, run_id: str, archive_rows: list[dict],
                         model: str) -> list[dict]:
@@ -501,7 +501,7 @@ def generate_ideas_task(template_name: str, profile: dict, num_ideas: int, run_i
     return ideas
 
 
-@stage(name="check_novelty_llm", modules=("tasks.llm", "tasks.text", "tasks.literature"), paths=("prompts/llm",),
+@stage(name="check_novelty_llm", modules=("tasks.runtime.llm", "tasks.runtime.text", "tasks.runtime.literature"), paths=("prompts/llm",),
        template_parts=("llm", "references.json"))
 def check_novelty_task(template_name: str, idea: dict, archive_rows: list[dict], model: str) -> dict:
     from prefect import get_run_logger
@@ -513,8 +513,8 @@ def check_novelty_task(template_name: str, idea: dict, archive_rows: list[dict],
     return result
 
 
-@stage(name="implement_candidate_llm", modules=("tasks.llm", "tasks.text", "tasks.codegen", "tasks.sandbox",
-                                                "tasks.sandbox_child"), paths=("prompts/llm",), template_parts=("llm",))
+@stage(name="implement_candidate_llm", modules=("tasks.runtime.llm", "tasks.runtime.text", "tasks.codegen", "tasks.runtime.sandbox",
+                                                "tasks.runtime.sandbox_child"), paths=("prompts/llm",), template_parts=("llm",))
 def implement_candidate_task(template_name: str, idea: dict, idea_dir: str, archive_rows: list[dict],
                              model: str) -> dict:
     """The model's plug-in through the gate (with repairs). Its behavioural novelty is decided by the backend
@@ -531,7 +531,7 @@ def implement_candidate_task(template_name: str, idea: dict, idea_dir: str, arch
     return result
 
 
-@stage(name="write_paper_llm", modules=("tasks.writeup", "tasks.text", "tasks.llm", "tasks.literature"),
+@stage(name="write_paper_llm", modules=("tasks.writeup", "tasks.runtime.text", "tasks.runtime.llm", "tasks.runtime.literature"),
        paths=("prompts/paper", "prompts/llm"), template_parts=("paper", "llm", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str,
                      model: str) -> dict:
@@ -550,7 +550,7 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
     return paper
 
 
-@stage(name="review_paper_llm", modules=("tasks.review", "tasks.writeup", "tasks.text", "tasks.llm"),
+@stage(name="review_paper_llm", modules=("tasks.review", "tasks.writeup", "tasks.runtime.text", "tasks.runtime.llm"),
        paths=("prompts/review", "prompts/paper", "prompts/llm"), template_parts=("review", "paper", "llm", "*"))
 def review_paper_task(template_name: str, idea: dict, idea_dir: str, model: str) -> dict:
     from prefect import get_run_logger

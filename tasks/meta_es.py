@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.runfolder import write_json
+from tasks.runtime.runfolder import write_json
 
 
 def _wrap_key(data):
@@ -346,7 +346,7 @@ def write_curve(search_dir: str | Path, metrics: dict, centers: list[dict] | Non
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.common import stage
+from tasks.runtime.caching import stage
 
 
 @stage(name="es_chunk", retries=1, retry_delay_seconds=2)

@@ -90,7 +90,7 @@ def check_all(template: Template, ideas: list[dict], archive_rows: list[dict]) -
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.common import stage
+from tasks.runtime.caching import stage
 
 
 @stage(name="check_novelty", retries=1, template_parts=("references.json",))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from jaxlib_kernels.templates import make
-from tasks.common import stage
-from tasks.runfolder import read_json, write_json
+from tasks.runtime.caching import stage
+from tasks.runtime.runfolder import read_json, write_json
 
 
 def labels_of(template_name: str, idea: dict) -> dict[str, str]:
@@ -39,7 +39,7 @@ def make_plots_task(template_name: str, idea: dict, idea_dir: str) -> list[dict]
 
 
 # the text stages' cache keys cover their code and text (generic and the template's layer; "*": references.bib)
-@stage(name="write_paper", retries=1, modules=("tasks.writeup", "tasks.text"), paths=("prompts/paper",),
+@stage(name="write_paper", retries=1, modules=("tasks.writeup", "tasks.runtime.text"), paths=("prompts/paper",),
        template_parts=("paper", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
     """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
@@ -56,7 +56,7 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
     return paper
 
 
-@stage(name="review_paper", modules=("tasks.review", "tasks.writeup", "tasks.text"),
+@stage(name="review_paper", modules=("tasks.review", "tasks.writeup", "tasks.runtime.text"),
        paths=("prompts/review", "prompts/paper"), template_parts=("review", "paper", "*"))
 def review_paper_task(template_name: str, idea: dict, idea_dir: str) -> dict:
     """The evidence reviewer's NeurIPS form, written to review.json."""

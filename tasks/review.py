@@ -6,7 +6,7 @@ reviewer fills (Lu et al., 2024); here every score follows a documented, determi
 (seeds, confidence intervals, significance on training and held-out settings, novelty, PDF checks). The rule's text
 is ``prompts/review/evidence_rule.md``; :func:`score` implements exactly that text. Review prose comes from Jinja2
 templates in ``prompts/review/``, which a research template overrides file by file in
-``prompts/templates/<name>/review/`` (:mod:`tasks.text`). "Better" follows the metric's direction as recorded in
+``prompts/templates/<name>/review/`` (:mod:`tasks.runtime.text`). "Better" follows the metric's direction as recorded in
 ``final_info.json`` (each comparison's ``improvement``, ``better`` and ``worse``), never a bare ``>``.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import jinja2
 
-from tasks import text as layers
+from tasks.runtime import text as layers
 
 ROOT = Path(__file__).resolve().parents[1]
 REVIEW_PROMPTS = ROOT / "prompts" / "review"

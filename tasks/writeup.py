@@ -4,7 +4,7 @@ As in The AI Scientist (Lu et al., 2024), the paper is a LaTeX document compiled
 prose comes from Jinja2 templates filled with the measured numbers of ``final_info.json``, so the wording follows the
 results (significant or not, better or worse by the metric's direction, training or held-out settings). The generic
 text in ``prompts/paper/`` knows only the template contract (plug-in, metric and direction, budget, baselines,
-settings); a template overrides any file in ``prompts/templates/<name>/paper/`` (:mod:`tasks.text`). Every free text that came from
+settings); a template overrides any file in ``prompts/templates/<name>/paper/`` (:mod:`tasks.runtime.text`). Every free text that came from
 a user or a model is escaped for LaTeX; one repair attempt (formula shown from the expression tree or verbatim, text
 folded to ASCII) follows a failed compile, and the .tex and the build log are kept when that fails too. The PDF is
 read back with pymupdf: pages, embedded images, unresolved references, and whether the table's numbers made it.
@@ -27,8 +27,8 @@ import jinja2
 from pylatex import Command, Document, Figure, NoEscape, Package, Section, Table, Tabular
 from pylatex.base_classes import Environment
 
-from tasks import text as layers
 from tasks.review import _finite
+from tasks.runtime import text as layers
 
 ROOT = Path(__file__).resolve().parents[1]
 LATEXMK = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]

@@ -15,7 +15,7 @@ from flows.discovery import discover
 from jaxlib_kernels.es import problems, talpo
 from jaxlib_kernels.templates.lpo import search
 from tasks import meta_es
-from tasks.runfolder import write_json
+from tasks.runtime.runfolder import write_json
 
 pytestmark = pytest.mark.usefixtures("on_session_server")
 TINY = {"total_timesteps": 2048, "num_envs": 4, "num_steps": 32, "num_minibatches": 2, "update_epochs": 2}

@@ -6,7 +6,7 @@ offline. For ``lpo`` (KILLED) the run is first started on its own temporary Pref
 and killed (its own process only, SIGKILL: everything it started, the temporary server included, must then end by
 itself) as soon as its first experiment unit is on disk; the re-run with the same run id resumes without computing
 a finished unit again. Resume, the lifeline and the cache policy are generic code (units are keyed by the
-template's kernel fingerprint, tasks by ``tasks.common.code_key``), so one template's kill checks them; every
+template's kernel fingerprint, tasks by ``tasks.runtime.caching.code_key``), so one template's kill checks them; every
 template's own text and kernel keys are checked cheaply in tests/kernels/test_template_contract.py. Then, on
 lpo's finished run: editing a paper text template and re-running the run id changes the paper and computes no
 experiment unit; for every template, a change of the kernel configuration gives every unit a new key, so those
@@ -77,7 +77,7 @@ LEFT_BEHIND: dict[str, list[str]] = {}  # template -> processes of the killed ru
 
 def _kill_only_the_run(proc: subprocess.Popen, run_dir: Path) -> list[str]:
     """SIGKILL the run's own process only, as ``kill -9 PID`` does; the processes it started must end by
-    themselves (tasks/lifeline.py). Returns those still alive a minute later (then killed, for the next tests)."""
+    themselves (tasks/runtime/lifeline.py). Returns those still alive a minute later (then killed, for the next tests)."""
     family = psutil.Process(proc.pid).children(recursive=True) + _of_run(run_dir)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

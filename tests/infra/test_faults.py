@@ -23,7 +23,7 @@ from clusters import ROOT, SCIENTIST
 
 from jaxlib_kernels.templates.lpo import baseline_source
 from tasks import experiments
-from tasks.runfolder import RunFolder, RunFolderError
+from tasks.runtime.runfolder import RunFolder, RunFolderError
 
 RAISES = (Path(__file__).parents[1] / "tasks" / "hostile" / "raises.py").read_text()
 

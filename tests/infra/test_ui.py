@@ -267,7 +267,7 @@ def test_the_flow_run_page_shows_state_task_runs_and_artifacts(prefect_server, b
 
 def test_feedback_reaches_the_llm_code_prompt():
     from jaxlib_kernels.templates import make
-    from tasks.llm import render
+    from tasks.runtime.llm import render
 
     template = make("lpo")
     idea = {"Name": "x", "Title": "T", "Experiment": "E", "researcher_feedback": FEEDBACK}

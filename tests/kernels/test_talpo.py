@@ -121,7 +121,7 @@ def test_rendered_source_is_the_same_drift_and_passes_the_gate(tmp_path):
     """The learned drift as plug-in source (weights as literals) computes drift_apply exactly and is accepted by
     the lpo validation gate, so the AI-Scientist stages can run it as a candidate."""
     from jaxlib_kernels import plugin
-    from tasks import sandbox
+    from tasks.runtime import sandbox
 
     net = talpo.DriftNetConfig(hidden=8, init_scale=3.0)
     theta = talpo.init_drift_params(jax.random.key(4), net)

@@ -48,7 +48,7 @@ def test_every_baseline_passes_the_gate(name, tmp_path):
     time is not counted against the candidate's own limit."""
     import jax
 
-    from tasks import sandbox, sandbox_child
+    from tasks.runtime import sandbox, sandbox_child
 
     template = make(name)
     first = next(iter(template.baselines.values()))
@@ -134,7 +134,7 @@ def test_editing_the_templates_paper_text_changes_the_text_stages_keys_and_no_un
 
     from flows import pipeline
     from jaxlib_kernels.templates.base import Template
-    from tasks.common import code_key
+    from tasks.runtime.caching import code_key
 
     template = make(name)
     copy = tmp_path / name
@@ -143,7 +143,7 @@ def test_editing_the_templates_paper_text_changes_the_text_stages_keys_and_no_un
     prof = template.profile("smoke")
 
     def keys():
-        paper = code_key(("tasks.reporting", "tasks.writeup", "tasks.text"), ("prompts/paper",), ("paper", "*"), name)
+        paper = code_key(("tasks.reporting", "tasks.writeup", "tasks.runtime.text"), ("prompts/paper",), ("paper", "*"), name)
         review = code_key(("tasks.reporting", "tasks.review"), ("prompts/review", "prompts/paper"),
                           ("review", "paper", "*"), name)
         units = [s["key"] for s in pipeline.baseline_specs(template, prof)]

@@ -38,10 +38,10 @@ def llm_env(monkeypatch):
 
 @pytest.fixture
 def client_for(llm_env):
-    """``client_for(server, **config)``: an :class:`tasks.llm.LLMClient` talking to ``server``."""
+    """``client_for(server, **config)``: an :class:`tasks.runtime.llm.LLMClient` talking to ``server``."""
     import dataclasses
 
-    from tasks.llm import LLMClient, LLMConfig
+    from tasks.runtime.llm import LLMClient, LLMConfig
 
     def make(server, **changes):
         llm_env.setenv("OPENAI_API_BASE", server.url)

@@ -8,7 +8,7 @@ import threading
 import pytest
 from scripted_server import FAKE_KEY
 
-from tasks import llm
+from tasks.runtime import llm
 
 
 def _script(*replies):

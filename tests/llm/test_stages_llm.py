@@ -10,8 +10,9 @@ import pytest
 from scripted_server import IDEA, REVIEW, S2_PAPERS, fenced, last_user, researcher, stage_of
 
 from jaxlib_kernels.templates import make
-from tasks import literature, llm_stages
-from tasks.llm import LLMError
+from tasks import llm_stages
+from tasks.runtime import literature
+from tasks.runtime.llm import LLMError
 
 LPO = make("lpo")
 
@@ -206,8 +207,8 @@ def test_latex_that_does_not_compile_gets_a_repair_round(serve, client_for, tmp_
 
 
 def test_the_llm_text_is_layered_per_template():
-    from tasks.llm import render
-    from tasks.text import template_dir
+    from tasks.runtime.llm import render
+    from tasks.runtime.text import template_dir
 
     assert (template_dir("lpo") / "llm" / "task.md").is_file()
     assert llm_stages.task_description("lpo") == (template_dir("lpo") / "llm" / "task.md").read_text().strip()

@@ -231,8 +231,9 @@ def prompts_copy(tmp_path_factory):
 
 
 def test_a_template_folder_overrides_the_generic_text(prompts_copy, monkeypatch, win_experiment, kit):
-    from tasks import review, text
-    from tasks.llm import render
+    from tasks import review
+    from tasks.runtime import text
+    from tasks.runtime.llm import render
 
     monkeypatch.setattr(text, "PROMPTS", prompts_copy)
     env = writeup.make_env("lpo")
@@ -284,7 +285,7 @@ def test_a_template_with_a_minimised_metric_ranks_by_it(minimised, kit, monkeypa
     import dataclasses
 
     from jaxlib_kernels.templates import Metric
-    from tasks import text
+    from tasks.runtime import text
 
     ctx = kit.make_context()
     template = dataclasses.replace(  # the lpo template with its metric turned around

@@ -1,4 +1,4 @@
-"""New Prefect databases start from a migrated, empty template (tasks/prefect_db.py).
+"""New Prefect databases start from a migrated, empty template (tasks/runtime/prefect_db.py).
 
 The session's ``scientist server`` (the ``prefect_api`` fixture, on a fresh home) leaves the template when none
 exists; every later temporary server of the suite (the killed lpo run, the Ray test's ``flaky`` run, the CLI and
@@ -13,7 +13,7 @@ from importlib.metadata import version
 
 import pytest
 
-from tasks import prefect_db
+from tasks.runtime import prefect_db
 
 
 def rows(db, table: str) -> int:

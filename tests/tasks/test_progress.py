@@ -1,4 +1,4 @@
-"""The progress line of ``scientist run``, ``meta`` and ``discover`` (``tasks.artifacts.Progress``): one
+"""The progress line of ``scientist run``, ``meta`` and ``discover`` (``tasks.runtime.artifacts.Progress``): one
 self-overwriting line on a terminal, nothing when stderr is not one (a log file, CI, a Prefect worker)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ("from tasks.artifacts import Progress\n"
+SCRIPT = ("from tasks.runtime.artifacts import Progress\n"
           "p = Progress(4, 'experiment units')\n"
           "for done in (1, 2, 4):\n"
           "    p.update(done)\n"

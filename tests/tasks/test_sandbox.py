@@ -18,7 +18,7 @@ import pytest
 
 from jaxlib_kernels.templates import TEMPLATES, Template, make
 from jaxlib_kernels.templates.lpo import baseline_source
-from tasks import sandbox
+from tasks.runtime import sandbox
 
 HOSTILE = Path(__file__).parent / "hostile"
 

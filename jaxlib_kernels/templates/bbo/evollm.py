@@ -10,7 +10,7 @@ falls back to the best member seen so far; the reason is logged and kept in the 
 never crashes on a reply.
 
 The model is any ``complete(prompt) -> text`` callable: :func:`llm_complete` gives the project's LLM backend
-(litellm, any provider, ``tasks.llm``); without a model it refuses with one clear line (:class:`NoModel`). The
+(litellm, any provider, ``tasks.runtime.llm``); without a model it refuses with one clear line (:class:`NoModel`). The
 sequence-optimiser interface shared with the Evolution Transformer (:mod:`.sequence`): ``history`` (generations of
 population and fitness) in, the next search distribution out (:meth:`EvoLLM.next_distribution`); :meth:`EvoLLM.run`
 is :func:`.sequence.minimise`'s loop, over a mixed search space (:mod:`.space`) when one is given.
@@ -138,7 +138,7 @@ class EvoLLM:
 
 def llm_complete(model: str | None = None) -> Callable[[str], str]:
     """``complete(prompt) -> text`` through the project's LLM backend (litellm); one clear line without a model."""
-    from tasks import llm
+    from tasks.runtime import llm
 
     try:
         client = llm.LLMClient(llm.LLMConfig.from_env(model))

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ROOT / "prompts"
 STAGES = ("paper", "review", "llm")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from tasks.llm import redact
+from tasks.runtime.llm import redact
 
 S2_DEFAULT = "https://api.semanticscholar.org/graph/v1"
 OPENALEX_DEFAULT = "https://api.openalex.org"

@@ -1,6 +1,6 @@
-"""Child side of the validation gate (ARCHITECTURE.md section 5): ``python -m tasks.sandbox_child``.
+"""Child side of the validation gate (ARCHITECTURE.md section 5): ``python -m tasks.runtime.sandbox_child``.
 
-Started by :func:`tasks.sandbox.validate_source` in a fresh session, in a private working
+Started by :func:`tasks.runtime.sandbox.validate_source` in a fresh session, in a private working
 folder and (where the kernel allows) in new network and mount namespaces. It first sets its resource limits
 from its arguments (:func:`apply_limits`), then reads one JSON request on stdin::
 
@@ -344,7 +344,7 @@ def apply_limits(argv: list[str]) -> dict:
     import argparse
     import resource
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.sandbox_child")
+    parser = argparse.ArgumentParser(prog="python -m tasks.runtime.sandbox_child")
     parser.add_argument("--as-bytes", type=int)
     parser.add_argument("--cpu-s", type=int)
     parser.add_argument("--nofile", type=int)

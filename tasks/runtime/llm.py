@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import jinja2
 
-PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "llm"
+PROMPTS = Path(__file__).resolve().parents[2] / "prompts" / "llm"
 STAGES = ("ideation", "novelty", "code", "writeup", "review")
 # provider prefix -> environment variables holding its base URL, in order of preference
 BASE_VARS = {
@@ -349,7 +349,7 @@ _ENVS: dict[tuple[str, str | None], jinja2.Environment] = {}
 
 def _prompt_env(template_name: str | None) -> jinja2.Environment:
     """Jinja2 over ``prompts/templates/<template_name>/llm/`` then ``prompts/llm/`` (one per prompts root and name)."""
-    from tasks import text as layers
+    from tasks.runtime import text as layers
 
     key = (str(layers.PROMPTS), template_name)
     if key not in _ENVS:
@@ -481,9 +481,9 @@ def active(model: str | None = None) -> LLMClient:
 
 
 def start_for_run(run, model: str, max_cost: float | None = None) -> LLMClient:
-    """A run's client (``run`` is a :class:`tasks.runfolder.RunFolder`): configured from the environment, its server
+    """A run's client (``run`` is a :class:`tasks.runtime.runfolder.RunFolder`): configured from the environment, its server
     probed, its accounting resumed from ``run.json``, and made the active one."""
-    from tasks.runfolder import read_json
+    from tasks.runtime.runfolder import read_json
 
     config = LLMConfig.from_env(model, max_cost)
     run.update_run_json(llm_config=config.public())

@@ -20,7 +20,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HELD = ("flow_run", "task_run", "deployment", "work_pool", "artifact", "log")  # rows a template must not have
 
 

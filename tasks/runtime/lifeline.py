@@ -5,7 +5,7 @@ port and the run's SQLite database), a local Ray (GCS, raylet, workers), the val
 (each in its own session). A run killed with SIGKILL runs no ``atexit`` hook and no ``finally``, so without help
 they outlive it (Ray's own processes use PR_SET_PDEATHSIG; Prefect's server does not).
 
-:func:`watch` starts ``python -m tasks.lifeline PID`` in its own session (so neither a Ctrl-C on the terminal nor
+:func:`watch` starts ``python -m tasks.runtime.lifeline PID`` in its own session (so neither a Ctrl-C on the terminal nor
 a kill of the run's process group reaches it). The watcher polls the run's process tree twice a second and
 remembers every descendant it has seen (pid and start time, so a reused pid is never touched). When the run is
 gone (exited or killed: a zombie counts as gone), it sends SIGTERM to the remembered processes still alive and
@@ -31,7 +31,7 @@ def watch(pid: int | None = None) -> subprocess.Popen | None:
     except ImportError:
         return None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_"))}
-    return subprocess.Popen([sys.executable, "-m", "tasks.lifeline", str(pid or os.getpid())],
+    return subprocess.Popen([sys.executable, "-m", "tasks.runtime.lifeline", str(pid or os.getpid())],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=env, close_fds=True)
 

@@ -6,7 +6,7 @@ one. Layers, cheapest first:
 1. the template's static check (:meth:`Template.static_check`) in this process: for source, the AST check of
    :func:`jaxlib_kernels.plugin.static_check`; for parametric candidates, the JSON parse. A rejected candidate never
    starts a process;
-2. a child process (``python -m tasks.sandbox_child``) in its own session (``setsid``), with resource limits
+2. a child process (``python -m tasks.runtime.sandbox_child``) in its own session (``setsid``), with resource limits
    (address space, CPU seconds, open files, file size, no core dumps; the child sets them from its arguments as
    its very first step, before it reads the request: a ``preexec_fn`` would run Python between fork and exec of a
    multithreaded JAX process, which risks deadlocks and makes JAX warn on every call), a private fresh working
@@ -75,7 +75,7 @@ FSIZE_BYTES = 16 << 20
 STDOUT_KEEP = 1 << 20  # bytes of the child's stdout tail kept (the result is its last line)
 STDERR_KEEP = 64 << 10
 STDERR_TAIL_CHARS = 2000  # how much of the stderr tail goes into a crash reason
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 
 
@@ -127,7 +127,7 @@ def filesystem_isolated() -> bool:
 
 
 def _limit_args(memory_mb: int, cpu_s: int) -> list[str]:
-    """The child's resource limits as command-line arguments (see :func:`tasks.sandbox_child.apply_limits`)."""
+    """The child's resource limits as command-line arguments (see :func:`tasks.runtime.sandbox_child.apply_limits`)."""
     return [
         "--as-bytes",
         str(int(memory_mb) << 20),
@@ -243,7 +243,7 @@ def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, w
         work.mkdir()
         request_file = root / "request.json"
         request_file.write_text(json.dumps(request))
-        cmd = [*prefix, sys.executable, "-m", "tasks.sandbox_child", *_limit_args(memory_mb, cpu_s)]
+        cmd = [*prefix, sys.executable, "-m", "tasks.runtime.sandbox_child", *_limit_args(memory_mb, cpu_s)]
         try:
             with open(request_file, "rb") as stdin:
                 proc = subprocess.Popen(
@@ -265,7 +265,7 @@ def _run_child(request: dict, *, timeout_s: float, memory_mb: int, cpu_s: int, w
                 0.0,
                 isolation,
             )
-        from tasks.sandbox_child import PHASE_LINE
+        from tasks.runtime.sandbox_child import PHASE_LINE
 
         out = _Tail(proc.stdout, STDOUT_KEEP, marker=(PHASE_LINE % "checks").encode(), pid=proc.pid)
         err = _Tail(proc.stderr, STDERR_KEEP)
@@ -338,7 +338,7 @@ def verdict(
     """Turn how the child ended (exit status or signal, its output) into a :class:`ValidationResult`; ``limit``:
     which deadline a timed-out child hit (``wall``: the whole child's; ``checks-cpu`` and ``checks``: the
     candidate's own CPU and wall-clock time)."""
-    from tasks.sandbox_child import looks_like_memory
+    from tasks.runtime.sandbox_child import looks_like_memory
 
     def result(accepted, stage, reason, problems=(), extra=None) -> ValidationResult:
         return ValidationResult(
@@ -408,7 +408,7 @@ def validate_source(
 
     ``workdir``: where the child's private temporary folder is made (and removed afterwards); the system's
     temporary folder when ``None``. ``_hooks`` is for tests only (``report_env``, ``report_limits``,
-    ``probe_connect``, ``probe_write``, ``probe_remount``: see :mod:`tasks.sandbox_child`). Never raises for a bad candidate; an unknown ``template`` raises.
+    ``probe_connect``, ``probe_write``, ``probe_remount``: see :mod:`tasks.runtime.sandbox_child`). Never raises for a bad candidate; an unknown ``template`` raises.
     """
     from jaxlib_kernels.plugin import PluginError
     from jaxlib_kernels.templates import make
