@@ -9,6 +9,11 @@ PIP := $(VENV)/bin/pip
 JAX_EXTRA ?=
 JAX_RANGE := $(shell sed -n 's/^ *"jax\([<>=!~][^"]*\)".*/\1/p' pyproject.toml)
 STAMP := $(VENV)/.installed$(if $(JAX_EXTRA),-$(JAX_EXTRA))
+ifneq ($(JAX_EXTRA),)
+ifeq ($(JAX_RANGE),)
+$(error JAX_EXTRA: no "jax<range>" dependency line found in pyproject.toml to pin jax[$(JAX_EXTRA)] to)
+endif
+endif
 TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended lmodern latexmk
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
