@@ -4,7 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed
+# jax's accelerator extra: empty = the CPU build; on a GPU host `make install JAX_EXTRA=cuda12` (or cuda13) installs
+# jax[cuda12] within pyproject.toml's jax range. The stamp carries the extra, so changing it reinstalls.
+JAX_EXTRA ?=
+JAX_RANGE := $(shell sed -n 's/^ *"jax\([<>=!~][^"]*\)".*/\1/p' pyproject.toml)
+STAMP := $(VENV)/.installed$(if $(JAX_EXTRA),-$(JAX_EXTRA))
+ifneq ($(JAX_EXTRA),)
+ifeq ($(JAX_RANGE),)
+$(error JAX_EXTRA: no "jax<range>" dependency line found in pyproject.toml to pin jax[$(JAX_EXTRA)] to)
+endif
+endif
 TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended lmodern latexmk
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
@@ -17,7 +26,7 @@ install: $(STAMP) tex
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test]"$(if $(JAX_EXTRA), "jax[$(JAX_EXTRA)]$(JAX_RANGE)")
 	touch $(STAMP)
 
 # Debian's TeX Live, installed only when latexmk or a needed style file is missing.
