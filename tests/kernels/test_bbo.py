@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlib_kernels.optimisers import evotf
 from jaxlib_kernels.profiling import count_compilations
 from jaxlib_kernels.templates import make
-from jaxlib_kernels.templates.bbo import evotf, kernel, problems, rules
+from jaxlib_kernels.templates.bbo import kernel, problems, rules
 
 SPHERE = kernel.BBOConfig(("sphere",), 10, 16, 300)
 # final log10 regret every seed must reach on the 10-dimensional sphere in 300 generations of 16

@@ -1,4 +1,4 @@
-"""The ``bbo`` template: ES update rules for black-box optimisation on BBOB, and sequence models as optimisers.
+"""The ``bbo`` template: ES update rules for black-box optimisation on BBOB (and the Evolution Transformer's EAD).
 
 Plug-in: ``update(population, fitness, mean, std, progress) -> (mean, std)`` (population (P, D), fitness (P,),
 lower is better); the kernel samples the next population around what it returns (:mod:`.kernel`). Problems: the
@@ -8,12 +8,10 @@ weights of a small MLP policy on gymnax's Pendulum-v1, whose regret is minus its
 every return), floored at 0.01. Metric: log10 of the final best regret, averaged over a setting's functions,
 minimised. Baselines: random search, hill climbing, the family's default rule (plug-in
 source) and OpenES, SNES, Sep-CMA-ES, CMA-ES through evosax (JSON text naming the strategy, :class:`EvosaxSpec`).
-Offline search: measured evolution of a parametric family of rules (:mod:`.rules`, :mod:`.search`). EvoLLM
-(:mod:`.evollm`) and the Evolution Transformer trained by EAD (:mod:`.evotf`) are sequence optimisers with the same
-history-in, distribution-out interface (:mod:`.sequence`: ``next_distribution(history, best_x, generation,
-progress) -> (mean, std)``, the host loop ``minimise``, random search and SNES through it), over a mixed search
-space of continuous, integer and categorical parameters (:mod:`.space`); shown on a hyperparameter search of PPO on
-a NAVIX grid (:mod:`.hparams`, ``benchmarks/bbo_hparams.py``).
+Offline search: measured evolution of a parametric family of rules (:mod:`.rules`, :mod:`.search`). The
+Evolution Transformer (:mod:`jaxlib_kernels.optimisers.evotf`) is trained here by EAD on the training functions
+(:mod:`.ead`, whose ``export`` wrote the library's pretrained weights); the sequence optimisers themselves (EvoLLM,
+the Evolution Transformer, SNES and random search over a mixed space) live in :mod:`jaxlib_kernels.optimisers`.
 
 Sources: Hansen et al., 2009 (BBOB); Wierstra et al., 2014 (SNES); Salimans et al., 2017 (OpenES); Hansen and
 Ostermeier, 2001 (CMA-ES); Ros and Hansen, 2008 (Sep-CMA-ES); Lange, Tian and Tang, 2024 (EvoLLM); Lange et al.,
