@@ -7,7 +7,8 @@ noiseless BBOB functions of evosax 0.3 (:mod:`.problems`), a training group and 
 weights of a small MLP policy on gymnax's Pendulum-v1, whose regret is minus its mean episodic return (0 bounds
 every return), floored at 0.01. Metric: log10 of the final best regret, averaged over a setting's functions,
 minimised. Baselines: random search, hill climbing, the family's default rule (plug-in
-source) and OpenES, SNES, Sep-CMA-ES, CMA-ES through evosax (JSON text naming the strategy, :class:`EvosaxSpec`).
+source), OpenES, SNES, Sep-CMA-ES, CMA-ES through evosax (JSON text naming the strategy, :class:`EvosaxSpec`) and
+the optimiser library's pretrained Evolution Transformer (JSON naming its weights; in the paper profile).
 Offline search: measured evolution of a parametric family of rules (:mod:`.rules`, :mod:`.search`). The
 Evolution Transformer (:mod:`jaxlib_kernels.optimisers.evotf`) is trained here by EAD on the training functions
 (:mod:`.ead`, whose ``export`` wrote the library's pretrained weights); the sequence optimisers themselves (EvoLLM,
@@ -23,7 +24,16 @@ from __future__ import annotations
 from jaxlib_kernels.plugin import PluginError
 from jaxlib_kernels.templates.base import Arg, Baseline, Metric, PluginSpec, Profile, ResultSchema, Setting, Template
 from jaxlib_kernels.templates.bbo import baselines, kernel, neuro, problems, rules, search
-from jaxlib_kernels.templates.bbo.kernel import EVOSAX_PREFIX, BBOConfig, EvosaxSpec, check, parse_evosax, probe
+from jaxlib_kernels.templates.bbo.kernel import (
+    EVOSAX_PREFIX,
+    SEQUENCE_PREFIX,
+    BBOConfig,
+    EvosaxSpec,
+    check,
+    parse_evosax,
+    parse_sequence_model,
+    probe,
+)
 
 TRAIN_FUNCTIONS = ("sphere", "ellipsoidal", "rastrigin", "attractive_sector", "rosenbrock", "bent_cigar",
                    "rastrigin_rotated", "schaffers_f7")
@@ -97,19 +107,28 @@ def evaluate(setting: Setting, budget: int, candidate, seeds: list[int]) -> dict
     return kernel.unit_result(kernel.run_seeds(candidate, config, seeds), config)
 
 
+PARSERS = {EVOSAX_PREFIX: parse_evosax, SEQUENCE_PREFIX: parse_sequence_model}
+
+
+def _parser(text):
+    return next((p for prefix, p in PARSERS.items() if isinstance(text, str) and text.lstrip().startswith(prefix)),
+                None)
+
+
 class BBOTemplate(Template):
-    """A source template whose stateful baselines are JSON naming an evosax strategy instead of plug-in source."""
+    """A source template whose stateful baselines are JSON naming an evosax strategy or the pretrained Evolution
+    Transformer instead of plug-in source."""
 
     def load(self, text: str):
-        if isinstance(text, str) and text.lstrip().startswith(EVOSAX_PREFIX):
+        if (parse := _parser(text)) is not None:
             try:
-                return parse_evosax(text)
+                return parse(text)
             except ValueError as exc:
                 raise PluginError(str(exc)) from None
         return super().load(text)
 
     def static_check(self, text: str) -> None:
-        if isinstance(text, str) and text.lstrip().startswith(EVOSAX_PREFIX):
+        if _parser(text) is not None:
             self.load(text)
             return
         super().static_check(text)
@@ -139,7 +158,7 @@ TEMPLATE = BBOTemplate(
     render=search.render,
     kernel_config=kernel_config,
     kernel_modules=("jaxlib_kernels.templates.bbo.kernel", "jaxlib_kernels.templates.bbo.problems",
-                    "jaxlib_kernels.templates.bbo.neuro"),
+                    "jaxlib_kernels.templates.bbo.neuro", "jaxlib_kernels.optimisers.evotf"),
     schema=ResultSchema("generations", "log10 best regret", "final log10 regret", extras=("per_function", "repairs")),
     budget_unit="generations",
     probe_scale=search.PROBE_SCALE,
