@@ -7,10 +7,10 @@ attention over members (invariant to their order); across generations a causal s
 of the last ``window`` pooled generation tokens (per dimension) gives the update. Heads: the mean step in units of
 sigma and the log-std change, ``m' = m + sigma * dm``, ``sigma' = sigma * exp(ds)``. With ``window`` pooled tokens as
 the carried state it runs in any ES loop of ``(init, ask, tell)`` strategies (:meth:`EvoTF.strategy`), and on the
-host through the sequence-optimiser interface (:class:`~.sequence.EvoTFOptimiser`).
+host through the sequence-optimiser interface (:class:`EvoTFOptimiser`).
 
-:func:`pretrained`: the weights trained by Evolutionary Algorithm Distillation on BBOB functions (the ``bbo``
-template's ``ead.py`` trains them; ``ead.export`` wrote :data:`PRETRAINED`), the default model of
+:func:`pretrained`: the weights trained by Evolutionary Algorithm Distillation on BBOB functions (what trained them
+is written in the file, ``meta_trained_by`` and ``meta_config``), the default model of
 :func:`jaxlib_kernels.optimisers.tune`.
 """
 
