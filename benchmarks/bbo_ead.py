@@ -1,8 +1,8 @@
-"""EAD experiment of the ``bbo`` template: the small Evolution Transformer (``jaxlib_kernels/templates/bbo/evotf.py``)
+"""EAD experiment of the ``bbo`` template: the small Evolution Transformer (``jaxlib_kernels/optimisers/evotf.py``)
 trained by Evolutionary Algorithm Distillation on SNES and OpenES trajectories (the training BBOB functions, 10-D),
 then run in context, frozen, on settings it never saw, against its teachers and evosax's shipped ``EvoTF_ES``.
 
-1. Training: ``evotf.train`` on the teachers' trajectories (``--train-seeds`` seeds x 8 training functions x
+1. Training: ``ead.train`` on the teachers' trajectories (``--train-seeds`` seeds x 8 training functions x
    ``--train-generations``), ``--steps`` Adam steps; the loss (teacher-forced MSE of the mean step and log-std
    change) of every step is kept.
 2. Evaluation, held out: each setting is the template's own (``kernel_config``): held-out functions
@@ -17,7 +17,7 @@ then run in context, frozen, on settings it never saw, against its teachers and 
    search as the floor, and with ``--evosax-ckpt`` evosax's ``EvoTF_ES`` with its bundled checkpoint
    (``2024_03_SNES_small.pkl``, trained by its authors on their own tasks, so the held-out split is ours, not its),
    on ``--evosax-settings`` (by default not the 30-D ones: there it costs 8x our model's time).
-3. ``--self-ref``: self-referential EAD (``evotf.self_referential``): from random weights, each round runs the
+3. ``--self-ref``: self-referential EAD (``ead.self_referential``): from random weights, each round runs the
    model and 4 copies with Gaussian noise (std 0.1) on its weights and trains the model on the best trajectories
    of that pool; every round's model (0 = random weights, which is random search: the head starts at zero) is
    evaluated on ``--self-ref-settings`` with the evaluation seeds. ``--self-ref-steps`` is halved by
@@ -25,7 +25,7 @@ then run in context, frozen, on settings it never saw, against its teachers and 
 
 Figures: final log10 regret per seed (the template's metric: log10 of the final best regret, floored at 1e-12,
 mean over the setting's functions; neuroevolution: log10 of max(-mean return, 0.01)), lower is better. Intervals:
-``evotf.summary``'s 95% normal-approximation half-width (1.96 s / sqrt(n)); beside it the Student-t half-width
+``ead.summary``'s 95% normal-approximation half-width (1.96 s / sqrt(n)); beside it the Student-t half-width
 (t_{0.975, n-1} s / sqrt(n), wider at n = 8), and for ``evotf_ead`` minus every other method the paired
 difference over seeds with its t interval and the paired t-test's p-value (scipy ``ttest_rel``). Prints markdown
 tables and writes ``benchmarks/results/bbo_ead.json`` (``--out``).
@@ -49,8 +49,10 @@ import common
 import numpy as np
 from scipy import stats
 
+from jaxlib_kernels.optimisers.evotf import EvoTF
 from jaxlib_kernels.templates import make
-from jaxlib_kernels.templates.bbo import HELD_OUT_FUNCTIONS, TRAIN_FUNCTIONS, evotf, kernel
+from jaxlib_kernels.templates.bbo import HELD_OUT_FUNCTIONS, TRAIN_FUNCTIONS, kernel
+from jaxlib_kernels.templates.bbo import ead as distillation
 
 EVAL_SEED0 = 500  # teachers use seeds 0 .., self-referential rounds 100 .., the offline search 1000 ..
 SETTINGS = ("heldout_fns_d10", "train_fns_d30", "train_fns_d5", "heldout_fns_d30", "neuro_pendulum")
@@ -59,7 +61,7 @@ SELF_REF_SETTINGS = ("heldout_fns_d10", "train_fns_d30")
 # a loaded 2-core CPU) after a 60 s compile, 8x our model: by default it runs on the cheaper settings only
 EVOSAX_SETTINGS = ("heldout_fns_d10", "train_fns_d5", "neuro_pendulum")
 TEACHER_NAMES = {"SNES": "snes", "Open_ES": "open_es"}
-INTERVAL = ("95% intervals: 'ci95' is evotf.summary's normal approximation 1.96 s / sqrt(n); 'ci95_t' the Student-t "
+INTERVAL = ("95% intervals: 'ci95' is distillation.summary's normal approximation 1.96 s / sqrt(n); 'ci95_t' the Student-t "
             "half-width t(0.975, n-1) s / sqrt(n); differences are paired over seeds (same instance and initial "
             "mean), t interval and paired t-test (scipy.stats.ttest_rel)")
 VERSIONS = ("jax", "jaxlib", "evosax", "optax", "gymnax", "numpy", "scipy")
@@ -73,8 +75,8 @@ def t_half(values) -> float:
 
 
 def describe(values) -> dict:
-    """evotf.summary's mean and normal 95% half-width, plus the Student-t half-width and the values."""
-    out = evotf.summary({"x": values})["x"]
+    """distillation.summary's mean and normal 95% half-width, plus the Student-t half-width and the values."""
+    out = distillation.summary({"x": values})["x"]
     return {**out, "ci95_t": t_half(values), "final_per_seed": [float(x) for x in values]}
 
 
@@ -85,7 +87,7 @@ def paired(a, b) -> dict:
             "better_seeds": int(np.sum(d < 0))}
 
 
-def held_out(name: str, config: kernel.BBOConfig, ead: evotf.EADConfig) -> dict:
+def held_out(name: str, config: kernel.BBOConfig, ead: distillation.EADConfig) -> dict:
     """What makes ``config`` held out against the training configuration ``ead``; raises if nothing does."""
     shared = sorted(set(config.functions) & set(ead.functions))
     new_dim = config.dim != ead.dim
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     template = make("bbo")
-    ead = evotf.EADConfig(functions=TRAIN_FUNCTIONS, steps=args.steps, generations=args.train_generations,
+    ead = distillation.EADConfig(functions=TRAIN_FUNCTIONS, steps=args.steps, generations=args.train_generations,
                           seeds=args.train_seeds)
     settings = {}
     for name in args.settings:
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         settings[name] = (template.kernel_config(setting, max(1, round(args.generations * setting.budget_scale))),
                           setting.description)
     if args.quick:  # one training function, one teacher, a few steps; two tiny held-out settings
-        ead = evotf.EADConfig(functions=("sphere",), generations=10, teachers=("SNES",), seeds=1, steps=5)
+        ead = distillation.EADConfig(functions=("sphere",), generations=10, teachers=("SNES",), seeds=1, steps=5)
         g = min(args.generations, 5)
         settings = {"heldout_pair_d10": (kernel.BBOConfig(("discus", "different_powers"), 10, 16, g),
                                          "two held-out functions in 10 dimensions"),
@@ -136,9 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     assert not set(eval_seeds) & set(range(ead.seeds)), "evaluation seeds overlap the teachers' seeds"
 
     t = time.perf_counter()
-    params, losses = evotf.train(ead)  # cached under .cache/bbo/ by the configuration and the sources
+    params, losses = distillation.train(ead)  # cached under .cache/bbo/ by the configuration and the sources
     train_s = time.perf_counter() - t
-    model = evotf.EvoTF(params, ead.window, "evotf_ead")
+    model = EvoTF(params, ead.window, "evotf_ead")
     print(f"EAD: {len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f} ({train_s:.1f} s, 0 if cached)",
           flush=True)
     methods = {"evotf_ead": model}  # then its teachers with the template's baselines' options, and random search
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             t = time.perf_counter()
             try:
-                finals[m] = evotf.evaluate(cand, cfg, eval_seeds)["final"]
+                finals[m] = distillation.evaluate(cand, cfg, eval_seeds)["final"]
                 rows[m] = {**describe(finals[m]), "seconds": time.perf_counter() - t}
             except Exception as exc:  # noqa: BLE001 - a peer that cannot run here reports why
                 rows[m] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "seconds": time.perf_counter() - t}
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
         evaluations = {n: (settings[n][0], eval_seeds) for n in args.self_ref_settings}
         log: list = []
         t = time.perf_counter()
-        _, curve = evotf.self_referential(cfg, rounds=args.self_ref_rounds, evaluations=evaluations, log=log,
+        _, curve = distillation.self_referential(cfg, rounds=args.self_ref_rounds, evaluations=evaluations, log=log,
                                           perturbations=4, sigma=0.1)
         self_ref = {"rounds": args.self_ref_rounds, "config": dataclasses.asdict(cfg), "seconds":
                     time.perf_counter() - t, "train_curve": curve, "perturbations": 4, "sigma": 0.1,
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\n## bbo EAD: the Evolution Transformer, trained on {len(ead.functions)} functions in {ead.dim}-D "
           f"(teachers {', '.join(ead.teachers)}, {ead.seeds} seeds, {ead.generations} generations, {len(losses)} "
           f"steps: loss {losses[0]:.4f} -> {losses[-1]:.4f}), evaluated frozen on held-out settings; final log10 "
-          f"regret (lower is better), {len(eval_seeds)} seeds, mean with 95% normal (evotf.summary) and t "
+          f"regret (lower is better), {len(eval_seeds)} seeds, mean with 95% normal (distillation.summary) and t "
           f"half-widths\n")
     rows = []
     for name, r in results.items():

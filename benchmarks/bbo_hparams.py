@@ -1,7 +1,7 @@
-"""A small hyperparameter search of PPO on a NAVIX grid with the bbo template's sequence optimisers, side by side on
-one interface, one space, the same seeds and the same budget.
+"""A small hyperparameter search of PPO on a NAVIX grid with the sequence optimisers of ``jaxlib_kernels/optimisers``,
+side by side on one interface, one space, the same seeds and the same budget.
 
-The space (``jaxlib_kernels/templates/bbo/hparams.py``): learning rate (log-continuous, 1e-4 to 3e-2), PPO clip
+The space (``benchmarks/ppo_hparams.py``): learning rate (log-continuous, 1e-4 to 3e-2), PPO clip
 epsilon (0.05 to 0.5, used by the clip drift), update epochs (integer, ``--epochs``), and the drift (categorical:
 PPO's clip, LPO's DPO closed form, none). Fitness: minus PPO's mean return over the last tenth of training,
 averaged over ``--ppo-seeds`` seeds, at ``--budget`` environment steps on the ``lpo`` template's setting
@@ -9,10 +9,11 @@ averaged over ``--ppo-seeds`` seeds, at ``--budget`` environment steps on the ``
 
 The optimisers (``sequence.minimise``: each generation sampled from N(mean, std) in the latent box, decoded,
 evaluated; start at the centre with std ``--std0``; the same ``numpy`` seed per search seed, so every method's
-first generation is the same): the EAD-trained Evolution Transformer (``evotf.trained()``, trained on BBOB, not on
-this problem; through ``EvoTFOptimiser``), random search (the first generation's distribution throughout), SNES,
-and EvoLLM with ``--model`` (through the project's LLM backend, litellm; without a model it is skipped with one
-line). Evaluations of a configuration already trained are looked up, not trained again (a configuration's fitness
+first generation is the same): the EAD-trained Evolution Transformer (``evotf.pretrained()``, the weights the
+library ships, trained on BBOB by the bbo template's ``ead.py``, not on this problem; through ``EvoTFOptimiser``),
+random search (the first generation's distribution throughout), SNES, and EvoLLM with ``--model`` (through the
+project's LLM backend, litellm: ``tasks.tuning.llm_complete``; without a model it is skipped with one line).
+Evaluations of a configuration already trained are looked up, not trained again (a configuration's fitness
 does not depend on the search: the seeds are fixed). Every search's best configuration is then trained again on
 ``--heldout-seeds`` other seeds (100, 101, ...): the search's figure is picked on its own seeds, so the held-out
 return is the honest one. A reference row: the ``lpo`` default (lr 2.5e-3, clip 0.2, 4 epochs, PPO clip).
@@ -38,12 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import common
 import numpy as np
+import ppo_hparams as hparams
 
-from jaxlib_kernels.templates.bbo import evollm, evotf, hparams, sequence
+from jaxlib_kernels import optimisers
+from jaxlib_kernels.optimisers import evollm, evotf
+from tasks.tuning import llm_complete
 
 VERSIONS = ("jax", "jaxlib", "navix", "optax", "flax", "numpy", "litellm")
 DEFAULT = {"lr": 2.5e-3, "clip_eps": 0.2, "update_epochs": 4, "drift": "ppo_clip"}  # lpo's PPO
-QUICK_EAD = evotf.EADConfig(functions=("sphere",), generations=10, teachers=("SNES",), seeds=1, steps=5)  # bbo.py's
 
 
 def _key(config: dict) -> tuple:
@@ -70,22 +73,21 @@ def heldout(problem: hparams.PPOHparams, config: dict, seeds: list[int]) -> floa
     return float(np.mean(np.concatenate([problem.returns(config, seeds[i:i + n]) for i in range(0, len(seeds), n)])))
 
 
-def optimisers(args, ead: evotf.EADConfig) -> tuple[dict, dict]:
+def make_optimisers(args) -> tuple[dict, dict]:
     """name -> a factory of a fresh optimiser; and the notes (model load time, EvoLLM's skip reason)."""
     start = time.perf_counter()
-    model = evotf.trained(ead)
+    model = evotf.pretrained()
     notes = {"evotf_model": model.name, "evotf_load_or_train_s": time.perf_counter() - start}
-    made = {"evotf_ead": lambda: sequence.EvoTFOptimiser(model), "random_search": sequence.RandomSearch,
-            "snes": sequence.SNES}
-    made = {k: v for k, v in made.items() if k in args.methods}
+    library = {"evotf_ead": "evotf", "random_search": "random", "snes": "snes"}  # this study's names: the library's
+    made = {k: lambda name=name: optimisers.make(name, model=model) for k, name in library.items() if k in args.methods}
     if args.model:
         try:
-            complete = evollm.llm_complete(args.model)
+            complete = llm_complete(args.model)
         except evollm.NoModel as exc:
             notes["evollm_skipped"] = str(exc)
         else:
-            config = evollm.EvoLLMConfig(population=args.population, init_std=args.std0)
-            made["evollm"] = lambda: evollm.EvoLLM(complete, config)
+            made["evollm"] = lambda: optimisers.make("evollm", complete=complete, population=args.population,
+                                                     std0=args.std0)
     else:
         notes["evollm_skipped"] = "EvoLLM skipped: no --model given (it needs a language model)"
     return made, notes
@@ -108,11 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny sizes")
     parser.add_argument("--out", default=str(common.RESULTS / "bbo_hparams.json"))
     args = parser.parse_args(argv)
-    ead, overrides = evotf.EADConfig(), {}
+    overrides = {}
     if args.quick:
         args.budget, args.ppo_seeds, args.heldout_seeds = hparams.TINY_BUDGET, 2, 2
         args.generations, args.population, args.seeds, args.epochs = 2, 4, 1, [1, 1]
-        ead, overrides = QUICK_EAD, dict(hparams.TINY)
+        overrides = dict(hparams.TINY)
     if args.heldout_seeds % args.ppo_seeds:
         parser.error("--heldout-seeds must be a multiple of --ppo-seeds (they are trained in chunks of that size)")
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     problem = hparams.PPOHparams(args.setting, args.budget, range(args.ppo_seeds), overrides, space)
     fitness = Cached(problem)
     heldout_seeds = list(range(100, 100 + args.heldout_seeds))
-    made, notes = optimisers(args, ead)
+    made, notes = make_optimisers(args)
     if "evollm_skipped" in notes:
         print(notes["evollm_skipped"])
 
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in range(args.seeds):
             t0, before = time.perf_counter(), len(fitness.table)
             opt = make()
-            res = sequence.minimise(opt, fitness, space, args.generations, args.population, seed, std0=args.std0)
+            res = optimisers.minimise(opt, fitness, space, args.generations, args.population, seed, std0=args.std0)
             search_s = time.perf_counter() - t0
             runs[name].append({
                 "seed": seed, "curve_return": (-res["best"]).tolist(), "best_config": res["best_config"],

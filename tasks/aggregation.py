@@ -15,26 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from jaxlib_kernels.results import SchemaError, check_result
 from jaxlib_kernels.stats import ALPHA, summarize, welch  # noqa: F401  (re-exported for the stages)
 from jaxlib_kernels.templates.base import Metric
+from tasks.experiments import load_unit
 from tasks.runtime.runfolder import write_json
 
 COLUMNS = ["idea", "method", "role", "setting", "held_out", "seed", "step", "metric", "value"]
-
-
-class SchemaError(ValueError):
-    """A unit result that does not follow the template's result schema."""
-
-
-def check_result(result: dict, n_seeds: int) -> None:
-    """Raise :class:`SchemaError` unless ``result`` has x (T,), curve (S, T) and final (S,)."""
-    missing = [k for k in ("x", "curve", "final") if k not in result]
-    if missing:
-        raise SchemaError(f"unit result lacks {', '.join(missing)} (has {', '.join(sorted(result))})")
-    x, curve, final = (np.asarray(result[k]) for k in ("x", "curve", "final"))
-    if x.ndim != 1 or curve.shape != (n_seeds, x.shape[0]) or final.shape != (n_seeds,):
-        raise SchemaError(f"unit result shapes x {x.shape}, curve {curve.shape}, final {final.shape} do not match "
-                          f"{n_seeds} seeds (expected (T,), ({n_seeds}, T), ({n_seeds},))")
 
 
 def tidy_rows(idea: str, spec: dict, result: dict, held_out: bool) -> pd.DataFrame:
@@ -118,7 +105,6 @@ from tasks.runtime.caching import stage
 def aggregate_task(template_name: str, idea: dict, specs: list[dict], units_dir: str, idea_dir: str) -> dict:
     """Prefect task over :func:`aggregate`: reads the idea's units from the run folder."""
     from jaxlib_kernels.templates import make
-    from tasks.experiments import load_unit
 
     template = make(template_name)
     unit_results = []

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxlib_kernels.results import check_result
 from tasks.runtime.runfolder import RunFolderError, check_writable, write_json
 
 # JAX warns on every fork of its (multithreaded) process. Ours are all fork+exec (subprocess with a preexec_fn:
@@ -87,7 +88,6 @@ def _where() -> dict:
 def run_unit(spec: dict) -> dict:
     """Evaluate one unit in this process: load the candidate, evaluate every seed (vmapped inside the template)."""
     from jaxlib_kernels import templates
-    from tasks.aggregation import check_result
 
     template = templates.make(spec["template"])
     candidate = template.load(spec["source"])
@@ -364,7 +364,7 @@ def _retry_unless_run_folder_error(task, task_run, state) -> bool:
 
 
 @stage(name="run_experiments", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_run_folder_error,
-       modules=("tasks.aggregation",))
+       modules=("jaxlib_kernels.results",))
 def run_experiments_task(specs: list[dict], units_dir: str, ray_address: str | None = None) -> dict[str, str]:
     """Prefect task over :func:`run_units`; returns ``{unit key: "ok" | error}`` (results stay in files)."""
     from prefect import get_run_logger

@@ -13,20 +13,14 @@ import math
 import warnings
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from jaxlib_kernels.figures import legend, plt, save
 from jaxlib_kernels.templates.base import Metric, ResultSchema
 
 DEFAULT_SCHEMA = ResultSchema()
-
-DPI = 150
 CANDIDATE_COLOR = "#d62728"
 BASELINE_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
 SMOOTH_FRACTION = 0.05  # rolling window: this fraction of the updates, at least 1, at most 10
@@ -80,14 +74,6 @@ def _title(setting: str, results: pd.DataFrame, final_info: dict) -> str:
 def _grid(n: int) -> tuple[int, int]:
     cols = min(3, n)
     return math.ceil(n / cols), cols
-
-
-def save(fig, out_dir: Path, name: str) -> tuple[str, str]:
-    png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
-    fig.savefig(png, dpi=DPI, bbox_inches="tight", facecolor="white")
-    fig.savefig(pdf, bbox_inches="tight")
-    plt.close(fig)
-    return str(png), str(pdf)
 
 
 def _t_interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,13 +146,6 @@ def _count_text(values: set[int]) -> str:
     if not values:
         return "0"
     return str(values[0]) if values[0] == values[-1] else f"{values[0]}\u2013{values[-1]}"
-
-
-def legend(fig, axes, n: int) -> None:
-    handles, names = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, names, loc="lower center", ncol=min(n, 5), frameon=False, bbox_to_anchor=(0.5, -0.06))
-    fig.tight_layout()
 
 
 def plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir,

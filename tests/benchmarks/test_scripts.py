@@ -222,7 +222,8 @@ def test_dpo_settings_quick(tmp_path):
 
 @pytest.mark.bench_script
 def test_bbo_hparams_quick(tmp_path):
-    from jaxlib_kernels.templates.bbo import hparams
+    sys.path.insert(0, str(BENCH))
+    import ppo_hparams as hparams
 
     out = tmp_path / "bbo_hparams.json"
     run_script("bbo_hparams.py", "--quick", "--out", str(out), tables=("| optimiser",))

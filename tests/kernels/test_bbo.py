@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlib_kernels.optimisers import evotf
 from jaxlib_kernels.profiling import count_compilations
 from jaxlib_kernels.templates import make
-from jaxlib_kernels.templates.bbo import evotf, kernel, problems, rules
+from jaxlib_kernels.templates.bbo import kernel, problems, rules
 
 SPHERE = kernel.BBOConfig(("sphere",), 10, 16, 300)
 # final log10 regret every seed must reach on the 10-dimensional sphere in 300 generations of 16
@@ -167,3 +168,27 @@ def test_the_evolution_transformer_and_rule_plugins_run_on_the_neuroevolution_se
     for cand in (model, rule):
         res = template.evaluate(setting, 3, cand, [0])
         assert res["final"].shape == (1,) and np.all(np.isfinite(res["final"]))
+
+
+def test_the_pretrained_evolution_transformer_is_a_baseline_named_by_its_weights(sphere_results):
+    from jaxlib_kernels.plugin import PluginError
+    from jaxlib_kernels.templates.bbo import ead
+
+    template = make("bbo")
+    source = template.baselines["evotf_ead"].source
+    assert template.load(source) is evotf.pretrained() and kernel.check(evotf.pretrained(), jax.random.key(0)) == []
+    template.static_check(source)
+    stale = source.replace(kernel.weights_digest(), "0" * 16)
+    with pytest.raises(PluginError, match="ships"):
+        template.load(stale)
+    # the shipped weights are bbo's EAD model of the default configuration
+    with np.load(evotf.PRETRAINED) as data:
+        assert str(data["meta_config"]) == repr(ead.EADConfig())
+    assert "evotf_ead" in template.profile("paper").baselines
+    assert "evotf_ead" not in template.profile("default").baselines + template.profile("smoke").baselines
+    # its behaviour is its own (a step of the mean and std, not random search's fixed distribution) and in context
+    # it gets far below random search on the sphere
+    behaviour = kernel.probe(evotf.pretrained())
+    assert np.all(np.isfinite(behaviour)) and not np.allclose(behaviour, kernel.probe(template.load(
+        template.baselines["random_search"].source)))
+    assert np.all(sphere_results["evotf_ead"]["final"] < sphere_results["random_search"]["final"] - 1.0)

@@ -1,4 +1,4 @@
-"""The ``bbo`` template: ES update rules for black-box optimisation on BBOB, and sequence models as optimisers.
+"""The ``bbo`` template: ES update rules for black-box optimisation on BBOB (and the Evolution Transformer's EAD).
 
 Plug-in: ``update(population, fitness, mean, std, progress) -> (mean, std)`` (population (P, D), fitness (P,),
 lower is better); the kernel samples the next population around what it returns (:mod:`.kernel`). Problems: the
@@ -7,13 +7,12 @@ noiseless BBOB functions of evosax 0.3 (:mod:`.problems`), a training group and 
 weights of a small MLP policy on gymnax's Pendulum-v1, whose regret is minus its mean episodic return (0 bounds
 every return), floored at 0.01. Metric: log10 of the final best regret, averaged over a setting's functions,
 minimised. Baselines: random search, hill climbing, the family's default rule (plug-in
-source) and OpenES, SNES, Sep-CMA-ES, CMA-ES through evosax (JSON text naming the strategy, :class:`EvosaxSpec`).
-Offline search: measured evolution of a parametric family of rules (:mod:`.rules`, :mod:`.search`). EvoLLM
-(:mod:`.evollm`) and the Evolution Transformer trained by EAD (:mod:`.evotf`) are sequence optimisers with the same
-history-in, distribution-out interface (:mod:`.sequence`: ``next_distribution(history, best_x, generation,
-progress) -> (mean, std)``, the host loop ``minimise``, random search and SNES through it), over a mixed search
-space of continuous, integer and categorical parameters (:mod:`.space`); shown on a hyperparameter search of PPO on
-a NAVIX grid (:mod:`.hparams`, ``benchmarks/bbo_hparams.py``).
+source), OpenES, SNES, Sep-CMA-ES, CMA-ES through evosax (JSON text naming the strategy, :class:`EvosaxSpec`) and
+the optimiser library's pretrained Evolution Transformer (JSON naming its weights; in the paper profile).
+Offline search: measured evolution of a parametric family of rules (:mod:`.rules`, :mod:`.search`). The
+Evolution Transformer (:mod:`jaxlib_kernels.optimisers.evotf`) is trained here by EAD on the training functions
+(:mod:`.ead`, whose ``export`` wrote the library's pretrained weights); the sequence optimisers themselves (EvoLLM,
+the Evolution Transformer, SNES and random search over a mixed space) live in :mod:`jaxlib_kernels.optimisers`.
 
 Sources: Hansen et al., 2009 (BBOB); Wierstra et al., 2014 (SNES); Salimans et al., 2017 (OpenES); Hansen and
 Ostermeier, 2001 (CMA-ES); Ros and Hansen, 2008 (Sep-CMA-ES); Lange, Tian and Tang, 2024 (EvoLLM); Lange et al.,
@@ -25,7 +24,16 @@ from __future__ import annotations
 from jaxlib_kernels.plugin import PluginError
 from jaxlib_kernels.templates.base import Arg, Baseline, Metric, PluginSpec, Profile, ResultSchema, Setting, Template
 from jaxlib_kernels.templates.bbo import baselines, kernel, neuro, problems, rules, search
-from jaxlib_kernels.templates.bbo.kernel import EVOSAX_PREFIX, BBOConfig, EvosaxSpec, check, parse_evosax, probe
+from jaxlib_kernels.templates.bbo.kernel import (
+    EVOSAX_PREFIX,
+    SEQUENCE_PREFIX,
+    BBOConfig,
+    EvosaxSpec,
+    check,
+    parse_evosax,
+    parse_sequence_model,
+    probe,
+)
 
 TRAIN_FUNCTIONS = ("sphere", "ellipsoidal", "rastrigin", "attractive_sector", "rosenbrock", "bent_cigar",
                    "rastrigin_rotated", "schaffers_f7")
@@ -99,19 +107,28 @@ def evaluate(setting: Setting, budget: int, candidate, seeds: list[int]) -> dict
     return kernel.unit_result(kernel.run_seeds(candidate, config, seeds), config)
 
 
+PARSERS = {EVOSAX_PREFIX: parse_evosax, SEQUENCE_PREFIX: parse_sequence_model}
+
+
+def _parser(text):
+    return next((p for prefix, p in PARSERS.items() if isinstance(text, str) and text.lstrip().startswith(prefix)),
+                None)
+
+
 class BBOTemplate(Template):
-    """A source template whose stateful baselines are JSON naming an evosax strategy instead of plug-in source."""
+    """A source template whose stateful baselines are JSON naming an evosax strategy or the pretrained Evolution
+    Transformer instead of plug-in source."""
 
     def load(self, text: str):
-        if isinstance(text, str) and text.lstrip().startswith(EVOSAX_PREFIX):
+        if (parse := _parser(text)) is not None:
             try:
-                return parse_evosax(text)
+                return parse(text)
             except ValueError as exc:
                 raise PluginError(str(exc)) from None
         return super().load(text)
 
     def static_check(self, text: str) -> None:
-        if isinstance(text, str) and text.lstrip().startswith(EVOSAX_PREFIX):
+        if _parser(text) is not None:
             self.load(text)
             return
         super().static_check(text)
@@ -141,7 +158,7 @@ TEMPLATE = BBOTemplate(
     render=search.render,
     kernel_config=kernel_config,
     kernel_modules=("jaxlib_kernels.templates.bbo.kernel", "jaxlib_kernels.templates.bbo.problems",
-                    "jaxlib_kernels.templates.bbo.neuro"),
+                    "jaxlib_kernels.templates.bbo.neuro", "jaxlib_kernels.optimisers.evotf"),
     schema=ResultSchema("generations", "log10 best regret", "final log10 regret", extras=("per_function", "repairs")),
     budget_unit="generations",
     probe_scale=search.PROBE_SCALE,

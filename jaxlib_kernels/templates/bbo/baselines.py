@@ -1,9 +1,10 @@
-"""The ``bbo`` baselines: stateless rules as plug-in source, stateful ES through evosax 0.3 (JSON text)."""
+"""The ``bbo`` baselines: stateless rules as plug-in source, stateful ES through evosax 0.3 and the pretrained
+Evolution Transformer of the optimiser library (JSON text)."""
 
 from __future__ import annotations
 
 from jaxlib_kernels.templates.bbo import rules
-from jaxlib_kernels.templates.bbo.kernel import evosax_text
+from jaxlib_kernels.templates.bbo.kernel import evosax_text, sequence_model_text
 
 RANDOM_SEARCH = '''import jax.numpy as jnp
 
@@ -30,10 +31,12 @@ SOURCES = {
     "snes": evosax_text("SNES"),
     "sep_cma_es": evosax_text("Sep_CMA_ES"),
     "cma_es": evosax_text("CMA_ES"),
+    "evotf_ead": sequence_model_text(),
 }
 LABELS = {
     "random_search": "Random search", "hill_climb": "Hill climbing", "recomb_snes": "Recombination + SNES step",
     "open_es": "OpenES", "snes": "SNES", "sep_cma_es": "Sep-CMA-ES", "cma_es": "CMA-ES",
+    "evotf_ead": "Evolution Transformer (EAD)",
 }
 DESCRIPTIONS = {
     "random_search": "samples every generation around the initial mean with the initial std",
@@ -43,6 +46,8 @@ DESCRIPTIONS = {
     "snes": "evosax SNES: rank weights, natural-gradient mean and log-std steps, default rates",
     "sep_cma_es": "evosax Sep_CMA_ES with its default parameters",
     "cma_es": "evosax CMA_ES with its default parameters",
+    "evotf_ead": "the optimiser library's pretrained Evolution Transformer (EAD from SNES and OpenES on the training "
+                 "functions in 10 dimensions), run in context",
 }
 LATEX = {
     "random_search": r"m' = m,\ \sigma' = \sigma",

@@ -9,7 +9,9 @@ previous one (counted in the ``repairs`` extra); ``std`` is clipped to [1e-12, 1
 fitness values as evosax's strategies: the regret ``f(x) - f(x_opt)`` of evosax's BBOB functions.
 
 Stateful baselines (OpenES, SNES, Sep-CMA-ES, CMA-ES) run through evosax 0.3 in the same loop: their candidate text
-is ``{"evosax": NAME, ...}`` (see :class:`EvosaxSpec`), not code, so nothing untrusted is executed for them.
+is ``{"evosax": NAME, ...}`` (see :class:`EvosaxSpec`), not code, so nothing untrusted is executed for them. So does
+the optimiser library's pretrained Evolution Transformer (``{"sequence_model": "evotf", "weights": DIGEST}``,
+:func:`parse_sequence_model`; the digest of the shipped weights, so that new weights are a new candidate).
 
 Metric of a unit: ``log10`` of the final best regret, floored at 1e-12 (float32), averaged over the setting's
 functions per seed, minimised. Curve: the same quantity of the best-so-far regret after every generation.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlib_kernels.optimisers import evotf
 from jaxlib_kernels.templates.bbo import problems
 
 FLOOR = 1e-12
@@ -39,6 +43,7 @@ PRNG = "rbg"
 STD_RANGE = (1e-12, 1e3)
 EVOSAX_STRATEGIES = ("Open_ES", "SNES", "Sep_CMA_ES", "CMA_ES", "RandomSearch", "HillClimbing", "EvoTF_ES")
 EVOSAX_PREFIX = '{"evosax"'
+SEQUENCE_PREFIX = '{"sequence_model"'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +87,28 @@ def parse_evosax(text: str) -> EvosaxSpec:
         if k in value and not (isinstance(value[k], (int, float)) and 0 < float(value[k]) < 1e3):
             raise ValueError(f"evosax option {k!r} must be a positive number")
     return EvosaxSpec(value["evosax"], tuple(sorted((k, float(v)) for k, v in value.items() if k != "evosax")))
+
+
+def weights_digest() -> str:
+    """The first 16 hex digits of the SHA-256 of the library's pretrained Evolution Transformer weights."""
+    return hashlib.sha256(evotf.PRETRAINED.read_bytes()).hexdigest()[:16]
+
+
+def sequence_model_text() -> str:
+    """Candidate text of the pretrained Evolution Transformer (canonical JSON naming the shipped weights)."""
+    return json.dumps({"sequence_model": "evotf", "weights": weights_digest()}, sort_keys=True, separators=(",", ":"))
+
+
+def parse_sequence_model(text: str) -> evotf.EvoTF:
+    """``{"sequence_model": "evotf", "weights": DIGEST}`` -> the pretrained model; ValueError with the reason (also
+    when the digest is not that of the weights the library ships now)."""
+    value = json.loads(text)
+    if not isinstance(value, dict) or value.get("sequence_model") != "evotf" or set(value) != {"sequence_model",
+                                                                                                 "weights"}:
+        raise ValueError('a sequence-model candidate is {"sequence_model": "evotf", "weights": DIGEST}')
+    if value["weights"] != weights_digest():
+        raise ValueError(f"the candidate names weights {value['weights']!r}, the library ships {weights_digest()!r}")
+    return evotf.pretrained()
 
 
 # ---- strategies: init / ask / tell ----------------------------------------------------------------------------
@@ -272,7 +299,12 @@ def _probe_inputs(population: int = PROBE_P, dim: int = PROBE_D, seed: int = 7) 
 
 
 def _step(candidate: Any, pop, fitness, mean, std, progress):
-    """One update of a candidate from the distribution (mean, std) that produced ``pop``: (mean', std')."""
+    """One update of a candidate from the distribution (mean, std) that produced ``pop``: (mean', std') (a
+    sequence model from an empty window: its first generation)."""
+    if hasattr(candidate, "strategy"):
+        init, _, tell = candidate.strategy(pop.shape[0], pop.shape[1])
+        state = tell(None, pop, fitness, init(None, mean, std), progress)
+        return state["mean"], state["std"]
     if isinstance(candidate, EvosaxSpec):
         init, _, tell = evosax_strategy(candidate, pop.shape[0], pop.shape[1])
         state = init(jax.random.key(0, impl=PRNG), mean, std)
@@ -296,8 +328,8 @@ def probe(candidate: Any) -> np.ndarray:
 def check(candidate: Any, key: jax.Array) -> list[str]:
     """Problems of an update rule on random generations: shapes, finiteness, std > 0, determinism, jit and vmap,
     other sizes, equal fitness. Three small compiles."""
-    if isinstance(candidate, EvosaxSpec):
-        return []  # a named evosax strategy with checked options: no untrusted code
+    if isinstance(candidate, (EvosaxSpec, evotf.EvoTF)):
+        return []  # a named evosax strategy with checked options or the shipped model: no untrusted code
     problems_: list[str] = []
     P, D = 16, 5
     rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**30)))

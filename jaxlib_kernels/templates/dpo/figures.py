@@ -79,7 +79,7 @@ def frontier_rows(out_dir: Path, methods: list[str]) -> list[dict]:
 
 def dpo_figures(*, sources: dict[str, str], methods: list[str], colors: dict, labels: dict, out_dir: Path,
                 **_) -> list[dict]:
-    from tasks.plotting import legend, plt, save
+    from jaxlib_kernels.figures import legend, plt, save
 
     figures = []
     # ---- the losses' shapes -----------------------------------------------------------------------------------

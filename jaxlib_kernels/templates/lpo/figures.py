@@ -24,7 +24,7 @@ def evaluate_drift(source: str, ratio: np.ndarray, advantage: float, progress: f
 def drift_shape(*, sources: dict[str, str], methods: list[str], colors: dict, labels: dict, out_dir: Path,
                 **_) -> list[dict]:
     """``drift_shape.png/pdf``: D(r, A, n/N) over r at A = +1 and A = -1, solid at n/N = 0, dashed at n/N = 1."""
-    from tasks.plotting import legend, plt, save
+    from jaxlib_kernels.figures import legend, plt, save
 
     ratio = np.linspace(*DRIFT_R, 301)
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), squeeze=False)

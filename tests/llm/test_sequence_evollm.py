@@ -1,4 +1,4 @@
-"""EvoLLM on a mixed search space through the shared sequence-optimiser loop (bbo sequence.minimise), against the
+"""EvoLLM on a mixed search space through the shared sequence-optimiser loop (optimisers' sequence.minimise), against the
 scripted OpenAI-compatible server: every member decoded is a valid configuration, a malformed reply falls back to
 the best member, and the loop improves on its first generation."""
 
@@ -10,8 +10,9 @@ import re
 import numpy as np
 from scripted_server import last_user
 
-from jaxlib_kernels.templates.bbo import evollm, sequence
-from jaxlib_kernels.templates.bbo.space import Categorical, Continuous, Integer, Space
+from jaxlib_kernels.optimisers import evollm, sequence
+from jaxlib_kernels.optimisers.space import Categorical, Continuous, Integer, Space
+from tasks import tuning
 
 SPACE = Space([Continuous("x", -1.0, 1.0), Continuous("lr", 1e-3, 1.0, log=True), Integer("k", 1, 4),
                Categorical("act", ("tanh", "relu", "gelu"))])
@@ -56,3 +57,12 @@ def test_evollm_searches_a_mixed_space_through_the_shared_loop_and_falls_back_on
     assert SPACE.valid(out["best_config"]) and out["best_fitness"] == float(objective([out["best_config"]])[0])
     first = float(es.history[0][1].min())
     assert np.all(np.diff(out["best"]) <= 0) and out["best"][-1] < first
+
+
+def test_the_tuning_stage_searches_with_evollm_through_the_project_client(serve, client_for):
+    server = serve(lambda request: "Next mean: [" + last_user(request).split("fitness")[-2].rsplit("[", 1)[1]
+                   .split("]")[0] + "]")
+    out = tuning.tune(SPACE, objective, 24, "evollm", client=client_for(server), population=6, seed=1)
+    assert len(server.requests) == 4 and out["evaluations"] == 24 and out["optimiser"] == "evollm"
+    assert all(SPACE.valid(c) for g in out["history"] for c in g["configs"]) and out["fallbacks"] == []
+    assert out["best_fitness"] == float(objective([out["best_config"]])[0]) == min(out["curve"])

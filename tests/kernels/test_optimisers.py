@@ -1,7 +1,7 @@
-"""The bbo template's sequence-optimiser interface (sequence.py), its mixed search space (space.py) and the PPO
-hyperparameter problem (hparams.py): decoding is always valid, the loop repairs bad answers, the Evolution
-Transformer's adapter keeps the window the model would keep and compiles once, the baselines improve on a cheap
-mixed objective, and PPO's traced learning rate and drift are honoured."""
+"""The optimiser library (jaxlib_kernels/optimisers): the sequence-optimiser interface (sequence.py) and the mixed
+search space (space.py): decoding is always valid, the loop repairs bad answers, the Evolution Transformer's adapter
+keeps the window the model would keep and compiles once, the baselines improve on a cheap mixed objective; the
+hyperparameter search ``tune`` runs every optimiser by name within its budget, the pretrained model by default."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlib_kernels import optimisers
+from jaxlib_kernels.optimisers import evotf, sequence
+from jaxlib_kernels.optimisers.space import Categorical, Continuous, Integer, Space, SpaceError
 from jaxlib_kernels.profiling import count_compilations
-from jaxlib_kernels.templates.bbo import evotf, hparams, sequence
-from jaxlib_kernels.templates.bbo.space import Categorical, Continuous, Integer, Space, SpaceError
 
 SPACE = Space([Continuous("x0", -2.0, 2.0), Continuous("x1", -2.0, 2.0), Continuous("lr", 1e-3, 1.0, log=True),
                Integer("k", 0, 7), Categorical("c", ("a", "b", "c"))])
@@ -135,7 +136,7 @@ def _model(width=8, window=3, seed=0):
 
 def test_the_evolution_transformer_adapter_keeps_the_models_window_and_compiles_once():
     model = _model()
-    opt = sequence.EvoTFOptimiser(model)
+    opt = evotf.EvoTFOptimiser(model)
     res = sequence.minimise(opt, mixed_objective, SPACE, generations=6, population=8, seed=4)
     assert all(SPACE.valid(c) for c in SPACE.decode_many(np.concatenate([p for p, _ in res["history"]])))
     # the distributions the adapter gave are those of evotf.step run over the same generations in order
@@ -153,39 +154,45 @@ def test_the_evolution_transformer_adapter_keeps_the_models_window_and_compiles_
     assert not np.allclose(res["mean"], 0.0)  # the random head moved the mean
     # a second run of the same shapes (another optimiser, seed and model of the same sizes) compiles nothing
     with count_compilations() as counter:
-        again = sequence.minimise(sequence.EvoTFOptimiser(_model(seed=5)), mixed_objective, SPACE, generations=6,
+        again = sequence.minimise(evotf.EvoTFOptimiser(_model(seed=5)), mixed_objective, SPACE, generations=6,
                                   population=8, seed=5)
     assert counter.compiles == 0
     assert np.all(np.diff(again["best"]) <= 0) and SPACE.valid(again["best_config"])
 
 
-def test_ppo_hyperparameters_are_traced_and_the_drift_program_is_the_lpo_one():
-    from jaxlib_kernels import interpreter, symbolic
-    from jaxlib_kernels.templates.lpo.expressions import PPO_CLIP
+def test_tune_runs_every_optimiser_by_name_within_its_budget_the_pretrained_model_by_default():
+    runs = {name: [optimisers.tune(SPACE, mixed_objective, 180, name, population=12, seed=seed) for seed in range(3)]
+            for name in ("random", "snes", "evotf")}
+    assert optimisers.tune(SPACE, mixed_objective, 24, population=12)["optimiser"] == "evotf"  # the default
+    for name, results in runs.items():
+        for res in results:
+            assert res["evaluations"] == 180 and len(res["history"]) == 15 and len(res["curve"]) == 15
+            assert all(SPACE.valid(c) and len(g["configs"]) == 12 for g in res["history"] for c in g["configs"])
+            assert res["best_fitness"] == min(min(g["fitness"]) for g in res["history"]) == res["curve"][-1]
+            assert res["best_fitness"] == float(mixed_objective([res["best_config"]])[0])
+            assert np.all(np.diff(res["curve"]) <= 0) and res["optimiser"] == name
+    # the same seed, the same first generation, whichever optimiser
+    assert runs["snes"][0]["history"][0] == runs["evotf"][0]["history"][0] == runs["random"][0]["history"][0]
+    # the EAD-trained Evolution Transformer (trained on BBOB, not on this problem) and SNES beat random search
+    mean = {name: np.mean([r["best_fitness"] for r in results]) for name, results in runs.items()}
+    assert mean["snes"] < mean["random"] and mean["evotf"] < mean["random"], mean
+    # a budget smaller than a generation is one smaller generation; bad names and a missing model are refused
+    small = optimisers.tune(SPACE, mixed_objective, 5, "snes", population=12)
+    assert small["evaluations"] == 5 and len(small["history"]) == 1
+    with pytest.raises(ValueError, match="unknown optimiser"):
+        optimisers.tune(SPACE, mixed_objective, 10, "cma")
+    with pytest.raises(ValueError, match="budget"):
+        optimisers.tune(SPACE, mixed_objective, 0, "snes")
+    from jaxlib_kernels.optimisers.evollm import NoModel
 
-    assert hparams.ppo_clip(0.2) == PPO_CLIP
-    r, a = np.exp(np.linspace(-1, 1, 9)), np.linspace(-2, 2, 9)
-    for name, eps in (("ppo_clip", 0.35), ("dpo", 0.2), ("none", 0.1)):
-        program = hparams.drift_program(name, eps)
-        assert program.ops.shape == (hparams.program_length(),)
-        got = np.asarray(interpreter.run(program, jnp.asarray(r), jnp.asarray(a), jnp.float32(0.5)))
-        want = np.broadcast_to(symbolic.evaluate_numpy(hparams.drift_expression(name, eps), r, a, np.full(9, 0.5)),
-                               (9,))
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    space = hparams.space((1, 1))
-    problem = hparams.PPOHparams(budget=hparams.TINY_BUDGET, overrides=hparams.TINY, space=space)
-    config = {"lr": 1e-2, "clip_eps": 0.2, "update_epochs": 1, "drift": "ppo_clip"}
-    trained = problem.train(config)
-    init = hparams.ppo.init_params(problem.ppo_config(config), hparams.ppo.seed_keys(list(problem.seeds))[1])
-    with count_compilations() as counter:  # another learning rate and drift: the same compiled program
-        frozen = problem.train({**config, "lr": 0.0})
-        dpo = problem.train({**config, "drift": "dpo"})
-        fit = problem([config, {**config, "clip_eps": 0.4}])
-    assert counter.compiles == 0
-    same = jax.tree.leaves(jax.tree.map(np.array_equal, frozen["state"], jax.tree.map(np.asarray, init)))
-    moved = jax.tree.leaves(jax.tree.map(np.array_equal, trained["state"], jax.tree.map(np.asarray, init)))
-    assert all(same) and not any(moved)  # lr 0 leaves every weight where it started; lr 0.01 moves them all
-    # the drift program is honoured: DPO trains other weights than PPO's clip from the same start
-    assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, dpo["state"], trained["state"])))
-    assert fit.shape == (2,) and np.all(np.isfinite(fit)) and np.all(fit <= 0)
-    assert problem.evaluations == 5
+    with pytest.raises(NoModel):
+        optimisers.tune(SPACE, mixed_objective, 10, "evollm")
+
+
+def test_the_pretrained_model_loads_as_saved(tmp_path):
+    model = evotf.pretrained()
+    assert model.window == 8 and model.params["enc2"]["w"].shape == (32, 32)
+    assert jax.tree.structure(model.params) == jax.tree.structure(evotf.init_params(jax.random.key(0), 32))
+    again = evotf.load(evotf.save(_model(), tmp_path / "m.npz"))
+    assert again.window == _model().window and again.name == "random-head"
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, again.params, _model().params)))

@@ -1,4 +1,5 @@
-"""A small hyperparameter search of PPO on a NAVIX grid: the mixed-space problem of the sequence optimisers.
+"""A small hyperparameter search of PPO on a NAVIX grid: the mixed-space problem of ``bbo_hparams.py``, where the
+sequence optimisers of :mod:`jaxlib_kernels.optimisers` are compared on it (a study, not product code).
 
 The space (:data:`SPACE`): the learning rate (log-continuous), PPO's clip epsilon (continuous; used by the
 ``ppo_clip`` drift only), the update epochs per rollout (integer) and the drift (categorical: PPO's clip, the DPO
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlib_kernels import devices, interpreter, ppo
-from jaxlib_kernels.templates.bbo.space import Categorical, Continuous, Integer, Space
+from jaxlib_kernels.optimisers.space import Categorical, Continuous, Integer, Space
 
 DRIFTS = ("ppo_clip", "dpo", "none")
 # a tiny PPO (2 updates of 4 envs x 16 steps in 2 minibatches, 8 hidden units): the tests' and ``--quick``'s

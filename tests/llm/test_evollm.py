@@ -1,4 +1,4 @@
-"""EvoLLM (bbo template) against the scripted OpenAI-compatible server: the paper's prompt construction
+"""EvoLLM (the optimiser library) against the scripted OpenAI-compatible server: the paper's prompt construction
 (least-to-most sorted, discretised members, a context of the last generations), the fallbacks on bad replies, and
 the refusal without a model."""
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scripted_server import last_user
 
-from jaxlib_kernels.templates.bbo import evollm
+from jaxlib_kernels.optimisers import evollm
+from tasks import tuning
 
 
 def _sphere(pop):
@@ -72,7 +73,7 @@ def test_evollm_prompts_discretised_sorted_members_and_falls_back_on_bad_replies
 def test_evollm_without_a_model_is_refused_with_one_line(monkeypatch):
     monkeypatch.delenv("SCIENTIST_MODEL", raising=False)
     with pytest.raises(evollm.NoModel) as info:
-        evollm.llm_complete(None)
+        tuning.llm_complete(None)
     assert "\n" not in str(info.value) and "model" in str(info.value)
     with pytest.raises(evollm.NoModel):
         evollm.EvoLLM(None)

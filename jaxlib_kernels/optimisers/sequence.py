@@ -7,15 +7,14 @@ better), ``best_x`` the best member seen so far (D,), ``generation`` the index o
 which :func:`minimise` calls once with the initial distribution before the first generation (stateful optimisers
 reset there). Through it, on the same loop, samples and budget:
 
-- :class:`~jaxlib_kernels.templates.bbo.evollm.EvoLLM` as it is (an LLM proposes the mean);
-- :class:`EvoTFOptimiser`: an Evolution Transformer (:mod:`.evotf`, e.g. the EAD-trained ``evotf.trained()``)
-  whose window of generation tokens is kept from the history, one jitted ``evotf.step`` a generation (compiled once
-  per shape);
+- :class:`~.evollm.EvoLLM` as it is (an LLM proposes the mean);
+- :class:`~.evotf.EvoTFOptimiser`: an Evolution Transformer (e.g. ``evotf.pretrained()``) whose window of
+  generation tokens is kept from the history, one jitted ``evotf.step`` a generation (compiled once per shape);
 - the baselines :class:`RandomSearch` (the initial distribution, every generation) and :class:`SNES` (separable
   natural evolution strategies, Wierstra et al., 2014, with its default learning rates).
 
 :func:`minimise` samples every generation from N(mean, std) in the latent space, decodes it through a
-:class:`~jaxlib_kernels.templates.bbo.space.Space` (none: the latent vectors are the solutions), evaluates the
+:class:`~.space.Space` (none: the latent vectors are the solutions), evaluates the
 population in one ``fitness`` call, and records the best-so-far curve and the best decoded configuration. A
 distribution that is not usable (wrong shape, non-finite, std <= 0) is repaired (mean: the best member so far; std:
 the previous one), logged and kept in ``repairs``; the loop never stops on an optimiser's answer.
@@ -32,7 +31,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 History = list[tuple[np.ndarray, np.ndarray]]
-STD_RANGE = (1e-12, 1e3)  # the bbo kernel's std clip (kernel.STD_RANGE), here without importing JAX
+STD_RANGE = (1e-12, 1e3)  # the std clip of every optimiser here (numbers, so that the loop needs no JAX)
 
 
 @runtime_checkable
@@ -131,7 +130,7 @@ def _estimate(pop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pop.mean(axis=0), np.maximum(pop.std(axis=0, ddof=1) if len(pop) > 1 else np.ones(pop.shape[1]), 1e-6)
 
 
-class _Tracking:
+class Tracking:
     """An optimiser that knows the distribution each generation was sampled from: its own answers, the first
     from ``start`` (estimated from the population when ``start`` was not called)."""
 
@@ -161,7 +160,7 @@ class _Tracking:
         return self._dists[len(history)][0].copy(), self._dists[len(history)][1].copy()
 
 
-class SNES(_Tracking):
+class SNES(Tracking):
     """Separable NES (Wierstra et al., 2014): rank utilities, natural-gradient steps of the mean (rate 1) and of
     the log-std (rate ``(3 + ln D) / (5 sqrt D)``), as evosax's SNES defaults."""
 
@@ -175,46 +174,3 @@ class SNES(_Tracking):
         z = (pop - mean) / std
         lr_std = (3 + np.log(D)) / (5 * np.sqrt(D))
         return mean + std * (u @ z), std * np.exp(0.5 * lr_std * (u @ (z ** 2 - 1)))
-
-
-class EvoTFOptimiser(_Tracking):
-    """An Evolution Transformer (:class:`~.evotf.EvoTF`) through the interface: the window of the last
-    ``model.window`` generation tokens is built from the history as it grows (one jitted ``evotf.step`` per new
-    generation, compiled once per (population, dimension)), the next distribution is the model's, std clipped as
-    in the kernel."""
-
-    name = "evotf"
-
-    def __init__(self, model):
-        self.model = model
-
-    def _reset(self):
-        self._window = None
-
-    def _update(self, pop, fit, mean, std):
-        import jax.numpy as jnp
-
-        D = pop.shape[1]
-        if self._window is None:
-            width = self.model.params["enc2"]["w"].shape[1]
-            self._window = (jnp.zeros((D, self.model.window, width), jnp.float32),
-                            jnp.zeros(self.model.window, bool))
-        f32 = np.float32
-        m, s, w, v = _jitted_step()(self.model.params, *self._window, pop.astype(f32), fit.astype(f32),
-                                    mean.astype(f32), std.astype(f32))
-        self._window = (w, v)
-        return np.asarray(m, dtype=np.float64), np.clip(np.asarray(s, dtype=np.float64), *STD_RANGE)
-
-
-_STEP = []
-
-
-def _jitted_step():
-    """``jax.jit(evotf.step)``, made once (JAX is imported only when an Evolution Transformer is used)."""
-    if not _STEP:
-        import jax
-
-        from jaxlib_kernels.templates.bbo import evotf
-
-        _STEP.append(jax.jit(evotf.step))
-    return _STEP[0]

@@ -9,11 +9,12 @@ question for the next mean in the same integer format. ``std`` follows a fixed s
 falls back to the best member seen so far; the reason is logged and kept in the result (``fallbacks``); the run
 never crashes on a reply.
 
-The model is any ``complete(prompt) -> text`` callable: :func:`llm_complete` gives the project's LLM backend
-(litellm, any provider, ``tasks.runtime.llm``); without a model it refuses with one clear line (:class:`NoModel`). The
-sequence-optimiser interface shared with the Evolution Transformer (:mod:`.sequence`): ``history`` (generations of
-population and fitness) in, the next search distribution out (:meth:`EvoLLM.next_distribution`); :meth:`EvoLLM.run`
-is :func:`.sequence.minimise`'s loop, over a mixed search space (:mod:`.space`) when one is given.
+The model is any ``complete(prompt) -> text`` callable, passed in by the caller (a stage or flow closes it over the
+project's LLM client: ``tasks.tuning.llm_complete``); without a model it refuses with one clear line
+(:class:`NoModel`). The sequence-optimiser interface shared with the Evolution Transformer (:mod:`.sequence`):
+``history`` (generations of population and fitness) in, the next search distribution out
+(:meth:`EvoLLM.next_distribution`); :meth:`EvoLLM.run` is :func:`.sequence.minimise`'s loop, over a mixed search
+space (:mod:`.space`) when one is given.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxlib_kernels.templates.bbo.sequence import minimise
+from jaxlib_kernels.optimisers.sequence import minimise
 
 log = logging.getLogger(__name__)
 STAGE = "evollm"
@@ -135,18 +136,3 @@ class EvoLLM:
                        history=self.history)
         return {**out, "fallbacks": list(self.fallbacks)}
 
-
-def llm_complete(model: str | None = None) -> Callable[[str], str]:
-    """``complete(prompt) -> text`` through the project's LLM backend (litellm); one clear line without a model."""
-    from tasks.runtime import llm
-
-    try:
-        client = llm.LLMClient(llm.LLMConfig.from_env(model))
-    except llm.LLMError as exc:
-        raise NoModel(f"EvoLLM needs a language model: {exc}") from None
-
-    def complete(prompt: str) -> str:
-        text, _ = client.complete(prompt, STAGE)
-        return text
-
-    return complete

@@ -1,18 +1,13 @@
-"""An Evolution Transformer trained by Evolutionary Algorithm Distillation (Lange et al., 2024), small and ours.
+"""Evolutionary Algorithm Distillation (Lange et al., 2024) of the Evolution Transformer on the ``bbo`` kernel.
 
-Architecture (:func:`apply`), with the paper's invariances: every dimension is processed by the same weights
-(equivariant to the order of dimensions); within a generation the members of one dimension are encoded from
-their normalised offsets ``z = (x - m) / sigma`` and centred fitness ranks and pooled by attention over members
-(invariant to their order); across generations a causal self-attention layer over a window of the last
-``window`` pooled generation tokens (per dimension) gives the update. Heads: the mean step in units of sigma and
-the log-std change, ``m' = m + sigma * dm``, ``sigma' = sigma * exp(ds)``. With ``window`` pooled tokens as the
-carried state it runs in the same ES loop as every other strategy (:class:`EvoTF`).
-
-EAD (:func:`collect`, :func:`train`): teacher trajectories of SNES and OpenES (evosax) on the training BBOB
-functions; the model is trained with teacher forcing to predict the teacher's next mean and std from the same
-history (MSE on ``dm`` and ``ds``). Trained parameters are cached under ``.cache/bbo/`` by a hash of the
-configuration, so evaluation runs reuse them. Self-referential EAD (:func:`self_referential`): starting from
-random weights, the model's own best trajectories (lowest final regret per function) become the next teacher.
+The model itself (architecture, step, :class:`~jaxlib_kernels.optimisers.evotf.EvoTF`) lives in the optimiser
+library (:mod:`jaxlib_kernels.optimisers.evotf`); here it is trained and evaluated on BBOB. EAD (:func:`collect`,
+:func:`train`): teacher trajectories of SNES and OpenES (evosax) on the training BBOB functions; the model is trained
+with teacher forcing to predict the teacher's next mean and std from the same history (MSE on ``dm`` and ``ds``).
+Trained parameters are cached under ``.cache/bbo/`` by a hash of the configuration and the sources, so evaluation
+runs reuse them. Self-referential EAD (:func:`self_referential`): starting from random weights, the model's own best
+trajectories (lowest final regret per function) become the next teacher. :func:`export` writes the default model's
+weights where the library ships them (``evotf.PRETRAINED``).
 """
 
 from __future__ import annotations
@@ -27,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlib_kernels.optimisers import evotf
+from jaxlib_kernels.optimisers.evotf import EvoTF, init_params, step
 from jaxlib_kernels.templates.bbo import kernel, problems
 
 CACHE = Path(__file__).resolve().parents[3] / ".cache" / "bbo"
@@ -48,86 +45,6 @@ class EADConfig:
     steps: int = 400
     lr: float = 3e-3
     seed: int = 0
-
-
-def init_params(key: jax.Array, width: int) -> dict:
-    ks = jax.random.split(key, 8)
-
-    def dense(k, i, o):
-        return {"w": jax.random.normal(k, (i, o)) * (1.0 / np.sqrt(i)), "b": jnp.zeros(o)}
-
-    return {"enc1": dense(ks[0], 4, width), "enc2": dense(ks[1], width, width), "pool": dense(ks[2], width, 1),
-            "q": dense(ks[3], width, width), "k": dense(ks[4], width, width), "v": dense(ks[5], width, width),
-            "out": dense(ks[6], 2 * width, width), "head": {"w": jnp.zeros((width, 2)), "b": jnp.zeros(2)},
-            "pos": jax.random.normal(ks[7], (64, width)) * 0.1}
-
-
-def _d(p, x):
-    return x @ p["w"] + p["b"]
-
-
-def encode(params: dict, pop, fitness, mean, std) -> jax.Array:
-    """One generation -> a token per dimension (D, width): member encodings pooled by attention over members."""
-    P = fitness.shape[0]
-    ranks = jnp.argsort(jnp.argsort(fitness)).astype(jnp.float32)
-    u = 0.5 - ranks / jnp.maximum(P - 1, 1)  # centred ranks, best +0.5
-    z = (pop - mean) / std  # (P, D)
-    feats = jnp.stack([z, jnp.broadcast_to(u[:, None], z.shape), z * u[:, None], z ** 2 - 1.0], axis=-1)  # (P,D,4)
-    h = jnp.tanh(_d(params["enc2"], jnp.tanh(_d(params["enc1"], feats))))  # (P, D, W)
-    a = jax.nn.softmax(_d(params["pool"], h)[..., 0], axis=0)  # over members
-    return jnp.sum(a[..., None] * h, axis=0)  # (D, W)
-
-
-def decide(params: dict, window: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Causal attention of the newest token over the window (D, K, W) -> (dm, ds) per dimension."""
-    K = window.shape[1]
-    x = window + params["pos"][:K]
-    q = _d(params["q"], x[:, -1])  # (D, W): the newest token queries
-    k = _d(params["k"], x)
-    v = _d(params["v"], x)
-    logits = jnp.einsum("dw,dkw->dk", q, k) / np.sqrt(x.shape[-1])
-    logits = jnp.where(valid[None, :], logits, -1e9)
-    ctx = jnp.einsum("dk,dkw->dw", jax.nn.softmax(logits, axis=-1), v)
-    h = jnp.tanh(_d(params["out"], jnp.concatenate([ctx, x[:, -1]], axis=-1)))
-    out = _d(params["head"], h)
-    return 2.0 * jnp.tanh(out[:, 0] / 2.0), jnp.clip(out[:, 1], -1.0, 1.0)
-
-
-def step(params: dict, window, valid, pop, fitness, mean, std):
-    """Push this generation's token into the window; the next (mean, std) and the new window."""
-    token = encode(params, pop, fitness, mean, std)
-    window = jnp.concatenate([window[:, 1:], token[:, None]], axis=1)
-    valid = jnp.concatenate([valid[1:], jnp.ones(1, bool)])
-    dm, ds = decide(params, window, valid)
-    return mean + std * dm, std * jnp.exp(ds), window, valid
-
-
-class EvoTF:
-    """The trained model as a strategy of the kernel's ES loop (state: mean, std, the window of tokens)."""
-
-    def __init__(self, params: dict, window: int, name: str = "evotf"):
-        self.params, self.window, self.name = params, window, name
-
-    def __repr__(self) -> str:
-        return f"EvoTF({self.name})"
-
-    def strategy(self, population: int, dim: int):
-        params, K = self.params, self.window
-        width = params["enc2"]["w"].shape[1]
-
-        def init(key, mean, std):
-            return {"mean": mean, "std": std, "window": jnp.zeros((dim, K, width)), "valid": jnp.zeros(K, bool),
-                    "repairs": jnp.int32(0)}
-
-        def ask(key, z, state):
-            return state["mean"] + state["std"] * z, state
-
-        def tell(key, pop, fitness, state, progress):
-            m, s, w, v = step(params, state["window"], state["valid"], pop, fitness, state["mean"], state["std"])
-            s = jnp.clip(s, *kernel.STD_RANGE)
-            return {**state, "mean": m, "std": s, "window": w, "valid": v}
-
-        return init, ask, tell
 
 
 # ---- EAD: teacher trajectories and training ---------------------------------------------------------------------
@@ -223,7 +140,7 @@ def loss_fn(params, traj, window: int):
 
 
 def _key(config: EADConfig, extra: str = "") -> str:
-    src = Path(__file__).read_text() + Path(kernel.__file__).read_text()
+    src = "".join(Path(m.__file__).read_text() for m in (evotf, kernel)) + Path(__file__).read_text()
     return hashlib.sha256((repr(config) + extra + src).encode()).hexdigest()[:16]
 
 
@@ -339,6 +256,13 @@ def summary(results: dict[str, np.ndarray]) -> dict:
         out[k] = {"mean": float(v.mean()), "ci95": float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1
                   else float("nan"), "n": len(v)}
     return out
+
+
+def export(config: EADConfig = EADConfig(), path: Path = evotf.PRETRAINED) -> Path:
+    """Write the EAD-trained model of ``config`` (:func:`trained`) as the library's pretrained weights."""
+    model = trained(config)
+    return evotf.save(EvoTF(model.params, model.window, "evotf_ead"), path, config=repr(config),
+                      trained_by="jaxlib_kernels/templates/bbo/ead.py: export()")
 
 
 if __name__ == "__main__":  # pragma: no cover - the report of the EAD experiment
