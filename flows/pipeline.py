@@ -16,6 +16,7 @@ import time
 from jaxlib_kernels.templates import Profile, Template
 from tasks import aggregation, experiments
 from tasks.backends import OfflineBackend, results, wait
+from tasks.idea import IdeaStatus, has_status, set_status
 from tasks.runtime.runfolder import RunFolder, write_json
 
 
@@ -57,12 +58,14 @@ def implement(backend: OfflineBackend, template: Template, run: RunFolder, novel
             continue
         idea["source"], idea["validation"] = impl["source"], impl["validation"]
         attempts = len(impl.get("attempts") or [1])
-        idea["status"] = "implemented" if impl["accepted"] else (
-            f"rejected by the gate after {attempts} attempt{'s' if attempts != 1 else ''}: "
-            f"{impl['validation']['reason']}")
+        if impl["accepted"]:
+            set_status(idea, IdeaStatus.IMPLEMENTED)
+        else:
+            set_status(idea, IdeaStatus.REJECTED, impl["validation"]["reason"],
+                       qualifier=f"after {attempts} attempt{'s' if attempts != 1 else ''}")
         if impl["accepted"] and impl.get("behaviour"):
             apply_behaviour(idea, impl)
-    return [i for i in novel if i["status"] == "implemented"]
+    return [i for i in novel if has_status(i, IdeaStatus.IMPLEMENTED)]
 
 
 def apply_behaviour(idea: dict, impl: dict) -> None:
@@ -76,7 +79,7 @@ def apply_behaviour(idea: dict, impl: dict) -> None:
     if behaviour and behaviour.get("decision") != "novel":
         nov["decision"] = "not novel"
         nov["reason"] = f"{nov.get('reason', '')} Behaviour: {behaviour.get('reason')}".strip()
-        idea["status"] = f"not novel: {behaviour.get('reason')}"
+        set_status(idea, IdeaStatus.NOT_NOVEL, str(behaviour.get("reason")))
 
 
 def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profile, run: RunFolder,
@@ -121,7 +124,7 @@ def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profil
     for idea, rev in zip(written, reviews, strict=True):
         if rev is not None:
             idea["review"] = rev
-            idea["status"] = "reviewed"
+            set_status(idea, IdeaStatus.REVIEWED)
     timings["analysis+writeup+review"] = time.time() - s
     write_json(run.ideas_json, read_ideas(run, ready))
     return [i for i in written if i.get("review")]

@@ -25,6 +25,7 @@ from flows import pipeline
 from jaxlib_kernels.templates import make as make_template
 from tasks import archive, summary
 from tasks.backends import make_backend
+from tasks.idea import IdeaStatus, has_status, set_status
 from tasks.runtime import artifacts, llm
 from tasks.runtime.caching import storage
 from tasks.runtime.runfolder import RunFolder, write_json
@@ -108,12 +109,15 @@ def ai_scientist(
                 decisions = backend.novelty(template, ideas, archive_rows)
                 for idea, d in zip(ideas, decisions, strict=True):
                     idea["novelty"] = d
-                    idea["status"] = "novel" if d and d["decision"] == "novel" else idea.get("status", "not novel")
+                    if d and d["decision"] == "novel":
+                        set_status(idea, IdeaStatus.NOVEL)
+                    elif "status" not in idea:
+                        set_status(idea, IdeaStatus.NOT_NOVEL)
                 write_json(run.ideas_json, ideas)
                 _ideas_artifact(run, ideas)
-            print(f"{len(ideas)} ideas, {sum(i['status'] == 'novel' for i in ideas)} novel")
+            print(f"{len(ideas)} ideas, {sum(has_status(i, IdeaStatus.NOVEL) for i in ideas)} novel")
             checkpoint()
-            if approve == "ideas" and any(i["status"] == "novel" for i in ideas):
+            if approve == "ideas" and any(has_status(i, IdeaStatus.NOVEL) for i in ideas):
                 s = time.time()
                 try:
                     approval = ask_approval(run, ideas, approval_timeout)
@@ -133,7 +137,7 @@ def ai_scientist(
 
             # code + validation gate
             with session.timed("implementation"):
-                ready = pipeline.implement(backend, tpl, run, [i for i in ideas if i["status"] == "novel"],
+                ready = pipeline.implement(backend, tpl, run, [i for i in ideas if has_status(i, IdeaStatus.NOVEL)],
                                            archive_rows)
                 write_json(run.ideas_json, ideas)
                 checkpoint()
@@ -181,8 +185,8 @@ class IdeaApproval(RunInput):
 def ask_approval(run: RunFolder, ideas: list[dict], timeout: int) -> dict:
     """Pause the flow run with the :class:`IdeaApproval` form (all novel ideas proposed); apply the answer to
     ``ideas`` (statuses, ``researcher_feedback``) and return what was approved."""
-    novel = [i["Name"] for i in ideas if i["status"] == "novel"]
-    lines = "\n".join(f"- `{i['Name']}`: {i.get('Title', '')}" for i in ideas if i["status"] == "novel")
+    novel = [i["Name"] for i in ideas if has_status(i, IdeaStatus.NOVEL)]
+    lines = "\n".join(f"- `{i['Name']}`: {i.get('Title', '')}" for i in ideas if has_status(i, IdeaStatus.NOVEL))
     form = IdeaApproval.with_initial_data(
         description=f"## Approve the ideas of {run.run_id}\n\n{lines}\n\nKeep the names to run, separated by "
                     "commas; feedback goes to the next stage.", ideas=",".join(novel))
@@ -194,13 +198,13 @@ def ask_approval(run: RunFolder, ideas: list[dict], timeout: int) -> dict:
     chosen = [n.strip() for n in answer.ideas.split(",") if n.strip()]
     unknown = sorted(set(chosen) - set(novel))
     for idea in ideas:
-        if idea["status"] != "novel":
+        if not has_status(idea, IdeaStatus.NOVEL):
             continue
         if idea["Name"] in chosen:
             if answer.feedback.strip():
                 idea["researcher_feedback"] = answer.feedback.strip()
         else:
-            idea["status"] = "not approved"
+            set_status(idea, IdeaStatus.NOT_APPROVED)
     approved = [n for n in novel if n in chosen]
     print(f"approved: {', '.join(approved) or 'none'}" + (f" (unknown names ignored: {', '.join(unknown)})"
                                                           if unknown else ""))
