@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
@@ -213,7 +212,7 @@ def ask_approval(run: RunFolder, ideas: list[dict], timeout: int) -> dict:
 
 def _ideas_artifact(run: RunFolder, ideas: list[dict]) -> None:
     """The ``ideas`` table (after novelty, then again with the final statuses when the run ends)."""
-    create_table_artifact(key="ideas", table=[{k: i.get(k) for k in ("Name", "Title", "Interestingness",
+    artifacts.table(key="ideas", table=[{k: i.get(k) for k in ("Name", "Title", "Interestingness",
                           "Feasibility", "Novelty", "status")} for i in ideas], description=f"Ideas of {run.run_id}")
 
 
@@ -235,7 +234,7 @@ def _finish(session: RunSession, template: str, ideas: list[dict], status: str, 
     more = ("\n\n## Papers\n\n" + "\n".join(pdfs) if pdfs else "") + (
         "\n\nArtifacts of this run: `results` (table), `figures`, `paper-<idea>` (PDF links), `archive` (table), "
         "`lineage` (the archive's tree).")
-    create_markdown_artifact(key="run-summary", markdown=text + more, description=f"Leaderboard of {run.run_id}")
+    artifacts.markdown(key="run-summary", markdown=text + more, description=f"Leaderboard of {run.run_id}")
     papers_out = [{"idea": i["Name"], "pdf": (i.get("paper") or {}).get("pdf"),
                    "decision": (i.get("review") or {}).get("Decision"), "overall": (i.get("review") or {}).get("Overall")}
                   for i in ideas if i.get("paper")]
@@ -249,9 +248,9 @@ def _finish(session: RunSession, template: str, ideas: list[dict], status: str, 
     if client is not None:
         usage = client.ledger.to_dict()
         fields["llm"] = usage
-        create_markdown_artifact(key="llm-usage", markdown=client.ledger.markdown(),
+        artifacts.markdown(key="llm-usage", markdown=client.ledger.markdown(),
                                  description=f"LLM tokens and cost per stage of {run.run_id}")
-        create_table_artifact(key="llm-usage-table", table=[{"stage": k, **v} for k, v in usage["stages"].items()],
+        artifacts.table(key="llm-usage-table", table=[{"stage": k, **v} for k, v in usage["stages"].items()],
                               description=f"LLM usage of {run.run_id}")
         t = usage["total"]
         print(f"LLM usage: {t['calls']} calls, {t['prompt_tokens']} prompt + {t['completion_tokens']} completion "

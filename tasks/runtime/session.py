@@ -8,6 +8,11 @@ and writes ``run.json``'s opening fields (the run's configuration, package versi
 exception records the failure (status, error, wall time, LLM usage); leaving it in any way deactivates the LLM
 client, lets a Ray start in progress finish (so it shuts down whole), runs the flow's cleanups (e.g. releasing
 Ray actors) and unlocks the run.
+
+The Prefect server is the run's window, not its engine: reports to it are best effort
+(``tasks.runtime.artifacts.SERVER``), so a run whose server goes away goes on at its own pace and keeps every
+result in its folder; ``run.json`` then records ``prefect_server_lost``, and the command line ends with
+:func:`server_lost_line` (Prefect's flow engine cannot record the run's end on a lost server).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, Self
 
-from tasks.runtime import llm
+from tasks.runtime import artifacts, llm
 from tasks.runtime.runfolder import RunFolder, git_revision, new_run_id, package_versions
 
 log = logging.getLogger(__name__)
+_open: list[RunFolder] = []  # the sessions open in this process, outermost first (a discovery's paper run nests)
+_outermost: RunFolder | None = None  # the run the command started, for server_lost_line
 
 
 class RunStatus:
@@ -73,15 +80,20 @@ class RunSession:
     # -- opening and closing --------------------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
+        global _outermost
         self.run.lock()
         try:
+            artifacts.SERVER.watch_logs()
+            if not _open:
+                _outermost = self.run
+            _open.append(self.run)
             self.resumed = self.run.exists()
             self.t0 = time.time()
             head = {"run_id": self.run.run_id} | ({"kind": self.kind} if self.kind else {})
             self.update(**head, **self.config, status=RunStatus.RUNNING, resumed=self.resumed,
                         versions=package_versions(), git_revision=git_revision(), pid=os.getpid())
         except BaseException:
-            self.run.unlock()
+            self.close()
             raise
         return self
 
@@ -107,6 +119,9 @@ class RunSession:
     def close(self) -> None:
         """Deactivate the LLM client, let a Ray start finish, run the cleanups (last added first), unlock."""
         try:
+            if artifacts.SERVER.lost:
+                self.update(prefect_server_lost={"url": artifacts.SERVER.api_url(),
+                                                 "since": artifacts.SERVER.down_since})
             if self.client is not None:
                 llm.activate(None)
             if self.ray_ready is not None:  # a run that stopped early: let Ray finish starting, so it shuts down whole
@@ -114,6 +129,8 @@ class RunSession:
             for cleanup in reversed(self._cleanups):
                 cleanup()
         finally:
+            if self.run in _open:
+                _open.remove(self.run)
             self.run.unlock()
 
     def on_close(self, cleanup: Callable[[], None]) -> None:
@@ -170,3 +187,15 @@ class RunSession:
         """The run's last ``run.json`` fields: ``status``, its wall time and ``fields``."""
         self.ended = True
         return self.update(status=status, wall_seconds=self.wall_seconds(), **fields)
+
+
+def server_lost() -> bool:
+    """Whether this process's Prefect server stopped answering during a run (and has not answered since)."""
+    return artifacts.SERVER.lost
+
+
+def server_lost_line() -> str:
+    """The one line a command prints when its Prefect server went away during its run (the outermost session's)."""
+    run_id, path = (_outermost.run_id, _outermost.path) if _outermost is not None else ("?", "runs/")
+    return (f"scientist: the Prefect server {artifacts.SERVER.api_url()} was lost during run {run_id}; its results "
+            f"so far are kept in {path}; once the server is back, re-run with --run-id {run_id} to resume")
