@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import logging
+import queue
 import sys
 import threading
 import time
@@ -43,8 +44,8 @@ class ServerWatch:
     ``PREFECT_API_URL`` (Prefect's temporary server, a child of this process) is taken as reachable.
 
     While the server is lost the Prefect client of this process makes no retries (``client.max_retries`` 0 in the
-    settings), so the flow engine's own calls fail at once instead of retrying for about a minute each; the first
-    probe that succeeds restores them.
+    settings), so the flow engine's own calls fail at once instead of retrying for about a minute each, and its
+    events go nowhere (:func:`_events`); the first probe that succeeds restores both.
     """
 
     def __init__(self):
@@ -99,6 +100,7 @@ class ServerWatch:
             self._saved_retries = [(s, s.client.max_retries) for s in _prefect_settings()]
             for settings, _ in self._saved_retries:
                 settings.client.max_retries = 0
+            _events(off=True)
         log.warning("the Prefect server %s does not answer: the run goes on without reporting to it", self.api_url())
 
     def _up(self) -> None:
@@ -110,16 +112,29 @@ class ServerWatch:
             for settings, retries in self._saved_retries:
                 settings.client.max_retries = retries
             self._saved_retries = []
+            _events(off=False)
         log.warning("the Prefect server %s answers again: reporting to it again", self.api_url())
 
     def filter(self, record: logging.LogRecord) -> bool:
         """A logging filter for Prefect's API log handler: no log line goes to a server known to be lost."""
         return self.down_since is None
 
+    def quiet(self, record: logging.LogRecord) -> bool:
+        """A logging filter for the flow engine: no traceback of its failing to reach a server known to be lost
+        (the command says so in one line)."""
+        import httpx
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not (self.down_since is not None and isinstance(error, httpx.TransportError))
+
     def watch_logs(self) -> None:
-        """Filter every Prefect API log handler of this process through :meth:`filter` (idempotent)."""
+        """Filter every Prefect API log handler of this process through :meth:`filter`, and the flow engine's
+        log through :meth:`quiet` (idempotent)."""
         from prefect.logging.handlers import APILogHandler
 
+        engine = logging.getLogger("prefect.flow_runs")
+        if self.quiet not in engine.filters:
+            engine.addFilter(self.quiet)
         loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
                                            if isinstance(lg, logging.Logger)]
         for logger in loggers:
@@ -135,6 +150,32 @@ def _prefect_settings() -> list:
 
     found = [get_current_settings(), prefect.context.GLOBAL_SETTINGS_CONTEXT.settings]
     return [s for i, s in enumerate(found) if all(s is not t for t in found[:i])]
+
+
+def _events(off: bool) -> None:
+    """Prefect's events (task run states) to nowhere while the server is lost, and its pending ones dropped: its
+    events worker tries some seconds to reconnect per event, and waits for them all when the process exits."""
+    try:
+        from prefect.events.clients import NullEventsClient
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.set_client_override(NullEventsClient if off else None)
+        if not off:
+            return
+        for worker in list(EventsWorker._instances.values()):
+            if isinstance(worker, EventsWorker) and worker.client_type is not NullEventsClient:
+                while True:
+                    try:
+                        item = worker._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    worker._queue.task_done()
+                    if item is None:  # already stopping: keep its stop signal
+                        worker._queue.put_nowait(None)
+                        break
+                worker._stop()
+    except Exception as exc:  # noqa: BLE001 - Prefect's internals changed: its events then only take longer
+        log.debug("Prefect's events not redirected: %s", exc)
 
 
 SERVER = ServerWatch()
