@@ -389,9 +389,12 @@ def cmd_templates(args) -> int:
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port``. With SO_REUSEADDR, as the server itself binds: the connections a
+    stopped server left in TIME_WAIT do not keep its port from being used again at once."""
     import socket
 
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

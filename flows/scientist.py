@@ -28,7 +28,7 @@ from tasks.idea import IdeaStatus, has_status, set_status
 from tasks.runtime import artifacts, llm
 from tasks.runtime.caching import storage
 from tasks.runtime.runfolder import RunFolder, write_json
-from tasks.runtime.session import RunSession
+from tasks.runtime.session import RunSession, RunStatus
 
 
 def _profile(template, profile: str, num_ideas: int | None, seeds: int | None, budget: int | None):
@@ -124,14 +124,14 @@ def ai_scientist(
                     print(f"no approval within {approval_timeout} s: stopping, keeping the ideas")
                     _running_again_after_a_timed_out_pause()
                     run.update_run_json(approval={"status": "timed out", "timeout_s": approval_timeout})
-                    return _finish(session, template, ideas, "stopped: approval timed out",
+                    return _finish(session, template, ideas, RunStatus.stopped("approval timed out"),
                                    f"the ideas were not approved within {approval_timeout} s", backend)
                 timings["approval"] = time.time() - s
                 write_json(run.ideas_json, ideas)
                 run.update_run_json(approval=approval)
                 if not approval["approved"]:
                     print("no idea approved: stopping before the experiments")
-                    return _finish(session, template, ideas, "stopped: no idea approved", backend=backend)
+                    return _finish(session, template, ideas, RunStatus.stopped("no idea approved"), backend=backend)
                 session.start_ray(ray_address)
 
             # code + validation gate
@@ -146,10 +146,10 @@ def ai_scientist(
             pipeline.evaluate_and_write(backend, tpl, prof, run, ready, ray_address, timings, session.ray_ready,
                                         checkpoint)
             checkpoint()
-            return _finish(session, template, ideas, "completed", backend=backend)
+            return _finish(session, template, ideas, RunStatus.COMPLETED, backend=backend)
         except llm.BudgetExceeded as exc:
             print(f"stopping: {exc}; keeping what is finished")
-            return _finish(session, template, ideas, "stopped: budget exceeded", str(exc), backend)
+            return _finish(session, template, ideas, RunStatus.stopped("budget exceeded"), str(exc), backend)
 
 
 def _fallbacks(backend) -> dict:
@@ -240,8 +240,8 @@ def _finish(session: RunSession, template: str, ideas: list[dict], status: str, 
                   for i in ideas if i.get("paper")]
     for p in papers_out:
         print(f"paper: {p['pdf']}  review: {p['decision']} (overall {p['overall']})")
-    if status == "completed" and not papers_out:
-        status = "completed without a paper"
+    if status == RunStatus.COMPLETED and not papers_out:
+        status = RunStatus.COMPLETED_WITHOUT_PAPER
     fields = {"timings": timings, "papers": papers_out, **_fallbacks(backend)}
     if error:
         fields["error"] = error

@@ -55,7 +55,8 @@ class RunSession:
     ``run_id`` None: a new id from ``id_prefix``. ``kind`` (``discovery``, ``meta-learning``; None for the
     AI-Scientist run) and ``config`` go to ``run.json`` when the session opens. ``failed_status``: the status an
     exception leaves (``failed``; a discovery run says ``interrupted``); ``record_error`` whether the error and the
-    LLM usage go with it (and to ``logger``'s error line). ``s.run`` is the :class:`RunFolder`, ``s.resumed`` whether ``run.json`` existed.
+    LLM usage go with it (and to ``logger``'s error line). ``s.run`` is the :class:`RunFolder`, ``s.resumed``
+    whether ``run.json`` existed.
     """
 
     def __init__(self, runs_dir, run_id: str | None, *, id_prefix: str, kind: str | None = None,
@@ -84,6 +85,7 @@ class RunSession:
         self.run.lock()
         try:
             artifacts.SERVER.watch_logs()
+            artifacts.SERVER.reachable(force=True)  # each run starts from what its server answers now
             if not _open:
                 _outermost = self.run
             _open.append(self.run)

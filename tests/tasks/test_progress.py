@@ -84,7 +84,7 @@ def test_reports_skip_a_lost_prefect_server_and_resume_when_it_answers_again(mon
             assert not watch.reachable()  # backing off: no new probe yet, still lost
 
             class Health(http.server.BaseHTTPRequestHandler):
-                def do_GET(self):  # noqa: N802 - the http.server API
+                def do_GET(self):
                     self.send_response(200 if self.path == "/api/health" else 404)
                     self.end_headers()
                     self.wfile.write(b"true")
