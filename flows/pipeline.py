@@ -16,7 +16,7 @@ import time
 from jaxlib_kernels.templates import Profile, Template
 from tasks import aggregation, experiments
 from tasks.backends import OfflineBackend, results, wait
-from tasks.idea import IdeaStatus, has_status, set_status
+from tasks.idea import Idea, IdeaStatus, has_status, set_status
 from tasks.runtime.runfolder import RunFolder, write_json
 
 
@@ -48,8 +48,8 @@ def result_summary(idea: dict, info: dict) -> dict:
     }
 
 
-def implement(backend: OfflineBackend, template: Template, run: RunFolder, novel: list[dict],
-              archive_rows: list[dict]) -> list[dict]:
+def implement(backend: OfflineBackend, template: Template, run: RunFolder, novel: list[Idea],
+              archive_rows: list[dict]) -> list[Idea]:
     """Code + validation gate for the novel ideas; returns those that passed (status "implemented")."""
     dirs = [str(run.idea_dir(i["Name"])) for i in novel]
     impls = backend.implement(template.name, novel, dirs, archive_rows)
@@ -83,9 +83,9 @@ def apply_behaviour(idea: dict, impl: dict) -> None:
 
 
 def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profile, run: RunFolder,
-                       ready: list[dict], ray_address: str | None, timings: dict,
+                       ready: list[Idea], ray_address: str | None, timings: dict,
                        ray_ready: threading.Event | None = None, checkpoint=lambda: None,
-                       labels: dict | None = None, extra_figures: dict[str, list[dict]] | None = None) -> list[dict]:
+                       labels: dict | None = None, extra_figures: dict[str, list[dict]] | None = None) -> list[Idea]:
     """Experiments (one wave on Ray), then per idea aggregation, plots, paper and review; returns reviewed ideas."""
     store = backend.store
     s = time.time()
@@ -130,7 +130,7 @@ def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profil
     return [i for i in written if i.get("review")]
 
 
-def read_ideas(run: RunFolder, ideas: list[dict]) -> list[dict]:
+def read_ideas(run: RunFolder, ideas: list[Idea]) -> list[Idea]:
     """``ideas.json``'s ideas with these (updated) ones in place of their earlier versions."""
     from tasks.runtime.runfolder import read_json
 

@@ -24,7 +24,7 @@ from flows import pipeline
 from jaxlib_kernels.templates import make as make_template
 from tasks import archive, summary
 from tasks.backends import make_backend
-from tasks.idea import IdeaStatus, has_status, set_status
+from tasks.idea import Idea, IdeaStatus, has_status, set_status
 from tasks.runtime import artifacts, llm
 from tasks.runtime.caching import storage
 from tasks.runtime.runfolder import RunFolder, write_json
@@ -74,7 +74,7 @@ def ai_scientist(
     """
     tpl = make_template(template)
     prof = _profile(tpl, profile, num_ideas, seeds, budget)
-    ideas: list[dict] = []
+    ideas: list[Idea] = []
     backend = None
     with RunSession(runs_dir, run_id, id_prefix=template, logger=get_run_logger(), template=template,
                     profile=dataclasses.asdict(prof), model=model, backend="llm" if model else "offline",
@@ -181,7 +181,7 @@ class IdeaApproval(RunInput):
     feedback: str = Field(default="", description="free text for the next stage (with a model: its code prompt)")
 
 
-def ask_approval(run: RunFolder, ideas: list[dict], timeout: int) -> dict:
+def ask_approval(run: RunFolder, ideas: list[Idea], timeout: int) -> dict:
     """Pause the flow run with the :class:`IdeaApproval` form (all novel ideas proposed); apply the answer to
     ``ideas`` (statuses, ``researcher_feedback``) and return what was approved."""
     novel = [i["Name"] for i in ideas if has_status(i, IdeaStatus.NOVEL)]
@@ -210,13 +210,13 @@ def ask_approval(run: RunFolder, ideas: list[dict], timeout: int) -> dict:
     return {"status": "resumed", "approved": approved, "feedback": answer.feedback, "ignored": unknown}
 
 
-def _ideas_artifact(run: RunFolder, ideas: list[dict]) -> None:
+def _ideas_artifact(run: RunFolder, ideas: list[Idea]) -> None:
     """The ``ideas`` table (after novelty, then again with the final statuses when the run ends)."""
     artifacts.table(key="ideas", table=[{k: i.get(k) for k in ("Name", "Title", "Interestingness",
                           "Feasibility", "Novelty", "status")} for i in ideas], description=f"Ideas of {run.run_id}")
 
 
-def _finish(session: RunSession, template: str, ideas: list[dict], status: str, error: str | None = None,
+def _finish(session: RunSession, template: str, ideas: list[Idea], status: str, error: str | None = None,
             backend=None) -> dict:
     """ideas.json, archive, summary, artifacts and run.json of a finished (or budget-stopped) run."""
     run, timings, client = session.run, session.timings, session.client
