@@ -17,6 +17,7 @@ import re
 import numpy as np
 from rank_bm25 import BM25Okapi
 
+from jaxlib_kernels.search.known import probed
 from jaxlib_kernels.templates import Template
 
 
@@ -43,13 +44,7 @@ def candidate_text(template: Template, idea: dict) -> str:
 
 def known_behaviours(template: Template, archive_rows: list[dict], accepted: list[dict]) -> dict[str, np.ndarray]:
     """Probes of every baseline, every archived candidate and every accepted idea of this run, by name."""
-    known = {f"baseline {name}": template.probe_text(b.source) for name, b in template.baselines.items()}
-    for row in archive_rows:
-        if row.get("source"):
-            try:
-                known[f"archived {row['idea']} (run {row['run_id']})"] = template.probe_text(row["source"])
-            except Exception:  # noqa: BLE001, S112 - an archived candidate that no longer loads is skipped
-                continue
+    known = probed(template, archive_rows, row_key=lambda r: f"archived {r['idea']} (run {r['run_id']})")
     for other in accepted:
         known[f"idea {other['Name']} of this run"] = template.probe_text(candidate_text(template, other))
     return known

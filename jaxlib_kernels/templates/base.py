@@ -72,6 +72,12 @@ class Metric:
     description: str
     maximize: bool = True
 
+    @classmethod
+    def recorded(cls, maximize: bool | None = None) -> Metric:
+        """The metric of a recorded result whose direction is all that was kept (a result's or ``final_info``'s
+        ``maximize``; maximised where none was recorded)."""
+        return cls("final", "the final value", maximize=True if maximize is None else bool(maximize))
+
     @property
     def sign(self) -> float:
         return 1.0 if self.maximize else -1.0
