@@ -15,10 +15,12 @@ import json
 import re
 
 import numpy as np
+from prefect import get_run_logger
 from rank_bm25 import BM25Okapi
 
 from jaxlib_kernels.search.known import probed
 from jaxlib_kernels.templates import Template
+from tasks.runtime.caching import stage
 
 
 def _tokens(text: str) -> list[str]:
@@ -85,14 +87,10 @@ def check_all(template: Template, ideas: list[dict], archive_rows: list[dict]) -
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.runtime.caching import stage
-
 
 @stage(name="check_novelty", retries=1, template_parts=("references.json",))
 def check_novelty_task(template_name: str, ideas: list[dict], archive_rows: list[dict]) -> list[dict]:
     """Prefect task over :func:`check_all`; returns one decision record per idea."""
-    from prefect import get_run_logger
-
     from jaxlib_kernels.templates import make
 
     results = check_all(make(template_name), ideas, archive_rows)

@@ -10,6 +10,7 @@
 * :mod:`.drift` (lpo's and marl's ``drift(ratio, advantage, progress)``) and :mod:`.preference` (dpo's
   ``preference_loss`` in ``z = beta rho``): the two languages.
 
-The package imports nothing eagerly: the engine (:mod:`jaxlib_kernels.discovery`) uses :mod:`.trees` and
-:mod:`.candidates`, and :mod:`.offline` uses the engine (screening), so there is no import cycle.
+The package imports nothing eagerly. The engine (:mod:`jaxlib_kernels.discovery`) uses :mod:`.trees` and
+:mod:`.candidates` only (a language is passed to it), and :mod:`.offline` uses the engine (screening), so there is
+no import cycle.
 """

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import jinja2
 import numpy as np
 
-from jaxlib_kernels import symbolic
+from jaxlib_kernels import discovery, symbolic
 from jaxlib_kernels.search.candidates import Candidate
 from jaxlib_kernels.search.known import nearest as nearest_known
 
@@ -134,8 +134,6 @@ def screen(template, profile, chosen: list, num_ideas: int) -> tuple[list, dict]
     ``num_ideas * screen_pool`` with the language's ``filler``), so a second ideation of the same profile compiles
     nothing. Returns the ``num_ideas`` best shortlisted candidates in the metric's direction (ties keep the proxy's
     order) and the screening record (fitness of every member, seeds, budget)."""
-    from jaxlib_kernels import discovery
-
     language = template.discovery.language
     setting = template.training_setting(profile)
     baselines = list(profile.baselines)
