@@ -185,8 +185,8 @@ class Discovery:
     language: Any  # the formula language of the trees (a ``jaxlib_kernels.search.language.FormulaLanguage``)
     setting: str  # the default training setting of a search
     held_out: tuple[str, ...]  # the default held-out settings of the admission
+    baselines: tuple[str, ...]  # what a discovery must beat (their constants tuned first)
     budget: int = 16_384  # the default search budget (rung 0) of one member
-    baselines: tuple[str, ...] = ("ppo_clip", "dpo")  # what a discovery must beat (their constants tuned first)
     budget_field: str = "total_timesteps"  # the kernel configuration's budget (an override of it scales by rung)
 
 

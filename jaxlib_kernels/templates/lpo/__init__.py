@@ -89,7 +89,8 @@ TEMPLATE = Template(
     figures=figures.drift_shape,
     # scientist discover: Empty-5x5 at 16,384 steps leaves PPO clip at about 0.66 of the optimum's 0.955 (headroom)
     discovery=Discovery(kernel.train_programs, drift.LANGUAGE, setting="empty5",
-                        held_out=("empty_random5", "empty6", "empty5_short"), budget=16_384),
+                        held_out=("empty_random5", "empty6", "empty5_short"),
+                        budget=16_384, baselines=("ppo_clip", "dpo")),
 )
 
 __all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS", "TEMPLATE",

@@ -105,7 +105,8 @@ TEMPLATE = Template(
     # scientist discover: MPE simple_spread at 16,384 steps (PPO clip -25.8 against a random policy's -27.7: far
     # from a ceiling); confirmed on another MPE task, another team size and the centralised critic
     discovery=Discovery(kernel.train_programs, drift.LANGUAGE, setting="spread",
-                        held_out=("reference", "spread4", "spread_mappo"), budget=16_384),
+                        held_out=("reference", "spread4", "spread_mappo"),
+                        budget=16_384, baselines=("ppo_clip", "dpo")),
 )
 
 __all__ = ["BASELINES", "BASELINE_LABELS", "PROFILES", "SETTINGS", "TEMPLATE", "check_plugin", "evaluate", "ippo",
