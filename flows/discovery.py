@@ -110,7 +110,8 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
     t0 = time.time()
     try:
         run.update_run_json(run_id=run.run_id, kind="discovery", template=template, status="running", resumed=resumed,
-                            search={**dataclasses.asdict(config), "language": spec.language.name}, setting=setting, budget=budget, seeds=seeds,
+                            search={**dataclasses.asdict(config), "language": spec.language.name}, setting=setting,
+                            budget=budget, seeds=seeds,
                             versions=package_versions(), git_revision=git_revision(), pid=os.getpid(),
                             model=model, backend="llm" if model else "offline")
         client = llm.start_for_run(run, model, max_cost) if model else None
