@@ -11,7 +11,7 @@ from __future__ import annotations
 from jaxlib_kernels.search import drift
 from jaxlib_kernels.templates.base import Discovery, Metric, Profile, ResultSchema, Setting, Template
 from jaxlib_kernels.templates.lpo import figures, kernel, search
-from jaxlib_kernels.templates.lpo.expressions import DPO, KL, NO_DRIFT, PPO_CLIP
+from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, NO_DRIFT, PPO_CLIP
 from jaxlib_kernels.templates.lpo.kernel import check_plugin, evaluate, ppo_config, probe
 
 SETTINGS = {
@@ -93,5 +93,5 @@ TEMPLATE = Template(
                         budget=16_384, baselines=("ppo_clip", "dpo")),
 )
 
-__all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS", "TEMPLATE",
-           "baseline_source", "check_plugin", "evaluate", "kernel", "ppo_config", "probe", "search"]
+__all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "EXPRESSIONS", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS",
+           "TEMPLATE", "baseline_source", "check_plugin", "evaluate", "kernel", "ppo_config", "probe", "search"]
