@@ -545,9 +545,9 @@ def cmd_discover(args) -> int:
     if tpl.discovery is None:
         raise UsageError(f"--template {args.template}: the discovery engine serves templates whose plug-in is an "
                          f"elementwise formula ({', '.join(discovery_templates())})")
-    if tpl.discovery.language != "drift" and (args.model or args.distill):
+    if tpl.discovery.language.name != "drift" and (args.model or args.distill):
         raise UsageError(f"--template {args.template}: --model (or SCIENTIST_MODEL) and --distill serve drift "
-                         f"formulas; {args.template} searches {tpl.discovery.language} trees offline")
+                         f"formulas; {args.template} searches {tpl.discovery.language.name} trees offline")
     if args.paper_profile not in tpl.profiles:
         raise UsageError(f"--paper-profile {args.paper_profile}: not a {args.template} profile "
                          f"({', '.join(tpl.profiles)})")

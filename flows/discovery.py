@@ -31,165 +31,17 @@ import time
 
 from prefect import flow, get_run_logger
 
-from tasks.runtime.caching import stage, storage
+from tasks.discovery import (
+    admission_task,
+    baseline_tuning_task,
+    discovery_ideas,
+    generation_task,
+    llm_proposals_task,
+)
+from tasks.runtime.caching import storage
 from tasks.runtime.runfolder import write_json
 
-KERNEL = ("jaxlib_kernels.discovery", "jaxlib_kernels.interpreter", "jaxlib_kernels.ppo", "jaxlib_kernels.symbolic",
-          "jaxlib_kernels.envs", "jaxlib_kernels.templates.lpo.search", "jaxlib_kernels.templates.lpo.kernel",
-          "jaxlib_kernels.es.meta")
-FRESH_SEED_OFFSET = 10_000  # admission seeds start here; the search uses 0 .. 2 * seeds
-
-
-@stage(name="discovery_generation", modules=KERNEL)
-def generation_task(state: dict, search: dict, seed: int, template_name: str, setting: str, budget: int, seeds: int,
-                    ppo_overrides: dict | None, distill_target: list[float] | None = None, workers: int = 0,
-                    ray_address: str | None = None) -> dict:
-    """One generation of the search (a pure function of its inputs, the template's code among them: cached, so a
-    resumed search repeats nothing); with ``distill_target`` the fitness is the closeness to that learned drift
-    instead of the trained return; with ``workers`` > 1 the population is trained in that many equal shards on Ray
-    actors at once."""
-    from jaxlib_kernels import discovery
-    from jaxlib_kernels.templates import make
-
-    config = discovery.SearchConfig(**search)
-    template = make(template_name)
-    evaluate = (discovery.distillation_evaluator(distill_target) if distill_target is not None else
-                discovery.training_evaluator(template, template.setting(setting), budget, seeds, config,
-                                             ppo_overrides, train=_sharded(template_name, workers, ray_address)))
-    start = time.time()
-    out = discovery.generation(state, config, evaluate, seed)
-    out["log"][-1]["seconds"] = time.time() - start
-    return out
-
-
-@stage(name="discovery_llm_proposals", modules=("tasks.llm_stages", "tasks.runtime.llm", "jaxlib_kernels.symbolic"),
-       paths=("prompts/llm/discovery.j2", "prompts/llm/system.j2", "prompts/llm/json_feedback.j2"),
-       template_parts=("llm",))
-def llm_proposals_task(template_name: str, model: str, generation: int, archive_rows: list[dict], n: int,
-                       max_size: int, fallback: bool) -> dict:
-    """The model's formulas for one generation (cached: a resumed search asks the model nothing again). With
-    ``fallback`` a model that keeps failing gives no proposal, and the reason, instead of failing the search."""
-    from jaxlib_kernels.templates import make
-    from tasks import llm_stages
-    from tasks.runtime import llm
-
-    try:
-        out = llm_stages.propose_formulas(llm.active(model), make(template_name), archive_rows, n, generation,
-                                          max_size)
-    except llm.BudgetExceeded:
-        raise
-    except llm.LLMError as exc:
-        if not fallback:
-            raise
-        return {"proposals": [], "rejected": [], "fallback": llm.redact(exc)}
-    return {**out, "fallback": None}
-
-
-def _sharded(template_name: str, workers: int, ray_address: str | None):
-    """``train`` for ``discovery.training_evaluator``: None (one compiled call in this process) or the Ray shards."""
-    if workers <= 1:
-        return None
-    import functools
-
-    from tasks import meta_es
-
-    return functools.partial(meta_es.train_programs_sharded, meta_es.program_trainers(workers, ray_address),
-                             template_name)
-
-
-@stage(name="discovery_baseline_tuning", modules=KERNEL)
-def baseline_tuning_task(template_name: str, baselines: dict[str, object], search: dict, seed: int, setting: str,
-                         budget: int, seeds: int, ppo_overrides: dict | None, generations: int, workers: int = 0,
-                         ray_address: str | None = None) -> dict:
-    """The baselines' constants tuned with the search's own constant-tuning budget (cached)."""
-    from jaxlib_kernels import discovery
-    from jaxlib_kernels.templates import make
-
-    config = discovery.SearchConfig(**search)
-    template = make(template_name)
-    evaluate = discovery.training_evaluator(template, template.setting(setting), budget, seeds, config,
-                                            ppo_overrides, train=_sharded(template_name, workers, ray_address))
-    return discovery.tune_baselines(baselines, config, evaluate, generations, seed)
-
-
-def _stratified_bootstrap(scores, aggregate, reps: int = 2000, seed: int = 0) -> list[float]:
-    """rliable's stratified bootstrap (seeds resampled within each setting), percentile 95% interval.
-
-    ``rliable.library.get_interval_estimates`` does this through ``arch``, which fails to import with this
-    environment's pandas 3 (arch 7) or rejects rliable's ``random_state`` (arch 8), so the resampling is written here
-    and the aggregate is rliable's own ``metrics.aggregate_iqm``."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    runs, tasks = scores.shape
-    idx = rng.integers(0, runs, size=(reps, runs, tasks))
-    samples = np.array([aggregate(np.take_along_axis(scores, i, axis=0)) for i in idx])
-    return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
-
-
-def _stats(scores, baselines: dict, alpha: float) -> dict:
-    """Welch tests (candidate > baseline, one-sided), Holm across the (setting, baseline) pairs, IQM with rliable."""
-    import numpy as np
-    from rliable import metrics  # rliable.library needs arch, whose releases do not import with pandas 3 here
-    from scipy import stats
-
-    tests = []
-    for setting, cand in scores.items():
-        for name, base in baselines[setting].items():
-            t = stats.ttest_ind(cand, base, equal_var=False, alternative="greater")
-            tests.append({"setting": setting, "baseline": name, "mean": float(np.mean(cand)),
-                          "baseline_mean": float(np.mean(base)), "t": float(t.statistic), "p": float(t.pvalue)})
-    # Holm-Bonferroni
-    order = np.argsort([t["p"] for t in tests])
-    m, running = len(tests), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * tests[i]["p"]))
-        tests[i]["p_holm"] = running
-        tests[i]["significant"] = running < alpha
-    settings = list(scores)
-    matrix = {"candidate": np.stack([scores[s] for s in settings], axis=1)}
-    for name in next(iter(baselines.values())):
-        matrix[name] = np.stack([baselines[s][name] for s in settings], axis=1)
-    iqm = {k: {"iqm": float(metrics.aggregate_iqm(v)), "ci95": _stratified_bootstrap(v, metrics.aggregate_iqm),
-               "mean": float(np.mean(v))} for k, v in matrix.items()}
-    return {"tests": tests, "iqm": iqm}
-
-
-@stage(name="discovery_admission", modules=KERNEL)
-def admission_task(template_name: str, candidates: list[dict], baselines: dict[str, object], settings: list[str],
-                   training: str, budget: int, fresh_seeds: int, ppo_overrides: dict | None, alpha: float,
-                   min_held_out: int, length: int, population: int) -> list[dict]:
-    """Re-train the candidates and baselines on fresh seeds and gate them (see the module docstring)."""
-
-    import numpy as np
-
-    from jaxlib_kernels import interpreter
-    from jaxlib_kernels.templates import make
-
-    template = make(template_name)
-    exprs = [c["expr"] for c in candidates] + list(baselines.values())
-    exprs += [exprs[0]] * (-len(exprs) % population)  # the search's population shape: its compiled program fits
-    seeds = list(range(FRESH_SEED_OFFSET, FRESH_SEED_OFFSET + fresh_seeds))
-    finals = {}
-    for s in settings:
-        setting = template.setting(s)
-        overrides = dict(ppo_overrides or {})
-        steps = int(overrides.pop("total_timesteps", budget) * setting.budget_scale)
-        config = dataclasses.replace(template.kernel_config(setting, steps), **overrides)
-        # (candidates + baselines, seeds)
-        programs = interpreter.encode_population(exprs, length, template.discovery.language)
-        finals[s] = np.asarray(template.discovery.train_programs(config, programs, seeds))
-    out = []
-    for i, c in enumerate(candidates):
-        scores = {s: finals[s][i] for s in settings}
-        base = {s: {name: finals[s][len(candidates) + j] for j, name in enumerate(baselines)} for s in settings}
-        result = _stats(scores, base, alpha)
-        wins = {s for s in settings if all(t["significant"] for t in result["tests"] if t["setting"] == s)}
-        held_out = sorted(wins - {training})
-        out.append({**c, "admission": result, "beats_all_on": sorted(wins),
-                    "discovery": training in wins and len(held_out) >= min_held_out,
-                    "fresh_seeds": fresh_seeds, "settings": settings})
-    return out
+__all__ = ["discover", "discovery_ideas"]
 
 
 @flow(name="discovery", log_prints=True)
@@ -243,18 +95,19 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
         raise ValueError(f"the discovery engine serves templates whose plug-in is an elementwise formula "
                          f"({', '.join(discovery_templates())}); {template!r} declares no Template.discovery")
     spec = tpl.discovery
-    if spec.language != "drift" and (model or distill):
-        raise ValueError(f"--model and --distill serve drift formulas; {template!r} searches {spec.language} trees")
+    if spec.language.name != "drift" and (model or distill):
+        raise ValueError(f"--model and --distill serve drift formulas; {template!r} searches {spec.language.name} "
+                         f"trees")
     setting = setting or spec.setting
     budget = budget or spec.budget
     tpl.setting(setting)  # an unknown setting fails here, with the template's settings
     logger = get_run_logger()
-    config = discovery.SearchConfig(**{**(search or {}), "language": spec.language})
-    variables = getattr(discovery.language_search(spec.language), "VARIABLES", None)  # for LaTeX (None: lpo's)
+    config = discovery.SearchConfig(**(search or {}))
+    variables = spec.language.variables  # for LaTeX
     with RunSession(runs_dir, run_id, id_prefix=f"discover-{template}", kind="discovery",
                     failed_status=RunStatus.INTERRUPTED, record_error=False, template=template,
-                    search=dataclasses.asdict(config), setting=setting, budget=budget, seeds=seeds, model=model,
-                    backend="llm" if model else "offline") as session:
+                    search={**dataclasses.asdict(config), "language": spec.language.name}, setting=setting,
+                    budget=budget, seeds=seeds, model=model, backend="llm" if model else "offline") as session:
         run, t0 = session.run, session.t0
         client = session.start_llm(model, max_cost) if model else None
         if workers > 1:
@@ -279,7 +132,7 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
         folder = run.path / "search"
         folder.mkdir(parents=True, exist_ok=True)
         state = discovery.init_state({n: b.expression for n, b in tpl.baselines.items() if b.expression is not None},
-                                     config)
+                                     config, spec.language)
         g = 0
         from tasks.runtime.artifacts import Progress
 
@@ -351,53 +204,6 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
                        discoveries=[symbolic.dumps(a["expr"]) for a in admitted if a["discovery"]], **more)
         return {"run_id": run.run_id, "run_dir": str(run.path), "status": status, "generation": g, "state": state,
                 "top": top, "admitted": admitted, "paper_run": paper_run}
-
-
-def discovery_ideas(template, profile, found: list[dict], run_id: str) -> list[dict]:
-    """Confirmed discoveries as ideas in the ideation's JSON shape (the template's own idea text, rendered from the
-    expression), each with a paragraph on where it came from: its admission (fresh seeds, Holm-corrected p against
-    every baseline per setting) and how much the search's own selection biased its training-setting fitness (its
-    fitness on the search seeds against its mean on fresh seeds, same setting and budget)."""
-    from jaxlib_kernels import discovery, symbolic
-    from tasks.runtime.runfolder import json_safe
-
-    search = discovery.language_search(template.discovery.language)
-    used = set(template.baselines)
-    known = {n: search.behaviour(b.expression) for n, b in template.baselines.items() if b.expression is not None}
-    ideas = []
-    for a in found:
-        mine = search.behaviour(a["expr"])
-        nearest = min(known, key=lambda n: search.distance(mine, known[n]))
-        parent = a["origin"].split("+")[0]
-        cand = search.Candidate(a["expr"], parent if parent in template.baselines else nearest,
-                                mutations=[f"found by scientist discover ({a['origin']})"])
-        idea = search.render_idea(template, profile, cand, search.distance(mine, known[nearest]), nearest,
-                                  float(a["fitness"]), used)
-        used.discard(idea["Name"])
-        name, k = f"discovered_{nearest}", 2
-        while name in used:
-            name, k = f"discovered_{nearest}_{k}", k + 1
-        used.add(name)
-        idea["Name"], idea["Title"] = name, f"Discovered: {idea['Title'][0].lower()}{idea['Title'][1:]}"
-        training = a["settings"][0]
-        tests = a["admission"]["tests"]
-        fresh = next(t["mean"] for t in tests if t["setting"] == training)
-        lines = "; ".join(f"{t['setting']} vs {t['baseline']}: {t['mean']:.3f} against {t['baseline_mean']:.3f}, "
-                          f"Holm p = {t['p_holm']:.2g}" for t in tests)
-        idea["Experiment"] += (
-            f" This formula, {symbolic.dumps(a['expr'])}, was found by the symbolic search of discovery run {run_id} "
-            f"and confirmed on {a['fresh_seeds']} fresh seeds never used by the search (one-sided Welch tests, "
-            f"Holm-corrected across settings and baselines): {lines}. Selection bias of the search: on the training "
-            f"setting its fitness on the search seeds was {a['fitness']:.3f} against {fresh:.3f} on fresh seeds "
-            f"({a['fitness'] - fresh:+.3f}), so the search's own training-setting figures overstate it by that much; "
-            f"the held-out settings were never searched on.")
-        idea["discovery"] = {"run_id": run_id, "origin": a["origin"], "search_fitness": float(a["fitness"]),
-                             "fresh_training_mean": float(fresh),
-                             "selection_bias": float(a["fitness"] - fresh), "beats_all_on": a["beats_all_on"],
-                             "fresh_seeds": a["fresh_seeds"],
-                             "iqm": {k: v["iqm"] for k, v in a["admission"]["iqm"].items()}}
-        ideas.append(json_safe(idea))  # an idea travels as JSON between stages
-    return ideas
 
 
 def _with_llm_proposals(state: dict, config, template: str, model: str, n: int, fallback: bool, store: dict,

@@ -5,15 +5,14 @@ state, the configuration and the seed: the flow (``flows/discovery.py``) runs ea
 a killed search resumes with identical results. One generation:
 
 1. **propose**: the waiting proposals first (the seeds; with a model, the formulas it proposed for this generation,
-   ``origin`` ``llm:<name>``), then, per island, children of its elites by the lpo search's mutations (retuned
-   constants, schedules in n/N, asymmetric clips, penalties, saturation) and crossovers with elites of other
-   islands (split advantage), and local variations that do not grow a tree (a constant perturbed, ever wider while
+   ``origin`` ``llm:<name>``), then, per island, children of its elites by the formula language's mutations (the
+   drift language's: retuned constants, schedules in n/N, asymmetric clips, penalties, saturation, crossovers with
+   elites of other islands) and local variations that do not grow a tree (a constant perturbed, ever wider while
    the near neighbourhood is archived; a subtree hoisted), so the population stays full of new formulas;
-2. **static gate**: a valid tree of the search's interpreter language that fits the interpreter and is plausible
-   on the probe grid (the language's search module: ``lpo.search.plausibility`` for drifts, finite and
-   non-negative; ``dpo.search.plausibility`` for preference losses);
+2. **static gate**: a valid tree of the language that fits the interpreter and is plausible on the language's
+   probe grid (``FormulaLanguage.plausibility``: a drift finite and non-negative, a preference loss decreasing);
 3. **novelty rejection before evaluation** (ShinkaEvolve): a proposal whose behaviour on the probe grid is within
-   ``novelty`` (PPO-clip units) of an archived or already accepted one is dropped untrained;
+   ``novelty`` (the language's distance units) of an archived or already accepted one is dropped untrained;
 4. **constants of the best elite tuned by an evosax strategy**: the strategy's ``ask`` members (the elite's
    program with other constants) pass the same static gate and join the population (a refused one is told the
    generation's worst fitness, untrained), its ``tell`` moves the mean, which the next generation proposes;
@@ -24,6 +23,11 @@ a killed search resumes with identical results. One generation:
 6. **successive halving**: the best ``promote`` members are trained again with twice the budget and seeds (again
    one call of fixed shape); their long-budget fitness ranks the archive's elites;
 7. **archive update** with islands (a migrant every ``migrate`` generations).
+
+The formula language (:class:`jaxlib_kernels.search.language.FormulaLanguage`, the template's
+``Template.discovery.language``) and the metric (:class:`jaxlib_kernels.templates.base.Metric`: every ranking, the
+elites, the promotions, the constants' evosax step, the tuned baselines, in its direction) are passed in. A row's
+``score`` is its fitness in the metric's direction (higher is better; long-rung fitness first).
 
 Kept free of Prefect and Ray (``jaxlib_kernels``); the evaluator is passed in so tests can use a tiny PPO.
 """
@@ -37,6 +41,9 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxlib_kernels import interpreter, symbolic
+from jaxlib_kernels.search import trees
+from jaxlib_kernels.search.candidates import Candidate
+from jaxlib_kernels.templates.base import Metric
 
 Evaluator = Callable[[list, int], np.ndarray]  # (expressions, rung) -> fitness per expression
 
@@ -52,10 +59,9 @@ class SearchConfig:
     tune: int = 4  # evosax members around the best elite's constants (even; 0 = no tuning)
     tune_std: float = 0.1
     length: int = 64  # program length of every member
-    novelty: float = 0.1  # behavioural distance (PPO-clip units) below which a proposal is a duplicate
+    novelty: float = 0.1  # behavioural distance (the language's units) below which a proposal is a duplicate
     migrate: int = 3
     max_size: int = 48
-    language: str = "drift"  # the interpreter language of the trees (drift: lpo, marl; preference: dpo)
 
     def __post_init__(self):
         if self.promote > self.population or self.tune >= self.population:
@@ -64,41 +70,32 @@ class SearchConfig:
             raise ValueError("tune must be even (antithetic sampling)")
 
 
-# the proposals, static gate and behaviour of each interpreter language: the template search module that defines
-# them (``behaviour``, ``distance``, ``plausibility``, ``Candidate``, ``_mutate``, ``render_idea``)
-SEARCH_MODULES = {"drift": "jaxlib_kernels.templates.lpo.search", "preference": "jaxlib_kernels.templates.dpo.search"}
-
-
-def language_search(language: str):
-    """The search module of an interpreter language (imported on first use)."""
-    import importlib
-
-    return importlib.import_module(SEARCH_MODULES[language])
+# the fitness of a distillation (:func:`distillation_evaluator`): closeness, whatever the template's metric
+CLOSENESS = Metric("closeness", "minus the behavioural distance to the learned formula", maximize=True)
 
 
 def _key(expr) -> str:
     return symbolic.dumps(expr)
 
 
-def gate(expr, config: SearchConfig) -> str | None:
+def gate(expr, config: SearchConfig, language) -> str | None:
     """Why the static gate refuses ``expr`` (None: it passes)."""
-    search = language_search(config.language)
     if symbolic.size(expr) > config.max_size:
         return f"larger than {config.max_size} nodes"
     try:
-        interpreter.encode(expr, config.length, config.language)  # validates the tree in the language
+        interpreter.encode(expr, config.length, language.name)  # validates the tree in the language
     except (interpreter.ProgramError, symbolic.ExpressionError) as exc:
         return str(exc)
-    score, notes = search.plausibility(expr)
+    score, notes = language.plausibility(expr)
     if score <= 0.0:
         return "; ".join(notes)
     return None
 
 
-def init_state(seed_exprs: dict[str, object], config: SearchConfig) -> dict:
+def init_state(seed_exprs: dict[str, object], config: SearchConfig, language) -> dict:
     """Generation -1: the seeds (name -> tree, e.g. the baselines), spread over the islands, not yet trained."""
     pending = [{"expr": symbolic.canonical(e), "origin": name, "island": i % config.islands}
-               for i, (name, e) in enumerate(seed_exprs.items()) if gate(e, config) is None]
+               for i, (name, e) in enumerate(seed_exprs.items()) if gate(e, config, language) is None]
     return {"generation": 0, "archive": [], "pending": pending, "tune_mean": None, "log": []}
 
 
@@ -107,16 +104,19 @@ def _elites(archive: list[dict], island: int, k: int) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["score"], r["order"]))[:k]
 
 
-def _score(row: dict) -> float:
-    return row["fitness_long"] if row.get("fitness_long") is not None else row["fitness"] - 1.0
+def _score(row: dict, metric: Metric) -> float:
+    """The row's fitness in the metric's direction (higher is better): the long rung's where it was promoted, else
+    the short rung's, one unit lower."""
+    if row.get("fitness_long") is not None:
+        return metric.improvement(row["fitness_long"], 0.0)
+    return metric.improvement(row["fitness"], 0.0) - 1.0
 
 
-def _propose(state: dict, config: SearchConfig, rng: np.random.Generator, room: int) -> tuple[list[dict], dict]:
+def _propose(state: dict, config: SearchConfig, rng: np.random.Generator, room: int,
+             language) -> tuple[list[dict], dict]:
     """Up to ``room`` new gated, novel proposals; counts of what the gate and novelty refused."""
-    search = language_search(config.language)
-
     archive = state["archive"]
-    behaviours = [search.behaviour(r["expr"]) for r in archive]
+    behaviours = [language.behaviour(r["expr"]) for r in archive]
     seen = {_key(r["expr"]) for r in archive}
     out, counts = [], {"proposed": 0, "gate": 0, "novelty": 0}
 
@@ -125,12 +125,12 @@ def _propose(state: dict, config: SearchConfig, rng: np.random.Generator, room: 
         if _key(expr) in seen:
             counts["novelty"] += 1
             return
-        why = gate(expr, config)
+        why = gate(expr, config, language)
         if why is not None:
             counts["gate"] += 1
             return
-        b = search.behaviour(expr)
-        if any(search.distance(b, other) < config.novelty for other in behaviours):
+        b = language.behaviour(expr)
+        if any(language.distance(b, other) < config.novelty for other in behaviours):
             counts["novelty"] += 1
             return
         seen.add(_key(expr))
@@ -140,7 +140,7 @@ def _propose(state: dict, config: SearchConfig, rng: np.random.Generator, room: 
     for p in state.get("pending", []):
         admit(p["expr"], p["origin"], p["island"])
     elites = {i: _elites(archive, i, config.elites) for i in range(config.islands)}
-    pool = [search.Candidate(copy.deepcopy(r["expr"]), r["origin"]) for i in elites for r in elites[i]]
+    pool = [Candidate(copy.deepcopy(r["expr"]), r["origin"]) for i in elites for r in elites[i]]
     attempts = 0
     while len(out) < room and pool and attempts < 40 * room:
         attempts += 1
@@ -153,31 +153,29 @@ def _propose(state: dict, config: SearchConfig, rng: np.random.Generator, room: 
             if varied is not None:
                 admit(varied, f"{parent['origin']}+{kind}", island)
             continue
-        cand = search.Candidate(copy.deepcopy(parent["expr"]), parent["origin"])
-        child = search._mutate(cand, pool, rng)  # the language's mutation operators (lpo's: crossover among them)
+        cand = Candidate(copy.deepcopy(parent["expr"]), parent["origin"])
+        child = language.mutate(cand, pool, rng)  # the language's mutation operators (the drift's: crossover too)
         if child is not None:
             admit(child.expr, f"{parent['origin']}+{child.kinds[-1] if child.kinds else 'mutation'}", island)
     return out[:room], counts
 
 
-VARY_SHARE = 0.35  # share of proposals made by _vary rather than the lpo search's (mostly growing) mutations
+VARY_SHARE = 0.35  # share of proposals made by _vary rather than the language's (mostly growing) mutations
 
 
 def _vary(expr, rng: np.random.Generator, scale: float = 0.25):
     """A local variation of ``expr`` that does not grow it: ``perturb`` one constant by a log-normal factor of
     spread ``scale`` (clip
-    bounds kept ordered), or ``hoist`` a subtree in place of its parent node. The lpo search's mutations add
-    schedules, penalties and crossovers, so an elite soon reaches the size limit and its neighbourhood is all
-    refused; these keep the search moving there. Returns (tree, kind) or (None, kind)."""
-    from jaxlib_kernels.templates.lpo import search
-
-    nodes = list(search._paths(expr))
+    bounds kept ordered), or ``hoist`` a subtree in place of its parent node. The languages' mutations mostly grow
+    a tree (the drift's add schedules, penalties and crossovers), so an elite soon reaches the size limit and its
+    neighbourhood is all refused; these keep the search moving there. Returns (tree, kind) or (None, kind)."""
+    nodes = list(trees.paths(expr))
     consts = [(p, n) for p, n in nodes if isinstance(n, float) and p]
     inner = [(p, n) for p, n in nodes if isinstance(n, list) and len(n) > 1]
     if consts and (not inner or rng.random() < 0.6):
         path, node = consts[rng.integers(len(consts))]
-        new = search._replace(expr, path, float(round(node * float(np.exp(scale * rng.standard_normal())), 4)))
-        if search._parent_is(new, path, "clip"):
+        new = trees.replace(expr, path, float(round(node * float(np.exp(scale * rng.standard_normal())), 4)))
+        if trees.parent_is(new, path, "clip"):
             bounds = new
             for i in path[:-1]:
                 bounds = bounds[i]
@@ -190,12 +188,12 @@ def _vary(expr, rng: np.random.Generator, scale: float = 0.25):
     children = [c for c in node[1:] if not isinstance(c, (int, float))]
     if not children:
         return None, "hoist"
-    return search._replace(expr, path, copy.deepcopy(children[rng.integers(len(children))])), "hoist"
+    return trees.replace(expr, path, copy.deepcopy(children[rng.integers(len(children))])), "hoist"
 
 
-def _constant_slots(expr, config: SearchConfig) -> tuple[interpreter.Program, np.ndarray]:
+def _constant_slots(expr, config: SearchConfig, language) -> tuple[interpreter.Program, np.ndarray]:
     """The program of ``expr`` and the indices of its constants (what an evosax strategy tunes)."""
-    program = interpreter.encode(expr, config.length, config.language)
+    program = interpreter.encode(expr, config.length, language.name)
     return program, np.flatnonzero(np.asarray(program.ops) == interpreter.CONST)
 
 
@@ -215,7 +213,7 @@ def _with_constants(program: interpreter.Program, slots: np.ndarray, consts) -> 
     return symbolic.canonical(interpreter.decode(interpreter.Program(program.ops, c.astype(np.float32))))
 
 
-def _tune_members(state: dict, config: SearchConfig, seed: int) -> tuple[list[dict], dict | None]:
+def _tune_members(state: dict, config: SearchConfig, seed: int, language) -> tuple[list[dict], dict | None]:
     """evosax ``ask`` around the constants of the best elite: members that differ from it only in constants."""
     if config.tune == 0 or not state["archive"]:
         return [], None
@@ -225,7 +223,7 @@ def _tune_members(state: dict, config: SearchConfig, seed: int) -> tuple[list[di
     from jaxlib_kernels.es import meta
 
     best = max(state["archive"], key=lambda r: (r["score"], -r["order"]))
-    program, slots = _constant_slots(best["expr"], config)
+    program, slots = _constant_slots(best["expr"], config, language)
     if slots.size == 0:
         return [], None
     start = np.asarray(program.consts)[slots]
@@ -241,16 +239,17 @@ def _tune_members(state: dict, config: SearchConfig, seed: int) -> tuple[list[di
                      "parent": _key(best["expr"])}
 
 
-def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int) -> dict:
-    """One generation (see the module docstring); returns the next state (the input is not modified)."""
+def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int, language, metric: Metric) -> dict:
+    """One generation (see the module docstring) of trees of ``language`` ranked by ``metric``; returns the next
+    state (the input is not modified)."""
     state = copy.deepcopy(state)
     g = state["generation"]
     rng = np.random.default_rng([seed, g])
-    asked, es = _tune_members(state, config, seed * 100_003 + g)
-    proposals, counts = _propose(state, config, rng, config.population - len(asked))
+    asked, es = _tune_members(state, config, seed * 100_003 + g, language)
+    proposals, counts = _propose(state, config, rng, config.population - len(asked), language)
     # the evosax members pass the same static gate (other constants can make a drift negative somewhere); a refused
     # one is not trained, and the strategy is told the generation's worst fitness for it
-    passes = [gate(m["expr"], config) is None for m in asked]
+    passes = [gate(m["expr"], config, language) is None for m in asked]
     tuned = [m for m, ok in zip(asked, passes, strict=True) if ok]
     counts["gate"] += len(asked) - len(tuned)
     members = proposals + tuned
@@ -263,7 +262,7 @@ def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int
         rows.append({**m, "fitness": float(f), "fitness_long": None, "generation": g, "order": order})
         order += 1
     # successive halving: the best of this generation and the archive's current leaders, at the long rung
-    contenders = sorted(rows, key=lambda r: -r["fitness"])[: config.promote]
+    contenders = [rows[i] for i in metric.rank({i: r["fitness"] for i, r in enumerate(rows)})][: config.promote]
     if contenders and config.promote:
         exprs = [r["expr"] for r in contenders]
         exprs += [exprs[i % len(exprs)] for i in range(config.promote - len(exprs))]
@@ -271,15 +270,16 @@ def generation(state: dict, config: SearchConfig, evaluate: Evaluator, seed: int
         for r, f in zip(contenders, long, strict=False):
             r["fitness_long"] = float(f)
     for r in rows:
-        r["score"] = _score(r)
+        r["score"] = _score(r, metric)
     if es is not None:
         import jax
         import jax.numpy as jnp
 
         from jaxlib_kernels.es import meta
 
-        trained = iter(r["fitness"] for r in rows[len(proposals):])
-        worst = min((r["fitness"] for r in rows), default=0.0)
+        # evosax is told the fitness in the metric's direction (higher is better)
+        trained = iter(metric.improvement(r["fitness"], 0.0) for r in rows[len(proposals):])
+        worst = min((metric.improvement(r["fitness"], 0.0) for r in rows), default=0.0)
         tuned_fitness = jnp.asarray([next(trained) if ok else worst for ok in passes], jnp.float32)
         es_state, _ = meta._tell(es["strategy"], jax.random.fold_in(es["key"], 2), es["population"], tuned_fitness,
                                  es["state"], es["params"])
@@ -312,11 +312,12 @@ def tuning_generations(state: dict) -> int:
 
 
 def tune_baselines(baselines: dict[str, object], config: SearchConfig, evaluate: Evaluator, generations: int,
-                   seed: int) -> dict[str, dict]:
+                   seed: int, language, metric: Metric) -> dict[str, dict]:
     """The baselines' own constants (PPO clip's epsilon, DPO's alpha and beta, ...) tuned with the budget the
     search spends on a candidate's: the same evosax strategy, ``config.tune`` members per step, ``generations``
     steps, the same rung-0 fitness, every baseline's members of a step trained together in one population call.
-    Returns, per baseline, the best formula seen (the untuned one included) and the record."""
+    Returns, per baseline, the best formula seen in the metric's direction (the untuned one included) and the
+    record."""
     import jax
     import jax.numpy as jnp
 
@@ -324,7 +325,7 @@ def tune_baselines(baselines: dict[str, object], config: SearchConfig, evaluate:
 
     es, out = {}, {}
     for i, (name, expr) in enumerate(baselines.items()):
-        program, slots = _constant_slots(expr, config)
+        program, slots = _constant_slots(expr, config, language)
         start = np.asarray(program.consts)[slots]
         out[name] = {"start": symbolic.canonical(expr), "start_constants": start.astype(float).tolist(),
                      "expr": symbolic.canonical(expr), "constants": start.astype(float).tolist(),
@@ -360,10 +361,11 @@ def tune_baselines(baselines: dict[str, object], config: SearchConfig, evaluate:
         for name, e in es.items():
             rows = [(f, m) for f, m in zip(fitness, members, strict=True) if m[0] == name]
             e["state"], _ = meta._tell(e["strategy"], jax.random.fold_in(e["key"], 2 * g + 2), asked[name],
-                                       jnp.asarray([f for f, _ in rows], jnp.float32), e["state"], e["params"])
+                                       jnp.asarray([metric.improvement(f, 0.0) for f, _ in rows], jnp.float32),
+                                       e["state"], e["params"])
             out[name]["evaluated"] += len(rows)
-            f, (_, expr, consts) = max(rows, key=lambda row: row[0])
-            if f > out[name]["fitness"]:
+            f, (_, expr, consts) = rows[metric.best({i: row[0] for i, row in enumerate(rows)})]
+            if metric.improvement(f, out[name]["fitness"]) > 0:
                 out[name].update(expr=expr, constants=np.asarray(consts, float).tolist(), fitness=float(f))
     return out
 
@@ -381,16 +383,14 @@ def best(state: dict, k: int = 1, exclude=()) -> list[dict]:
     return rows[:k]
 
 
-def distillation_evaluator(target) -> Evaluator:
-    """Fitness for distilling a learned drift into a formula: minus the behavioural distance (PPO-clip units, on
-    the probe grid of ``lpo.search``) between each formula and ``target`` (the learned drift's values there); the
-    same at every rung. Numpy only: a distillation generation trains nothing."""
-    from jaxlib_kernels.templates.lpo import search
-
+def distillation_evaluator(target, language) -> Evaluator:
+    """Fitness for distilling a learned formula into a tree of ``language``: minus the behavioural distance (the
+    language's units, on its probe grid) between each formula and ``target`` (the learned formula's values there);
+    the same at every rung, ranked by :data:`CLOSENESS`. Numpy only: a distillation generation trains nothing."""
     target = np.asarray(target, np.float64)
 
     def evaluate(exprs: list, rung: int) -> np.ndarray:
-        return np.asarray([-search.distance(search.behaviour(e), target) for e in exprs])
+        return np.asarray([-language.distance(language.behaviour(e), target) for e in exprs])
 
     return evaluate
 
@@ -401,7 +401,7 @@ def training_evaluator(template, setting, budget: int, seeds: int, config: Searc
     ``seeds`` seeds; rung 1: twice both), every member in one population call (``template.discovery``'s
     ``train_programs``: PPO for ``lpo``, IPPO / MAPPO for ``marl``, preference training for ``dpo``).
     ``overrides`` replace fields of the
-    template's kernel configuration (a ``total_timesteps`` among them scales with the rung too);
+    template's kernel configuration (its ``discovery.budget_field`` among them scales with the rung too);
     ``train(kernel_config, programs, seeds) -> metric (members, seeds)`` replaces that call (the flow passes one
     that shards the population over Ray)."""
     if template.discovery is None:
@@ -411,9 +411,10 @@ def training_evaluator(template, setting, budget: int, seeds: int, config: Searc
     def evaluate(exprs: list, rung: int) -> np.ndarray:
         scale = 2 ** rung
         cfg = dataclasses.replace(template.kernel_config(setting, budget * scale), **(overrides or {}))
-        if overrides and "total_timesteps" in overrides:
-            cfg = dataclasses.replace(cfg, total_timesteps=overrides["total_timesteps"] * scale)
-        programs = interpreter.encode_population(exprs, config.length, config.language)
+        field = template.discovery.budget_field
+        if overrides and field in overrides:
+            cfg = dataclasses.replace(cfg, **{field: overrides[field] * scale})
+        programs = interpreter.encode_population(exprs, config.length, template.discovery.language.name)
         return np.asarray(train(cfg, programs, list(range(seed_offset, seed_offset + seeds * scale)))).mean(axis=1)
 
     return evaluate

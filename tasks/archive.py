@@ -13,6 +13,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+from jaxlib_kernels.templates.base import Metric
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
     run_id TEXT NOT NULL,
@@ -76,18 +78,24 @@ def record(path: Path, run_id: str, template: str, idea: dict, final_info: dict,
     return len(rows)
 
 
-def candidates(path: Path, template: str) -> list[dict]:
-    """Every archived candidate of a template, one dict per idea, with its mean over training settings."""
+def candidates(path: Path, template: str, metric: Metric | None = None) -> list[dict]:
+    """Every archived candidate of a template, one dict per idea, with its mean over training settings and its
+    advantage (best first). A row archived before the signed improvement was recorded is signed by ``metric``
+    (default: the registered template's)."""
     if not Path(path).exists():
         return []
+    if metric is None:
+        from jaxlib_kernels.templates import TEMPLATES, make
+
+        metric = make(template).metric if template in TEMPLATES else Metric.recorded()
     with connect(path) as con:
         con.row_factory = sqlite3.Row
         rows = con.execute(
             "SELECT run_id, idea, title, expression, source, AVG(CASE WHEN held_out = 0 THEN mean END) AS train_mean, "
-            "AVG(CASE WHEN held_out = 0 THEN COALESCE(improvement, mean - best_baseline_mean) END) AS advantage, "
+            "AVG(CASE WHEN held_out = 0 THEN COALESCE(improvement, ? * (mean - best_baseline_mean)) END) AS advantage, "
             "MAX(overall) AS overall, MAX(parent) AS parent, MIN(created) AS created "
             "FROM candidates WHERE template = ? GROUP BY run_id, idea ORDER BY advantage DESC",
-            (template,),
+            (metric.sign, template),
         ).fetchall()
     out = []
     for r in rows:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 
+from prefect import get_run_logger
+
 from jaxlib_kernels.templates import Template
+from tasks.runtime.caching import stage
 
 IDEA_FIELDS = ("Name", "Title", "Hypothesis", "Experiment", "Interestingness", "Feasibility", "Novelty")
 
@@ -37,15 +40,11 @@ def generate_ideas(template: Template, profile, archive_rows: list[dict], num_id
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.runtime.caching import stage
-
 
 @stage(name="generate_ideas", retries=1, template_parts=("*",))
 def generate_ideas_task(template_name: str, profile: dict, num_ideas: int, run_id: str,
                         archive_rows: list[dict]) -> list[dict]:
     """Prefect task over :func:`generate_ideas` (offline backend)."""
-    from prefect import get_run_logger
-
     from jaxlib_kernels.templates import Profile, make
 
     ideas = generate_ideas(make(template_name), Profile(**profile), archive_rows, num_ideas, run_id)

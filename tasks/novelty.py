@@ -15,9 +15,12 @@ import json
 import re
 
 import numpy as np
+from prefect import get_run_logger
 from rank_bm25 import BM25Okapi
 
+from jaxlib_kernels.search.known import probed
 from jaxlib_kernels.templates import Template
+from tasks.runtime.caching import stage
 
 
 def _tokens(text: str) -> list[str]:
@@ -43,13 +46,7 @@ def candidate_text(template: Template, idea: dict) -> str:
 
 def known_behaviours(template: Template, archive_rows: list[dict], accepted: list[dict]) -> dict[str, np.ndarray]:
     """Probes of every baseline, every archived candidate and every accepted idea of this run, by name."""
-    known = {f"baseline {name}": template.probe_text(b.source) for name, b in template.baselines.items()}
-    for row in archive_rows:
-        if row.get("source"):
-            try:
-                known[f"archived {row['idea']} (run {row['run_id']})"] = template.probe_text(row["source"])
-            except Exception:  # noqa: BLE001, S112 - an archived candidate that no longer loads is skipped
-                continue
+    known = probed(template, archive_rows, row_key=lambda r: f"archived {r['idea']} (run {r['run_id']})")
     for other in accepted:
         known[f"idea {other['Name']} of this run"] = template.probe_text(candidate_text(template, other))
     return known
@@ -90,14 +87,10 @@ def check_all(template: Template, ideas: list[dict], archive_rows: list[dict]) -
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.runtime.caching import stage
-
 
 @stage(name="check_novelty", retries=1, template_parts=("references.json",))
 def check_novelty_task(template_name: str, ideas: list[dict], archive_rows: list[dict]) -> list[dict]:
     """Prefect task over :func:`check_all`; returns one decision record per idea."""
-    from prefect import get_run_logger
-
     from jaxlib_kernels.templates import make
 
     results = check_all(make(template_name), ideas, archive_rows)

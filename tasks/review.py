@@ -20,6 +20,7 @@ from typing import Any
 
 import jinja2
 
+from jaxlib_kernels.templates.base import Metric
 from tasks.runtime import text as layers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +73,8 @@ def comparisons(final_info: dict) -> list[dict]:
         comp = info.get("comparison") or {}
         cand, best = comp.get("candidate"), comp.get("best_baseline")
         diff = float(comp["difference"]) if _finite(comp.get("difference")) else math.nan
-        sign = 1.0 if info.get("maximize", True) else -1.0
-        improvement = float(comp["improvement"]) if _finite(comp.get("improvement")) else sign * diff
+        metric = Metric.recorded(info.get("maximize"))
+        improvement = float(comp["improvement"]) if _finite(comp.get("improvement")) else metric.improvement(diff, 0.0)
         p = float(comp["p_value"]) if _finite(comp.get("p_value")) else math.nan
         sig = bool(comp.get("significant", False)) and _finite(p) and p < ALPHA
         better = bool(comp["better"]) if "better" in comp else improvement > 0

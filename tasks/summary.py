@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jaxlib_kernels.templates.base import Metric
 from tasks import archive
 
 
-def leaderboard_rows(ideas: list[dict]) -> list[dict]:
+def leaderboard_rows(ideas: list[dict], metric: Metric | None = None) -> list[dict]:
+    """One row per idea, best first by ``metric`` (default: the direction its results recorded)."""
     rows = []
     for idea in ideas:
         r = idea.get("result") or {}
@@ -26,7 +28,9 @@ def leaderboard_rows(ideas: list[dict]) -> list[dict]:
             "pdf": (idea.get("paper") or {}).get("pdf") or "",
         })
     # best first in the metric's direction (ideas without results last)
-    rows.sort(key=lambda r: (r["train_mean"] is None, -(r["train_mean"] or 0) * (1 if r["maximize"] else -1)))
+    metric = metric or Metric.recorded(next((r["maximize"] for r in rows if r["train_mean"] is not None), None))
+    measured = metric.rank({i: r["train_mean"] for i, r in enumerate(rows) if r["train_mean"] is not None})
+    rows = [rows[i] for i in measured] + [r for r in rows if r["train_mean"] is None]
     for r in rows:
         r.pop("maximize")
     return rows

@@ -72,6 +72,12 @@ class Metric:
     description: str
     maximize: bool = True
 
+    @classmethod
+    def recorded(cls, maximize: bool | None = None) -> Metric:
+        """The metric of a recorded result whose direction is all that was kept (a result's or ``final_info``'s
+        ``maximize``; maximised where none was recorded)."""
+        return cls("final", "the final value", maximize=True if maximize is None else bool(maximize))
+
     @property
     def sign(self) -> float:
         return 1.0 if self.maximize else -1.0
@@ -164,22 +170,24 @@ class Profile:
 @dataclasses.dataclass(frozen=True)
 class Discovery:
     """What the symbolic discovery engine (``scientist discover``, ``flows/discovery.py``) needs of a template whose
-    plug-in is an elementwise formula the interpreter runs (``jaxlib_kernels.interpreter``: a ``drift(ratio,
-    advantage, progress)`` in the drift language, a ``preference_loss`` in ``z = beta rho`` in the preference
-    language): how to train a population of programs, and where to search and to confirm.
+    plug-in is an elementwise formula the interpreter runs (``jaxlib_kernels.interpreter``): how to train a
+    population of programs, the formula language of its trees, and where to search and to confirm.
 
     ``train_programs(kernel_config, programs, seeds) -> (C, S)``: the metric of ``programs`` ((C, L) arrays) on every
     seed, trained in one compiled population call; ``kernel_config`` is :attr:`Template.kernel_config`'s for a
-    setting and budget, with any fields the user overrides replaced. The search's proposals, static gate and
-    behavioural novelty are the language's (``discovery.SEARCH_MODULES``: ``lpo.search`` for drifts,
-    ``dpo.search`` for preference losses), the same for every template of that language."""
+    setting and budget, with any fields the user overrides replaced. ``language``
+    (:class:`jaxlib_kernels.search.language.FormulaLanguage`: ``jaxlib_kernels.search.drift.LANGUAGE`` for a
+    ``drift(ratio, advantage, progress)``, ``jaxlib_kernels.search.preference.LANGUAGE`` for a ``preference_loss``
+    in ``z = beta rho``): the search's proposals, static gate and behavioural novelty, the same for every template
+    of that language."""
 
     train_programs: Callable[[Any, Any, list[int]], np.ndarray] = dataclasses.field(repr=False)
+    language: Any  # the formula language of the trees (a ``jaxlib_kernels.search.language.FormulaLanguage``)
     setting: str  # the default training setting of a search
     held_out: tuple[str, ...]  # the default held-out settings of the admission
+    baselines: tuple[str, ...]  # what a discovery must beat (their constants tuned first)
     budget: int = 16_384  # the default search budget (rung 0) of one member
-    baselines: tuple[str, ...] = ("ppo_clip", "dpo")  # what a discovery must beat (their constants tuned first)
-    language: str = "drift"  # the interpreter language of the trees (``jaxlib_kernels.interpreter.LANGUAGES``)
+    budget_field: str = "total_timesteps"  # the kernel configuration's budget (an override of it scales by rung)
 
 
 def _no_figures(**_: Any) -> list[dict]:

@@ -4,7 +4,7 @@ a result, with results persisted under the run folder.
 Prefect's ``TASK_SOURCE`` hashes the decorated function's own lines only, so a thin ``@task`` over a plain
 function elsewhere would return stale results after that function changed. :class:`CodeKey` hashes the source of
 the task's own module, the modules a stage names, the data files it reads (prompts), and, for a stage that takes
-``template_name``, the template's code package and the named parts of its text folder. Re-running a run id after a
+``template_name``, the template's code package (and its ``kernel_modules``) and the named parts of its text folder. Re-running a run id after a
 change therefore recomputes the stages that change affects: editing ``prompts/paper/`` re-writes the papers (and
 reviews them again) but computes no experiment; experiment units have their own keys (``tasks/experiments.py``).
 """
@@ -30,7 +30,8 @@ def _top_level(folder: Path) -> list[Path]:
 @dataclasses.dataclass
 class CodeKey(CachePolicy):
     """Cache key part: the source of the task's module and of ``modules``, the files under ``paths`` (relative to
-    the repository), and for a task with a ``template_name`` input the template's code and ``template_parts`` of
+    the repository), and for a task with a ``template_name`` input the template's code (its package and its
+``kernel_modules``) and ``template_parts`` of
     its text folder (``"*"``: the files directly in it, e.g. seed ideas and idea text; ``"paper"``: a sub-folder)."""
 
     modules: tuple[str, ...] = ()
@@ -54,6 +55,7 @@ def code_key(modules: tuple[str, ...], paths: tuple[str, ...] = (), template_par
 
         template = make(str(template_name))
         h.update(files_hash([template.code_dir], (".py",)).encode())
+        h.update(source_hash(template.kernel_modules, code_only=True).encode())  # its kernel outside its folder
         for part in template_parts:
             folder = template.text_dir
             h.update(files_hash(_top_level(folder) if part == "*" else [folder / part]).encode())

@@ -99,6 +99,18 @@ def test_the_offline_search_proposes_valid_distinct_novel_ideas(name):
         assert decision["decision"] == "novel", decision["reason"]
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if make(n).discovery is not None])
+def test_a_discovery_template_searches_in_the_formula_language_it_names(name):
+    """The template's offline search, code stage, probe units and baselines' trees are those of the formula
+    language its ``Template.discovery`` names (one language object serves ideation and the discovery engine)."""
+    template = make(name)
+    language = template.discovery.language
+    assert template.propose == language.propose and template.render == language.render
+    assert template.probe_scale == language.scale and template.novelty_threshold == language.novelty_threshold
+    trees = {b: template.baselines[b].expression for b in template.discovery.baselines}
+    assert trees and all(language.valid(t) and language.plausibility(t)[0] > 0 for t in trees.values())
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("maximize", [True, False])
 def test_the_metric_direction_is_honoured_by_aggregation_review_and_summary(name, maximize):

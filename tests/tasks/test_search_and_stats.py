@@ -186,3 +186,17 @@ def test_offline_ideation_ranks_its_shortlist_by_real_fitness(template):
         other = ideation.generate_ideas(template, prof, [], 1, "run-screen-2")[0]
     assert counter.compiles == 0, f"screening compiled {counter.compiles}x"
     assert other["screening"]["shortlist"] != rec["shortlist"]
+
+
+def test_the_admission_tests_in_the_metric_direction():
+    """Admission's Welch tests are one-sided in the metric's direction: a lower candidate beats a higher baseline
+    under a minimised metric and not under a maximised one."""
+    from tasks.discovery import admission_stats
+
+    rng = np.random.default_rng(0)
+    scores = {"s": 1.0 + 0.01 * rng.standard_normal(8)}
+    baselines = {"s": {"b": 2.0 + 0.01 * rng.standard_normal(8)}}
+    low = admission_stats(scores, baselines, 0.05, Metric("loss", "a loss", maximize=False))
+    high = admission_stats(scores, baselines, 0.05, Metric("return", "a return", maximize=True))
+    assert low["tests"][0]["significant"] and low["tests"][0]["p_holm"] < 1e-6
+    assert not high["tests"][0]["significant"] and high["tests"][0]["p_holm"] > 0.99

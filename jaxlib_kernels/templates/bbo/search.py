@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import jinja2
 import numpy as np
 
+from jaxlib_kernels.search.known import nearest as closest
+from jaxlib_kernels.search.known import probed
 from jaxlib_kernels.templates.bbo import kernel, rules
 
 NOVELTY_THRESHOLD = 0.05
@@ -102,13 +104,7 @@ def search(template, profile, archive_rows, num_ideas: int, seed: int) -> list[d
     rng = np.random.default_rng(seed)
     pool = parents(template, archive_rows)
     size = max(4, profile.search_population // 4)
-    known = {f"baseline {n}": template.probe_text(b.source) for n, b in template.baselines.items()}
-    for row in archive_rows:
-        if row.get("source"):
-            try:
-                known[f"archived {row['idea']}"] = template.probe_text(row["source"])
-            except Exception:  # noqa: BLE001, S112 - an archived candidate that no longer loads is skipped
-                continue
+    known = probed(template, archive_rows, row_key=lambda r: f"archived {r['idea']}")
     scores: dict[str, float] = {}
     entries: dict[str, dict] = {}
     current = [{"parent": n, "params": p, "notes": notes} for n, p, notes in pool]
@@ -131,7 +127,7 @@ def search(template, profile, archive_rows, num_ideas: int, seed: int) -> list[d
     chosen: list[dict] = []
     for c in sorted(entries.values(), key=lambda c: scores[_key(c["params"])]):
         b = template.probe_text(rules.render(c["params"]))
-        nearest, d = min(((k, template.distance(b, v)) for k, v in known.items()), key=lambda kv: kv[1])
+        nearest, d = closest(b, known, template.distance)
         if d < template.novelty_threshold or not c["notes"]:
             continue
         if any(template.distance(b, o["probe"]) < DIVERSITY for o in chosen):

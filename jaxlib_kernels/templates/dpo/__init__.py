@@ -14,7 +14,8 @@ as it falls behind on the paper's reward/KL frontier; the frontier itself (rewar
 is a figure of every paper. Budget: policy gradient steps (minibatches of 32 pairs).
 
 Code: ``losses`` (baselines, variables), ``kernel`` (model, SFT cache, training), ``candidate`` (gate, probe),
-``search`` (offline symbolic search in z), ``figures``. Text: ``prompts/templates/dpo/``.
+``search`` (offline symbolic search in z: the preference language's, ``jaxlib_kernels.search.preference``),
+``figures``. Text: ``prompts/templates/dpo/``.
 
 Model sizes: the training setting's LM has 9,288 parameters (one layer, width 32), the held-out ``wide`` one
 38,888 (two layers, width 48). Measured on the 2 shared CPU cores of the development machine (load average 10-20,
@@ -28,6 +29,7 @@ its gradient pushes the margin down. KL-penalised reward: DPO 0.357 +/- 0.046, L
 
 from __future__ import annotations
 
+from jaxlib_kernels.search import preference
 from jaxlib_kernels.templates.base import (
     Arg,
     Baseline,
@@ -89,14 +91,6 @@ BASELINES = {
     for name, source in losses.SOURCES.items()
 }
 BASELINE_LABELS = losses.LABELS
-SEARCH_SPACE = {
-    "variables": list(losses.VARIABLES),
-    "unary": ["logsig", "sig", "expneg", "relu", "sq", "tanh", "neg"],
-    "binary": ["add", "sub", "mul", "max", "min"],
-    "special": ["ifpos"],
-    "constants": [0.05, 0.1, 0.25, 0.5, 1.0, 2.0],
-}
-
 
 def baseline_source(name: str) -> str:
     return BASELINES[name].source
@@ -120,8 +114,8 @@ TEMPLATE = Template(
     evaluate=evaluate,
     check=check,
     probe=probe,
-    propose=search.propose,
-    render=search.render,
+    propose=preference.LANGUAGE.propose,
+    render=preference.LANGUAGE.render,
     kernel_config=kernel_config,
     kernel_modules=("jaxlib_kernels.templates.dpo.kernel", "jaxlib_kernels.templates.dpo.unit"),
     schema=ResultSchema("policy gradient steps", "KL-penalised reward", "KL-penalised reward",
@@ -131,12 +125,12 @@ TEMPLATE = Template(
     novelty_threshold=NOVELTY_THRESHOLD,
     figures=figures.dpo_figures,
     formula_lhs=r"\ell(\rho, \beta)",
-    search_space=SEARCH_SPACE,
+    search_space=preference.LANGUAGE.search_space,
     # scientist discover: the unigram task at 32 policy steps (DPO at 0.83 of the ceiling or less on every setting,
     # benchmarks/results/dpo_settings.md), confirmed on the held-out beta range, reward and model size, against DPO
     # and DiscoPOP's LRML (its temperature tuned like any constant)
     discovery=Discovery(kernel.train_programs, setting="unigram", held_out=("unigram_betas", "bigram", "wide"),
-                        budget=32, baselines=("dpo", "lrml"), language="preference"),
+                        budget=32, baselines=("dpo", "lrml"), language=preference.LANGUAGE, budget_field="steps"),
 )
 
 __all__ = [

@@ -14,17 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PROBE_RHO = np.linspace(-40.0, 40.0, 33)
-PROBE_BETAS = (0.05, 0.1)
-NOVELTY_THRESHOLD = 0.1
-
-
-def _dpo_grad_over_beta(z: np.ndarray) -> np.ndarray:
-    return -1.0 / (1.0 + np.exp(z))  # d/dz of -log sigmoid(z)
-
-
-PROBE_SCALE = float(np.sqrt(np.mean(np.concatenate(
-    [np.square(_dpo_grad_over_beta(b * PROBE_RHO)) for b in PROBE_BETAS]))))
+# the probe grid and units are the preference language's
+from jaxlib_kernels.search.preference import NOVELTY_THRESHOLD, PROBE_BETAS, PROBE_RHO, PROBE_SCALE  # noqa: F401
 
 
 def probe(loss: Callable) -> np.ndarray:

@@ -23,10 +23,11 @@ The sources below are the implementation (the experiments load them as any candi
 
 from __future__ import annotations
 
+# the dpo template's variables for symbolic expressions: name -> (jnp source inside preference_loss, LaTeX), and
+# the plug-in's arguments: the preference language's
+from jaxlib_kernels.search.preference import ARGS, VARIABLES  # noqa: F401 - re-exported
+
 TAU = 0.05
-# the dpo template's variables for symbolic expressions: name -> (jnp source inside preference_loss, LaTeX)
-VARIABLES = {"z": ("(beta * rho)", "z")}
-ARGS = ("rho", "beta")
 
 _HEAD = "import jax\nimport jax.numpy as jnp\n\n\n"
 

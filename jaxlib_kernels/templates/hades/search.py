@@ -18,9 +18,9 @@ import json
 import math
 from dataclasses import dataclass, field
 
-import jinja2
 import numpy as np
 
+from jaxlib_kernels.search import known, offline
 from jaxlib_kernels.templates.base import candidate_json
 from jaxlib_kernels.templates.hades import candidate as cand
 
@@ -81,7 +81,9 @@ def _change(config: dict, key: str, value) -> tuple[dict, str, tuple[str, bool]]
     return config, text, (key, value > old)
 
 
-def _mutate(c: Candidate, rng: np.random.Generator) -> Candidate | None:
+def _mutate(c: Candidate, pool: list[Candidate], rng: np.random.Generator) -> Candidate | None:
+    """One change of one key by a factor, or HaDES-R <-> HaDES-F; None when it changes nothing or breaks the
+    candidate's ranges."""
     options = list(FACTORS) + ["method"]
     key = options[rng.integers(len(options))]
     if key == "method":
@@ -91,6 +93,8 @@ def _mutate(c: Candidate, rng: np.random.Generator) -> Candidate | None:
         if value == c.config[key]:
             return None
     config, text, kind = _change(c.config, key, value)
+    if cand.problems(config):
+        return None
     return Candidate(config, c.parent, c.mutations + [text], c.kinds + [kind], c.prior, c.origin)
 
 
@@ -147,21 +151,16 @@ def seed_pool(template, archive_rows: list[dict]) -> list[Candidate]:
 
 def known_configs(template, archive_rows: list[dict]) -> dict[str, dict]:
     """Everything already evaluated: the baselines and the archived candidates, by name."""
-    known = {name: cand.normalise(json.loads(b.source)) for name, b in template.baselines.items()}
-    for row, config in _archived(archive_rows):
-        known[f"{row['idea']} ({row.get('run_id', 'archive')})"] = config
-    return known
+    return known.known_behaviours(template.baselines, [row for row, _ in _archived(archive_rows)],
+                                  lambda b: cand.normalise(json.loads(b.source)),
+                                  lambda row: cand.normalise(json.loads(row["source"])))
 
 
-def _nearest(config: dict, known: dict[str, dict]) -> tuple[str, float]:
-    return min(((k, cand.distance(config, v)) for k, v in known.items()), key=lambda kv: kv[1])
-
-
-def _score(c: Candidate, known: dict[str, dict]) -> tuple[float, float, str]:
+def _score(c: Candidate, known_: dict[str, dict]) -> tuple[float, float, str]:
     """Proxy of an idea's promise: novelty (saturating at two doublings), the parent's measured advantage, fewer
     changes first; slow fitness evaluations, HaDES-F (which the fresh-initialisation evaluation handicaps) and
     datasets with fewer pairs than actions (which cannot teach a state-dependent choice) last."""
-    nearest, d = _nearest(c.config, known)
+    nearest, d = known.nearest(c.config, known_, cand.distance)
     score = min(d, 1.5) / 1.5 - 0.1 * len(c.mutations) + 0.5 * math.tanh(max(c.prior, 0.0) / 100.0)
     score -= 0.5 * (c.config["num_pairs"] < MIN_PAIRS)
     score -= 0.15 * max(0.0, math.log2(_cost(c.config)))
@@ -176,48 +175,19 @@ def search(template, archive_rows: list[dict], num_ideas: int, generations: int,
     Candidates are the seed ideas and every child; equal proxy scores are ordered by a jitter drawn from ``seed``.
     """
     rng = np.random.default_rng(seed)
-    known = known_configs(template, archive_rows)
+    known_ = known_configs(template, archive_rows)
     pool = seed_pool(template, archive_rows)
-    parents = list(pool)
-    seen = {candidate_json(c.config) for c in pool} | {candidate_json(v) for v in known.values()}
-    offspring: list[Candidate] = [c for c in pool if c.origin]
-    for _ in range(max(1, generations)):
-        children, attempts = [], 0
-        while len(children) < population and attempts < population * 10:
-            attempts += 1
-            parent = parents[rng.integers(len(parents))]
-            if len(parent.mutations) >= MAX_MUTATIONS:
-                continue
-            child = _mutate(parent, rng)
-            if child is None or cand.problems(child.config):
-                continue
-            text = candidate_json(child.config)
-            if text in seen:
-                continue
-            seen.add(text)
-            children.append(child)
-        offspring += children
-        ranked = sorted(children + parents, key=lambda c: _score(c, known)[0], reverse=True)
-        parents = ranked[: max(4, population // 4)]
+    offspring = offline.evolve(pool, _mutate, lambda c: _score(c, known_)[0], lambda c: candidate_json(c.config),
+                               max(1, generations), population, rng, max_mutations=MAX_MUTATIONS,
+                               seen={candidate_json(v) for v in known_.values()},
+                               offspring=[c for c in pool if c.origin])
     jitter = rng.random(len(offspring)) * 0.05
-    scored = [(c, s + j, d, nearest) for c, j in zip(offspring, jitter) for s, d, nearest in [_score(c, known)]]
-    scored = [s for s in scored if s[2] >= cand.NOVELTY_THRESHOLD]
-    scored.sort(key=lambda s: s[1], reverse=True)
-    chosen: list[tuple[Candidate, float, str, float]] = []
-    for c, score, d, nearest in scored:
-        if all(cand.distance(c.config, o.config) >= DIVERSITY for o, *_ in chosen):
-            chosen.append((c, d, nearest, score))
-        if len(chosen) == num_ideas:
-            break
-    return chosen
+    scored = [(c, s + j, d, nearest) for c, j in zip(offspring, jitter) for s, d, nearest in [_score(c, known_)]]
+    return offline.choose(scored, num_ideas, cand.NOVELTY_THRESHOLD, DIVERSITY,
+                          lambda a, b: cand.distance(a.config, b.config), positive=False)
 
 
 # ---- text ------------------------------------------------------------------------------------------------------
-
-
-def _env(template) -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(template.text_dir),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
 
 
 def idea_name(config: dict, used: set[str]) -> str:
@@ -226,32 +196,22 @@ def idea_name(config: dict, used: set[str]) -> str:
     for key, tag in TAGS.items():
         if key != "num_pairs" and config[key] != cand.DEFAULTS[key]:
             parts.append(f"{tag}{config[key]:g}".replace(".", "p").replace("-", "m"))
-    name = base = "_".join(parts)
-    i = 2
-    while name in used:
-        name, i = f"{base}_{i}", i + 1
-    used.add(name)
-    return name
+    return offline.unique_name("_".join(parts), used)
 
 
 def render_idea(template, profile, c: Candidate, d: float, nearest: str, score: float, used: set[str]) -> dict:
     """An idea in the AI Scientist's JSON shape; its text rendered from the configuration and its mutations."""
-    env = _env(template)
     method_label = cand.LABELS[c.config["method"]]
     words = [HEADLINES[k] for k in dict.fromkeys(c.kinds) if k in HEADLINES]
     parent_label = template.baseline_labels.get(c.parent, c.parent.replace("_", " "))
     headline = " ".join(dict.fromkeys(words))
-    settings = [template.setting(s) for s in profile.settings]
     rows = [{"key": k, "value": v, "description": cand.DESCRIPTIONS[k]} for k, v in c.config.items()]
     cost = _cost(c.config)
     ctx = {
         "headline": headline, "method_label": method_label, "parent_label": parent_label,
         "mutations": c.mutations, "changed": [k for k, _ in c.kinds], "config": c.config, "rows": rows,
-        "distance": d, "nearest": nearest, "profile": profile, "budget_unit": template.budget_unit,
-        "fixed_init": c.config["method"] == "hades_f", "cost": cost,
-        "settings_train": ", ".join(s.description for s in settings if not s.held_out),
-        "settings_held_out": ", ".join(s.description for s in settings if s.held_out) or "none",
-        "baselines": ", ".join(template.baseline_labels[b] for b in profile.baselines),
+        "distance": d, "nearest": nearest, "budget_unit": template.budget_unit,
+        "fixed_init": c.config["method"] == "hades_f", "cost": cost, **offline.profile_context(template, profile),
     }
     novelty = int(np.clip(1 + round(9 * min(1.0, d / 3.0)), 1, 10))
     feasibility = int(np.clip(9 - round(max(0.0, math.log2(cost))) - (c.config["es_std"] > 0.5), 1, 10))
@@ -259,9 +219,7 @@ def render_idea(template, profile, c: Candidate, d: float, nearest: str, score: 
                                         + 4 * math.tanh(max(c.prior, 0.0) / 100.0)), 1, 10))
     return {
         "Name": idea_name(c.config, used),
-        "Title": env.get_template("idea_title.j2").render(ctx).strip(),
-        "Hypothesis": env.get_template("idea_hypothesis.j2").render(ctx).strip(),
-        "Experiment": env.get_template("idea_experiment.j2").render(ctx).strip(),
+        **offline.idea_text(offline.text_env(template), ctx),
         "Interestingness": interestingness,
         "Feasibility": feasibility,
         "Novelty": novelty,

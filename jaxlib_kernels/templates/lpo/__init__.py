@@ -3,25 +3,15 @@
 Sources: Lu et al., 2022, "Discovered Policy Optimisation" (LPO, and its closed form DPO); Jackson et al., 2024,
 "Discovering Temporally-Aware Reinforcement Learning Algorithms" (TA-LPO: the drift sees training progress n/N);
 Kuba et al., 2022, "Mirror Learning". Code: ``kernel`` (PPO glue, gate checks, probe), ``search`` (the offline
-symbolic search), ``figures`` (the drift's shape), ``expressions`` (the baselines). Text: ``prompts/templates/lpo/``.
+symbolic search: the drift language's, ``jaxlib_kernels.search.drift``), ``figures`` (the drift's shape), ``expressions`` (the baselines). Text: ``prompts/templates/lpo/``.
 """
 
 from __future__ import annotations
 
-from jaxlib_kernels import symbolic
-from jaxlib_kernels.templates.base import (
-    Arg,
-    Baseline,
-    Discovery,
-    Metric,
-    PluginSpec,
-    Profile,
-    ResultSchema,
-    Setting,
-    Template,
-)
+from jaxlib_kernels.search import drift
+from jaxlib_kernels.templates.base import Discovery, Metric, Profile, ResultSchema, Setting, Template
 from jaxlib_kernels.templates.lpo import figures, kernel, search
-from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, LABELS, NO_DRIFT, PPO_CLIP
+from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, NO_DRIFT, PPO_CLIP
 from jaxlib_kernels.templates.lpo.kernel import check_plugin, evaluate, ppo_config, probe
 
 SETTINGS = {
@@ -72,18 +62,8 @@ PROFILES = {
     ),
 }
 
-BASELINES = {
-    name: Baseline(name, LABELS[name], symbolic.render_source(expr, "drift", doc=f"{LABELS[name]} drift."),
-                   expression=expr, latex=symbolic.to_latex(expr))
-    for name, expr in EXPRESSIONS.items()
-}
-BASELINE_LABELS = LABELS
-SEARCH_SPACE = {
-    "variables": ["r", "A", "logr", "omr", "p"],
-    "unary": ["relu", "abs", "sq", "tanh", "neg"],
-    "binary": ["add", "sub", "mul", "max", "min"],
-    "constants": [0.1, 0.2, 0.5, 1.0, 2.0],
-}
+BASELINES = drift.BASELINES
+BASELINE_LABELS = drift.LABELS
 
 
 def baseline_source(name: str) -> str:
@@ -93,37 +73,25 @@ def baseline_source(name: str) -> str:
 TEMPLATE = Template(
     name="lpo",
     title="Discovering drift functions for mirror learning",
-    plugin=PluginSpec(
-        "drift",
-        (Arg("ratio", "(...) float32", "probability ratio pi(a|s) / pi_old(a|s)"),
-         Arg("advantage", "ratio's shape, float32", "normalised advantage"),
-         Arg("progress", "() float32", "fraction of training done, n/N in [0, 1]")),
-        "array of ratio's shape, >= 0",
-    ),
+    **drift.contract(),  # the plug-in, baselines, offline search, probe units and search space of a drift
     metric=Metric("final_return", "mean episodic return over the last 10% of training", maximize=True),
-    baselines=BASELINES,
     settings=SETTINGS,
     profiles=PROFILES,
     evaluate=evaluate,
     check=check_plugin,
     probe=probe,
-    propose=search.propose,
-    render=search.render,
     kernel_config=ppo_config,
     kernel_modules=("jaxlib_kernels.ppo", "jaxlib_kernels.envs", "jaxlib_kernels.devices", "jaxlib_kernels.interpreter",
                     "jaxlib_kernels.symbolic", "jaxlib_kernels.plugin",
                     "jaxlib_kernels.templates.lpo.kernel"),
     schema=ResultSchema("environment steps", "episodic return", "final return"),
     budget_unit="environment steps",
-    probe_scale=search.SCALE,
-    novelty_threshold=search.NOVELTY_THRESHOLD,
     figures=figures.drift_shape,
-    formula_lhs=r"D(r, A, \tfrac{n}{N})",
-    search_space=SEARCH_SPACE,
     # scientist discover: Empty-5x5 at 16,384 steps leaves PPO clip at about 0.66 of the optimum's 0.955 (headroom)
-    discovery=Discovery(kernel.train_programs, setting="empty5", held_out=("empty_random5", "empty6", "empty5_short"),
-                        budget=16_384),
+    discovery=Discovery(kernel.train_programs, drift.LANGUAGE, setting="empty5",
+                        held_out=("empty_random5", "empty6", "empty5_short"),
+                        budget=16_384, baselines=("ppo_clip", "dpo")),
 )
 
-__all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS", "TEMPLATE",
-           "baseline_source", "check_plugin", "evaluate", "kernel", "ppo_config", "probe", "search"]
+__all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "EXPRESSIONS", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS",
+           "TEMPLATE", "baseline_source", "check_plugin", "evaluate", "kernel", "ppo_config", "probe", "search"]

@@ -9,7 +9,8 @@ two cooks, the sparse return of 20 a soup; trained on it plus the shaped reward 
 of training, as JaxMARL's ``ippo_ff_overcooked``, because with the sparse reward alone PPO clip barely leaves a
 random policy's return at these budgets; the flattened 4x5x26 image goes into the shared MLP). Metric: the mean per-agent episodic
 return over the last tenth of training, maximised. Baselines: PPO clip, no drift, the KL drift and LPO's DPO form
-(the ``lpo`` expressions); the offline search, gate checks, probe and drift-shape figure are ``lpo``'s.
+(the drift language's, ``jaxlib_kernels.search.drift``, as its plug-in and offline search); the gate checks,
+probe and drift-shape figure are ``lpo``'s.
 
 Code: ``ippo`` (the IPPO / MAPPO kernel), ``kernel`` (the unit glue), ``transfer`` (the transfer study).
 Text: ``prompts/templates/marl/``.
@@ -35,20 +36,9 @@ spread_mappo -22.0 +- 1.7 (random -27.7), overcooked 160 +- 28 (random 0.9, 8 so
 
 from __future__ import annotations
 
-from jaxlib_kernels import symbolic
-from jaxlib_kernels.templates.base import (
-    Arg,
-    Baseline,
-    Discovery,
-    Metric,
-    PluginSpec,
-    Profile,
-    ResultSchema,
-    Setting,
-    Template,
-)
-from jaxlib_kernels.templates.lpo import figures, search
-from jaxlib_kernels.templates.lpo.expressions import EXPRESSIONS, LABELS
+from jaxlib_kernels.search import drift
+from jaxlib_kernels.templates.base import Discovery, Metric, Profile, ResultSchema, Setting, Template
+from jaxlib_kernels.templates.lpo import figures
 from jaxlib_kernels.templates.marl import ippo, kernel
 from jaxlib_kernels.templates.marl.kernel import check_plugin, evaluate, marl_config, probe
 
@@ -91,53 +81,32 @@ PROFILES = {
     ),
 }
 
-BASELINES = {
-    name: Baseline(name, LABELS[name], symbolic.render_source(expr, "drift", doc=f"{LABELS[name]} drift."),
-                   expression=expr, latex=symbolic.to_latex(expr))
-    for name, expr in EXPRESSIONS.items()
-}
-BASELINE_LABELS = LABELS
-SEARCH_SPACE = {
-    "variables": ["r", "A", "logr", "omr", "p"],
-    "unary": ["relu", "abs", "sq", "tanh", "neg"],
-    "binary": ["add", "sub", "mul", "max", "min"],
-    "constants": [0.1, 0.2, 0.5, 1.0, 2.0],
-}
+BASELINES = drift.BASELINES
+BASELINE_LABELS = drift.LABELS
 
 TEMPLATE = Template(
     name="marl",
     title="Do discovered drift functions transfer to many agents? Mirror learning for multi-agent PPO",
-    plugin=PluginSpec(
-        "drift",
-        (Arg("ratio", "(...) float32", "probability ratio pi(a|s) / pi_old(a|s) of one agent's action"),
-         Arg("advantage", "ratio's shape, float32", "normalised advantage of that agent"),
-         Arg("progress", "() float32", "fraction of training done, n/N in [0, 1]")),
-        "array of ratio's shape, >= 0",
-    ),
+    **drift.contract(ratio="probability ratio pi(a|s) / pi_old(a|s) of one agent's action",
+                     advantage="normalised advantage of that agent"),
     metric=Metric("final_return", "mean per-agent episodic return over the last 10% of training", maximize=True),
-    baselines=BASELINES,
     settings=SETTINGS,
     profiles=PROFILES,
     evaluate=evaluate,
     check=check_plugin,
     probe=probe,
-    propose=search.propose,
-    render=search.render,
     kernel_config=marl_config,
     kernel_modules=("jaxlib_kernels.templates.marl.ippo", "jaxlib_kernels.templates.marl.kernel",
                     "jaxlib_kernels.ppo", "jaxlib_kernels.devices", "jaxlib_kernels.interpreter"),
     schema=ResultSchema("environment steps", "episodic return per agent", "final return",
                         extras=("win_rate",)),
     budget_unit="environment steps",
-    probe_scale=search.SCALE,
-    novelty_threshold=search.NOVELTY_THRESHOLD,
     figures=figures.drift_shape,
-    formula_lhs=r"D(r, A, \tfrac{n}{N})",
-    search_space=SEARCH_SPACE,
     # scientist discover: MPE simple_spread at 16,384 steps (PPO clip -25.8 against a random policy's -27.7: far
     # from a ceiling); confirmed on another MPE task, another team size and the centralised critic
-    discovery=Discovery(kernel.train_programs, setting="spread", held_out=("reference", "spread4", "spread_mappo"),
-                        budget=16_384),
+    discovery=Discovery(kernel.train_programs, drift.LANGUAGE, setting="spread",
+                        held_out=("reference", "spread4", "spread_mappo"),
+                        budget=16_384, baselines=("ppo_clip", "dpo")),
 )
 
 __all__ = ["BASELINES", "BASELINE_LABELS", "PROFILES", "SETTINGS", "TEMPLATE", "check_plugin", "evaluate", "ippo",
