@@ -19,9 +19,8 @@ from collections.abc import Callable
 from prefect import get_run_logger, unmapped
 
 from jaxlib_kernels.templates import make
-from tasks import codegen, ideation, llm_stages, novelty
+from tasks import codegen, ideation, llm_stages, novelty, plotting, review, writeup
 from tasks.idea import IdeaStatus, set_status
-from tasks.reporting import make_plots_task, review_paper_task, write_paper_task
 from tasks.runtime import llm
 
 
@@ -73,14 +72,14 @@ class OfflineBackend:
                             ideas, "implementation"))
 
     def plots(self, template_name: str, ideas: list[dict], dirs: list[str]) -> list:
-        return results(wait(self._task(make_plots_task).map(unmapped(template_name), ideas, dirs), ideas, "plotting"))
+        return results(wait(self._task(plotting.make_plots_task).map(unmapped(template_name), ideas, dirs), ideas, "plotting"))
 
     def write(self, template_name: str, ideas: list[dict], figures: list, context: dict, dirs: list[str]) -> list:
-        return results(wait(self._task(write_paper_task).map(unmapped(template_name), ideas, figures,
+        return results(wait(self._task(writeup.write_paper_task).map(unmapped(template_name), ideas, figures,
                                                              unmapped(context), dirs), ideas, "writeup"))
 
     def review(self, template_name: str, ideas: list[dict], dirs: list[str]) -> list:
-        return results(wait(self._task(review_paper_task).map(unmapped(template_name), ideas, dirs), ideas, "review"))
+        return results(wait(self._task(review.review_paper_task).map(unmapped(template_name), ideas, dirs), ideas, "review"))
 
 
 @dataclasses.dataclass

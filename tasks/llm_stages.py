@@ -537,13 +537,11 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
                      model: str) -> dict:
     from prefect import get_run_logger
 
-    from jaxlib_kernels.templates import make
-    from tasks.reporting import labels_of, paper_baselines
+    from tasks.writeup import paper_context
 
-    template = make(template_name)
     final_info = read_json(Path(idea_dir) / "final_info.json")
-    ctx = {**context, "labels": labels_of(template_name, idea), "baselines": paper_baselines(template, context)}
-    paper = write_paper(_client(model), template_name, idea, final_info, figures, ctx, Path(idea_dir) / "paper")
+    paper = write_paper(_client(model), template_name, idea, final_info, figures,
+                        paper_context(template_name, idea, context), Path(idea_dir) / "paper")
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages, text: %s)", idea["Name"], paper.get("pdf") or "FAILED",
                           paper.get("pages"), paper.get("text_source"))

@@ -18,7 +18,10 @@ import pandas as pd
 from scipy import stats
 
 from jaxlib_kernels.figures import legend, plt, save
+from jaxlib_kernels.templates import make
 from jaxlib_kernels.templates.base import Metric, ResultSchema
+from tasks.runtime.caching import stage
+from tasks.runtime.runfolder import read_json
 
 DEFAULT_SCHEMA = ResultSchema()
 CANDIDATE_COLOR = "#d62728"
@@ -294,3 +297,23 @@ def plot_lineage(rows: list[dict], baselines: list[str], labels: dict[str, str],
     ax.set_title(f"Lineage of the archive after {run_id} (filled: this run)", fontsize=9)
     png, pdf = save(fig, out_dir, "lineage")
     return {"png": png, "pdf": pdf, "nodes": len(tree["nodes"]), "edges": len(tree["edges"])}
+
+
+def labels_of(template_name: str, idea: dict) -> dict[str, str]:
+    """Legend and table labels of a run's methods: the template's baselines and the idea, marked "(ours)"."""
+    template = make(template_name)
+    return {**template.baseline_labels, idea["Name"]: f"{idea['Name'].replace('_', ' ')} (ours)"}
+
+
+# ---- Prefect task -------------------------------------------------------------------------------------------
+
+@stage(name="make_plots")
+def make_plots_task(template_name: str, idea: dict, idea_dir: str) -> list[dict]:
+    """Curves and final values from the idea's results.parquet, then the template's own figures."""
+    template = make(template_name)
+    results = pd.read_parquet(Path(idea_dir) / "results.parquet")
+    final_info = read_json(Path(idea_dir) / "final_info.json")
+    sources = {b: baseline.source for b, baseline in template.baselines.items()}
+    sources[idea["Name"]] = idea["source"]
+    return make_plots(idea, results, final_info, sources, Path(idea_dir) / "figures", labels_of(template_name, idea),
+                      template)

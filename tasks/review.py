@@ -19,9 +19,13 @@ from statistics import median
 from typing import Any
 
 import jinja2
+from prefect import get_run_logger
 
 from jaxlib_kernels.templates.base import Metric
+from tasks.runtime import artifacts
 from tasks.runtime import text as layers
+from tasks.runtime.caching import stage
+from tasks.runtime.runfolder import read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 REVIEW_PROMPTS = ROOT / "prompts" / "review"
@@ -309,3 +313,21 @@ def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str =
         "reviewer": "evidence",
     }
     return review
+
+
+# ---- Prefect task -------------------------------------------------------------------------------------------
+
+@stage(name="review_paper", modules=("tasks.writeup", "tasks.runtime.text"),
+       paths=("prompts/review", "prompts/paper"), template_parts=("review", "paper", "*"))
+def review_paper_task(template_name: str, idea: dict, idea_dir: str) -> dict:
+    """The evidence reviewer's NeurIPS form, written to review.json."""
+    final_info = read_json(Path(idea_dir) / "final_info.json")
+    result = review_paper(idea, final_info, idea["paper"], template_name)
+    write_json(Path(idea_dir) / "review.json", result)
+    get_run_logger().info("%s: review %s (overall %s)", idea["Name"], result["Decision"], result["Overall"])
+    artifacts.markdown(
+        key=f"review-{idea['Name'].replace('_', '-')}"[:60].lower(),
+        markdown=f"# Review of {idea['Title']}\n\n**{result['Decision']}** (overall {result['Overall']})\n\n"
+        f"{result['Summary']}\n\nPDF: `{idea['paper'].get('pdf')}`",
+    )
+    return result

@@ -24,11 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from prefect import get_run_logger
 from pylatex import Command, Document, Figure, NoEscape, Package, Section, Table, Tabular
 from pylatex.base_classes import Environment
 
+from jaxlib_kernels.templates import make
+from tasks.plotting import labels_of
 from tasks.review import _finite
 from tasks.runtime import text as layers
+from tasks.runtime.caching import stage
+from tasks.runtime.runfolder import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 LATEXMK = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]
@@ -801,3 +806,32 @@ def write_paper(
     checks.pop("text")
     result.update(checks, pdf=str(out_dir / "paper.pdf"))
     return result
+
+
+def paper_baselines(template, context: dict) -> dict:
+    """The baselines a paper describes (name -> ``Baseline``): the profile's, else every baseline of the template."""
+    profile = context.get("profile") or {}
+    names = profile.get("baselines") if isinstance(profile, dict) else getattr(profile, "baselines", None)
+    chosen = [n for n in (names or []) if n in template.baselines]
+    return {n: template.baselines[n] for n in chosen} if chosen else dict(template.baselines)
+
+
+def paper_context(template_name: str, idea: dict, context: dict) -> dict:
+    """The flow's context with what every writer of this idea's paper needs: its labels and its baselines."""
+    return {**context, "labels": labels_of(template_name, idea),
+            "baselines": paper_baselines(make(template_name), context)}
+
+
+# ---- Prefect task -------------------------------------------------------------------------------------------
+
+# the text stages' cache keys cover their code and text (generic and the template's layer; "*": references.bib)
+@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.runtime.text"), paths=("prompts/paper",),
+       template_parts=("paper", "*"))
+def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
+    """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
+    final_info = read_json(Path(idea_dir) / "final_info.json")
+    paper = write_paper(template_name, idea, final_info, figures, paper_context(template_name, idea, context),
+                        Path(idea_dir) / "paper")
+    paper = {k: v for k, v in paper.items() if k != "text"}
+    get_run_logger().info("%s: paper %s (%s pages)", idea["Name"], paper.get("pdf") or "FAILED", paper.get("pages"))
+    return paper
