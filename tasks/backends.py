@@ -1,7 +1,10 @@
 """The backend of a run (ARCHITECTURE.md, "Backends"): one object, chosen once, that runs the stages' tasks.
 
 :class:`OfflineBackend` runs the offline stage of each step (the template's search, behavioural novelty, rendered
-code, templated writeup, the evidence reviewer). :class:`LLMBackend` runs the LLM stage (``tasks/llm_stages.py``)
+code, templated writeup, the evidence reviewer): method ``ideas`` -> ``tasks/ideation.py``, ``novelty`` ->
+``tasks/novelty.py``, ``implement`` -> ``tasks/codegen.py``, ``plots`` -> ``tasks/plotting.py``, ``write`` ->
+``tasks/writeup.py``, ``review`` -> ``tasks/review.py`` (each module's ``@stage`` at its bottom).
+:class:`LLMBackend` runs the LLM stage of the same name in ``tasks/llm/`` (plots have none)
 and, with ``fallback`` on (the default), runs the offline stage for an idea whose LLM stage failed, recording the
 stage and the reason on the idea (``idea["fallbacks"]``) and in ``run.json``: a flaky model still ends in a paper.
 With ``fallback`` off a failed LLM stage fails its idea (and a failed ideation the run), as before.
@@ -19,9 +22,14 @@ from collections.abc import Callable
 from prefect import get_run_logger, unmapped
 
 from jaxlib_kernels.templates import make
-from tasks import codegen, ideation, llm_stages, novelty, plotting, review, writeup
+from tasks import codegen, ideation, novelty, plotting, review, writeup
 from tasks.idea import IdeaStatus, set_status
-from tasks.runtime import llm
+from tasks.llm import codegen as llm_codegen
+from tasks.llm import ideation as llm_ideation
+from tasks.llm import novelty as llm_novelty
+from tasks.llm import review as llm_review
+from tasks.llm import writeup as llm_writeup
+from tasks.runtime.llm import BudgetExceeded, redact
 
 
 def wait(futures, ideas: list[dict], stage: str, record: bool = True) -> list[tuple[object, str | None]]:
@@ -35,10 +43,10 @@ def wait(futures, ideas: list[dict], stage: str, record: bool = True) -> list[tu
         msg = fut.state.message or "failed"
         try:
             fut.result()
-        except llm.BudgetExceeded:
+        except BudgetExceeded:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of a stage is recorded on its idea
-            msg = f"{type(exc).__name__}: {llm.redact(exc)}"
+            msg = f"{type(exc).__name__}: {redact(exc)}"
         if record:
             set_status(idea, IdeaStatus.FAILED, msg, qualifier=f"at {stage}")
             get_run_logger().error("%s failed at %s: %s", idea["Name"], stage, msg)
@@ -114,14 +122,14 @@ class LLMBackend(OfflineBackend):
 
     def ideas(self, template_name: str, profile: dict, num_ideas: int, run_id: str, archive_rows: list[dict]) -> list:
         try:
-            return self._task(llm_stages.generate_ideas_task)(template_name, profile, num_ideas, run_id, archive_rows,
-                                                               self.model)
-        except llm.BudgetExceeded:
+            return self._task(llm_ideation.generate_ideas_task)(template_name, profile, num_ideas, run_id,
+                                                                archive_rows, self.model)
+        except BudgetExceeded:
             raise
         except Exception as exc:
             if not self.fallback:
                 raise
-            reason = f"{type(exc).__name__}: {llm.redact(exc)}"
+            reason = f"{type(exc).__name__}: {redact(exc)}"
             get_run_logger().warning("the model failed at ideation (%s); using the offline search", reason)
             self.fallbacks.append({"idea": None, "stage": "ideation", "reason": reason})
             ideas = super().ideas(template_name, profile, num_ideas, run_id, archive_rows)
@@ -130,15 +138,15 @@ class LLMBackend(OfflineBackend):
             return ideas
 
     def novelty(self, template_name: str, ideas: list[dict], archive_rows: list[dict]) -> list:
-        futures = self._task(llm_stages.check_novelty_task).map(unmapped(template_name), ideas, unmapped(archive_rows),
-                                                                 unmapped(self.model))
+        futures = self._task(llm_novelty.check_novelty_task).map(unmapped(template_name), ideas,
+                                                                  unmapped(archive_rows), unmapped(self.model))
         pairs = wait(futures, ideas, "novelty", record=False)
         # the offline rule of a fallen-back idea still sees the run's other ideas (in order)
         return self._fall_back("novelty", ideas, pairs,
                                lambda sub, _: novelty.check_all(make(template_name), sub, archive_rows))
 
     def implement(self, template_name: str, ideas: list[dict], dirs: list[str], archive_rows: list[dict]) -> list:
-        futures = self._task(llm_stages.implement_candidate_task).map(
+        futures = self._task(llm_codegen.implement_candidate_task).map(
             unmapped(template_name), ideas, dirs, unmapped(archive_rows), unmapped(self.model))
         pairs = wait(futures, ideas, "implementation", record=False)
         template = make(template_name)
@@ -168,14 +176,14 @@ class LLMBackend(OfflineBackend):
                 accepted.append(candidate)
 
     def write(self, template_name: str, ideas: list[dict], figures: list, context: dict, dirs: list[str]) -> list:
-        futures = self._task(llm_stages.write_paper_task).map(unmapped(template_name), ideas, figures,
-                                                               unmapped(context), dirs, unmapped(self.model))
+        futures = self._task(llm_writeup.write_paper_task).map(unmapped(template_name), ideas, figures,
+                                                                unmapped(context), dirs, unmapped(self.model))
         pairs = wait(futures, ideas, "writeup", record=False)
         return self._fall_back("writeup", ideas, pairs, lambda sub, idx: OfflineBackend.write(
             self, template_name, sub, [figures[i] for i in idx], context, [dirs[i] for i in idx]))
 
     def review(self, template_name: str, ideas: list[dict], dirs: list[str]) -> list:
-        futures = self._task(llm_stages.review_paper_task).map(unmapped(template_name), ideas, dirs,
+        futures = self._task(llm_review.review_paper_task).map(unmapped(template_name), ideas, dirs,
                                                                 unmapped(self.model))
         pairs = wait(futures, ideas, "review", record=False)
         return self._fall_back("review", ideas, pairs, lambda sub, idx: OfflineBackend.review(

@@ -66,12 +66,11 @@ def llm_proposals(template_name: str, model: str, generation: int, archive_rows:
     """The model's formulas for one generation. With ``fallback`` a model that keeps failing gives no proposal,
     and the reason, instead of failing the search."""
     from jaxlib_kernels.templates import make
-    from tasks import llm_stages
+    from tasks.llm.discovery import propose_formulas
     from tasks.runtime import llm
 
     try:
-        out = llm_stages.propose_formulas(llm.active(model), make(template_name), archive_rows, n, generation,
-                                          max_size)
+        out = propose_formulas(llm.active(model), make(template_name), archive_rows, n, generation, max_size)
     except llm.BudgetExceeded:
         raise
     except llm.LLMError as exc:
@@ -224,7 +223,8 @@ def discovery_ideas(template, profile, found: list[dict], run_id: str) -> list[d
 
 generation_task = stage(name="discovery_generation", modules=ENGINE)(generation)
 llm_proposals_task = stage(name="discovery_llm_proposals",
-                           modules=("tasks.llm_stages", "tasks.runtime.llm", "jaxlib_kernels.symbolic"),
+                           modules=("tasks.llm.discovery", "tasks.llm.prompting", "tasks.runtime.llm",
+                                    "jaxlib_kernels.symbolic"),
                            paths=("prompts/llm/discovery.j2", "prompts/llm/system.j2", "prompts/llm/json_feedback.j2"),
                            template_parts=("llm",))(llm_proposals)
 baseline_tuning_task = stage(name="discovery_baseline_tuning", modules=ENGINE)(baseline_tuning)

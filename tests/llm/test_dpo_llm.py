@@ -9,7 +9,7 @@ import pytest
 from scripted_server import IDEA, last_user, stage_of
 
 from jaxlib_kernels.templates import make
-from tasks import llm_stages
+from tasks.llm import codegen as llm_codegen
 
 DPO = make("dpo")
 
@@ -25,7 +25,7 @@ def test_a_loss_that_fails_the_gate_is_repaired_from_its_reason_and_accepted(ser
     replies = iter([NAN_LOSS, GOOD_LOSS])
     server = serve(lambda r: next(replies))
     idea = {**IDEA, "Name": "smooth_lrml", "Title": "LRML with a slower hand-over"}
-    result = llm_stages.implement_candidate(client_for(server), DPO, idea, tmp_path / "idea", repair_rounds=2)
+    result = llm_codegen.implement_candidate(client_for(server), DPO, idea, tmp_path / "idea", repair_rounds=2)
     assert result["accepted"] is True and result["repairs"] == 1
     assert [stage_of(r) for r in server.requests] == ["code", "code repair (round 1 of 2)"]
     first = last_user(server.requests[0])

@@ -10,7 +10,12 @@ import pytest
 from scripted_server import IDEA, REVIEW, S2_PAPERS, fenced, last_user, researcher, stage_of
 
 from jaxlib_kernels.templates import make
-from tasks import llm_stages
+from tasks.llm import codegen as llm_codegen
+from tasks.llm import ideation as llm_ideation
+from tasks.llm import novelty as llm_novelty
+from tasks.llm import prompting as llm_prompting
+from tasks.llm import review as llm_review
+from tasks.llm import writeup as llm_writeup
 from tasks.runtime import literature
 from tasks.runtime.llm import LLMError
 
@@ -28,7 +33,7 @@ def test_ideation_reads_the_archive_and_stops_reflecting_when_done(serve, client
     client = client_for(server)
     archive = [{"idea": "annealed_clip_ppo", "title": "Annealed clip", "advantage": 0.0213, "overall": 5,
                 "run_id": "r0"}]
-    ideas = llm_stages.generate_ideas(client, LPO, archive, 2, reflections=3)
+    ideas = llm_ideation.generate_ideas(client, LPO, archive, 2, reflections=3)
     assert [i["Name"] for i in ideas] == ["tightening_asymmetric_clip", "tightening_asymmetric_clip_2"]
     assert all(i["reflections"] == 1 and i["expression"] is None and i["backend"] == "llm" for i in ideas)
     assert server.stages().count("ideation reflection (round 1 of 3)") == 2  # "I am done" ended each after one
@@ -41,7 +46,7 @@ def test_ideation_reads_the_archive_and_stops_reflecting_when_done(serve, client
 def test_a_bad_reflection_keeps_the_previous_idea(serve, client_for):
     replies = iter([fenced(IDEA), "I changed my mind: {not json", fenced({**IDEA, "Title": "Better title"})])
     server = serve(lambda r: next(replies))
-    ideas = llm_stages.generate_ideas(client_for(server), LPO, [], 1, reflections=2)
+    ideas = llm_ideation.generate_ideas(client_for(server), LPO, [], 1, reflections=2)
     assert ideas[0]["Title"] == "Better title" and ideas[0]["reflections"] == 2 and len(server.requests) == 3
 
 
@@ -49,7 +54,7 @@ def test_novelty_searches_semantic_scholar_with_backoff_and_decides(serve, clien
     server = serve(researcher, S2_PAPERS)
     server.s2_errors = [429, 429]
     llm_env.setenv("SCIENTIST_S2_API_BASE", server.url.replace("/v1", "/s2"))
-    result = llm_stages.check_novelty(client_for(server), LPO, IDEA, rounds=3)
+    result = llm_novelty.check_novelty(client_for(server), LPO, IDEA, rounds=3)
     assert result["decision"] == "novel" and "Discovered Policy Optimisation" in result["reason"]
     assert result["queries"] == [{"query": "asymmetric clipping drift mirror learning", "source": "semantic_scholar",
                                   "hits": 2, "notes": []}]
@@ -64,7 +69,7 @@ def test_novelty_falls_back_to_the_local_index_quickly_when_no_source_answers(se
     llm_env.setenv("SCIENTIST_OPENALEX_API_BASE", f"http://127.0.0.1:{_closed_port()}")
     literature._DOWN.clear()
     server = serve(researcher)
-    result = llm_stages.check_novelty(client_for(server), LPO, IDEA, rounds=2)
+    result = llm_novelty.check_novelty(client_for(server), LPO, IDEA, rounds=2)
     [query] = result["queries"]
     assert query["source"] == "local" and result["fallback_to_local"] is True
     assert "semantic_scholar: unreachable" in query["notes"][0] and "openalex: unreachable" in query["notes"][1]
@@ -80,7 +85,7 @@ def test_novelty_must_decide_in_the_last_round(serve, client_for, llm_env):
                    last_user(r) else fenced({"Decision": "not novel", "Reason": "PPO already does this"}))
     client = client_for(server, json_attempts=2)
     with pytest.raises(LLMError, match="'Decision' must be"):
-        llm_stages.check_novelty(client, LPO, IDEA, rounds=2)
+        llm_novelty.check_novelty(client, LPO, IDEA, rounds=2)
     literature._DOWN.clear()
 
 
@@ -90,7 +95,7 @@ def test_code_failing_the_gate_three_times_is_a_recorded_rejection(serve, client
            "no code at all, sorry"]
     replies = iter(bad)
     server = serve(lambda r: next(replies))
-    result = llm_stages.implement_candidate(client_for(server), LPO, IDEA, tmp_path / "idea", repair_rounds=2)
+    result = llm_codegen.implement_candidate(client_for(server), LPO, IDEA, tmp_path / "idea", repair_rounds=2)
     assert result["accepted"] is False and len(result["attempts"]) == 3 and result["repairs"] == 2
     assert [stage_of(r) for r in server.requests] == ["code", "code repair (round 1 of 2)", "code repair (round 2 of 2)"]
     first = last_user(server.requests[0])
@@ -104,14 +109,14 @@ def test_code_failing_the_gate_three_times_is_a_recorded_rejection(serve, client
 
 
 def test_parse_code_and_the_formula():
-    source, latex = llm_stages.parse_code("text\n```python\ndef drift(r, a, p):\n    return r\n```\nLaTeX: $r^2$\n")
+    source, latex = llm_codegen.parse_code("text\n```python\ndef drift(r, a, p):\n    return r\n```\nLaTeX: $r^2$\n")
     assert source == "def drift(r, a, p):\n    return r\n" and latex == "r^2"
 
 
 def test_sanitize_drops_invented_citations_unknown_refs_and_dangerous_tex():
     text = ("```latex\n\\section{Intro}\nAs in \\citep{schulman2017ppo, fake2030} and \\citet{ghost2099}, see "
             "Figure~\\ref{fig:learning_curves} and Figure~\\ref{fig:missing}.\n\\input{/etc/passwd}\n```")
-    body, dropped, removed = llm_stages.sanitize_section(text, {"schulman2017ppo"}, {"fig:learning_curves"})
+    body, dropped, removed = llm_writeup.sanitize_section(text, {"schulman2017ppo"}, {"fig:learning_curves"})
     assert "\\citep{schulman2017ppo}" in body and "fake2030" not in body and "ghost2099" not in body
     assert "\\ref{fig:learning_curves}" in body and "fig:missing" not in body
     assert "\\input" not in body and "\\section" not in body
@@ -154,7 +159,7 @@ def test_review_with_missing_fields_gets_feedback_and_the_ensemble_is_meta_revie
         return researcher(request)
 
     server = serve(script)
-    review = llm_stages.review_paper(client_for(server), REVIEWED_IDEA, FINAL_INFO, {"pdf": None, "error": "x"}, "lpo",
+    review = llm_review.review_paper(client_for(server), REVIEWED_IDEA, FINAL_INFO, {"pdf": None, "error": "x"}, "lpo",
                                      num_reviews=2, reflections=1)
     feedback = [r["messages"][-1]["content"] for r in server.requests if "could not be used" in
                 r["messages"][-1]["content"]]
@@ -170,13 +175,13 @@ def test_review_with_missing_fields_gets_feedback_and_the_ensemble_is_meta_revie
 def test_a_review_that_never_has_its_fields_fails_clearly(serve, client_for):
     server = serve(lambda r: fenced({"Summary": "short"}))
     with pytest.raises(LLMError, match=r"review: no valid JSON after 3 replies: missing field 'Strengths'"):
-        llm_stages.review_paper(client_for(server), REVIEWED_IDEA, FINAL_INFO, {"pdf": None}, "lpo", num_reviews=1)
+        llm_review.review_paper(client_for(server), REVIEWED_IDEA, FINAL_INFO, {"pdf": None}, "lpo", num_reviews=1)
 
 
 def test_ideation_keeps_the_ideas_finished_when_the_budget_runs_out(serve, client_for):
     server = serve(researcher)
     client = client_for(server, max_tokens_total=100)  # the first reply alone spends it
-    ideas = llm_stages.generate_ideas(client, LPO, [], 3, reflections=2)
+    ideas = llm_ideation.generate_ideas(client, LPO, [], 3, reflections=2)
     assert [i["Name"] for i in ideas] == [IDEA["Name"]] and ideas[0]["reflections"] == 0
     assert len(server.requests) == 1 and client.ledger.exceeded.startswith("token budget spent")
 
@@ -197,7 +202,7 @@ def test_latex_that_does_not_compile_gets_a_repair_round(serve, client_for, tmp_
     idea = {**REVIEWED_IDEA, "source": "def drift(ratio, advantage, progress):\n    return 0.0 * ratio\n"}
     context = {"profile": {"seeds": 2, "budget": 8192}, "run_id": "t", "baselines": LPO.baselines,
                "labels": {**LPO.baseline_labels, "idea": "ours"}}
-    paper = llm_stages.write_paper(client_for(server), "lpo", idea, FINAL_INFO, [], context, tmp_path / "paper")
+    paper = llm_writeup.write_paper(client_for(server), "lpo", idea, FINAL_INFO, [], context, tmp_path / "paper")
     repair = next(r for r in server.requests if stage_of(r) == "latex repair")
     assert "Undefined control sequence" in last_user(repair) and "frobnicate" in last_user(repair)
     assert paper["pdf"] and paper["text_source"] == "llm (after a LaTeX repair round)"
@@ -211,10 +216,10 @@ def test_the_llm_text_is_layered_per_template():
     from tasks.runtime.text import template_dir
 
     assert (template_dir("lpo") / "llm" / "task.md").is_file()
-    assert llm_stages.task_description("lpo") == (template_dir("lpo") / "llm" / "task.md").read_text().strip()
-    assert llm_stages.task_description("no_such_template") == "Research template no_such_template."
-    lpo_guidance, lpo_words = llm_stages.writeup_guidance("lpo")
-    guidance, words = llm_stages.writeup_guidance("no_such_template")
+    assert llm_prompting.task_description("lpo") == (template_dir("lpo") / "llm" / "task.md").read_text().strip()
+    assert llm_prompting.task_description("no_such_template") == "Research template no_such_template."
+    lpo_guidance, lpo_words = llm_writeup.writeup_guidance("lpo")
+    guidance, words = llm_writeup.writeup_guidance("no_such_template")
     assert "mirror learning" in lpo_guidance["background"] and "drift" not in guidance["background"]
     assert lpo_guidance["related_work"] == guidance["related_work"] and lpo_words == words and words["results"] == 400
     assert set(guidance) == set(words) == {"abstract", "introduction", "related_work", "background", "method",
@@ -228,8 +233,8 @@ def test_results_text_states_the_direction_of_each_comparison():
     minimised = {"s": {**FINAL_INFO["empty5"], "maximize": False,
                        "comparison": {**FINAL_INFO["empty5"]["comparison"], "difference": -0.05, "p_value": 0.01,
                                       "significant": True}}}
-    assert "; better)" in llm_stages.results_text(minimised, {})
+    assert "; better)" in llm_writeup.results_text(minimised, {})
     recorded = {"s": {**minimised["s"], "comparison": {**minimised["s"]["comparison"], "better": False,
                                                        "worse": True}}}
-    assert "; worse)" in llm_stages.results_text(recorded, {})
-    assert "; no significant difference)" in llm_stages.results_text(FINAL_INFO, {})
+    assert "; worse)" in llm_writeup.results_text(recorded, {})
+    assert "; no significant difference)" in llm_writeup.results_text(FINAL_INFO, {})
