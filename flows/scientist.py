@@ -13,10 +13,12 @@ import os
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_client, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.states import Running
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
@@ -161,10 +163,6 @@ def _running_again_after_a_timed_out_pause() -> None:
     """The server's pause-expiry service fails a paused run whose timeout has passed ("The flow was paused and never
     resumed"), racing the flow's own check of the same timeout. A run whose approval timed out stops cleanly, so
     the flow takes its run back to Running (forced: Failed is terminal) and then ends it Completed."""
-    from prefect import get_client
-    from prefect.context import FlowRunContext
-    from prefect.states import Running
-
     context = FlowRunContext.get()
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(context.flow_run.id).state

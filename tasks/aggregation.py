@@ -19,6 +19,7 @@ from jaxlib_kernels.results import SchemaError, check_result
 from jaxlib_kernels.stats import ALPHA, summarize, welch  # noqa: F401  (re-exported for the stages)
 from jaxlib_kernels.templates.base import Metric
 from tasks.experiments import load_unit
+from tasks.runtime.caching import stage
 from tasks.runtime.runfolder import write_json
 
 COLUMNS = ["idea", "method", "role", "setting", "held_out", "seed", "step", "metric", "value"]
@@ -97,9 +98,6 @@ def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: 
 
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
-
-from tasks.runtime.caching import stage
-
 
 @stage(name="aggregate_results")
 def aggregate_task(template_name: str, idea: dict, specs: list[dict], units_dir: str, idea_dir: str) -> dict:

@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from jaxlib_kernels.templates import Template
+from prefect import get_run_logger
+
+from jaxlib_kernels.templates import Template, make
 from tasks.runtime import sandbox
+from tasks.runtime.caching import stage
 from tasks.runtime.runfolder import write_json
 
 
@@ -54,16 +57,9 @@ def implement_candidate(
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.runtime.caching import stage
-
-
 @stage(name="implement_candidate", retries=1, modules=("tasks.runtime.sandbox", "tasks.runtime.sandbox_child"))
 def implement_candidate_task(template_name: str, idea: dict, idea_dir: str) -> dict:
     """Prefect task over :func:`implement_candidate` (offline: render + validation gate)."""
-    from prefect import get_run_logger
-
-    from jaxlib_kernels.templates import make
-
     result = implement_candidate(make(template_name), idea, Path(idea_dir))
     v = result["validation"]
     get_run_logger().info("%s: %s (%s)", idea["Name"], "accepted" if result["accepted"] else "rejected", v["reason"])

@@ -25,8 +25,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from prefect import get_run_logger
 
 from jaxlib_kernels.results import check_result
+from tasks.runtime.artifacts import Progress
+from tasks.runtime.caching import stage
 from tasks.runtime.runfolder import RunFolderError, check_writable, write_json
 
 # JAX warns on every fork of its (multithreaded) process. Ours are all fork+exec (subprocess with a preexec_fn:
@@ -355,9 +358,6 @@ def run_units(specs: list[dict], units_dir: Path, ray_address: str | None = None
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-from tasks.runtime.caching import stage
-
-
 def _retry_unless_run_folder_error(task, task_run, state) -> bool:
     """Prefect retries the stage on transient errors, not on a run folder that cannot be written."""
     return not isinstance(getattr(state, "data", None), RunFolderError)
@@ -367,10 +367,6 @@ def _retry_unless_run_folder_error(task, task_run, state) -> bool:
        modules=("jaxlib_kernels.results",))
 def run_experiments_task(specs: list[dict], units_dir: str, ray_address: str | None = None) -> dict[str, str]:
     """Prefect task over :func:`run_units`; returns ``{unit key: "ok" | error}`` (results stay in files)."""
-    from prefect import get_run_logger
-
-    from tasks.runtime.artifacts import Progress
-
     logger = get_run_logger()
     keys = {s["key"]: s for s in specs}
     finished = sum(load_unit(Path(units_dir), s) is not None for s in keys.values())
