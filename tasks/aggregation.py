@@ -17,6 +17,7 @@ import pandas as pd
 
 from jaxlib_kernels.results import SchemaError, check_result
 from jaxlib_kernels.stats import ALPHA, summarize, welch  # noqa: F401  (re-exported for the stages)
+from jaxlib_kernels.templates import make
 from jaxlib_kernels.templates.base import Metric
 from tasks.experiments import load_unit
 from tasks.runtime.caching import stage
@@ -102,8 +103,6 @@ def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: 
 @stage(name="aggregate_results")
 def aggregate_task(template_name: str, idea: dict, specs: list[dict], units_dir: str, idea_dir: str) -> dict:
     """Prefect task over :func:`aggregate`: reads the idea's units from the run folder."""
-    from jaxlib_kernels.templates import make
-
     template = make(template_name)
     unit_results = []
     for spec in specs:

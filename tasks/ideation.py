@@ -12,7 +12,7 @@ import hashlib
 
 from prefect import get_run_logger
 
-from jaxlib_kernels.templates import Template
+from jaxlib_kernels.templates import Profile, Template, make
 from tasks.runtime.caching import stage
 
 IDEA_FIELDS = ("Name", "Title", "Hypothesis", "Experiment", "Interestingness", "Feasibility", "Novelty")
@@ -45,8 +45,6 @@ def generate_ideas(template: Template, profile, archive_rows: list[dict], num_id
 def generate_ideas_task(template_name: str, profile: dict, num_ideas: int, run_id: str,
                         archive_rows: list[dict]) -> list[dict]:
     """Prefect task over :func:`generate_ideas` (offline backend)."""
-    from jaxlib_kernels.templates import Profile, make
-
     ideas = generate_ideas(make(template_name), Profile(**profile), archive_rows, num_ideas, run_id)
     get_run_logger().info("proposed %d ideas: %s", len(ideas), ", ".join(i["Name"] for i in ideas))
     return ideas

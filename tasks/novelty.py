@@ -19,7 +19,7 @@ from prefect import get_run_logger
 from rank_bm25 import BM25Okapi
 
 from jaxlib_kernels.search.known import probed
-from jaxlib_kernels.templates import Template
+from jaxlib_kernels.templates import Template, make
 from tasks.runtime.caching import stage
 
 
@@ -91,8 +91,6 @@ def check_all(template: Template, ideas: list[dict], archive_rows: list[dict]) -
 @stage(name="check_novelty", retries=1, template_parts=("references.json",))
 def check_novelty_task(template_name: str, ideas: list[dict], archive_rows: list[dict]) -> list[dict]:
     """Prefect task over :func:`check_all`; returns one decision record per idea."""
-    from jaxlib_kernels.templates import make
-
     results = check_all(make(template_name), ideas, archive_rows)
     for idea, result in zip(ideas, results, strict=True):
         get_run_logger().info("%s: %s (%s)", idea["Name"], result["decision"], result["reason"])
