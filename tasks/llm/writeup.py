@@ -30,7 +30,6 @@ def writeup_guidance(template_name: str | None) -> tuple[dict[str, str], dict[st
     return dict(data.get("guidance") or {}), {k: int(v) for k, v in (data.get("words") or {}).items()}
 
 
-
 def _direction(c: dict, maximize: bool) -> str:
     if "better" in c or "worse" in c:
         return "better" if c.get("better") else "worse" if c.get("worse") else "no significant difference"
