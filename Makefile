@@ -66,11 +66,14 @@ server: install
 
 # Two pytest workers; tests/conftest.py groups the tests into work units (a test file, so that its module fixtures
 # are shared, or one template's part of a file parametrized over the registry) and starts the longest units first,
-# by the cold durations in tests/durations.json. Refresh them with
-#   rm -rf .cache/jax && SCIENTIST_RECORD_DURATIONS=tests/durations.json make test
-# The quick runs of the heavier benchmark scripts (marker bench_script, about 4 minutes of compiles) are left to
-# `make test-bench`, so that the suite stays under 25 minutes cold on 2 cores; make test still checks that each of
-# those scripts starts and parses its arguments. Three workers on 2 cores measured slower (24:49 against 21:19).
+# by the cold durations in tests/durations.json. Refresh them cold (the compilation cache and the exported programs
+# beside it, jaxlib_kernels/exported.py) with
+#   rm -rf .cache/jax .cache/jax-exported && SCIENTIST_RECORD_DURATIONS=tests/durations.json make test
+# The suite's budget is 20 minutes from a fresh clone, cold, on 2 cores: expensive runs are shared across checks (one
+# server, deployment and worker for the UI and Postgres checks) rather than started per concern. The quick runs of
+# the heavier benchmark scripts (marker bench_script, about 4 minutes of compiles) are left to `make test-bench`;
+# make test still checks that each of those scripts starts and parses its arguments. Three workers on 2 cores
+# measured slower (24:49 against 21:19).
 TEST_WORKERS ?= 2
 test: install browser postgres
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not bench_script" $(PYTEST_ARGS)

@@ -1,15 +1,22 @@
-"""The researcher's cockpit, in a real browser: the Prefect UI of ``scientist server`` on a non-default port, in
-headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by Selenium), deployments from
-``prefect.yaml`` on a process worker, and approval of ideas.
+"""The researcher's cockpit, in a real browser, on a Prefect server backed by a real PostgreSQL: the Prefect UI of
+``scientist server`` on a non-default port and a throw-away PostgreSQL cluster (tests/infra/clusters.py: Debian's
+``postgresql`` binaries, 127.0.0.1, a free port), in headless Chromium (Debian's ``chromium`` +
+``chromium-driver``, driven by Selenium), deployments from ``prefect.yaml`` on a process worker, and approval of
+ideas.
 
-One server (a module fixture) serves every check. Two smallest lpo runs (``--approve ideas``) run against it at
-once: ``browser`` (two ideas) is a run of the ``lpo`` deployment, picked up by a process worker as a run started
-from the UI or a schedule is, resumed through the UI's form with one of its ideas approved and feedback typed in,
-then runs to a paper; ``cli`` (``scientist run``) is resumed with ``scientist approve`` (an unknown name: nothing
-approved, so it stops before the experiments). A pause that is never resumed and times out is checked on the
-two runs of test_postgres.py. The flow run page of ``browser`` is then read as a researcher reads it: its state, its task runs, its
-artifacts (ideas, results, figures, review, PDF link); its task runs, logs and artifacts are also read from the
-API. Screenshots are kept under the test's temporary folder.
+One server, one deployment of ``prefect.yaml`` and one process worker (module fixtures) serve every check (each
+costs process starts: one of each for the module, not one per concern). Four smallest lpo runs report to it:
+
+* the cockpit: two runs with ``--approve ideas`` at once. ``browser`` (two ideas) is a run of the ``lpo``
+  deployment, picked up by the worker as a run started from the UI or a schedule is, resumed through the UI's form
+  with one of its ideas approved and feedback typed in, then runs to a paper; ``cli`` (``scientist run``) is
+  resumed with ``scientist approve`` (an unknown name: nothing approved, so it stops before the experiments). The
+  flow run page of ``browser`` is then read as a researcher reads it: its state, its task runs, its artifacts
+  (ideas, results, figures, review, PDF link); its task runs, logs and artifacts are also read from the API.
+  Screenshots are kept under the test's temporary folder.
+* Postgres: a flow run from ``scientist run`` (``direct``) and a deployment run on the worker (``deployed``), both
+  with a 2-second approval timeout, so each proposes, checks novelty, pauses (a Paused state with a run-input form
+  in Postgres), times out and completes cleanly; both are rows of that database.
 """
 
 from __future__ import annotations
@@ -26,14 +33,16 @@ import pytest
 import yaml
 from clusters import BIN, FINAL, ROOT, SCIENTIST, SMALLEST, api, kill_tree, prefect
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+try:  # the Postgres checks run without a browser
+    from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:
+    webdriver = None
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium + chromium-driver (make install)")]
+pytestmark = pytest.mark.slow
 NO_API = "Can't connect to Server API"
 FEEDBACK = "keep the clip range small"
 WAIT_S = 120  # a page or a run state appearing; generous for a loaded 2-core machine
@@ -44,16 +53,38 @@ def flow_run_of(server, run_id: str) -> dict | None:
     return runs[0] if runs else None
 
 
-def deploy_and_start_worker(server, log: Path) -> subprocess.Popen:
-    """Every deployment of prefect.yaml on this server (as ``prefect deploy`` from the repository), and a worker."""
+@pytest.fixture(scope="module")
+def prefect_server(postgres_prefect_server):
+    """The module's one server: ``scientist server`` on a throw-away PostgreSQL."""
+    return postgres_prefect_server
+
+
+@pytest.fixture(scope="module")
+def worker(prefect_server, tmp_path_factory):
+    """Every deployment of prefect.yaml on the server (as ``prefect deploy`` from the repository), and a process
+    worker for the module's deployment runs: yields (its process, its log)."""
+    server = prefect_server
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
     server.env["SCIENTIST_HOME"] = str(ROOT)
     prefect(server, "work-pool", "create", "scientist-process", "--type", "process")
     declared = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
     names = [d["name"] for d in declared if (ROOT / d["entrypoint"].split(":")[0]).exists()]
     prefect(server, "deploy", *[a for n in names for a in ("--name", n)])
-    return subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "scientist-process"], cwd=ROOT,
-                            env=server.env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "scientist-process"], cwd=ROOT,
+                            env=server.env, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
                             start_new_session=True)
+    try:
+        yield proc, log
+    finally:
+        kill_tree(proc)
+
+
+def start_deployment_run(server, *params: str) -> str:
+    """A run of the ``lpo`` deployment with ``params`` (``name=value``); its flow run id."""
+    out = prefect(server, "deployment", "run", "ai-scientist/lpo", *[a for p in params for a in ("--param", p)])
+    found = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
+    assert found, out
+    return found.group(1)
 
 
 def wait_state(server, run_id: str, proc: subprocess.Popen, log: Path, states: set[str]) -> dict:
@@ -85,6 +116,8 @@ def click(driver, text: str, tag: str = "*") -> None:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
+    if webdriver is None or not (CHROMIUM and DRIVER):
+        pytest.skip("selenium, chromium + chromium-driver (make install)")
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
@@ -99,19 +132,16 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cockpit(prefect_server, browser, tmp_path_factory):
+def cockpit(prefect_server, worker, browser, tmp_path_factory):
     """The two runs, resumed from the UI form and from the CLI; returns what each left."""
     server = prefect_server
     tmp = tmp_path_factory.mktemp("cockpit")
     runs = tmp / "runs"
     extra = {"cli": []}
-    procs, logs = {}, {"browser": tmp / "worker.log"}
+    procs, logs = {"browser": worker[0]}, {"browser": worker[1]}
     try:
-        procs["browser"] = deploy_and_start_worker(server, logs["browser"])  # the worker runs the deployment run
-        out = prefect(server, "deployment", "run", "ai-scientist/lpo", "--param", "profile=smoke", "--param",
-                      "seeds=2", "--param", "budget=8192", "--param", "num_ideas=2", "--param", "approve=ideas",
-                      "--param", "run_id=browser", "--param", f"runs_dir={runs}")
-        assert re.search(r"UUID:\s*([0-9a-f-]{36})", out), out
+        start_deployment_run(server, "profile=smoke", "seeds=2", "budget=8192", "num_ideas=2", "approve=ideas",
+                             "run_id=browser", f"runs_dir={runs}")  # the worker runs the deployment run
         for name, more in extra.items():
             logs[name] = tmp / f"{name}.log"
             procs[name] = subprocess.Popen([*SCIENTIST, "run", *SMALLEST, "--approve", "ideas", "--run-id", name,
@@ -145,8 +175,9 @@ def cockpit(prefect_server, browser, tmp_path_factory):
                 "flow_runs": {name: flow_run_of(server, name) for name in procs}}
     finally:
         browser.save_screenshot(str(browser.shots / "cockpit-last.png"))  # where the browser was, if it failed
-        for proc in procs.values():
-            kill_tree(proc)
+        for name in extra:  # the worker is the module's (killed by its fixture)
+            if name in procs:
+                kill_tree(procs[name])
 
 
 def run_json(cockpit, name: str) -> dict:
@@ -276,3 +307,60 @@ def test_feedback_reaches_the_llm_code_prompt():
     assert FEEDBACK in prompt
     assert FEEDBACK not in render("code.j2", "lpo", task="", template=template, plugin_name="drift",
                                   idea={**idea, "researcher_feedback": ""}, signature="", example="", example_label="")
+
+
+# --------------------------------------------------------------------------- Prefect on PostgreSQL
+
+APPROVAL = ["--approve", "ideas", "--approval-timeout", "2"]
+
+
+@pytest.fixture(scope="module")
+def on_postgres(prefect_server, worker, tmp_path_factory):
+    """``direct`` (``scientist run``) and ``deployed`` (a deployment run on the worker) at once, both paused for
+    approval until their 2-second timeout (the smallest sizes: the lpo smoke runs' compiled programs)."""
+    server = prefect_server
+    runs = tmp_path_factory.mktemp("pg-runs") / "runs"
+    deployed_id = start_deployment_run(server, "profile=smoke", "seeds=2", "budget=8192", "approve=ideas",
+                                       "approval_timeout=2", "run_id=deployed", f"runs_dir={runs}")
+    cli = subprocess.run([*SCIENTIST, "run", *SMALLEST, *APPROVAL, "--run-id", "direct", "--runs-dir", str(runs)],
+                         cwd=ROOT, env=server.env, capture_output=True, text=True, check=False)
+    while (deployed := api(server, f"/flow_runs/{deployed_id}"))["state_type"] not in FINAL:
+        assert worker[0].poll() is None, worker[1].read_text()[-4000:]
+        time.sleep(2)
+    return {"server": server, "runs": runs, "cli": cli, "deployed": deployed, "worker_log": worker[1]}
+
+
+def test_scientist_server_runs_on_postgres(on_postgres):
+    server = on_postgres["server"]
+    assert "database: postgresql+asyncpg://prefect@127.0.0.1:" in server.banner and server.healthy()
+    out = subprocess.run([*server.postgres.as_user, str(server.postgres.bin / "psql"), "-h", "127.0.0.1", "-p",
+                          str(server.postgres.port), "-U", "prefect", "-At", "-c",
+                          "SELECT count(*) FROM flow_run", "prefect"], capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip()) >= 2  # both runs are rows of this Postgres
+
+
+def test_a_flow_run_from_the_cli_is_recorded_in_postgres(on_postgres):
+    server, cli = on_postgres["server"], on_postgres["cli"]
+    assert cli.returncode == 1 and "stopped: approval timed out" in cli.stdout, cli.stdout[-3000:] + cli.stderr[-3000:]
+    [flow_run] = [r for r in api(server, "/flow_runs/filter", {}) if r["parameters"].get("run_id") == "direct"]
+    assert flow_run["state_type"] == "COMPLETED" and flow_run["deployment_id"] is None
+    tasks = api(server, "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
+    assert {t["name"].rsplit("-", 1)[0] for t in tasks} >= {"generate_ideas", "check_novelty"}
+    states = api(server, f"/flow_run_states/?flow_run_id={flow_run['id']}")
+    assert "PAUSED" in {s["type"] for s in states}
+    artifacts = {a["key"] for a in api(server, "/artifacts/filter",
+                                       {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}})}
+    assert {"ideas", "run-summary"} <= artifacts
+    run = json.loads((on_postgres["runs"] / "direct" / "run.json").read_text())
+    assert run["status"] == "stopped: approval timed out" and run["approval"]["status"] == "timed out"
+    ideas = json.loads((on_postgres["runs"] / "direct" / "ideas.json").read_text())
+    assert ideas and {i["status"] for i in ideas} == {"novel"}  # proposed, checked, kept; nothing trained
+    assert not (on_postgres["runs"] / "direct" / "units" / "ledger.jsonl").exists()
+
+
+def test_a_deployment_run_on_a_process_worker_is_recorded_in_postgres(on_postgres):
+    deployed = on_postgres["deployed"]
+    assert deployed["state_type"] == "COMPLETED", on_postgres["worker_log"].read_text()[-4000:]
+    assert deployed["work_pool_name"] == "scientist-process" and deployed["deployment_id"]
+    run = json.loads((on_postgres["runs"] / "deployed" / "run.json").read_text())
+    assert run["status"] == "stopped: approval timed out" and run["prefect_api_url"] == on_postgres["server"].api
