@@ -25,9 +25,10 @@ from typing import Any
 
 import jinja2
 from prefect import get_run_logger
-from pylatex import Command, Document, Figure, NoEscape, Package, Section, Table, Tabular
+from pylatex import Command, Document, Figure, NoEscape, Package, Section, Table, Tabular, Tabularx
 from pylatex.base_classes import Environment
 
+from jaxlib_kernels.figures import TEXT_WIDTH_IN
 from jaxlib_kernels.templates import make
 from tasks.plotting import labels_of
 from tasks.review import _finite
@@ -48,6 +49,8 @@ SECTIONS = [
     ("limitations", "Limitations"),
     ("conclusion", "Conclusion"),
 ]
+SECTIONS_ORDER = {key: i for i, (key, _) in enumerate(SECTIONS)}
+FLOATS_FROM = "method"  # the first section a table or figure may stand in (at its first citation)
 # Control sequences a model-written formula may not use: file access, definitions, catcode tricks, document structure.
 FORBIDDEN_TEX = re.compile(
     r"\\(input|include|openin|openout|write|immediate|read|catcode|def|edef|gdef|xdef|let|csname|usepackage|"
@@ -517,13 +520,29 @@ class Abstract(Environment):
 
 PREAMBLE = r"""
 \newsavebox{\fitbox}
+\newlength{\fitmax}
 \newcommand{\fitmath}[1]{\sbox{\fitbox}{$\displaystyle #1$}%
-  \ifdim\wd\fitbox>0.9\linewidth\resizebox{0.9\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}
-\newcommand{\fitwidth}[1]{\sbox{\fitbox}{#1}%
-  \ifdim\wd\fitbox>\linewidth\resizebox{\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}
-\newcommand{\fitpar}[1]{\sbox{\fitbox}{#1}%
-  \ifdim\wd\fitbox>0.85\linewidth\resizebox{0.85\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}
+  \ifdim\wd\fitbox>0.9\linewidth\sbox{\fitbox}{$\textstyle #1$}\fi
+  \ifdim\wd\fitbox>1.125\linewidth\makebox[\linewidth]{\resizebox{0.8\wd\fitbox}{!}{\usebox{\fitbox}}}%
+  \else\ifdim\wd\fitbox>0.9\linewidth\resizebox{0.9\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi\fi}
+\newcommand{\fitto}[2]{\setlength{\fitmax}{#1}\sbox{\fitbox}{#2}%
+  \ifdim\wd\fitbox>\fitmax\sbox{\fitbox}{\footnotesize\setlength{\tabcolsep}{4pt}#2}\fi
+  \ifdim\wd\fitbox>\fitmax\sbox{\fitbox}{\scriptsize\setlength{\tabcolsep}{3pt}#2}\fi
+  \makebox[\linewidth]{\usebox{\fitbox}}}
+\newcommand{\fitwidth}[1]{\fitto{\linewidth}{#1}}
+\newcommand{\fitpar}[1]{\fitto{0.85\linewidth}{#1}}
+\renewcommand{\topfraction}{0.9}
+\renewcommand{\bottomfraction}{0.8}
+\renewcommand{\textfraction}{0.1}
+\renewcommand{\floatpagefraction}{0.7}
+\setcounter{topnumber}{3}
+\setcounter{bottomnumber}{2}
+\setcounter{totalnumber}{5}
 """
+# \fitmath: a formula wider than 0.9 of the line is set in text style, then shrunk to fit but never below 0.8 (its
+# subscripts stay at 6 pt or more; wider still, it overhangs the margins). \fitwidth/\fitpar: a table too wide at
+# \small is set in \footnotesize, then \scriptsize with narrower column gaps (never shrunk: 6 pt or more); wider
+# still, it overhangs the margins. Float fractions let text pages take figures so no float page is half empty.
 
 
 def results_table_numbers(final_info: dict) -> list[str]:
@@ -606,7 +625,7 @@ def _tests_table(env, facts: dict) -> Table:
 def _settings_table(env, facts: dict) -> Table:
     table = Table(position="tbp")
     table.append(NoEscape(r"\centering\small"))
-    tab = Tabular("lllrl", booktabs=True)
+    tab = Tabularx("lllrX", width_argument=NoEscape(r"\linewidth"), booktabs=True)  # the description wraps
     budget_head = _capfirst(facts["budget_unit"])
     tab.add_row([NoEscape(c) for c in ("Setting", "Environment", "Role", budget_head, "Description")])
     tab.add_hline()
@@ -616,20 +635,38 @@ def _settings_table(env, facts: dict) -> Table:
             NoEscape("held out" if s["held_out"] else "training"), NoEscape(fmt_int(s["steps"])),
             NoEscape(escape_tex(s["description"])),
         ])
-    table.append(NoEscape(r"\fitwidth{%"))
     table.append(tab)
-    table.append(NoEscape("}"))
     table.add_caption(NoEscape(env.get_template("caption_settings.tex.j2").render(**facts).strip()))
     table.append(NoEscape(r"\label{tab:settings}"))
     return table
 
 
 def _figure(fig: dict, caption: str) -> Figure:
+    """The figure at the width it was drawn (``width_in``), so its text prints at the size it was drawn; a figure of
+    unknown width fills the line."""
     figure = Figure(position="tbp")
-    figure.add_image(f"figures/{Path(fig['png']).name}", width=NoEscape(r"\linewidth"))
+    width = fig.get("width_in")
+    size = NoEscape(r"\linewidth") if not width or width >= TEXT_WIDTH_IN - 0.01 else NoEscape(f"{float(width):.3f}in")
+    figure.add_image(f"figures/{Path(fig['png']).name}", width=size)
     figure.add_caption(NoEscape(escape_tex(caption)))
     figure.append(NoEscape(f"\\label{{fig:{_label_key(fig['name'])}}}"))
     return figure
+
+
+def _place(body: str, floats: list[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    """Insert each float (label, LaTeX) after the paragraph of ``body`` that first cites it; (body, the floats
+    ``body`` never cites)."""
+    rest = []
+    for label, latex in floats:
+        kind, _, key = label.partition(":")
+        hit = re.search(rf"\\(?:auto|c)?ref\{{{kind}:({re.escape(key)}|{re.escape(key.replace('-', '_'))})\}}", body)
+        if hit is None:
+            rest.append((label, latex))
+            continue
+        end = body.find("\n\n", hit.end())
+        end = len(body) if end < 0 else end
+        body = body[:end] + "\n" + latex + body[end:]
+    return body, rest
 
 
 def build_document(template_name: str, facts: dict, final_info: dict, figures: list[dict],
@@ -644,7 +681,7 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
         documentclass="article", document_options=["11pt"], geometry_options={"margin": "1in"},
         fontenc="T1", inputenc="utf8", lmodern=True, textcomp=True, page_numbers=True,
     )
-    for pkg, opts in (("amsmath", None), ("amssymb", None), ("graphicx", None), ("booktabs", None),
+    for pkg, opts in (("amsmath", None), ("amssymb", None), ("graphicx", None), ("booktabs", None), ("tabularx", None),
                       ("natbib", ["round", "authoryear"]), ("microtype", None)):
         doc.packages.append(Package(pkg, options=opts))
     doc.preamble.append(NoEscape(PREAMBLE))
@@ -660,18 +697,26 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
     abstract = Abstract()
     abstract.append(NoEscape(sections.get("abstract") or env.get_template("abstract.tex.j2").render(**facts)))
     doc.append(abstract)
-    figs = {f["name"]: f for f in figures}
+    # every float after the paragraph that first cites it, from the method section on (not in the introduction's
+    # overview), the ones cited nowhere there at the end of their own section
+    own = {"setup": [("tab:settings", _settings_table(env, facts).dumps())],
+           "results": [("tab:results", _results_table(env, facts, final_info).dumps()),
+                       ("tab:tests", _tests_table(env, facts).dumps())]
+           + [(f"fig:{_label_key(f['name'])}", _figure(f, f.get("caption", "")).dumps()) for f in figures]}
+    bodies = {key: sections.get(key) or env.get_template(f"{key}.tex.j2").render(**facts) for key, _ in SECTIONS}
+    pending = [(key, f) for key, _ in SECTIONS for f in own.get(key, [])]
+    placed: set[str] = set()
+    for key, _ in SECTIONS[SECTIONS_ORDER[FLOATS_FROM]:]:
+        mine = [f for _, f in pending if f[0] not in placed]
+        bodies[key], rest = _place(bodies[key], mine)
+        placed |= {f[0] for f in mine} - {f[0] for f in rest}
     for key, title in SECTIONS:
         section = Section(title, label=False)
         section.append(NoEscape(f"\\label{{sec:{key}}}\n"))
-        section.append(NoEscape(sections.get(key) or env.get_template(f"{key}.tex.j2").render(**facts)))
-        if key == "setup":
-            section.append(_settings_table(env, facts))
-        if key == "results":
-            section.append(_results_table(env, facts, final_info))
-            section.append(_tests_table(env, facts))
-            for fig in figures:
-                section.append(_figure(figs[fig["name"]], fig.get("caption", "")))
+        section.append(NoEscape(bodies[key]))
+        for label, latex in own.get(key, []):
+            if label not in placed:
+                section.append(NoEscape(latex))
         doc.append(section)
     doc.append(NoEscape(r"\bibliographystyle{plainnat}"))
     doc.append(NoEscape(r"\bibliography{references}"))
