@@ -51,9 +51,14 @@ def subplots(rows: int, cols: int, panel_height_in: float, width_in: float = TEX
                         layout="constrained", **kw)
 
 
+SAVE_HOOKS: list = []  # callables (fig, name) run before a figure is saved (the stages' figure check)
+
+
 def save(fig, out_dir: Path, name: str) -> tuple[str, str]:
-    """Write ``name.png`` (for the paper) and ``name.pdf`` (vector) under ``out_dir`` at the figure's own size,
-    close the figure."""
+    """Run the ``SAVE_HOOKS``, write ``name.png`` (for the paper) and ``name.pdf`` (vector) under ``out_dir`` at
+    the figure's own size, close the figure."""
+    for hook in SAVE_HOOKS:
+        hook(fig, name)
     png, pdf = Path(out_dir) / f"{name}.png", Path(out_dir) / f"{name}.pdf"
     fig.savefig(png, dpi=DPI, facecolor="white")
     fig.savefig(pdf)
@@ -68,5 +73,5 @@ def legend(fig, axes, n: int) -> None:
         fig.legend(handles, names, loc="outside lower center", ncol=min(n, 4), frameon=False)
 
 
-__all__ = ["CANDIDATE_COLOR", "DPI", "FONT_PT", "PALETTE", "TEXT_WIDTH_IN", "legend", "plt", "rc", "save", "style",
+__all__ = ["CANDIDATE_COLOR", "DPI", "FONT_PT", "PALETTE", "SAVE_HOOKS", "TEXT_WIDTH_IN", "legend", "plt", "rc", "save", "style",
            "subplots"]

@@ -25,7 +25,7 @@ import numpy as np
 MIN_PT = 6.0
 MAX_BLANK = 0.35  # the largest blank fraction of a page's text block, the last page excepted
 TEXT_BLOCK = (72.0, 72.0, 72.0, 72.0)  # left, top, right, bottom margins of the paper (geometry margin=1in), pt
-MIN_CVD_DISTANCE = 0.12  # the smallest distance of two series' colours as a colour-blind reader sees them (sRGB 0-1)
+MIN_CVD_DISTANCE = 0.15  # the smallest distance of two series' colours as a colour-blind reader sees them (sRGB 0-1)
 
 Finding = dict[str, str]
 Check = Callable[[Path, str, Path, dict], list[Finding]]
@@ -37,9 +37,20 @@ def finding(check: str, severity: str, target: str, message: str) -> Finding:
 
 # ------------------------------------------------------------------------------------------ a drawn matplotlib figure
 def _texts(fig) -> list:
-    """Every visible, non-empty text artist of the figure (titles, labels, tick labels, legends, annotations)."""
-    return [t for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_fontsize"))
-            if t.get_visible() and t.get_text().strip() and (t.axes is None or t.axes.get_visible())]
+    """Every text the figure draws (titles, labels, tick labels in view, legends, annotations), not empty."""
+    ticks, shown = set(), []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            tol = 1e-9 * max(abs(lo), abs(hi), 1.0)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                labels = (tick.label1, tick.label2)
+                ticks.update(id(t) for t in labels)
+                if ax.get_visible() and lo - tol <= tick.get_loc() <= hi + tol:
+                    shown += [t for t in labels if t.get_visible()]
+    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_fontsize"))
+             if id(t) not in ticks and t.get_visible() and (t.axes is None or t.axes.get_visible())]
+    return [t for t in texts + shown if t.get_text().strip()]
 
 
 def _series(ax) -> list:
@@ -60,19 +71,18 @@ def _rgb(color) -> np.ndarray:
     return np.asarray(to_rgb(color), dtype=float)
 
 
-# Machado, Oliveira and Fernandes (2009), severity 1.0, applied to linear RGB
+# Machado, Oliveira and Fernandes (2009), severity 1.0, applied to linear RGB: the two red-green deficiencies, almost
+# every colour-blind reader
 CVD = {
     "protanopia": np.array([[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
                             [-0.003882, -0.048116, 1.051998]]),
     "deuteranopia": np.array([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
                               [-0.011820, 0.042940, 0.968881]]),
-    "tritanopia": np.array([[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
-                            [0.004733, 0.691367, 0.303900]]),
 }
 
 
 def cvd_distance(a, b) -> float:
-    """The smallest distance of two colours under simulated protanopia, deuteranopia and tritanopia (sRGB 0-1)."""
+    """The smallest distance of two colours under simulated protanopia and deuteranopia (sRGB 0-1)."""
     def lin(c):
         return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
@@ -297,7 +307,14 @@ def check_citations(paper_dir: Path, tex: str, pdf: Path, context: dict) -> list
     return out
 
 
-PAPER_CHECKS: list[Check] = [check_printed_text, check_pages, check_citations]
+def check_drawn(paper_dir: Path, tex: str, pdf: Path, context: dict) -> list[Finding]:
+    """The findings :func:`check_figure` recorded when each figure of ``context["figures"]`` was drawn."""
+    return [f for fig in context.get("figures") or [] for f in fig.get("findings") or []]
+
+
+PAPER_CHECKS: list[Check] = [check_drawn, check_printed_text, check_pages, check_citations]
+# the figure findings a redraw can fix (a larger font, the layout found again)
+REDRAWN = ("text_size", "overlapping_text", "clipped_text", "legend_over_data")
 
 
 def run_checks(paper_dir: Path, tex: str, pdf: Path, context: dict, checks: list[Check] | None = None

@@ -18,14 +18,27 @@ import pandas as pd
 from PIL import Image
 from scipy import stats
 
-from jaxlib_kernels.figures import CANDIDATE_COLOR, DPI, FONT_PT, PALETTE, legend, plt, save, style, subplots
+from jaxlib_kernels.figures import (
+    CANDIDATE_COLOR,
+    DPI,
+    FONT_PT,
+    PALETTE,
+    SAVE_HOOKS,
+    legend,
+    plt,
+    save,
+    style,
+    subplots,
+)
 from jaxlib_kernels.templates import make
 from jaxlib_kernels.templates.base import Metric, ResultSchema
+from tasks.figcheck import check_figure
 from tasks.runtime.caching import stage
 from tasks.runtime.runfolder import read_json
 
 DEFAULT_SCHEMA = ResultSchema()
 BASELINE_COLORS = PALETTE
+SEEDED = ("learning_curves", "final_returns")  # the figures drawn from every seed (an interval is expected)
 SMOOTH_FRACTION = 0.05  # rolling window: this fraction of the updates, at least 1, at most 10
 
 
@@ -229,19 +242,30 @@ def make_plots(
     settings = _settings(results, final_info)
     schema = template.schema if template is not None else DEFAULT_SCHEMA
     metric = template.metric if template is not None else Metric("final", "the final value")
-    with style(font_pt):
-        figures = [
-            plot_learning_curves(results, final_info, settings, methods, colors, labels, out_dir, schema),
-            plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir, schema, metric),
-        ]
-        if template is not None:
-            figures += template.figures(template=template, idea=idea, sources=sources, results=results,
-                                        final_info=final_info, methods=methods, colors=colors, labels=labels,
-                                        out_dir=out_dir)
+    seeds = int(results["seed"].nunique()) if "seed" in results else None
+    drawn: dict[str, list] = {}
+
+    def check(fig, name):  # seeds are behind the curves and final values; a template's figures say nothing of them
+        drawn[name] = check_figure(fig, name, n_seeds=seeds if name in SEEDED else None)
+
+    SAVE_HOOKS.append(check)
+    try:
+        with style(font_pt):
+            figures = [
+                plot_learning_curves(results, final_info, settings, methods, colors, labels, out_dir, schema),
+                plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir, schema, metric),
+            ]
+            if template is not None:
+                figures += template.figures(template=template, idea=idea, sources=sources, results=results,
+                                            final_info=final_info, methods=methods, colors=colors, labels=labels,
+                                            out_dir=out_dir)
+    finally:
+        SAVE_HOOKS.remove(check)
     for fig in figures:  # a template's figure: its width as saved (figures are saved at their own size)
         if "width_in" not in fig:
             with Image.open(fig["png"]) as img:
                 fig["width_in"] = round(img.width / DPI, 3)
+        fig["findings"] = drawn.get(fig["name"], [])
     return figures
 
 

@@ -20,17 +20,20 @@ import shutil
 import subprocess
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import pandas as pd
 from prefect import get_run_logger
 from pylatex import Command, Document, Figure, NoEscape, Package, Section, Table, Tabular, Tabularx
 from pylatex.base_classes import Environment
 
-from jaxlib_kernels.figures import TEXT_WIDTH_IN
+from jaxlib_kernels.figures import FONT_PT, TEXT_WIDTH_IN
 from jaxlib_kernels.templates import make
-from tasks.plotting import labels_of
+from tasks import figcheck
+from tasks.plotting import labels_of, make_plots
 from tasks.review import _finite
 from tasks.runtime import text as layers
 from tasks.runtime.caching import stage
@@ -853,6 +856,71 @@ def write_paper(
     return result
 
 
+MAX_ROUNDS = 3  # compile -> check -> redraw / revise rounds of the writeup loop (the AI Scientist v2 runs three)
+CHECKS: list[figcheck.Check] = list(figcheck.PAPER_CHECKS)  # the text gate and the claims check append theirs
+Revise = Callable[[str, list[dict]], "str | None"]
+
+
+def write_paper_loop(template_name: str, idea: dict, final_info: dict, figures: list[dict], context: dict,
+                     out_dir: Path, redraw: Callable[[float], list[dict]] | None = None,
+                     revise: Revise | None = None, checks: list | None = None, rounds: int = MAX_ROUNDS,
+                     **write_kw) -> dict:
+    """Write and compile the paper, check it, and for at most ``rounds`` rounds fix what failed, then compile again.
+
+    Offline a figure with findings a redraw can fix is drawn again (``redraw(font_pt)`` returns the figures drawn at
+    that base font) and the paper re-rendered; ``revise(tex, findings)`` (the LLM backend) may return a revised
+    LaTeX source, kept when it compiles. Each round's findings and actions go to ``checks.json`` in the paper
+    folder as ``{"rounds": [{"round", "findings", "actions"}], "final": [...]}``; the result names it."""
+    out_dir = Path(out_dir)
+    checks = CHECKS if checks is None else checks
+    font = FONT_PT
+    paper = write_paper(template_name, idea, final_info, figures, context, out_dir, **write_kw)
+    record: dict[str, list] = {"rounds": [], "final": []}
+    for n in range(1, rounds + 1):
+        if not paper.get("pdf"):
+            break
+        tex = Path(paper["tex"]).read_text()
+        findings = figcheck.run_checks(out_dir, tex, Path(paper["pdf"]), {**context, "figures": figures}, checks)
+        record["final"], actions = findings, []
+        errors = [f for f in findings if f["severity"] == "error"]
+        if errors and n < rounds:
+            redrawable = [f for f in errors if f["check"] in figcheck.REDRAWN and not f["target"].startswith("page")]
+            if redraw is not None and redrawable:
+                small = any(f["check"] == "text_size" for f in redrawable)
+                font = font + 1.0 if small else max(font - 0.5, figcheck.MIN_PT + 1.0)
+                figures = redraw(font)
+                actions.append(f"redrew the figures at a base font of {font:g} pt ("
+                               + ", ".join(sorted({f['target'] for f in redrawable})) + ")")
+                paper = write_paper(template_name, idea, final_info, figures, context, out_dir, **write_kw)
+            if revise is not None and paper.get("pdf"):
+                revised = revise(Path(paper["tex"]).read_text(), findings)
+                if revised:
+                    paper, kept = _recompile(out_dir, paper, revised, final_info)
+                    actions.append("revised the LaTeX" if kept else "a revision of the LaTeX did not compile: kept")
+        record["rounds"].append({"round": n, "findings": findings, "actions": actions})
+        if not actions:
+            break
+    path = out_dir / "checks.json"
+    path.write_text(json.dumps(record, indent=1))
+    return {**paper, "checks": str(path), "check_errors": sum(f["severity"] == "error" for f in record["final"])}
+
+
+def _recompile(out_dir: Path, paper: dict, tex: str, final_info: dict) -> tuple[dict, bool]:
+    """Compile a revised ``paper.tex``; the previous source again when it does not compile. (paper, kept)."""
+    tex_path = Path(paper["tex"])
+    before = tex_path.read_text()
+    tex_path.write_text(tex)
+    ok, _ = compile_latex(out_dir)
+    if not ok:
+        tex_path.write_text(before)
+        compile_latex(out_dir)
+        return paper, False
+    log = (out_dir / "paper.log").read_text(errors="replace") if (out_dir / "paper.log").exists() else ""
+    found = inspect_pdf(out_dir / "paper.pdf", log, results_table_numbers(final_info))
+    found.pop("text")
+    return {**paper, **found}, True
+
+
 def paper_baselines(template, context: dict) -> dict:
     """The baselines a paper describes (name -> ``Baseline``): the profile's, else every baseline of the template."""
     profile = context.get("profile") or {}
@@ -870,13 +938,21 @@ def paper_context(template_name: str, idea: dict, context: dict) -> dict:
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 # the text stages' cache keys cover their code and text (generic and the template's layer; "*": references.bib)
-@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.runtime.text"), paths=("prompts/paper",),
+@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.figcheck", "tasks.runtime.text"), paths=("prompts/paper",),
        template_parts=("paper", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
     """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
     final_info = read_json(Path(idea_dir) / "final_info.json")
-    paper = write_paper(template_name, idea, final_info, figures, paper_context(template_name, idea, context),
-                        Path(idea_dir) / "paper")
+    template = make(template_name)
+
+    def redraw(font_pt: float) -> list[dict]:
+        sources = {b: baseline.source for b, baseline in template.baselines.items()}
+        sources[idea["Name"]] = idea["source"]
+        return make_plots(idea, pd.read_parquet(Path(idea_dir) / "results.parquet"), final_info, sources,
+                          Path(idea_dir) / "figures", labels_of(template_name, idea), template, font_pt=font_pt)
+
+    paper = write_paper_loop(template_name, idea, final_info, figures, paper_context(template_name, idea, context),
+                             Path(idea_dir) / "paper", redraw=redraw if figures else None)
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages)", idea["Name"], paper.get("pdf") or "FAILED", paper.get("pages"))
     return paper
