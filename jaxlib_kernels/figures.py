@@ -67,10 +67,14 @@ def save(fig, out_dir: Path, name: str) -> tuple[str, str]:
 
 
 def legend(fig, axes, n: int) -> None:
-    """One legend of the first panel's entries under the panels (at most 4 columns), outside the data."""
+    """One legend of the first panel's entries under the panels, outside the data: as many columns (at most 4) as
+    the longest entry lets fit in the figure's width."""
     handles, names = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, names, loc="outside lower center", ncol=min(n, 4), frameon=False)
+        size = matplotlib.font_manager.FontProperties(size=plt.rcParams["legend.fontsize"]).get_size_in_points()
+        column_in = (0.55 * max(len(s) for s in names) + 5.0) * size / 72  # text, handle, padding and spacing
+        ncol = max(1, min(n, 4, int(fig.get_figwidth() // column_in)))
+        fig.legend(handles, names, loc="outside lower center", ncol=ncol, frameon=False)
 
 
 __all__ = ["CANDIDATE_COLOR", "DPI", "FONT_PT", "PALETTE", "SAVE_HOOKS", "TEXT_WIDTH_IN", "legend", "plt", "rc", "save", "style",

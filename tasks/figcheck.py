@@ -234,7 +234,8 @@ def text_sizes(pdf: Path) -> list[tuple[int, float, str]]:
 
 def placed_figures(pdf: Path, figure_dir: Path) -> list[dict]:
     """Every PNG of ``figure_dir`` embedded in the paper: its page, placement width and drawn width (pt), and the
-    smallest text of its vector PDF twin as printed (size x placement / drawn width). Matched by pixel size."""
+    smallest text of its vector PDF twin as printed (size x placement / drawn width). Matched by pixel size; the
+    twin is read next to the PNG, else from the idea's ``figures`` folder (a paper written before the loop)."""
     import pymupdf
 
     pngs = {}

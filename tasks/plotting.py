@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import EngFormatter
 from PIL import Image
 from scipy import stats
 
@@ -87,8 +88,8 @@ def _title(setting: str, results: pd.DataFrame, final_info: dict) -> str:
     return f"{setting} (held out)" if _held_out(setting, results, final_info) else f"{setting} (training)"
 
 
-def _grid(n: int) -> tuple[int, int]:
-    cols = min(3, n)
+def _grid(n: int, most: int = 3) -> tuple[int, int]:
+    cols = min(most, n)
     return math.ceil(n / cols), cols
 
 
@@ -140,7 +141,7 @@ def plot_learning_curves(results, final_info, settings, methods, colors, labels,
         ax.set_xlabel(schema.x_label)
         ax.set_ylabel(schema.curve_label)
         ax.grid(alpha=0.3)
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1M: no offset text to collide with the label
         ax.locator_params(nbins=4)
     for ax in list(axes.flat)[len(settings):]:
         ax.set_visible(False)
@@ -168,7 +169,8 @@ def _count_text(values: set[int]) -> str:
 def plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir,
                        schema: ResultSchema = DEFAULT_SCHEMA, metric: Metric | None = None) -> dict:
     finals = results[results["metric"] == "final"]
-    rows, cols = _grid(len(settings))
+    longest = max((len(labels.get(m, m)) for m in methods), default=0)
+    rows, cols = _grid(len(settings), 2 if longest > 24 else 3)  # long method names take the first panel's width
     fig, axes = subplots(rows, cols, 0.35 + 0.22 * len(methods), sharey=True)
     rng = np.random.default_rng(0)  # jitter of the seed points only
     seeds, significant = set(), []
@@ -197,7 +199,7 @@ def plot_final_returns(results, final_info, settings, methods, colors, labels, o
         comp = info.get("comparison")
         title = _title(setting, results, final_info)
         if comp:
-            title += f"\np = {comp['p_value']:.3g} vs {labels.get(comp['best_baseline'], comp['best_baseline'])}"
+            title += f"\np = {comp['p_value']:.3g}"
             if comp.get("significant"):
                 significant.append(setting)
         ax.set_title(title)

@@ -875,6 +875,7 @@ def write_paper_loop(template_name: str, idea: dict, final_info: dict, figures: 
     checks = CHECKS if checks is None else checks
     font = FONT_PT
     paper = write_paper(template_name, idea, final_info, figures, context, out_dir, **write_kw)
+    _vector_twins(figures, out_dir)
     record: dict[str, list] = {"rounds": [], "final": []}
     for n in range(1, rounds + 1):
         if not paper.get("pdf"):
@@ -892,6 +893,7 @@ def write_paper_loop(template_name: str, idea: dict, final_info: dict, figures: 
                 actions.append(f"redrew the figures at a base font of {font:g} pt ("
                                + ", ".join(sorted({f['target'] for f in redrawable})) + ")")
                 paper = write_paper(template_name, idea, final_info, figures, context, out_dir, **write_kw)
+                _vector_twins(figures, out_dir)
             if revise is not None and paper.get("pdf"):
                 revised = revise(Path(paper["tex"]).read_text(), findings)
                 if revised:
@@ -903,6 +905,14 @@ def write_paper_loop(template_name: str, idea: dict, final_info: dict, figures: 
     path = out_dir / "checks.json"
     path.write_text(json.dumps(record, indent=1))
     return {**paper, "checks": str(path), "check_errors": sum(f["severity"] == "error" for f in record["final"])}
+
+
+def _vector_twins(figures: list[dict], out_dir: Path) -> None:
+    """Each figure's vector PDF next to its PNG in the paper folder (the printed text size is read from it)."""
+    for fig in figures:
+        pdf = Path(fig.get("pdf") or "")
+        if pdf.is_file() and (out_dir / "figures").is_dir():
+            shutil.copyfile(pdf, out_dir / "figures" / pdf.name)
 
 
 def _recompile(out_dir: Path, paper: dict, tex: str, final_info: dict) -> tuple[dict, bool]:
