@@ -525,7 +525,6 @@ PREAMBLE = r"""
 \newsavebox{\fitbox}
 \newlength{\fitmax}
 \newcommand{\fitmath}[1]{\sbox{\fitbox}{$\displaystyle #1$}%
-  \ifdim\wd\fitbox>0.9\linewidth\sbox{\fitbox}{$\textstyle #1$}\fi
   \ifdim\wd\fitbox>1.125\linewidth\makebox[\linewidth]{\resizebox{0.8\wd\fitbox}{!}{\usebox{\fitbox}}}%
   \else\ifdim\wd\fitbox>0.9\linewidth\resizebox{0.9\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi\fi}
 \newcommand{\fitto}[2]{\setlength{\fitmax}{#1}\sbox{\fitbox}{#2}%
@@ -542,8 +541,8 @@ PREAMBLE = r"""
 \setcounter{bottomnumber}{2}
 \setcounter{totalnumber}{5}
 """
-# \fitmath: a formula wider than 0.9 of the line is set in text style, then shrunk to fit but never below 0.8 (its
-# subscripts stay at 6 pt or more; wider still, it overhangs the margins). \fitwidth/\fitpar: a table too wide at
+# \fitmath: a formula wider than 0.9 of the line is shrunk to fit but never below 0.8 (its subscripts stay at 6 pt or
+# more; wider still, it overhangs the margins). \fitwidth/\fitpar: a table too wide at
 # \small is set in \footnotesize, then \scriptsize with narrower column gaps (never shrunk: 6 pt or more); wider
 # still, it overhangs the margins. Float fractions let text pages take figures so no float page is half empty.
 

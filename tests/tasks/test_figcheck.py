@@ -205,3 +205,19 @@ def test_the_writeup_loop_redraws_a_figure_with_tiny_text_and_records_each_round
     assert not [f for f in record["final"] if f["target"] == "curve"], record["final"]
     assert seen and "text_size" in seen[0]
     assert paper["pdf"] and paper["check_errors"] == sum(f["severity"] == "error" for f in record["final"])
+
+
+def test_a_wide_formula_and_a_wide_table_are_fitted_without_text_below_6_pt(tmp_path):
+    from tasks.writeup import PREAMBLE, compile_latex
+
+    formula = " + ".join(rf"\frac{{\alpha_{{{i}}} x^{{2}}}}{{1 + \exp(-\beta_{{{i}}} r)}}" for i in range(9))
+    row = " & ".join(f"column {i} with words" for i in range(9))
+    (tmp_path / "paper.tex").write_text(
+        "\\documentclass[11pt]{article}\\usepackage[margin=1in]{geometry}\\usepackage{graphicx,amsmath}\n"
+        + PREAMBLE + "\\begin{document}\n\\begin{equation}\\fitmath{f = " + formula + "}\\end{equation}\n"
+        "\\begin{table}[h]\\centering\\small\\fitwidth{\\begin{tabular}{" + "l" * 9 + "}" + row + "\\\\ $a^\\dagger$"
+        "\\end{tabular}}\\end{table}\n\\end{document}\n")
+    ok, log = compile_latex(tmp_path)
+    assert ok, log[-2000:]
+    sizes = [s for _, s, _ in figcheck.text_sizes(tmp_path / "paper.pdf")]
+    assert min(sizes) >= figcheck.MIN_PT - 0.05, sorted(sizes)[:5]
