@@ -15,17 +15,31 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import EngFormatter
+from PIL import Image
 from scipy import stats
 
-from jaxlib_kernels.figures import legend, plt, save
+from jaxlib_kernels.figures import (
+    CANDIDATE_COLOR,
+    DPI,
+    FONT_PT,
+    PALETTE,
+    SAVE_HOOKS,
+    legend,
+    plt,
+    save,
+    style,
+    subplots,
+)
 from jaxlib_kernels.templates import make
 from jaxlib_kernels.templates.base import Metric, ResultSchema
+from tasks.figcheck import check_figure
 from tasks.runtime.caching import stage
 from tasks.runtime.runfolder import read_json
 
 DEFAULT_SCHEMA = ResultSchema()
-CANDIDATE_COLOR = "#d62728"
-BASELINE_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
+BASELINE_COLORS = PALETTE
+SEEDED = ("learning_curves", "final_returns")  # the figures drawn from every seed (an interval is expected)
 SMOOTH_FRACTION = 0.05  # rolling window: this fraction of the updates, at least 1, at most 10
 
 
@@ -74,8 +88,8 @@ def _title(setting: str, results: pd.DataFrame, final_info: dict) -> str:
     return f"{setting} (held out)" if _held_out(setting, results, final_info) else f"{setting} (training)"
 
 
-def _grid(n: int) -> tuple[int, int]:
-    cols = min(3, n)
+def _grid(n: int, most: int = 3) -> tuple[int, int]:
+    cols = min(most, n)
     return math.ceil(n / cols), cols
 
 
@@ -104,7 +118,7 @@ def plot_learning_curves(results, final_info, settings, methods, colors, labels,
                          schema: ResultSchema = DEFAULT_SCHEMA) -> dict:
     curves = results[results["metric"] == "curve"]
     rows, cols = _grid(len(settings))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, 2.0)
     windows, seeds_seen = set(), set()
     for ax, setting in zip(axes.flat, settings, strict=False):
         part = curves[curves["setting"] == setting]
@@ -119,15 +133,16 @@ def plot_learning_curves(results, final_info, settings, methods, colors, labels,
             mean, half = _t_interval(table.to_numpy(dtype=float))
             seeds_seen.add(int(table.shape[1]))
             x = table.index.to_numpy()
-            lw = 2.2 if method == methods[-1] else 1.4
+            lw = 1.8 if method == methods[-1] else 1.1
             ax.plot(x, mean, color=colors[method], lw=lw, label=labels.get(method, method))
             ok = ~np.isnan(half)
             ax.fill_between(x[ok], (mean - half)[ok], (mean + half)[ok], color=colors[method], alpha=0.18, lw=0)
-        ax.set_title(_title(setting, results, final_info), fontsize=10)
+        ax.set_title(_title(setting, results, final_info))
         ax.set_xlabel(schema.x_label)
         ax.set_ylabel(schema.curve_label)
         ax.grid(alpha=0.3)
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1M: no offset text to collide with the label
+        ax.locator_params(nbins=4)
     for ax in list(axes.flat)[len(settings):]:
         ax.set_visible(False)
     legend(fig, axes, len(methods))
@@ -141,7 +156,7 @@ def plot_learning_curves(results, final_info, settings, methods, colors, labels,
         + (f"Held-out settings ({', '.join(held)}) are marked in the panel titles." if held else
            "All settings are training settings.")
     )
-    return {"name": "learning_curves", "png": png, "pdf": pdf, "caption": caption}
+    return {"name": "learning_curves", "png": png, "pdf": pdf, "caption": caption, "width_in": fig.get_figwidth()}
 
 
 def _count_text(values: set[int]) -> str:
@@ -154,48 +169,53 @@ def _count_text(values: set[int]) -> str:
 def plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir,
                        schema: ResultSchema = DEFAULT_SCHEMA, metric: Metric | None = None) -> dict:
     finals = results[results["metric"] == "final"]
-    rows, cols = _grid(len(settings))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    longest = max((len(labels.get(m, m)) for m in methods), default=0)
+    rows, cols = _grid(len(settings), 2 if longest > 24 else 3)  # long method names take the first panel's width
+    fig, axes = subplots(rows, cols, 0.35 + 0.22 * len(methods), sharey=True)
     rng = np.random.default_rng(0)  # jitter of the seed points only
     seeds, significant = set(), []
+    order = {m: len(methods) - 1 - i for i, m in enumerate(methods)}  # top to bottom as listed: the candidate last
     for ax, setting in zip(axes.flat, settings, strict=False):
         info = final_info.get(setting, {})
         part = finals[finals["setting"] == setting]
         present = [m for m in methods if m in info.get("means", {}) or (part["method"] == m).any()]
-        for i, method in enumerate(present):
+        for method in present:
+            y = order[method]
             values = part.loc[part["method"] == method, "value"].to_numpy(dtype=float)
             mean = info.get("means", {}).get(method, float(np.mean(values)) if values.size else np.nan)
             lo, hi = info.get("ci95", {}).get(method, [np.nan, np.nan])
             seeds.add(int(info.get("n", {}).get(method, values.size)))
-            ax.bar(i, mean, color=colors[method], alpha=0.35, width=0.7)
+            # points with intervals, not bars: a bar of a negative return would hang from 0
+            ax.scatter(values, y + rng.uniform(-0.15, 0.15, values.size), s=8, color=colors[method], alpha=0.6,
+                       zorder=2, linewidth=0)
             if np.isfinite(lo) and np.isfinite(hi):
-                ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]], color="black", capsize=4, lw=1.2)
-            ax.scatter(i + rng.uniform(-0.18, 0.18, values.size), values, s=12, color=colors[method], zorder=3,
-                       edgecolor="black", linewidth=0.4)
-        ax.set_xticks(range(len(present)))
-        ax.set_xticklabels([labels.get(m, m) for m in present], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(schema.final_label)
+                ax.errorbar(mean, y, xerr=[[mean - lo], [hi - mean]], color="black", capsize=2.5, lw=0.9, zorder=3)
+            ax.scatter([mean], [y], s=22, marker="D", color=colors[method], edgecolor="black", linewidth=0.5,
+                       zorder=4)
+        ax.set_yticks([order[m] for m in methods], [labels.get(m, m) for m in methods])
+        ax.set_ylim(-0.6, len(methods) - 0.4)
+        ax.set_xlabel(schema.final_label)
+        ax.locator_params(axis="x", nbins=4)
         comp = info.get("comparison")
         title = _title(setting, results, final_info)
         if comp:
-            title += f"\np = {comp['p_value']:.3g} vs {labels.get(comp['best_baseline'], comp['best_baseline'])}"
+            title += f"\np = {comp['p_value']:.3g}"
             if comp.get("significant"):
                 significant.append(setting)
-        ax.set_title(title, fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(title)
+        ax.grid(axis="x", alpha=0.3)
     for ax in list(axes.flat)[len(settings):]:
         ax.set_visible(False)
-    fig.tight_layout()
     png, pdf = save(fig, out_dir, "final_returns")
     caption = (
         f"{schema.final_label[:1].upper() + schema.final_label[1:]} ({metric.description}, {metric.direction}) per "
-        "setting and method: bars show "
+        "setting and method: diamonds show "
         f"the mean over {_count_text(seeds)} seeds, error bars the 95\u00a0% t-interval, dots the individual "
         f"seeds. Panel titles give the Welch t-test p-value of the candidate against the best baseline; "
         + (f"the difference is significant at the 5\u00a0% level on {', '.join(significant)}." if significant
            else "no difference is significant at the 5\u00a0% level.")
     )
-    return {"name": "final_returns", "png": png, "pdf": pdf, "caption": caption}
+    return {"name": "final_returns", "png": png, "pdf": pdf, "caption": caption, "width_in": fig.get_figwidth()}
 
 
 def make_plots(
@@ -206,8 +226,12 @@ def make_plots(
     out_dir: Path,
     labels: dict[str, str],
     template=None,
+    font_pt: float = FONT_PT,
 ) -> list[dict]:
-    """Write learning_curves and final_returns (PNG + PDF) to ``out_dir``, then the template's own figures."""
+    """Write learning_curves and final_returns (PNG + PDF) to ``out_dir``, then the template's own figures, each
+    drawn at the width it prints (``width_in`` of its record) with base font ``font_pt``.
+
+    A redraw (the writeup loop) passes a larger ``font_pt``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     candidate = _candidate_name(idea, results)
@@ -220,14 +244,30 @@ def make_plots(
     settings = _settings(results, final_info)
     schema = template.schema if template is not None else DEFAULT_SCHEMA
     metric = template.metric if template is not None else Metric("final", "the final value")
-    figures = [
-        plot_learning_curves(results, final_info, settings, methods, colors, labels, out_dir, schema),
-        plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir, schema, metric),
-    ]
-    if template is not None:
-        figures += template.figures(template=template, idea=idea, sources=sources, results=results,
-                                    final_info=final_info, methods=methods, colors=colors, labels=labels,
-                                    out_dir=out_dir)
+    seeds = int(results["seed"].nunique()) if "seed" in results else None
+    drawn: dict[str, list] = {}
+
+    def check(fig, name):  # seeds are behind the curves and final values; a template's figures say nothing of them
+        drawn[name] = check_figure(fig, name, n_seeds=seeds if name in SEEDED else None)
+
+    SAVE_HOOKS.append(check)
+    try:
+        with style(font_pt):
+            figures = [
+                plot_learning_curves(results, final_info, settings, methods, colors, labels, out_dir, schema),
+                plot_final_returns(results, final_info, settings, methods, colors, labels, out_dir, schema, metric),
+            ]
+            if template is not None:
+                figures += template.figures(template=template, idea=idea, sources=sources, results=results,
+                                            final_info=final_info, methods=methods, colors=colors, labels=labels,
+                                            out_dir=out_dir)
+    finally:
+        SAVE_HOOKS.remove(check)
+    for fig in figures:  # a template's figure: its width as saved (figures are saved at their own size)
+        if "width_in" not in fig:
+            with Image.open(fig["png"]) as img:
+                fig["width_in"] = round(img.width / DPI, 3)
+        fig["findings"] = drawn.get(fig["name"], [])
     return figures
 
 

@@ -20,16 +20,20 @@ import shutil
 import subprocess
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import pandas as pd
 from prefect import get_run_logger
-from pylatex import Command, Document, Figure, NoEscape, Package, Section, Table, Tabular
+from pylatex import Command, Document, Figure, NoEscape, Package, Section, Table, Tabular, Tabularx
 from pylatex.base_classes import Environment
 
+from jaxlib_kernels.figures import FONT_PT, TEXT_WIDTH_IN
 from jaxlib_kernels.templates import make
-from tasks.plotting import labels_of
+from tasks import figcheck
+from tasks.plotting import labels_of, make_plots
 from tasks.review import _finite
 from tasks.runtime import text as layers
 from tasks.runtime.caching import stage
@@ -48,6 +52,8 @@ SECTIONS = [
     ("limitations", "Limitations"),
     ("conclusion", "Conclusion"),
 ]
+SECTIONS_ORDER = {key: i for i, (key, _) in enumerate(SECTIONS)}
+FLOATS_FROM = "method"  # the first section a table or figure may stand in (at its first citation)
 # Control sequences a model-written formula may not use: file access, definitions, catcode tricks, document structure.
 FORBIDDEN_TEX = re.compile(
     r"\\(input|include|openin|openout|write|immediate|read|catcode|def|edef|gdef|xdef|let|csname|usepackage|"
@@ -517,13 +523,28 @@ class Abstract(Environment):
 
 PREAMBLE = r"""
 \newsavebox{\fitbox}
+\newlength{\fitmax}
 \newcommand{\fitmath}[1]{\sbox{\fitbox}{$\displaystyle #1$}%
-  \ifdim\wd\fitbox>0.9\linewidth\resizebox{0.9\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}
-\newcommand{\fitwidth}[1]{\sbox{\fitbox}{#1}%
-  \ifdim\wd\fitbox>\linewidth\resizebox{\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}
-\newcommand{\fitpar}[1]{\sbox{\fitbox}{#1}%
-  \ifdim\wd\fitbox>0.85\linewidth\resizebox{0.85\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}
+  \ifdim\wd\fitbox>1.125\linewidth\makebox[\linewidth]{\resizebox{0.8\wd\fitbox}{!}{\usebox{\fitbox}}}%
+  \else\ifdim\wd\fitbox>0.9\linewidth\resizebox{0.9\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi\fi}
+\newcommand{\fitto}[2]{\setlength{\fitmax}{#1}\sbox{\fitbox}{#2}%
+  \ifdim\wd\fitbox>\fitmax\sbox{\fitbox}{\footnotesize\setlength{\tabcolsep}{4pt}#2}\fi
+  \ifdim\wd\fitbox>\fitmax\sbox{\fitbox}{\scriptsize\setlength{\tabcolsep}{3pt}#2}\fi
+  \makebox[\linewidth]{\usebox{\fitbox}}}
+\newcommand{\fitwidth}[1]{\fitto{\linewidth}{#1}}
+\newcommand{\fitpar}[1]{\fitto{0.85\linewidth}{#1}}
+\renewcommand{\topfraction}{0.9}
+\renewcommand{\bottomfraction}{0.8}
+\renewcommand{\textfraction}{0.1}
+\renewcommand{\floatpagefraction}{0.7}
+\setcounter{topnumber}{3}
+\setcounter{bottomnumber}{2}
+\setcounter{totalnumber}{5}
 """
+# \fitmath: a formula wider than 0.9 of the line is shrunk to fit but never below 0.8 (its subscripts stay at 6 pt or
+# more; wider still, it overhangs the margins). \fitwidth/\fitpar: a table too wide at
+# \small is set in \footnotesize, then \scriptsize with narrower column gaps (never shrunk: 6 pt or more); wider
+# still, it overhangs the margins. Float fractions let text pages take figures so no float page is half empty.
 
 
 def results_table_numbers(final_info: dict) -> list[str]:
@@ -606,7 +627,7 @@ def _tests_table(env, facts: dict) -> Table:
 def _settings_table(env, facts: dict) -> Table:
     table = Table(position="tbp")
     table.append(NoEscape(r"\centering\small"))
-    tab = Tabular("lllrl", booktabs=True)
+    tab = Tabularx("lllrX", width_argument=NoEscape(r"\linewidth"), booktabs=True)  # the description wraps
     budget_head = _capfirst(facts["budget_unit"])
     tab.add_row([NoEscape(c) for c in ("Setting", "Environment", "Role", budget_head, "Description")])
     tab.add_hline()
@@ -616,20 +637,38 @@ def _settings_table(env, facts: dict) -> Table:
             NoEscape("held out" if s["held_out"] else "training"), NoEscape(fmt_int(s["steps"])),
             NoEscape(escape_tex(s["description"])),
         ])
-    table.append(NoEscape(r"\fitwidth{%"))
     table.append(tab)
-    table.append(NoEscape("}"))
     table.add_caption(NoEscape(env.get_template("caption_settings.tex.j2").render(**facts).strip()))
     table.append(NoEscape(r"\label{tab:settings}"))
     return table
 
 
 def _figure(fig: dict, caption: str) -> Figure:
+    """The figure at the width it was drawn (``width_in``), so its text prints at the size it was drawn; a figure of
+    unknown width fills the line."""
     figure = Figure(position="tbp")
-    figure.add_image(f"figures/{Path(fig['png']).name}", width=NoEscape(r"\linewidth"))
+    width = fig.get("width_in")
+    size = NoEscape(r"\linewidth") if not width or width >= TEXT_WIDTH_IN - 0.01 else NoEscape(f"{float(width):.3f}in")
+    figure.add_image(f"figures/{Path(fig['png']).name}", width=size)
     figure.add_caption(NoEscape(escape_tex(caption)))
     figure.append(NoEscape(f"\\label{{fig:{_label_key(fig['name'])}}}"))
     return figure
+
+
+def _place(body: str, floats: list[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    """Insert each float (label, LaTeX) after the paragraph of ``body`` that first cites it; (body, the floats
+    ``body`` never cites)."""
+    rest = []
+    for label, latex in floats:
+        kind, _, key = label.partition(":")
+        hit = re.search(rf"\\(?:auto|c)?ref\{{{kind}:({re.escape(key)}|{re.escape(key.replace('-', '_'))})\}}", body)
+        if hit is None:
+            rest.append((label, latex))
+            continue
+        end = body.find("\n\n", hit.end())
+        end = len(body) if end < 0 else end
+        body = body[:end] + "\n" + latex + body[end:]
+    return body, rest
 
 
 def build_document(template_name: str, facts: dict, final_info: dict, figures: list[dict],
@@ -644,7 +683,7 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
         documentclass="article", document_options=["11pt"], geometry_options={"margin": "1in"},
         fontenc="T1", inputenc="utf8", lmodern=True, textcomp=True, page_numbers=True,
     )
-    for pkg, opts in (("amsmath", None), ("amssymb", None), ("graphicx", None), ("booktabs", None),
+    for pkg, opts in (("amsmath", None), ("amssymb", None), ("graphicx", None), ("booktabs", None), ("tabularx", None),
                       ("natbib", ["round", "authoryear"]), ("microtype", None)):
         doc.packages.append(Package(pkg, options=opts))
     doc.preamble.append(NoEscape(PREAMBLE))
@@ -660,18 +699,26 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
     abstract = Abstract()
     abstract.append(NoEscape(sections.get("abstract") or env.get_template("abstract.tex.j2").render(**facts)))
     doc.append(abstract)
-    figs = {f["name"]: f for f in figures}
+    # every float after the paragraph that first cites it, from the method section on (not in the introduction's
+    # overview), the ones cited nowhere there at the end of their own section
+    own = {"setup": [("tab:settings", _settings_table(env, facts).dumps())],
+           "results": [("tab:results", _results_table(env, facts, final_info).dumps()),
+                       ("tab:tests", _tests_table(env, facts).dumps())]
+           + [(f"fig:{_label_key(f['name'])}", _figure(f, f.get("caption", "")).dumps()) for f in figures]}
+    bodies = {key: sections.get(key) or env.get_template(f"{key}.tex.j2").render(**facts) for key, _ in SECTIONS}
+    pending = [(key, f) for key, _ in SECTIONS for f in own.get(key, [])]
+    placed: set[str] = set()
+    for key, _ in SECTIONS[SECTIONS_ORDER[FLOATS_FROM]:]:
+        mine = [f for _, f in pending if f[0] not in placed]
+        bodies[key], rest = _place(bodies[key], mine)
+        placed |= {f[0] for f in mine} - {f[0] for f in rest}
     for key, title in SECTIONS:
         section = Section(title, label=False)
         section.append(NoEscape(f"\\label{{sec:{key}}}\n"))
-        section.append(NoEscape(sections.get(key) or env.get_template(f"{key}.tex.j2").render(**facts)))
-        if key == "setup":
-            section.append(_settings_table(env, facts))
-        if key == "results":
-            section.append(_results_table(env, facts, final_info))
-            section.append(_tests_table(env, facts))
-            for fig in figures:
-                section.append(_figure(figs[fig["name"]], fig.get("caption", "")))
+        section.append(NoEscape(bodies[key]))
+        for label, latex in own.get(key, []):
+            if label not in placed:
+                section.append(NoEscape(latex))
         doc.append(section)
     doc.append(NoEscape(r"\bibliographystyle{plainnat}"))
     doc.append(NoEscape(r"\bibliography{references}"))
@@ -808,6 +855,81 @@ def write_paper(
     return result
 
 
+MAX_ROUNDS = 3  # compile -> check -> redraw / revise rounds of the writeup loop (the AI Scientist v2 runs three)
+CHECKS: list[figcheck.Check] = list(figcheck.PAPER_CHECKS)  # the text gate and the claims check append theirs
+Revise = Callable[[str, list[dict]], "str | None"]
+
+
+def write_paper_loop(template_name: str, idea: dict, final_info: dict, figures: list[dict], context: dict,
+                     out_dir: Path, redraw: Callable[[float], list[dict]] | None = None,
+                     revise: Revise | None = None, checks: list | None = None, rounds: int = MAX_ROUNDS,
+                     **write_kw) -> dict:
+    """Write and compile the paper, check it, and for at most ``rounds`` rounds fix what failed, then compile again.
+
+    Offline a figure with findings a redraw can fix is drawn again (``redraw(font_pt)`` returns the figures drawn at
+    that base font) and the paper re-rendered; ``revise(tex, findings)`` (the LLM backend) may return a revised
+    LaTeX source, kept when it compiles. Each round's findings and actions go to ``checks.json`` in the paper
+    folder as ``{"rounds": [{"round", "findings", "actions"}], "final": [...]}``; the result names it."""
+    out_dir = Path(out_dir)
+    checks = CHECKS if checks is None else checks
+    font = FONT_PT
+    paper = write_paper(template_name, idea, final_info, figures, context, out_dir, **write_kw)
+    _vector_twins(figures, out_dir)
+    record: dict[str, list] = {"rounds": [], "final": []}
+    for n in range(1, rounds + 1):
+        if not paper.get("pdf"):
+            break
+        tex = Path(paper["tex"]).read_text()
+        findings = figcheck.run_checks(out_dir, tex, Path(paper["pdf"]), {**context, "figures": figures}, checks)
+        record["final"], actions = findings, []
+        errors = [f for f in findings if f["severity"] == "error"]
+        if errors and n < rounds:
+            redrawable = [f for f in errors if f["check"] in figcheck.REDRAWN and not f["target"].startswith("page")]
+            if redraw is not None and redrawable:
+                small = any(f["check"] == "text_size" for f in redrawable)
+                font = font + 1.0 if small else max(font - 0.5, figcheck.MIN_PT + 1.0)
+                figures = redraw(font)
+                actions.append(f"redrew the figures at a base font of {font:g} pt ("
+                               + ", ".join(sorted({f['target'] for f in redrawable})) + ")")
+                paper = write_paper(template_name, idea, final_info, figures, context, out_dir, **write_kw)
+                _vector_twins(figures, out_dir)
+            if revise is not None and paper.get("pdf"):
+                revised = revise(Path(paper["tex"]).read_text(), findings)
+                if revised:
+                    paper, kept = _recompile(out_dir, paper, revised, final_info)
+                    actions.append("revised the LaTeX" if kept else "a revision of the LaTeX did not compile: kept")
+        record["rounds"].append({"round": n, "findings": findings, "actions": actions})
+        if not actions:
+            break
+    path = out_dir / "checks.json"
+    path.write_text(json.dumps(record, indent=1))
+    return {**paper, "checks": str(path), "check_errors": sum(f["severity"] == "error" for f in record["final"])}
+
+
+def _vector_twins(figures: list[dict], out_dir: Path) -> None:
+    """Each figure's vector PDF next to its PNG in the paper folder (the printed text size is read from it)."""
+    for fig in figures:
+        pdf = Path(fig.get("pdf") or "")
+        if pdf.is_file() and (out_dir / "figures").is_dir():
+            shutil.copyfile(pdf, out_dir / "figures" / pdf.name)
+
+
+def _recompile(out_dir: Path, paper: dict, tex: str, final_info: dict) -> tuple[dict, bool]:
+    """Compile a revised ``paper.tex``; the previous source again when it does not compile. (paper, kept)."""
+    tex_path = Path(paper["tex"])
+    before = tex_path.read_text()
+    tex_path.write_text(tex)
+    ok, _ = compile_latex(out_dir)
+    if not ok:
+        tex_path.write_text(before)
+        compile_latex(out_dir)
+        return paper, False
+    log = (out_dir / "paper.log").read_text(errors="replace") if (out_dir / "paper.log").exists() else ""
+    found = inspect_pdf(out_dir / "paper.pdf", log, results_table_numbers(final_info))
+    found.pop("text")
+    return {**paper, **found}, True
+
+
 def paper_baselines(template, context: dict) -> dict:
     """The baselines a paper describes (name -> ``Baseline``): the profile's, else every baseline of the template."""
     profile = context.get("profile") or {}
@@ -825,13 +947,21 @@ def paper_context(template_name: str, idea: dict, context: dict) -> dict:
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 # the text stages' cache keys cover their code and text (generic and the template's layer; "*": references.bib)
-@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.runtime.text"), paths=("prompts/paper",),
+@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.figcheck", "tasks.runtime.text"), paths=("prompts/paper",),
        template_parts=("paper", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
     """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
     final_info = read_json(Path(idea_dir) / "final_info.json")
-    paper = write_paper(template_name, idea, final_info, figures, paper_context(template_name, idea, context),
-                        Path(idea_dir) / "paper")
+    template = make(template_name)
+
+    def redraw(font_pt: float) -> list[dict]:
+        sources = {b: baseline.source for b, baseline in template.baselines.items()}
+        sources[idea["Name"]] = idea["source"]
+        return make_plots(idea, pd.read_parquet(Path(idea_dir) / "results.parquet"), final_info, sources,
+                          Path(idea_dir) / "figures", labels_of(template_name, idea), template, font_pt=font_pt)
+
+    paper = write_paper_loop(template_name, idea, final_info, figures, paper_context(template_name, idea, context),
+                             Path(idea_dir) / "paper", redraw=redraw if figures else None)
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages)", idea["Name"], paper.get("pdf") or "FAILED", paper.get("pages"))
     return paper

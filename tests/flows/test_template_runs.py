@@ -37,6 +37,7 @@ SCIENTIST = [sys.executable, "-m", "flows.cli"]
 # (a whole run each: the suite's time; the mechanisms are generic, see the module docstring)
 KILLED = ("lpo",)
 EDIT_CHECKED = ("lpo",)
+PAGE_CHECKED = ("lpo",)  # the default template's paper: printed text sizes and page fill (the layout is generic)
 MARKER = "This sentence was added to the paper text after the run had finished."
 
 
@@ -176,6 +177,26 @@ def test_a_smoke_run_ends_in_a_pdf_and_a_review(finished):
     ours = [line for line in printed.splitlines() if "Warning" in line
             and any(f"{ROOT}/{part}/" in line for part in ("flows", "tasks", "jaxlib_kernels"))]
     assert not ours and "SIGTERM handler is not set" not in printed, ours
+
+
+@pytest.mark.slow
+def test_the_paper_prints_figure_and_table_text_at_6_pt_or_more_and_leaves_no_page_half_empty(finished):
+    """Measured from the PDF with pymupdf: every text span (tables, formulas) and every figure's text as printed
+    (its vector twin's smallest font x placement width / drawn width); the blank rows of each page's text block."""
+    from tasks import figcheck
+
+    name, _, run_dir, *_ = finished
+    if name not in PAGE_CHECKED:
+        pytest.skip(f"{name}: the page layout is checked on {', '.join(PAGE_CHECKED)} (generic code)")
+    for paper in json.loads((run_dir / "run.json").read_text())["papers"]:
+        pdf = Path(paper["pdf"])
+        assert min(size for _, size, _ in figcheck.text_sizes(pdf)) >= 6.0
+        placed = figcheck.placed_figures(pdf, pdf.parent / "figures")
+        assert len(placed) >= 3 and all(f["printed_pt"] >= 6.0 for f in placed), placed
+        blank = [1 - fill for fill in figcheck.page_fill(pdf)]
+        assert max(blank[:-1]) <= 0.35, blank
+        record = json.loads((pdf.parent / "checks.json").read_text())
+        assert record["rounds"] and not [f for f in record["final"] if f["check"] in ("text_size", "page_fill")]
 
 
 def _paper_text_file(template) -> Path:

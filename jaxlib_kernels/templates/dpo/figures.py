@@ -79,12 +79,12 @@ def frontier_rows(out_dir: Path, methods: list[str]) -> list[dict]:
 
 def dpo_figures(*, sources: dict[str, str], methods: list[str], colors: dict, labels: dict, out_dir: Path,
                 **_) -> list[dict]:
-    from jaxlib_kernels.figures import legend, plt, save
+    from jaxlib_kernels.figures import legend, save, subplots
 
     figures = []
     # ---- the losses' shapes -----------------------------------------------------------------------------------
     rho = np.linspace(*SHAPE_RHO, 241)
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), squeeze=False)
+    fig, axes = subplots(1, 2, 2.2)
     failed = []
     for ax, beta in zip(axes.flat, (0.05, 0.25), strict=True):
         for method in methods:
@@ -95,9 +95,9 @@ def dpo_figures(*, sources: dict[str, str], methods: list[str], colors: dict, la
             except Exception:  # noqa: BLE001 - untrusted code; reported in the caption
                 failed.append(method)
                 continue
-            ax.plot(rho, v, color=colors[method], lw=2.2 if method == methods[-1] else 1.3,
+            ax.plot(rho, v, color=colors[method], lw=1.8 if method == methods[-1] else 1.1,
                     label=labels.get(method, method))
-        ax.set_title(f"beta = {beta:g}", fontsize=10)
+        ax.set_title(f"beta = {beta:g}")
         ax.set_xlabel("margin rho")
         ax.set_ylabel("loss")
         ax.set_ylim(bottom=-0.05, top=4.0)
@@ -114,7 +114,7 @@ def dpo_figures(*, sources: dict[str, str], methods: list[str], colors: dict, la
     rows = frontier_rows(out_dir, methods)
     settings = sorted({r["setting"] for r in rows})
     if rows:
-        fig, axes = plt.subplots(1, len(settings), figsize=(4.6 * len(settings), 3.6), squeeze=False)
+        fig, axes = subplots(1, len(settings), 2.4)
         for ax, setting in zip(axes.flat, settings, strict=True):
             for method in methods:
                 pts = sorted((r for r in rows if r["method"] == method and r["setting"] == setting),
@@ -124,9 +124,10 @@ def dpo_figures(*, sources: dict[str, str], methods: list[str], colors: dict, la
                 kl = [p["kl"] for p in pts]
                 rw = [p["reward"] for p in pts]
                 ax.errorbar(kl, rw, xerr=[p["kl_ci"] for p in pts], yerr=[p["reward_ci"] for p in pts],
-                            color=colors[method], marker="o", ms=4, lw=1.2, capsize=2,
+                            color=colors[method], marker="o", ms=3, lw=1.0, capsize=2,
                             label=labels.get(method, method))
-            ax.set_title(setting, fontsize=10)
+            ax.set_title(setting)
+            ax.locator_params(nbins=4)
             ax.set_xlabel("KL(policy || reference)")
             ax.set_ylabel("mean reward of samples")
             ax.grid(alpha=0.3)

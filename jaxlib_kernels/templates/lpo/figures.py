@@ -24,10 +24,10 @@ def evaluate_drift(source: str, ratio: np.ndarray, advantage: float, progress: f
 def drift_shape(*, sources: dict[str, str], methods: list[str], colors: dict, labels: dict, out_dir: Path,
                 **_) -> list[dict]:
     """``drift_shape.png/pdf``: D(r, A, n/N) over r at A = +1 and A = -1, solid at n/N = 0, dashed at n/N = 1."""
-    from jaxlib_kernels.figures import legend, plt, save
+    from jaxlib_kernels.figures import legend, save, subplots
 
     ratio = np.linspace(*DRIFT_R, 301)
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), squeeze=False)
+    fig, axes = subplots(1, 2, 2.2)
     failed, temporal = [], []
     for ax, adv in zip(axes.flat, (1.0, -1.0), strict=True):
         for method in methods:
@@ -40,14 +40,14 @@ def drift_shape(*, sources: dict[str, str], methods: list[str], colors: dict, la
                 if method not in failed:
                     failed.append(method)
                 continue
-            lw = 2.2 if method == methods[-1] else 1.3
+            lw = 1.8 if method == methods[-1] else 1.1
             ax.plot(ratio, d0, color=colors[method], lw=lw, label=labels.get(method, method))
             if np.max(np.abs(d1 - d0)) > 1e-7:
                 ax.plot(ratio, d1, color=colors[method], lw=lw, ls="--")
                 if method not in temporal:
                     temporal.append(method)
         ax.axvline(1.0, color="grey", lw=0.8, ls=":")
-        ax.set_title(f"A = {adv:+.0f}", fontsize=10)
+        ax.set_title(f"A = {adv:+.0f}")
         ax.set_xlabel("probability ratio r")
         ax.set_ylabel("drift D(r, A, n/N)")
         ax.grid(alpha=0.3)
@@ -63,4 +63,4 @@ def drift_shape(*, sources: dict[str, str], methods: list[str], colors: dict, la
            else "no drift shown depends on training progress, so n/N = 1 coincides with n/N = 0.")
         + (f" Could not be evaluated: {', '.join(labels.get(m, m) for m in failed)}." if failed else "")
     )
-    return [{"name": "drift_shape", "png": png, "pdf": pdf, "caption": caption}]
+    return [{"name": "drift_shape", "png": png, "pdf": pdf, "caption": caption, "width_in": fig.get_figwidth()}]
