@@ -187,3 +187,55 @@ def test_the_cycle_finder_finds_a_cycle_and_its_path():
     where = {(x, y): f"{x}.py:1" for x, ys in graph.items() for y in ys}
     assert _path(graph, where, {"a", "b", "c"}).splitlines() == ["  a -> b (a.py:1)", "  b -> c (b.py:1)",
                                                                   "  c -> a (c.py:1)"]
+
+
+# Where a template may be named outside its own folders: the registry (its lines) and the command line (its defaults
+# and flag help). Everything else asks the contract (Template.discovery, Template.meta, ...).
+MAY_NAME_TEMPLATES = {"jaxlib_kernels/templates/__init__.py", "flows/cli.py"}
+
+
+def _template_names() -> set[str]:
+    tree = ast.parse((ROOT / "jaxlib_kernels/templates/__init__.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Registry" and len(node.args) > 1:
+            names |= {k.value for k in node.args[1].keys if isinstance(k, ast.Constant)}
+    return names
+
+
+def template_mentions(path: Path, names: set[str]) -> list[str]:
+    """String constants that are a template's name, and imports of a template's package, in one module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and node.value in names:
+            found.append(f"{node.lineno}: {node.value!r}")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            parts = node.module.split(".")
+            hit = parts[:2] == ["jaxlib_kernels", "templates"] and (
+                (len(parts) > 2 and parts[2] in names) or any(a.name in names for a in node.names))
+            if hit:
+                found.append(f"{node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.Import):
+            found += [f"{node.lineno}: import {a.name}" for a in node.names
+                      if a.name.split(".")[:2] == ["jaxlib_kernels", "templates"] and len(a.name.split(".")) > 2
+                      and a.name.split(".")[2] in names]
+    return found
+
+
+def test_no_generic_module_names_a_template():
+    names = _template_names()
+    assert {"lpo", "hades", "dpo", "bbo", "marl"} <= names
+    bad = []
+    for rel_module, path in _project().items():
+        rel = path.relative_to(ROOT).as_posix()
+        parts = rel.split("/")
+        if rel in MAY_NAME_TEMPLATES or (parts[:2] == ["jaxlib_kernels", "templates"] and len(parts) > 3):
+            continue  # a template's own folder
+        bad += [f"{rel}:{m}" for m in template_mentions(path, names)]
+    assert not bad, "generic modules must ask the template contract, not name a template:\n" + "\n".join(bad)
+
+
+def test_the_template_name_check_sees_a_string_and_an_import(tmp_path):
+    mod = tmp_path / "m.py"
+    mod.write_text('from jaxlib_kernels.templates import lpo\nif x == "hades":\n    pass\ns = "lpo-like text"\n')
+    assert template_mentions(mod, {"lpo", "hades"}) == ["1: from jaxlib_kernels.templates import ...", "2: 'hades'"]
