@@ -91,9 +91,9 @@ def _sharded(template_name: str, workers: int, ray_address: str | None):
         return None
     import functools
 
-    from tasks import meta_es
+    from tasks.runtime import ray_pool
 
-    return functools.partial(meta_es.train_programs_sharded, meta_es.program_trainers(workers, ray_address),
+    return functools.partial(ray_pool.train_programs_sharded, ray_pool.program_trainers(workers, ray_address),
                              template_name)
 
 
@@ -262,15 +262,15 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
                             model=model, backend="llm" if model else "offline")
         client = llm.start_for_run(run, model, max_cost) if model else None
         if workers > 1:
-            from tasks import meta_es
+            from tasks.runtime import ray_pool
 
-            workers = min(workers, meta_es.available_workers(ray_address))
+            workers = min(workers, ray_pool.available_workers(ray_address))
             run.update_run_json(workers=workers, ray_address=ray_address or os.environ.get("RAY_ADDRESS"))
         target = None
         if distill:
-            from tasks import meta_es
+            from jaxlib_kernels.es.problems import learned_behaviour
 
-            learned = meta_es.learned_drift_behaviour(distill)
+            learned = learned_behaviour(distill)
             target = learned["target"]
             run.update_run_json(distill={"from": str(distill), "generation": learned["generation"],
                                          "baseline_distances": learned["distances"]})
@@ -361,9 +361,9 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
         if model:
             llm.activate(None)
         if workers > 1:
-            from tasks import meta_es
+            from tasks.runtime import ray_pool
 
-            meta_es.release_program_trainers()
+            ray_pool.release_program_trainers()
         run.unlock()
 
 

@@ -23,6 +23,7 @@ from jaxlib_kernels.templates.base import (
 from jaxlib_kernels.templates.lpo import figures, kernel, search
 from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, LABELS, NO_DRIFT, PPO_CLIP
 from jaxlib_kernels.templates.lpo.kernel import check_plugin, evaluate, ppo_config, probe
+from jaxlib_kernels.templates.lpo.meta import META
 
 SETTINGS = {
     "empty5": Setting("empty5", "Navix-Empty-5x5-v0", held_out=False, description="Empty 5x5, fixed start"),
@@ -123,6 +124,7 @@ TEMPLATE = Template(
     # scientist discover: Empty-5x5 at 16,384 steps leaves PPO clip at about 0.66 of the optimum's 0.955 (headroom)
     discovery=Discovery(kernel.train_programs, setting="empty5", held_out=("empty_random5", "empty6", "empty5_short"),
                         budget=16_384),
+    meta=META,  # scientist meta: TA-LPO (lpo/meta.py)
 )
 
 __all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS", "TEMPLATE",
