@@ -18,6 +18,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+SERVER_LOST = 4  # the exit status of a run whose Prefect server went away (its results are kept; re-run to resume)
+
+
 class UsageError(Exception):
     """Bad input from the user: one line on stderr, exit code 2."""
 
@@ -279,6 +282,7 @@ def cmd_run(args) -> int:
         print(f"scientist: error: {unreachable}", file=sys.stderr)
         return 3
     from flows.scientist import ai_scientist
+    from tasks.runtime import session
 
     try:
         result = ai_scientist(
@@ -293,6 +297,9 @@ def cmd_run(args) -> int:
     except Exception as exc:
         from tasks.runtime.llm import LLMError, redact
 
+        if session.server_lost():
+            print(session.server_lost_line(), file=sys.stderr)
+            return SERVER_LOST
         if not isinstance(exc, LLMError):
             raise
         print(f"scientist: error: {redact(exc)} (run {args.run_id}, recorded in its run.json)", file=sys.stderr)
@@ -382,9 +389,12 @@ def cmd_templates(args) -> int:
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port``. With SO_REUSEADDR, as the server itself binds: the connections a
+    stopped server left in TIME_WAIT do not keep its port from being used again at once."""
     import socket
 
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -508,7 +518,7 @@ def _check_meta_args(args) -> dict:
 def cmd_meta(args) -> int:
     extra = _check_meta_args(args)
     from flows.meta_learning import meta_learning
-    from tasks.runtime import lifeline
+    from tasks.runtime import lifeline, session
     from tasks.runtime.runfolder import RunFolderError
 
     lifeline.watch()
@@ -522,6 +532,11 @@ def cmd_meta(args) -> int:
     except RunFolderError as exc:
         print(f"scientist: error: {exc}", file=sys.stderr)
         return 2
+    except Exception:
+        if not session.server_lost():
+            raise
+        print(session.server_lost_line(), file=sys.stderr)
+        return SERVER_LOST
     print(f"\nmeta-run {result['run_id']}: {result['status']} ({result['run_dir']})")
     for name, f in (result.get("fitness") or {}).items():
         print(f"  {name}: population mean return {f['first_mean']:.3f} (generation 1) -> {f['return_mean']:.3f} "
@@ -560,17 +575,24 @@ def cmd_discover(args) -> int:
         except (OSError, ValueError, KeyError) as exc:
             raise UsageError(f"--distill: {exc}") from None
     from flows.discovery import discover
+    from tasks.runtime import session
 
     promote = min(4, args.population)
     tune = min(4, (args.population - 1) // 2 * 2)
-    result = discover(template=args.template, minutes=args.minutes, generations=args.generations,
-                      run_id=args.run_id, runs_dir=args.runs_dir, seed=args.seed, setting=args.setting,
-                      budget=args.budget, seeds=args.seeds, fresh_seeds=args.fresh_seeds, admit=not args.no_admit,
-                      search={"population": args.population, "promote": promote, "tune": tune},
-                      model=args.model, llm_proposals=args.llm_proposals, max_cost=args.max_cost,
-                      fallback=args.fallback, baseline_tuning=args.baseline_tuning, distill=args.distill,
-                      workers=args.workers, ray_address=args.ray_address, paper=args.paper,
-                      paper_profile=args.paper_profile)
+    try:
+        result = discover(template=args.template, minutes=args.minutes, generations=args.generations,
+                          run_id=args.run_id, runs_dir=args.runs_dir, seed=args.seed, setting=args.setting,
+                          budget=args.budget, seeds=args.seeds, fresh_seeds=args.fresh_seeds, admit=not args.no_admit,
+                          search={"population": args.population, "promote": promote, "tune": tune},
+                          model=args.model, llm_proposals=args.llm_proposals, max_cost=args.max_cost,
+                          fallback=args.fallback, baseline_tuning=args.baseline_tuning, distill=args.distill,
+                          workers=args.workers, ray_address=args.ray_address, paper=args.paper,
+                          paper_profile=args.paper_profile)
+    except Exception:
+        if not session.server_lost():
+            raise
+        print(session.server_lost_line(), file=sys.stderr)
+        return SERVER_LOST
     print(f"\ndiscovery run {result['run_id']}: {result['status']} after {result['generation']} generation(s) "
           f"({result['run_dir']})")
     for row in result["top"]:

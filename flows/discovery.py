@@ -32,7 +32,7 @@ import time
 from prefect import flow, get_run_logger
 
 from tasks.runtime.caching import stage, storage
-from tasks.runtime.runfolder import RunFolder, git_revision, new_run_id, package_versions, write_json
+from tasks.runtime.runfolder import write_json
 
 KERNEL = ("jaxlib_kernels.discovery", "jaxlib_kernels.interpreter", "jaxlib_kernels.ppo", "jaxlib_kernels.symbolic",
           "jaxlib_kernels.envs", "jaxlib_kernels.templates.lpo.search", "jaxlib_kernels.templates.lpo.kernel",
@@ -234,7 +234,7 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
     gives its admission and the selection bias of its search fitness."""
     from jaxlib_kernels import discovery, symbolic
     from jaxlib_kernels.templates import make
-    from tasks.runtime import llm
+    from tasks.runtime.session import RunSession, RunStatus
 
     tpl = make(template)
     if tpl.discovery is None:
@@ -251,19 +251,16 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
     logger = get_run_logger()
     config = discovery.SearchConfig(**{**(search or {}), "language": spec.language})
     variables = getattr(discovery.language_search(spec.language), "VARIABLES", None)  # for LaTeX (None: lpo's)
-    run = RunFolder(runs_dir, run_id or new_run_id(f"discover-{template}"))
-    run.lock()
-    resumed = run.exists()
-    t0 = time.time()
-    try:
-        run.update_run_json(run_id=run.run_id, kind="discovery", template=template, status="running", resumed=resumed,
-                            search=dataclasses.asdict(config), setting=setting, budget=budget, seeds=seeds,
-                            versions=package_versions(), git_revision=git_revision(), pid=os.getpid(),
-                            model=model, backend="llm" if model else "offline")
-        client = llm.start_for_run(run, model, max_cost) if model else None
+    with RunSession(runs_dir, run_id, id_prefix=f"discover-{template}", kind="discovery",
+                    failed_status=RunStatus.INTERRUPTED, record_error=False, template=template,
+                    search=dataclasses.asdict(config), setting=setting, budget=budget, seeds=seeds, model=model,
+                    backend="llm" if model else "offline") as session:
+        run, t0 = session.run, session.t0
+        client = session.start_llm(model, max_cost) if model else None
         if workers > 1:
             from tasks.runtime import ray_pool
 
+            session.on_close(ray_pool.release_program_trainers)
             workers = min(workers, ray_pool.available_workers(ray_address))
             run.update_run_json(workers=workers, ray_address=ray_address or os.environ.get("RAY_ADDRESS"))
         target = None
@@ -348,23 +345,12 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
                                      run_id=f"{run.run_id}-paper", ray_address=ray_address, given_ideas=ideas,
                                      num_ideas=len(ideas))
             run.update_run_json(paper_run={k: paper_run.get(k) for k in ("run_id", "status", "papers", "run_dir")})
-        status = "finished"
-        more = {"llm": client.ledger.to_dict(), "fallbacks": fallbacks} if client is not None else {}
-        run.update_run_json(status=status, generation=g, wall_seconds=time.time() - t0,
-                            discoveries=[symbolic.dumps(a["expr"]) for a in admitted if a["discovery"]], **more)
+        status = RunStatus.FINISHED
+        more = {**session.llm_usage(), "fallbacks": fallbacks} if client is not None else {}
+        session.finish(status, generation=g,
+                       discoveries=[symbolic.dumps(a["expr"]) for a in admitted if a["discovery"]], **more)
         return {"run_id": run.run_id, "run_dir": str(run.path), "status": status, "generation": g, "state": state,
                 "top": top, "admitted": admitted, "paper_run": paper_run}
-    except BaseException:
-        run.update_run_json(status="interrupted", wall_seconds=time.time() - t0)
-        raise
-    finally:
-        if model:
-            llm.activate(None)
-        if workers > 1:
-            from tasks.runtime import ray_pool
-
-            ray_pool.release_program_trainers()
-        run.unlock()
 
 
 def discovery_ideas(template, profile, found: list[dict], run_id: str) -> list[dict]:

@@ -14,14 +14,13 @@ plots, a paper and its review), or the template evaluates its searches itself; t
 from __future__ import annotations
 
 import os
-import time
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tasks.runtime import artifacts
 from tasks.runtime.caching import storage
-from tasks.runtime.runfolder import RunFolder, git_revision, new_run_id, package_versions, read_json, write_json
+from tasks.runtime.runfolder import RunFolder, read_json, write_json
 
 
 def run_search(name: str, spec: dict, es: dict, seed: int, generations: int, chunk: int, run: RunFolder,
@@ -126,22 +125,17 @@ def meta_learning(
     from jaxlib_kernels.es.figures import plot_fitness
     from tasks import meta_es
     from tasks.runtime import ray_pool
+    from tasks.runtime.session import RunSession, RunStatus
 
-    logger = get_run_logger()
-    t0 = time.time()
     declared = problems.meta_of(template)
     es = problems.es_spec(template, strategy, population, **(es_options or {}))
     request = {"seed": seed, "options": options or {}, "timesteps": timesteps, "profile": profile, "seeds": seeds,
                "settings": settings, "env": env, "dataset_sizes": dataset_sizes, "widths": widths}
-    run = RunFolder(runs_dir, run_id or new_run_id(f"meta-{template}"))
-    run.lock()
-    resumed = run.exists()
-    try:
-        run.update_run_json(run_id=run.run_id, kind="meta-learning", template=template, strategy=es["strategy"],
-                            generations=generations, population=population, chunk=chunk, status="running",
-                            resumed=resumed, versions=package_versions(), git_revision=git_revision(),
-                            ray_address=ray_address or os.environ.get("RAY_ADDRESS"), pid=os.getpid())
-        print(f"meta-run {run.run_id} ({'resumed' if resumed else 'new'}) in {run.path}")
+    with RunSession(runs_dir, run_id, id_prefix=f"meta-{template}", kind="meta-learning", logger=get_run_logger(),
+                    template=template, strategy=es["strategy"], generations=generations, population=population,
+                    chunk=chunk, ray_address=ray_address or os.environ.get("RAY_ADDRESS")) as session:
+        run = session.run
+        print(f"meta-run {run.run_id} ({'resumed' if session.resumed else 'new'}) in {run.path}")
         store = {"result_storage": storage(run.results_store)}
         if workers is None:
             workers = min(ray_pool.available_workers(ray_address), max(1, population // 2))
@@ -156,7 +150,7 @@ def meta_learning(
             ray_pool.release_evaluators()  # free the Ray CPUs for the experiment units
         run.update_run_json(searches={n: {"dir": s["dir"], "generation": s["generation"]} for n, s in searches.items()})
         if paused:
-            run.update_run_json(status="paused", wall_seconds=time.time() - t0)
+            session.finish(RunStatus.PAUSED)
             print(f"paused after {max_chunks} chunk(s); re-run with --run-id {run.run_id} to continue")
             return {"run_id": run.run_id, "run_dir": str(run.path), "status": "paused",
                     "generation": {n: s["generation"] for n, s in searches.items()}}
@@ -188,15 +182,8 @@ def meta_learning(
                 result[template] = out
             text = declared.summary(out, request)
             (run.path / "summary.md").write_text(f"# {declared.title} meta-run {run.run_id}\n\n{text}\n")
-            create_markdown_artifact(key=f"meta-{declared.name}", markdown=text,
-                                     description=f"{declared.description}, {run.run_id}")
+            artifacts.markdown(key=f"meta-{declared.name}", markdown=text,
+                               description=f"{declared.description}, {run.run_id}")
             print(text)
-        run.update_run_json(status="completed", wall_seconds=time.time() - t0,
-                            result={k: v for k, v in result.items() if k != template})
+        session.finish(RunStatus.COMPLETED, result={k: v for k, v in result.items() if k != template})
         return result
-    except BaseException as exc:
-        run.update_run_json(status="failed", error=f"{type(exc).__name__}: {exc}", wall_seconds=time.time() - t0)
-        logger.error("meta-run %s failed: %s", run.run_id, exc)
-        raise
-    finally:
-        run.unlock()

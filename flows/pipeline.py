@@ -16,6 +16,7 @@ import time
 from jaxlib_kernels.templates import Profile, Template
 from tasks import aggregation, experiments
 from tasks.backends import OfflineBackend, results, wait
+from tasks.idea import Idea, IdeaStatus, has_status, set_status
 from tasks.runtime.runfolder import RunFolder, write_json
 
 
@@ -47,8 +48,8 @@ def result_summary(idea: dict, info: dict) -> dict:
     }
 
 
-def implement(backend: OfflineBackend, template: Template, run: RunFolder, novel: list[dict],
-              archive_rows: list[dict]) -> list[dict]:
+def implement(backend: OfflineBackend, template: Template, run: RunFolder, novel: list[Idea],
+              archive_rows: list[dict]) -> list[Idea]:
     """Code + validation gate for the novel ideas; returns those that passed (status "implemented")."""
     dirs = [str(run.idea_dir(i["Name"])) for i in novel]
     impls = backend.implement(template.name, novel, dirs, archive_rows)
@@ -57,12 +58,14 @@ def implement(backend: OfflineBackend, template: Template, run: RunFolder, novel
             continue
         idea["source"], idea["validation"] = impl["source"], impl["validation"]
         attempts = len(impl.get("attempts") or [1])
-        idea["status"] = "implemented" if impl["accepted"] else (
-            f"rejected by the gate after {attempts} attempt{'s' if attempts != 1 else ''}: "
-            f"{impl['validation']['reason']}")
+        if impl["accepted"]:
+            set_status(idea, IdeaStatus.IMPLEMENTED)
+        else:
+            set_status(idea, IdeaStatus.REJECTED, impl["validation"]["reason"],
+                       qualifier=f"after {attempts} attempt{'s' if attempts != 1 else ''}")
         if impl["accepted"] and impl.get("behaviour"):
             apply_behaviour(idea, impl)
-    return [i for i in novel if i["status"] == "implemented"]
+    return [i for i in novel if has_status(i, IdeaStatus.IMPLEMENTED)]
 
 
 def apply_behaviour(idea: dict, impl: dict) -> None:
@@ -76,13 +79,13 @@ def apply_behaviour(idea: dict, impl: dict) -> None:
     if behaviour and behaviour.get("decision") != "novel":
         nov["decision"] = "not novel"
         nov["reason"] = f"{nov.get('reason', '')} Behaviour: {behaviour.get('reason')}".strip()
-        idea["status"] = f"not novel: {behaviour.get('reason')}"
+        set_status(idea, IdeaStatus.NOT_NOVEL, str(behaviour.get("reason")))
 
 
 def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profile, run: RunFolder,
-                       ready: list[dict], ray_address: str | None, timings: dict,
+                       ready: list[Idea], ray_address: str | None, timings: dict,
                        ray_ready: threading.Event | None = None, checkpoint=lambda: None,
-                       labels: dict | None = None, extra_figures: dict[str, list[dict]] | None = None) -> list[dict]:
+                       labels: dict | None = None, extra_figures: dict[str, list[dict]] | None = None) -> list[Idea]:
     """Experiments (one wave on Ray), then per idea aggregation, plots, paper and review; returns reviewed ideas."""
     store = backend.store
     s = time.time()
@@ -121,13 +124,13 @@ def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profil
     for idea, rev in zip(written, reviews, strict=True):
         if rev is not None:
             idea["review"] = rev
-            idea["status"] = "reviewed"
+            set_status(idea, IdeaStatus.REVIEWED)
     timings["analysis+writeup+review"] = time.time() - s
     write_json(run.ideas_json, read_ideas(run, ready))
     return [i for i in written if i.get("review")]
 
 
-def read_ideas(run: RunFolder, ideas: list[dict]) -> list[dict]:
+def read_ideas(run: RunFolder, ideas: list[Idea]) -> list[Idea]:
     """``ideas.json``'s ideas with these (updated) ones in place of their earlier versions."""
     from tasks.runtime.runfolder import read_json
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
@@ -23,11 +22,13 @@ from pydantic import Field
 
 from flows import pipeline
 from jaxlib_kernels.templates import make as make_template
-from tasks import archive, experiments, summary
+from tasks import archive, summary
 from tasks.backends import make_backend
+from tasks.idea import Idea, IdeaStatus, has_status, set_status
 from tasks.runtime import artifacts, llm
 from tasks.runtime.caching import storage
-from tasks.runtime.runfolder import RunFolder, git_revision, new_run_id, package_versions, write_json
+from tasks.runtime.runfolder import RunFolder, write_json
+from tasks.runtime.session import RunSession, RunStatus
 
 
 def _profile(template, profile: str, num_ideas: int | None, seeds: int | None, budget: int | None):
@@ -71,108 +72,89 @@ def ai_scientist(
     ``given_ideas`` (ideas in the ideation's JSON shape, e.g. the confirmed discoveries of ``scientist discover``)
     replace ideation; they pass novelty, the gate and every later stage as ideation's would.
     """
-    logger = get_run_logger()
-    t0 = time.time()
     tpl = make_template(template)
     prof = _profile(tpl, profile, num_ideas, seeds, budget)
-    run = RunFolder(runs_dir, run_id or new_run_id(template))
-    run.lock()
-    resumed = run.exists()
-    timings: dict[str, float] = {}
-    ideas: list[dict] = []
-    ray_warm_up = None
-    client: llm.LLMClient | None = None
+    ideas: list[Idea] = []
     backend = None
+    with RunSession(runs_dir, run_id, id_prefix=template, logger=get_run_logger(), template=template,
+                    profile=dataclasses.asdict(prof), model=model, backend="llm" if model else "offline",
+                    fallback=bool(fallback), ray_address=ray_address or os.environ.get("RAY_ADDRESS"),
+                    prefect_api_url=os.environ.get("PREFECT_API_URL")) as session:
+        run, timings = session.run, session.timings
+        session.on_failure(lambda: _fallbacks(backend))
 
-    def checkpoint() -> None:  # LLM usage into run.json after every stage; stop when the budget is spent
-        if backend is not None and getattr(backend, "fallbacks", None):
-            run.update_run_json(fallbacks=backend.fallbacks)
-        if client is not None:
-            run.update_run_json(llm=client.ledger.to_dict())
-            if client.ledger.exceeded:
-                raise llm.BudgetExceeded(client.ledger.exceeded)
+        def checkpoint() -> None:  # LLM usage into run.json after every stage; stop when the budget is spent
+            if backend is not None and getattr(backend, "fallbacks", None):
+                run.update_run_json(fallbacks=backend.fallbacks)
+            session.check_budget()
 
-    try:
-        run.update_run_json(
-            run_id=run.run_id, template=template, profile=dataclasses.asdict(prof), model=model,
-            backend="llm" if model else "offline", fallback=bool(fallback), status="running", resumed=resumed,
-            versions=package_versions(), git_revision=git_revision(),
-            ray_address=ray_address or os.environ.get("RAY_ADDRESS"),
-            prefect_api_url=os.environ.get("PREFECT_API_URL"), pid=os.getpid(),
-        )
-        print(f"run {run.run_id} ({'resumed' if resumed else 'new'}) in {run.path}")
-        # overlaps Ray's start with ideation (with an approval: after it, if ideas run); a resumed run starts Ray
-        # only if a unit is missing (the experiments stage does), so re-running a finished run id starts none
-        if approve != "ideas" and not resumed:
-            ray_warm_up = experiments.start_ray_in_background(ray_address)
-        if model:
-            client = llm.start_for_run(run, model, max_cost)
-        backend = make_backend(model, {"result_storage": storage(run.results_store)}, fallback)
-        archive_rows = [r for r in archive.candidates(run.archive, template) if r["run_id"] != run.run_id]
+        try:
+            print(f"run {run.run_id} ({'resumed' if session.resumed else 'new'}) in {run.path}")
+            # overlaps Ray's start with ideation (with an approval: after it, if ideas run); a resumed run starts Ray
+            # only if a unit is missing (the experiments stage does), so re-running a finished run id starts none
+            if approve != "ideas" and not session.resumed:
+                session.start_ray(ray_address)
+            if model:
+                session.start_llm(model, max_cost)
+            backend = make_backend(model, {"result_storage": storage(run.results_store)}, fallback)
+            archive_rows = [r for r in archive.candidates(run.archive, template) if r["run_id"] != run.run_id]
 
-        # ideation and novelty (each idea against the baselines, the archive and the ideas accepted before it)
-        s = time.time()
-        ideas = ([dict(i) for i in given_ideas] if given_ideas else
-                 backend.ideas(template, dataclasses.asdict(prof), prof.num_ideas, run.run_id, archive_rows))
-        write_json(run.ideas_json, ideas)
-        checkpoint()
-        decisions = backend.novelty(template, ideas, archive_rows)
-        for idea, d in zip(ideas, decisions, strict=True):
-            idea["novelty"] = d
-            idea["status"] = "novel" if d and d["decision"] == "novel" else idea.get("status", "not novel")
-        write_json(run.ideas_json, ideas)
-        _ideas_artifact(run, ideas)
-        timings["ideation+novelty"] = time.time() - s
-        print(f"{len(ideas)} ideas, {sum(i['status'] == 'novel' for i in ideas)} novel")
-        checkpoint()
-        if approve == "ideas" and any(i["status"] == "novel" for i in ideas):
-            s = time.time()
-            try:
-                approval = ask_approval(run, ideas, approval_timeout)
-            except FlowPauseTimeout:
-                print(f"no approval within {approval_timeout} s: stopping, keeping the ideas")
-                _running_again_after_a_timed_out_pause()
-                run.update_run_json(approval={"status": "timed out", "timeout_s": approval_timeout})
-                return _finish(run, template, ideas, timings, t0, client, "stopped: approval timed out",
-                               f"the ideas were not approved within {approval_timeout} s", backend)
-            timings["approval"] = time.time() - s
-            write_json(run.ideas_json, ideas)
-            run.update_run_json(approval=approval)
-            if not approval["approved"]:
-                print("no idea approved: stopping before the experiments")
-                return _finish(run, template, ideas, timings, t0, client, "stopped: no idea approved",
-                               backend=backend)
-            ray_warm_up = experiments.start_ray_in_background(ray_address)
+            # ideation and novelty (each idea against the baselines, the archive and the ideas accepted before it)
+            with session.timed("ideation+novelty"):
+                ideas = ([dict(i) for i in given_ideas] if given_ideas else
+                         backend.ideas(template, dataclasses.asdict(prof), prof.num_ideas, run.run_id, archive_rows))
+                write_json(run.ideas_json, ideas)
+                checkpoint()
+                decisions = backend.novelty(template, ideas, archive_rows)
+                for idea, d in zip(ideas, decisions, strict=True):
+                    idea["novelty"] = d
+                    if d and d["decision"] == "novel":
+                        set_status(idea, IdeaStatus.NOVEL)
+                    elif "status" not in idea:
+                        set_status(idea, IdeaStatus.NOT_NOVEL)
+                write_json(run.ideas_json, ideas)
+                _ideas_artifact(run, ideas)
+            print(f"{len(ideas)} ideas, {sum(has_status(i, IdeaStatus.NOVEL) for i in ideas)} novel")
+            checkpoint()
+            if approve == "ideas" and any(has_status(i, IdeaStatus.NOVEL) for i in ideas):
+                s = time.time()
+                try:
+                    approval = ask_approval(run, ideas, approval_timeout)
+                except FlowPauseTimeout:
+                    print(f"no approval within {approval_timeout} s: stopping, keeping the ideas")
+                    _running_again_after_a_timed_out_pause()
+                    run.update_run_json(approval={"status": "timed out", "timeout_s": approval_timeout})
+                    return _finish(session, template, ideas, RunStatus.stopped("approval timed out"),
+                                   f"the ideas were not approved within {approval_timeout} s", backend)
+                timings["approval"] = time.time() - s
+                write_json(run.ideas_json, ideas)
+                run.update_run_json(approval=approval)
+                if not approval["approved"]:
+                    print("no idea approved: stopping before the experiments")
+                    return _finish(session, template, ideas, RunStatus.stopped("no idea approved"), backend=backend)
+                session.start_ray(ray_address)
 
-        # code + validation gate
-        s = time.time()
-        ready = pipeline.implement(backend, tpl, run, [i for i in ideas if i["status"] == "novel"], archive_rows)
-        write_json(run.ideas_json, ideas)
-        checkpoint()
-        timings["implementation"] = time.time() - s
-        print(f"{len(ready)} candidates passed the validation gate")
+            # code + validation gate
+            with session.timed("implementation"):
+                ready = pipeline.implement(backend, tpl, run, [i for i in ideas if has_status(i, IdeaStatus.NOVEL)],
+                                           archive_rows)
+                write_json(run.ideas_json, ideas)
+                checkpoint()
+            print(f"{len(ready)} candidates passed the validation gate")
 
-        # experiments, aggregation, plots, papers, reviews
-        pipeline.evaluate_and_write(backend, tpl, prof, run, ready, ray_address, timings, ray_warm_up, checkpoint)
-        checkpoint()
-        return _finish(run, template, ideas, timings, t0, client, "completed", backend=backend)
-    except llm.BudgetExceeded as exc:
-        print(f"stopping: {exc}; keeping what is finished")
-        return _finish(run, template, ideas, timings, t0, client, "stopped: budget exceeded", str(exc), backend)
-    except BaseException as exc:
-        error = f"{type(exc).__name__}: {llm.redact(exc)}"
-        fields = {"llm": client.ledger.to_dict()} if client is not None else {}
-        if backend is not None and getattr(backend, "fallbacks", None):
-            fields["fallbacks"] = backend.fallbacks
-        run.update_run_json(status="failed", error=error, wall_seconds=time.time() - t0, **fields)
-        logger.error("run %s failed: %s", run.run_id, error)
-        raise
-    finally:
-        if client is not None:
-            llm.activate(None)
-        if ray_warm_up is not None:  # a run that stopped early: let Ray finish starting, so it shuts down whole
-            ray_warm_up.wait()
-        run.unlock()
+            # experiments, aggregation, plots, papers, reviews
+            pipeline.evaluate_and_write(backend, tpl, prof, run, ready, ray_address, timings, session.ray_ready,
+                                        checkpoint)
+            checkpoint()
+            return _finish(session, template, ideas, RunStatus.COMPLETED, backend=backend)
+        except llm.BudgetExceeded as exc:
+            print(f"stopping: {exc}; keeping what is finished")
+            return _finish(session, template, ideas, RunStatus.stopped("budget exceeded"), str(exc), backend)
+
+
+def _fallbacks(backend) -> dict:
+    """``{"fallbacks": [...]}`` of a backend that fell back to the offline stage for some idea, else nothing."""
+    return {"fallbacks": backend.fallbacks} if backend is not None and getattr(backend, "fallbacks", None) else {}
 
 
 def _running_again_after_a_timed_out_pause() -> None:
@@ -199,11 +181,11 @@ class IdeaApproval(RunInput):
     feedback: str = Field(default="", description="free text for the next stage (with a model: its code prompt)")
 
 
-def ask_approval(run: RunFolder, ideas: list[dict], timeout: int) -> dict:
+def ask_approval(run: RunFolder, ideas: list[Idea], timeout: int) -> dict:
     """Pause the flow run with the :class:`IdeaApproval` form (all novel ideas proposed); apply the answer to
     ``ideas`` (statuses, ``researcher_feedback``) and return what was approved."""
-    novel = [i["Name"] for i in ideas if i["status"] == "novel"]
-    lines = "\n".join(f"- `{i['Name']}`: {i.get('Title', '')}" for i in ideas if i["status"] == "novel")
+    novel = [i["Name"] for i in ideas if has_status(i, IdeaStatus.NOVEL)]
+    lines = "\n".join(f"- `{i['Name']}`: {i.get('Title', '')}" for i in ideas if has_status(i, IdeaStatus.NOVEL))
     form = IdeaApproval.with_initial_data(
         description=f"## Approve the ideas of {run.run_id}\n\n{lines}\n\nKeep the names to run, separated by "
                     "commas; feedback goes to the next stage.", ideas=",".join(novel))
@@ -215,28 +197,29 @@ def ask_approval(run: RunFolder, ideas: list[dict], timeout: int) -> dict:
     chosen = [n.strip() for n in answer.ideas.split(",") if n.strip()]
     unknown = sorted(set(chosen) - set(novel))
     for idea in ideas:
-        if idea["status"] != "novel":
+        if not has_status(idea, IdeaStatus.NOVEL):
             continue
         if idea["Name"] in chosen:
             if answer.feedback.strip():
                 idea["researcher_feedback"] = answer.feedback.strip()
         else:
-            idea["status"] = "not approved"
+            set_status(idea, IdeaStatus.NOT_APPROVED)
     approved = [n for n in novel if n in chosen]
     print(f"approved: {', '.join(approved) or 'none'}" + (f" (unknown names ignored: {', '.join(unknown)})"
                                                           if unknown else ""))
     return {"status": "resumed", "approved": approved, "feedback": answer.feedback, "ignored": unknown}
 
 
-def _ideas_artifact(run: RunFolder, ideas: list[dict]) -> None:
+def _ideas_artifact(run: RunFolder, ideas: list[Idea]) -> None:
     """The ``ideas`` table (after novelty, then again with the final statuses when the run ends)."""
-    create_table_artifact(key="ideas", table=[{k: i.get(k) for k in ("Name", "Title", "Interestingness",
+    artifacts.table(key="ideas", table=[{k: i.get(k) for k in ("Name", "Title", "Interestingness",
                           "Feasibility", "Novelty", "status")} for i in ideas], description=f"Ideas of {run.run_id}")
 
 
-def _finish(run: RunFolder, template: str, ideas: list[dict], timings: dict, t0: float,
-            client: llm.LLMClient | None, status: str, error: str | None = None, backend=None) -> dict:
+def _finish(session: RunSession, template: str, ideas: list[Idea], status: str, error: str | None = None,
+            backend=None) -> dict:
     """ideas.json, archive, summary, artifacts and run.json of a finished (or budget-stopped) run."""
+    run, timings, client = session.run, session.timings, session.client
     write_json(run.ideas_json, ideas)
     summary.update_archive(run.archive, run.run_id, template, [i for i in ideas if i.get("final_info")])
     archived = archive.candidates(run.archive, template)
@@ -251,28 +234,26 @@ def _finish(run: RunFolder, template: str, ideas: list[dict], timings: dict, t0:
     more = ("\n\n## Papers\n\n" + "\n".join(pdfs) if pdfs else "") + (
         "\n\nArtifacts of this run: `results` (table), `figures`, `paper-<idea>` (PDF links), `archive` (table), "
         "`lineage` (the archive's tree).")
-    create_markdown_artifact(key="run-summary", markdown=text + more, description=f"Leaderboard of {run.run_id}")
+    artifacts.markdown(key="run-summary", markdown=text + more, description=f"Leaderboard of {run.run_id}")
     papers_out = [{"idea": i["Name"], "pdf": (i.get("paper") or {}).get("pdf"),
                    "decision": (i.get("review") or {}).get("Decision"), "overall": (i.get("review") or {}).get("Overall")}
                   for i in ideas if i.get("paper")]
     for p in papers_out:
         print(f"paper: {p['pdf']}  review: {p['decision']} (overall {p['overall']})")
-    if status == "completed" and not papers_out:
-        status = "completed without a paper"
-    fields = {"status": status, "timings": timings, "wall_seconds": time.time() - t0, "papers": papers_out}
-    if backend is not None and getattr(backend, "fallbacks", None):
-        fields["fallbacks"] = backend.fallbacks
+    if status == RunStatus.COMPLETED and not papers_out:
+        status = RunStatus.COMPLETED_WITHOUT_PAPER
+    fields = {"timings": timings, "papers": papers_out, **_fallbacks(backend)}
     if error:
         fields["error"] = error
     if client is not None:
         usage = client.ledger.to_dict()
         fields["llm"] = usage
-        create_markdown_artifact(key="llm-usage", markdown=client.ledger.markdown(),
+        artifacts.markdown(key="llm-usage", markdown=client.ledger.markdown(),
                                  description=f"LLM tokens and cost per stage of {run.run_id}")
-        create_table_artifact(key="llm-usage-table", table=[{"stage": k, **v} for k, v in usage["stages"].items()],
+        artifacts.table(key="llm-usage-table", table=[{"stage": k, **v} for k, v in usage["stages"].items()],
                               description=f"LLM usage of {run.run_id}")
         t = usage["total"]
         print(f"LLM usage: {t['calls']} calls, {t['prompt_tokens']} prompt + {t['completion_tokens']} completion "
               f"tokens, ${t['cost_usd']:.4f}{'' if t['cost_known'] else ' (price unknown for this model)'}")
-    run.update_run_json(**fields)
+    session.finish(status, **fields)
     return {"run_id": run.run_id, "run_dir": str(run.path), "papers": papers_out, "status": status}

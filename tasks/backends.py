@@ -20,6 +20,7 @@ from prefect import get_run_logger, unmapped
 
 from jaxlib_kernels.templates import make
 from tasks import codegen, ideation, llm_stages, novelty
+from tasks.idea import IdeaStatus, set_status
 from tasks.reporting import make_plots_task, review_paper_task, write_paper_task
 from tasks.runtime import llm
 
@@ -40,7 +41,7 @@ def wait(futures, ideas: list[dict], stage: str, record: bool = True) -> list[tu
         except Exception as exc:  # noqa: BLE001 - any failure of a stage is recorded on its idea
             msg = f"{type(exc).__name__}: {llm.redact(exc)}"
         if record:
-            idea["status"] = f"failed at {stage}: {msg}"
+            set_status(idea, IdeaStatus.FAILED, msg, qualifier=f"at {stage}")
             get_run_logger().error("%s failed at %s: %s", idea["Name"], stage, msg)
         out.append((None, msg))
     return out
@@ -100,7 +101,7 @@ class LLMBackend(OfflineBackend):
             return out
         if not self.fallback:
             for i in failed:
-                ideas[i]["status"] = f"failed at {stage}: {pairs[i][1]}"
+                set_status(ideas[i], IdeaStatus.FAILED, pairs[i][1], qualifier=f"at {stage}")
             return out
         for i in failed:
             reason = pairs[i][1]

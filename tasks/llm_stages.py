@@ -554,14 +554,15 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
        paths=("prompts/review", "prompts/paper", "prompts/llm"), template_parts=("review", "paper", "llm", "*"))
 def review_paper_task(template_name: str, idea: dict, idea_dir: str, model: str) -> dict:
     from prefect import get_run_logger
-    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.runtime import artifacts
 
     final_info = read_json(Path(idea_dir) / "final_info.json")
     result = review_paper(_client(model), idea, final_info, idea["paper"], template_name)
     write_json(Path(idea_dir) / "review.json", result)
     get_run_logger().info("%s: review %s (overall %s)", idea["Name"], result["Decision"], result["Overall"])
     failed = [e["check"] for e in result["evidence"] if not e["passed"]]
-    create_markdown_artifact(
+    artifacts.markdown(
         key=f"review-{idea['Name'].replace('_', '-')}"[:60].lower(),
         markdown=f"# Review of {idea['Title']}\n\n**{result['Decision']}** (meta-review overall {result['Overall']}; "
         f"reviews {[r['Overall'] for r in result['reviews']]}; evidence reviewer "

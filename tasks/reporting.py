@@ -61,15 +61,15 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
 def review_paper_task(template_name: str, idea: dict, idea_dir: str) -> dict:
     """The evidence reviewer's NeurIPS form, written to review.json."""
     from prefect import get_run_logger
-    from prefect.artifacts import create_markdown_artifact
 
     from tasks.review import review_paper
+    from tasks.runtime import artifacts
 
     final_info = read_json(Path(idea_dir) / "final_info.json")
     result = review_paper(idea, final_info, idea["paper"], template_name)
     write_json(Path(idea_dir) / "review.json", result)
     get_run_logger().info("%s: review %s (overall %s)", idea["Name"], result["Decision"], result["Overall"])
-    create_markdown_artifact(
+    artifacts.markdown(
         key=f"review-{idea['Name'].replace('_', '-')}"[:60].lower(),
         markdown=f"# Review of {idea['Title']}\n\n**{result['Decision']}** (overall {result['Overall']})\n\n"
         f"{result['Summary']}\n\nPDF: `{idea['paper'].get('pdf')}`",

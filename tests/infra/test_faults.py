@@ -200,3 +200,27 @@ def test_the_local_ray_size_is_read_from_the_environment(monkeypatch):
         monkeypatch.setenv("SCIENTIST_RAY_NUM_CPUS", bad)
         with pytest.raises(ValueError, match="SCIENTIST_RAY_NUM_CPUS must be a whole number"):
             experiments.local_ray_cpus()
+
+
+def test_a_run_session_records_a_failure_keeps_its_fields_and_always_unlocks(tmp_path):
+    from tasks.runtime.session import RunSession
+
+    with pytest.raises(ValueError, match="boom"), RunSession(tmp_path, "s1", id_prefix="lpo", template="lpo") as s:
+        assert not s.resumed
+        with pytest.raises(RunFolderError, match="in use by another process"):
+            RunFolder(tmp_path, "s1").lock()
+        raise ValueError("boom")
+    run = json.loads((tmp_path / "s1" / "run.json").read_text())
+    assert run["status"] == "failed" and run["error"] == "ValueError: boom" and run["template"] == "lpo"
+    assert run["resumed"] is False and run["versions"]["python"] and run["pid"] > 0
+    released: list[str] = []
+    with RunSession(tmp_path, "s1", id_prefix="lpo", kind="discovery") as s:
+        s.on_close(lambda: released.append("ray actors"))
+        assert s.resumed
+        with s.timed("stage"):
+            pass
+        s.finish("finished", generation=3)
+    run = json.loads((tmp_path / "s1" / "run.json").read_text())
+    assert run["status"] == "finished" and run["kind"] == "discovery" and run["generation"] == 3
+    assert run["resumed"] is True and "stage" in s.timings and released == ["ray actors"]
+    RunFolder(tmp_path, "s1").lock()  # unlocked when the session closed

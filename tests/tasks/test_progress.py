@@ -58,3 +58,49 @@ def test_when_stderr_is_not_a_terminal_nothing_is_printed():
     out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "finished"
     assert "experiment units" not in out.stderr and "\r" not in out.stderr, out.stderr
+
+
+def test_reports_skip_a_lost_prefect_server_and_resume_when_it_answers_again(monkeypatch):
+    """``best_effort`` reports: a server that refuses connections is taken as lost at once (reports skipped,
+    Prefect's client retries off, so its own calls fail fast); a ``/health`` that answers again brings both back."""
+    import http.server
+    import socket
+
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from tasks.runtime import artifacts
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    watch = artifacts.ServerWatch()
+    monkeypatch.setattr(artifacts, "SERVER", watch)
+    calls: list[int] = []
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+        retries = get_current_settings().client.max_retries
+        try:
+            assert artifacts.best_effort(calls.append, 1) is None and calls == []
+            assert watch.lost and get_current_settings().client.max_retries == 0
+            assert not watch.reachable()  # backing off: no new probe yet, still lost
+
+            class Health(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    self.send_response(200 if self.path == "/api/health" else 404)
+                    self.end_headers()
+                    self.wfile.write(b"true")
+
+                def log_message(self, *args):
+                    pass
+
+            server = http.server.HTTPServer(("127.0.0.1", port), Health)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            try:
+                assert watch.reachable(force=True) and not watch.lost
+                assert get_current_settings().client.max_retries == retries
+                assert artifacts.best_effort(calls.append, 2) is None and calls == [2]
+            finally:
+                server.shutdown()
+                server.server_close()
+        finally:
+            if watch.lost:  # the settings' retries back as they were
+                watch._up()
