@@ -458,26 +458,33 @@ def cmd_server(args) -> int:
         return 0
 
 
+_META_OPTIONS = {"seeds": "--seeds", "timesteps": "--timesteps", "env": "--env", "dataset_sizes": "--dataset-sizes"}
+
+
 def _check_meta_args(args) -> dict:
     from jaxlib_kernels.es import problems
     from jaxlib_kernels.es.meta import resolve_strategy
     from jaxlib_kernels.registry import UnknownNameError
-    from jaxlib_kernels.templates import make
+    from jaxlib_kernels.templates import make, meta_templates
     from tasks.runtime.runfolder import RunFolderError, check_run_id
 
     extra: dict = {}
     try:
-        problems.DEFAULTS[args.template]
+        declared = problems.meta_of(args.template)
         args.strategy = resolve_strategy(args.strategy)
-        if args.template == "lpo":
-            make("lpo").profile(args.profile)
+        if "profile" in declared.options:
+            make(args.template).profile(args.profile)
+        for dest, flag in _META_OPTIONS.items():  # the options a template declares (Meta.options), only there
+            if getattr(args, dest) is not None and dest not in declared.options:
+                serve = [n for n in meta_templates() if dest in make(n).meta.options]
+                raise UsageError(f"{flag} applies to --template {' | '.join(serve)}, not {args.template}")
         if args.env is not None:
-            if args.template != "hades":
-                raise UsageError("--env applies to --template hades (lpo meta-trains on its empty5 grid)")
             from jaxlib_kernels import envs
 
             envs.ENVS[args.env]
     except UnknownNameError as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
@@ -511,7 +518,7 @@ def _check_meta_args(args) -> dict:
 def cmd_meta(args) -> int:
     extra = _check_meta_args(args)
     from flows.meta_learning import meta_learning
-    from tasks.runtime import lifeline
+    from tasks.runtime import lifeline, session
     from tasks.runtime.runfolder import RunFolderError
 
     lifeline.watch()
@@ -525,6 +532,11 @@ def cmd_meta(args) -> int:
     except RunFolderError as exc:
         print(f"scientist: error: {exc}", file=sys.stderr)
         return 2
+    except Exception:
+        if not session.server_lost():
+            raise
+        print(session.server_lost_line(), file=sys.stderr)
+        return SERVER_LOST
     print(f"\nmeta-run {result['run_id']}: {result['status']} ({result['run_dir']})")
     for name, f in (result.get("fitness") or {}).items():
         print(f"  {name}: population mean return {f['first_mean']:.3f} (generation 1) -> {f['return_mean']:.3f} "
@@ -556,10 +568,10 @@ def cmd_discover(args) -> int:
     if args.model is None and args.max_cost is not None:
         raise UsageError("--max-cost needs a model (--model or SCIENTIST_MODEL)")
     if args.distill is not None:
-        from tasks.meta_es import learned_drift_behaviour
+        from jaxlib_kernels.es.problems import learned_behaviour
 
         try:
-            learned_drift_behaviour(args.distill)
+            learned_behaviour(args.distill)
         except (OSError, ValueError, KeyError) as exc:
             raise UsageError(f"--distill: {exc}") from None
     from flows.discovery import discover

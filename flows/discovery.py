@@ -31,6 +31,7 @@ import time
 
 from prefect import flow, get_run_logger
 
+from jaxlib_kernels.templates import DEFAULT
 from tasks.discovery import (
     admission_task,
     baseline_tuning_task,
@@ -45,7 +46,7 @@ __all__ = ["discover", "discovery_ideas"]
 
 
 @flow(name="discovery", log_prints=True)
-def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = None, runs_dir: str = "runs",
+def discover(template: str = DEFAULT, minutes: float = 10.0, run_id: str | None = None, runs_dir: str = "runs",
              generations: int | None = None, search: dict | None = None, seed: int = 0, setting: str | None = None,
              budget: int | None = None, seeds: int = 2, ppo_overrides: dict | None = None, fresh_seeds: int = 16,
              admit_top: int = 2, held_out: list[str] | None = None, alpha: float = 0.05, min_held_out: int = 2,
@@ -111,16 +112,16 @@ def discover(template: str = "lpo", minutes: float = 10.0, run_id: str | None = 
         run, t0 = session.run, session.t0
         client = session.start_llm(model, max_cost) if model else None
         if workers > 1:
-            from tasks import meta_es
+            from tasks.runtime import ray_pool
 
-            session.on_close(meta_es.release_program_trainers)
-            workers = min(workers, meta_es.available_workers(ray_address))
+            session.on_close(ray_pool.release_program_trainers)
+            workers = min(workers, ray_pool.available_workers(ray_address))
             run.update_run_json(workers=workers, ray_address=ray_address or os.environ.get("RAY_ADDRESS"))
         target = None
         if distill:
-            from tasks import meta_es
+            from jaxlib_kernels.es.problems import learned_behaviour
 
-            learned = meta_es.learned_drift_behaviour(distill)
+            learned = learned_behaviour(distill)
             target = learned["target"]
             run.update_run_json(distill={"from": str(distill), "generation": learned["generation"],
                                          "baseline_distances": learned["distances"]})

@@ -23,6 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows import pipeline
+from jaxlib_kernels.templates import DEFAULT
 from jaxlib_kernels.templates import make as make_template
 from tasks import archive, summary
 from tasks.backends import make_backend
@@ -47,7 +48,7 @@ def _profile(template, profile: str, num_ideas: int | None, seeds: int | None, b
 
 @flow(name="ai-scientist", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
 def ai_scientist(
-    template: str = "lpo",
+    template: str = DEFAULT,
     num_ideas: int | None = None,
     seeds: int | None = None,
     profile: str = "default",

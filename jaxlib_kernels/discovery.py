@@ -350,23 +350,29 @@ def tune_baselines(baselines: dict[str, object], config: SearchConfig, evaluate:
 
     for name, f in zip(out, fitness_of([o["start"] for o in out.values()]), strict=True):
         out[name].update(start_fitness=float(f), fitness=float(f), evaluated=1)
-    for g in range(generations if es else 0):
+    def step(g: int, states: dict, params: dict) -> tuple[dict, dict]:
+        """One step of every baseline's strategy: ask each, train all members in one call, tell each."""
         asked, members = {}, []
         for name, e in es.items():
-            population, e["state"] = e["strategy"].ask(jax.random.fold_in(e["key"], 2 * g + 1), e["state"], e["params"])
-            asked[name] = population
+            asked[name], states[name] = e["strategy"].ask(jax.random.fold_in(e["key"], 2 * g + 1), states[name],
+                                                          params[name])
             members += [(name, _with_constants(e["program"], e["slots"], consts), consts)
-                        for consts in np.asarray(population)]
+                        for consts in np.asarray(asked[name])]
         fitness = fitness_of([m[1] for m in members])
         for name, e in es.items():
             rows = [(f, m) for f, m in zip(fitness, members, strict=True) if m[0] == name]
-            e["state"], _ = meta._tell(e["strategy"], jax.random.fold_in(e["key"], 2 * g + 2), asked[name],
-                                       jnp.asarray([metric.improvement(f, 0.0) for f, _ in rows], jnp.float32),
-                                       e["state"], e["params"])
+            states[name], _ = meta._tell(e["strategy"], jax.random.fold_in(e["key"], 2 * g + 2), asked[name],
+                                         jnp.asarray([metric.improvement(f, 0.0) for f, _ in rows], jnp.float32),
+                                         states[name], params[name])
             out[name]["evaluated"] += len(rows)
             f, (_, expr, consts) = rows[metric.best({i: row[0] for i, row in enumerate(rows)})]
             if metric.improvement(f, out[name]["fitness"]) > 0:
                 out[name].update(expr=expr, constants=np.asarray(consts, float).tolist(), fitness=float(f))
+        return states, {}
+
+    # the package's one ES loop; a step's key is its index (each baseline folds it into its own key)
+    meta.drive(step, {n: e["state"] for n, e in es.items()}, {n: e["params"] for n, e in es.items()}, 0,
+               generations if es else 0, key_of=lambda g: g)
     return out
 
 

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from tasks.runtime import ray_pool
 from tasks.runtime.caching import stage
 
 ENGINE = ("jaxlib_kernels.discovery", "jaxlib_kernels.search", "jaxlib_kernels.interpreter", "jaxlib_kernels.symbolic",
@@ -30,9 +31,7 @@ def _sharded(template_name: str, workers: int, ray_address: str | None):
     """``train`` for ``discovery.training_evaluator``: None (one compiled call in this process) or the Ray shards."""
     if workers <= 1:
         return None
-    from tasks import meta_es
-
-    return functools.partial(meta_es.train_programs_sharded, meta_es.program_trainers(workers, ray_address),
+    return functools.partial(ray_pool.train_programs_sharded, ray_pool.program_trainers(workers, ray_address),
                              template_name)
 
 

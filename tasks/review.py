@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 from prefect import get_run_logger
 
+from jaxlib_kernels.templates import DEFAULT
 from jaxlib_kernels.templates.base import Metric
 from tasks.runtime import artifacts
 from tasks.runtime import text as layers
@@ -279,7 +280,7 @@ def _contract(template_name: str, final_info: dict) -> dict:
             "probe_scale": template.probe_scale, "n_baselines": n_baselines}
 
 
-def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str = "lpo") -> dict:
+def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str = DEFAULT) -> dict:
     """Fill the NeurIPS review form from evidence by the documented rule; the evidence and the rule come with it."""
     evidence = evidence_checks(idea, final_info, paper)
     scores = score(evidence, idea, final_info, paper)

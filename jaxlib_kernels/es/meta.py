@@ -244,12 +244,74 @@ def load_checkpoint(path: str | os.PathLike, like_state: Any) -> tuple[int, Any,
     return generation, jax.tree_util.tree_unflatten(treedef, restored), history
 
 
+def flat_candidate(tree: Any) -> dict[str, np.ndarray]:
+    """A candidate pytree as named host arrays (``obs``, ``w0`` ... or ``0/w`` for lists of dicts)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(v) for path, v in leaves}
+
+
+def save_candidate(path: str | os.PathLike, candidate: Any) -> None:
+    """``candidate`` as an ``.npz`` of named host arrays (:func:`flat_candidate`)."""
+    np.savez(path, **flat_candidate(candidate))
+
+
+def load_candidate(search_dir: str | os.PathLike, like: Any, which: str = "search_mean") -> Any:
+    """The candidate saved as ``<search_dir>/<which>.npz`` (``search_mean`` or ``best``), refilled into ``like``'s
+    tree."""
+    with np.load(Path(search_dir) / f"{which}.npz") as data:
+        leaves = [data[n] for n in flat_candidate(like)]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)
+
+
 def canonical_state(state: Any) -> Any:
     """Host round trip to strongly typed device arrays: fresh, stepped and restored states share one signature."""
     return jax.tree_util.tree_map(lambda x: jnp.asarray(_host(x)), state)
 
 
 # --- the loop ----------------------------------------------------------------------------------------------------
+
+
+def drive(
+    step: Callable[[Any, Any, Any], tuple[Any, dict]],
+    state: Any,
+    es_params: Any,
+    start: int,
+    end: int,
+    key_of: Callable[[int], Any],
+    history: dict | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+    checkpoint: Callable[[int, Any, dict], None] | None = None,
+) -> tuple[Any, dict]:
+    """THE ES generation loop (every ES search of the package runs through it): generations ``[start, end)``, each
+    ``step(key_of(g), state, es_params) -> (state, metrics)``; the metrics (host arrays) are appended to ``history``
+    (lists per name), ``callback(g, metrics)`` follows each generation and ``checkpoint(g + 1, state, history)``
+    may save it. ``step`` is a fused jitted generation (:func:`make_meta_step`) or ask / evaluate / tell with the
+    evaluation elsewhere (:func:`ask_tell_step`). Returns ``(state, history)``."""
+    history = {k: list(v) for k, v in (history or {}).items()}
+    for generation in range(start, end):
+        state, metrics = step(key_of(generation), state, es_params)
+        metrics = {k: np.asarray(v) for k, v in metrics.items()}
+        for name, value in metrics.items():
+            history.setdefault(name, []).append(value)
+        if callback is not None:
+            callback(generation, metrics)
+        if checkpoint is not None:
+            checkpoint(generation + 1, state, history)
+    return state, history
+
+
+def ask_tell_step(ask: Callable, evaluate: Callable[[jax.Array, Any], Any], tell: Callable) -> Callable:
+    """A generation ``step(key, state, es_params)`` for :func:`drive` whose population is evaluated outside the
+    jitted ask and tell (``evaluate(key, population) -> returns``: Ray workers, another process); the key is split
+    as in :func:`make_meta_step`, so both give the same search."""
+
+    def step(key: jax.Array, state: Any, es_params: Any) -> tuple[Any, dict]:
+        ask_key, eval_key, tell_key = jax.random.split(key, 3)
+        population, state = ask(ask_key, state, es_params)
+        returns = evaluate(eval_key, population)
+        return tell(tell_key, population, jnp.asarray(returns), state, es_params)
+
+    return step
 
 
 def run_meta(
@@ -265,7 +327,8 @@ def run_meta(
     step: Callable | None = None,
     callback: Callable[[int, dict], None] | None = None,
 ) -> dict:
-    """Meta-train for ``generations`` generations, resuming from the last checkpoint in ``checkpoint_dir``.
+    """Meta-train for ``generations`` generations (:func:`drive`), resuming from the last checkpoint in
+    ``checkpoint_dir``.
 
     Generation ``g`` uses ``fold_in(loop_key, g)``, so an interrupted and resumed run equals an uninterrupted one.
     Returns host values: ``{"state", "metrics", "mean", "best", "best_return", "generation", "resumed_from"}``.
@@ -276,19 +339,13 @@ def run_meta(
     ckpt = latest_checkpoint(checkpoint_dir)
     if ckpt is not None:
         start, state, history = load_checkpoint(ckpt, state)
-        history = {k: list(v) for k, v in history.items()}
-    resumed_from = start
-    step = step or make_meta_step(strategy, fitness_fn, shared_eval_key)
-    for generation in range(start, generations):
-        state, metrics = step(jax.random.fold_in(loop_key, generation), state, es_params)
-        metrics = {k: np.asarray(v) for k, v in metrics.items()}
-        for name, value in metrics.items():
-            history.setdefault(name, []).append(value)
-        if callback is not None:
-            callback(generation, metrics)
-        done = generation + 1
+
+    def checkpoint(done: int, state: Any, history: dict) -> None:
         if checkpoint_dir is not None and (done % checkpoint_every == 0 or done == generations):
             save_checkpoint(checkpoint_dir, done, state, {k: np.asarray(v) for k, v in history.items()})
+
+    state, history = drive(step or make_meta_step(strategy, fitness_fn, shared_eval_key), state, es_params, start,
+                           generations, lambda g: jax.random.fold_in(loop_key, g), history, callback, checkpoint)
     best = ravel_pytree(mean)[1](state.best_solution)
     return {
         "state": jax.tree_util.tree_map(_host, state),
@@ -297,7 +354,7 @@ def run_meta(
         "best": jax.tree_util.tree_map(np.asarray, best),
         "best_return": float(evosax_fitness(state.best_fitness)),
         "generation": max(start, generations),
-        "resumed_from": resumed_from,
+        "resumed_from": start,
     }
 
 

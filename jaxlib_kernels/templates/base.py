@@ -190,6 +190,54 @@ class Discovery:
     budget_field: str = "total_timesteps"  # the kernel configuration's budget (an override of it scales by rung)
 
 
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    """What ES meta-training (``scientist meta``, ``flows/meta_learning.py``) needs of a template whose candidate is
+    data (network weights, a synthetic dataset). Callables take and return host values (JSON-able specs).
+
+    * ``make_problem(spec) -> (fitness_fn(key, candidate) -> return, initial mean)``: the ES problem of a spec
+      (``defaults`` with options over them, ``"template"`` added; ``jaxlib_kernels.es.problems``)
+    * ``searches(request) -> {search name: spec}``: the searches one run makes; ``request`` holds the run's
+      ``seed``, ``options`` (spec overrides), ``timesteps`` and whatever of :attr:`options` the user gave
+    * ``like(spec) -> candidate``: a candidate of the spec's shape (the saved search mean is read into it)
+
+    The end of a run is one of two:
+
+    * the learned candidate becomes an idea (``idea`` set): ``idea(spec, es, generations, curve) -> idea``,
+      ``render(candidate, spec) -> plug-in source``, then the AI-Scientist's per-idea stages (``flows/pipeline``)
+      under ``profile(spec, request) -> Profile``; ``figures(source, out_dir) -> [figure]`` join the paper's and
+      ``table(idea, profile) -> [row]`` reads the summary rows from its ``final_info``;
+    * or the template evaluates its searches itself (``evaluate`` set): ``evaluate({name: {"problem", "candidate"}},
+      request, figures_dir) -> results`` (with ``figures``), its rows in the results.
+
+    ``summary(out, request) -> markdown`` is the summary table of either; ``behaviour(meta_run_dir) -> {"target",
+    ...}`` (optional) reads a finished run's learned candidate as behaviour on the probe grid (``discover
+    --distill``); ``options`` are the ``scientist meta`` options the template accepts beyond the common ones."""
+
+    name: str  # the run's results file (``<name>_results.json``) and summary artifact (``meta-<name>``)
+    title: str  # the summary's heading
+    description: str  # the summary artifact's description
+    defaults: Mapping[str, Any]
+    es_defaults: Mapping[str, Any]
+    make_problem: Callable[[dict], tuple[Callable, Any]] = dataclasses.field(repr=False)
+    searches: Callable[[dict], dict[str, dict]] = dataclasses.field(repr=False)
+    like: Callable[[dict], Any] = dataclasses.field(repr=False)
+    summary: Callable[[dict, dict], str] = dataclasses.field(repr=False)
+    options: tuple[str, ...] = ()  # of: profile, seeds, timesteps, settings, env, dataset_sizes, widths
+    idea: Callable[..., dict] | None = dataclasses.field(default=None, repr=False)
+    render: Callable[[Any, dict], str] | None = dataclasses.field(default=None, repr=False)
+    profile: Callable[[dict, dict], Profile] | None = dataclasses.field(default=None, repr=False)
+    figures: Callable[[str, Any], list[dict]] | None = dataclasses.field(default=None, repr=False)
+    table: Callable[[dict, Profile], list[dict]] | None = dataclasses.field(default=None, repr=False)
+    label: str = "learned (ours)"  # the idea's label in the paper's figures
+    evaluate: Callable[..., dict] | None = dataclasses.field(default=None, repr=False)
+    behaviour: Callable[[Any], dict] | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self):
+        if (self.idea is None) == (self.evaluate is None):
+            raise ValueError("a Meta ends a run one way: set either idea (with render, profile, table) or evaluate")
+
+
 def _no_figures(**_: Any) -> list[dict]:
     return []
 
@@ -234,6 +282,7 @@ class Template:
     search_space: dict = dataclasses.field(default_factory=dict)
     package: str = ""  # the template's code package (for its source hash); default jaxlib_kernels.templates.<name>
     discovery: Discovery | None = None  # set where ``scientist discover`` serves the template
+    meta: Meta | None = None  # set where ``scientist meta`` serves the template
 
     # --- lookups ---------------------------------------------------------------------------------------------------
     def profile(self, name: str) -> Profile:

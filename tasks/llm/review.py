@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect import get_run_logger
 
+from jaxlib_kernels.templates import DEFAULT
 from tasks import review as evidence_reviewer
 from tasks.llm.prompting import DONE, env_int
 from tasks.runtime import artifacts
@@ -71,7 +72,7 @@ def paper_text(paper: dict, limit: int = 30000) -> str:
     return text[:limit]
 
 
-def review_paper(client: LLMClient, idea: dict, final_info: dict, paper: dict, template_name: str = "lpo",
+def review_paper(client: LLMClient, idea: dict, final_info: dict, paper: dict, template_name: str = DEFAULT,
                  num_reviews: int | None = None, reflections: int | None = None) -> dict:
     """An ensemble of NeurIPS reviews with reflections, an area chair's meta-review, and the evidence beside it."""
     num_reviews = env_int("SCIENTIST_NUM_REVIEWS", 3) if num_reviews is None else num_reviews

@@ -62,6 +62,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jaxlib_kernels.templates import DEFAULT
+
 if TYPE_CHECKING:
     from jaxlib_kernels.templates.base import Template
 
@@ -393,7 +395,7 @@ def verdict(
 
 def validate_source(
     source: str,
-    template: str | Template = "lpo",
+    template: str | Template = DEFAULT,
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     memory_mb: int = DEFAULT_MEMORY_MB,
@@ -439,7 +441,7 @@ def validate_source(
     return res
 
 
-def validate_file(path: str | Path, template: str | Template = "lpo", **kw) -> ValidationResult:
+def validate_file(path: str | Path, template: str | Template = DEFAULT, **kw) -> ValidationResult:
     """:func:`validate_source` on a file's text; a missing or unreadable file is a rejected result."""
     start = time.monotonic()
     try:

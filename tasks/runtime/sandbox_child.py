@@ -242,9 +242,9 @@ def run(request: dict) -> dict:
         import numpy  # noqa: F401
 
         import jaxlib_kernels.plugin  # noqa: F401
-        from jaxlib_kernels.templates import make
+        from jaxlib_kernels.templates import DEFAULT, make
 
-        template = make(request.get("template", "lpo"))
+        template = make(request.get("template", DEFAULT))
         for module in template.check_imports:  # the template's own libraries: not the candidate's time
             importlib.import_module(module)
         key = jax.random.key(0)

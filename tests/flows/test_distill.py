@@ -12,9 +12,9 @@ import pytest
 
 from flows import cli
 from flows.discovery import discover
-from jaxlib_kernels.es import problems, talpo
+from jaxlib_kernels.es import meta, problems, talpo
 from jaxlib_kernels.templates.lpo import search
-from tasks import meta_es
+from jaxlib_kernels.templates.lpo.meta import drift_net, learned_drift_behaviour
 from tasks.runtime.runfolder import write_json
 
 pytestmark = pytest.mark.usefixtures("on_session_server")
@@ -31,15 +31,15 @@ def meta_run(tmp_path_factory):
     search_dir.mkdir(parents=True)
     spec = problems.problem_spec("lpo")
     write_json(search_dir / "search.json", {"problem": spec, "es": {}, "seed": 0, "generations": 0, "chunk": 1})
-    theta = talpo.init_drift_params(jax.random.key(7), problems.drift_net(spec))
-    np.savez(search_dir / "search_mean.npz", **meta_es._flat(theta))
+    theta = talpo.init_drift_params(jax.random.key(7), drift_net(spec))
+    meta.save_candidate(search_dir / "search_mean.npz", theta)
     return folder, theta, spec
 
 
 def test_the_learned_drift_is_read_as_data_and_evaluated_on_the_probe_grid(meta_run):
     folder, theta, spec = meta_run
-    learned = meta_es.learned_drift_behaviour(folder)
-    net = problems.drift_net(spec)
+    learned = learned_drift_behaviour(folder)
+    net = drift_net(spec)
     r, a, p = 1.3, -0.7, 0.5
     i = (np.abs(search._R[:, 0, 0] - r).argmin(), np.abs(search._A[0, :, 0] - a).argmin(), 1)
     grid = np.asarray(learned["target"]).reshape(search._R.shape[0], search._A.shape[1], search._P.shape[2])
@@ -58,7 +58,7 @@ def test_a_folder_without_a_search_is_one_line_and_exit_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_distillation_searches_by_closeness_and_confirms_on_fresh_seeds(meta_run, tmp_path):
     folder, *_ = meta_run
-    target = np.asarray(meta_es.learned_drift_behaviour(folder)["target"])
+    target = np.asarray(learned_drift_behaviour(folder)["target"])
     out = discover(run_id="distill", runs_dir=str(tmp_path), search=SEARCH, ppo_overrides=TINY, seeds=2,
                    generations=4, minutes=30.0, distill=str(folder), fresh_seeds=2, admit_top=1,
                    held_out=["empty_random5"], min_held_out=1)

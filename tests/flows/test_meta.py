@@ -30,6 +30,9 @@ TINY = {"max_steps": 40, "num_pairs": 2, "width": 8, "inner_steps": 5, "eval_epi
         (["--template", "hades", "--env", "CartPol-v1"], "did you mean 'CartPole-v1'"),
         (["--template", "hades", "--dataset-sizes", "4,0"], "--dataset-sizes must be at least 1"),
         (["--run-id", "../x"], "run id"),
+        (["--env", "CartPole-v1"], "--env applies to --template hades, not lpo"),
+        (["--template", "hades", "--seeds", "3"], "--seeds applies to --template lpo, not hades"),
+        (["--template", "bbo"], "scientist meta serves lpo, hades"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys):

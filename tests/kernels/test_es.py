@@ -194,3 +194,62 @@ def test_resolve_strategy_accepts_spellings(given, name):
 def test_resolve_strategy_refuses_with_close_matches():
     with pytest.raises(UnknownNameError, match="did you mean 'Open_ES'"):
         meta.resolve_strategy("OpenEZ")
+
+
+def test_the_driver_with_evaluation_elsewhere_equals_run_meta(tmp_path):
+    """``drive`` over ask / evaluate / tell (the chunked Ray search's path), resumed half-way from a checkpoint,
+    gives run_meta's search; the evaluation backend sees whole populations."""
+    config = meta.ESConfig(population_size=8, std=0.3, lr=0.1)
+    strategy, es_params = meta.make_strategy(config, MEAN)
+    full = meta.run_meta(jax.random.key(4), strategy, es_params, quadratic_return, MEAN, 4)
+    ask, tell = meta.make_ask_tell(strategy)
+    evaluate = jax.jit(meta.make_population_eval(quadratic_return))
+    sizes = []
+
+    def backend(key, population):
+        sizes.append(jax.tree_util.tree_leaves(population)[0].shape[0])
+        return np.asarray(evaluate(key, population))
+
+    init_key, loop_key = jax.random.split(jax.random.key(4))
+    state = meta.canonical_state(meta.init_state(init_key, strategy, es_params, MEAN))
+    step = meta.ask_tell_step(ask, backend, tell)
+    state, history = meta.drive(step, state, es_params, 0, 2, lambda g: jax.random.fold_in(loop_key, g),
+                                checkpoint=lambda g, s, h: meta.save_checkpoint(tmp_path, g, s, h))
+    _, state, history = meta.load_checkpoint(meta.checkpoint_path(tmp_path, 2), state)
+    state, history = meta.drive(step, state, es_params, 2, 4, lambda g: jax.random.fold_in(loop_key, g), history)
+    assert sizes == [8, 8, 8, 8]
+    for name in ("return_mean", "return_max", "best_return"):
+        np.testing.assert_allclose(np.asarray(history[name]), full["metrics"][name], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(meta.search_mean(strategy, state)["w"]), full["mean"]["w"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lpo", "hades"])
+def test_a_meta_template_declares_its_problem_and_searches(name, tmp_path):
+    """``Template.meta``: the spec defaults, the ES defaults, the searches of a request, and a candidate that
+    saves and loads back into its declared shape."""
+    from jaxlib_kernels.es import problems
+    from jaxlib_kernels.templates import make, meta_templates
+
+    assert name in meta_templates()
+    declared = make(name).meta
+    specs = declared.searches({"seed": 3, "options": {}, "dataset_sizes": [2, 8]})
+    assert specs and all(s["template"] == name and s["seed"] == 3 for s in specs.values())
+    assert all(s == problems.problem_spec(name, **{k: v for k, v in s.items() if k != "template"})
+               for s in specs.values())
+    assert set(declared.es_defaults) <= set(problems.es_spec(name, "OpenES", 8))
+    spec = next(iter(specs.values()))
+    candidate = declared.like(spec)
+    meta.save_candidate(tmp_path / "search_mean.npz", candidate)
+    back = meta.load_candidate(tmp_path, declared.like(spec))
+    for x, y in zip(jax.tree_util.tree_leaves(candidate), jax.tree_util.tree_leaves(back), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert (declared.idea is None) != (declared.evaluate is None)
+    with pytest.raises(ValueError, match="unknown"):
+        problems.problem_spec(name, no_such_option=1)
+
+
+def test_a_template_without_meta_is_refused_with_those_that_have_one():
+    from jaxlib_kernels.es import problems
+
+    with pytest.raises(ValueError, match="scientist meta serves lpo, hades"):
+        problems.problem_spec("bbo")

@@ -18,13 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("flows", "tasks", "jaxlib_kernels")
 ABOVE_THE_KERNELS = ("prefect", "ray", "tasks", "flows")
 
-# Imports from above known when this test was written, each with the branch that removes it: delete once merged.
-ALLOWED_IMPORTS = {
-    # branch `meta` moves the TA-LPO loader below the stages; delete after that merge
-    ("jaxlib_kernels/templates/marl/transfer.py", "tasks.meta_es"),
-}
-# Cycles known when this test was written, each with the branch that removes it: delete the entry once merged.
-ALLOWED_CYCLES: list[set[str]] = []
 
 
 def _modules(package: str) -> dict[str, Path]:
@@ -69,8 +62,7 @@ def test_no_kernel_module_imports_the_stages_flows_prefect_or_ray_in_its_source(
         for target, line in _imports(path, name, everything):
             if target.split(".")[0] in ABOVE_THE_KERNELS and (rel, line) not in bad:
                 bad[rel, line] = target
-    bad = [f"{rel}:{line} imports {target}" for (rel, line), target in bad.items()
-           if (rel, target) not in ALLOWED_IMPORTS]
+    bad = [f"{rel}:{line} imports {target}" for (rel, line), target in bad.items()]
     assert not bad, "jaxlib_kernels must stay below the stages:\n" + "\n".join(bad)
 
 
@@ -176,7 +168,7 @@ def _path(graph, where, component: set[str]) -> str:
 def test_the_project_has_no_import_cycle():
     graph, where = _graph()
     assert "tasks.aggregation" in graph and "jaxlib_kernels.discovery" in graph
-    cycles = [c for c in _cycles(graph) if c not in ALLOWED_CYCLES]
+    cycles = _cycles(graph)
     report = "\n\n".join(_path(graph, where, c) for c in cycles)
     assert not cycles, f"{len(cycles)} import cycle(s):\n{report}"
 
@@ -192,6 +184,8 @@ def test_the_cycle_finder_finds_a_cycle_and_its_path():
 # Where a template may be named outside its own folders: the registry (its lines) and the command line (its defaults
 # and flag help). Everything else asks the contract (Template.discovery, Template.meta, ...).
 MAY_NAME_TEMPLATES = {"jaxlib_kernels/templates/__init__.py", "flows/cli.py"}
+# a name that is also something else: the drift language's DPO-form baseline is called "dpo" (lpo's, marl's)
+NOT_A_TEMPLATE = {("jaxlib_kernels/search/drift.py", "dpo")}
 
 
 def _template_names() -> set[str]:
@@ -226,12 +220,12 @@ def test_no_generic_module_names_a_template():
     names = _template_names()
     assert {"lpo", "hades", "dpo", "bbo", "marl"} <= names
     bad = []
-    for rel_module, path in _project().items():
+    for path in _project().values():
         rel = path.relative_to(ROOT).as_posix()
         parts = rel.split("/")
         if rel in MAY_NAME_TEMPLATES or (parts[:2] == ["jaxlib_kernels", "templates"] and len(parts) > 3):
             continue  # a template's own folder
-        bad += [f"{rel}:{m}" for m in template_mentions(path, names)]
+        bad += [f"{rel}:{m}" for m in template_mentions(path, names - {n for r, n in NOT_A_TEMPLATE if r == rel})]
     assert not bad, "generic modules must ask the template contract, not name a template:\n" + "\n".join(bad)
 
 

@@ -2,7 +2,7 @@
 clip is PPO's clipped objective, a second call compiles nothing, and MAPPO's critic sees the world state.
 
 A MAPPO training run is not in the suite (its compile alone costs 35-80 s on 2 cores); the transfer study
-(``jaxlib_kernels.templates.marl.transfer spread_mappo``) trains it."""
+(``benchmarks/marl_transfer.py spread_mappo``) trains it."""
 
 import jax
 import jax.numpy as jnp

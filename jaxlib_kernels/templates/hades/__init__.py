@@ -67,6 +67,7 @@ from jaxlib_kernels.templates.hades.kernel import (
     train,
     transfer_returns,
 )
+from jaxlib_kernels.templates.hades.meta import META
 from jaxlib_kernels.templates.hades.unit import OPTIONS, UnitConfig, evaluate, kernel_config
 
 SETTINGS = {
@@ -173,6 +174,7 @@ TEMPLATE = Template(
     novelty_threshold=NOVELTY_THRESHOLD,
     formula_lhs=r"\mathrm{config}",
     search_space=SEARCH_SPACE,
+    meta=META,  # scientist meta: HaDES datasets per size and the direct baseline (hades/meta.py)
 )
 
 __all__ = [

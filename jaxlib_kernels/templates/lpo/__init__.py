@@ -13,6 +13,7 @@ from jaxlib_kernels.templates.base import Discovery, Metric, Profile, ResultSche
 from jaxlib_kernels.templates.lpo import figures, kernel, search
 from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, NO_DRIFT, PPO_CLIP
 from jaxlib_kernels.templates.lpo.kernel import check_plugin, evaluate, ppo_config, probe
+from jaxlib_kernels.templates.lpo.meta import META
 
 SETTINGS = {
     "empty5": Setting("empty5", "Navix-Empty-5x5-v0", held_out=False, description="Empty 5x5, fixed start"),
@@ -91,6 +92,7 @@ TEMPLATE = Template(
     discovery=Discovery(kernel.train_programs, drift.LANGUAGE, setting="empty5",
                         held_out=("empty_random5", "empty6", "empty5_short"),
                         budget=16_384, baselines=("ppo_clip", "dpo")),
+    meta=META,  # scientist meta: TA-LPO (lpo/meta.py)
 )
 
 __all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "EXPRESSIONS", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS",

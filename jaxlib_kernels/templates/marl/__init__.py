@@ -12,13 +12,14 @@ return over the last tenth of training, maximised. Baselines: PPO clip, no drift
 (the drift language's, ``jaxlib_kernels.search.drift``, as its plug-in and offline search); the gate checks,
 probe and drift-shape figure are ``lpo``'s.
 
-Code: ``ippo`` (the IPPO / MAPPO kernel), ``kernel`` (the unit glue), ``transfer`` (the transfer study).
+Code: ``ippo`` (the IPPO / MAPPO kernel), ``kernel`` (the unit glue); the transfer study is
+``benchmarks/marl_transfer.py``.
 Text: ``prompts/templates/marl/``.
 
 Measured on 2 shared CPU cores (1 Dec 2026, load average 3-37, so times are upper bounds): PPO clip on simple_spread
 reaches a per-agent return of -23.2 / -22.3 (2 seeds) at 200k steps against -27.7 for a random policy, and is
 not at a ceiling (one seed reached -21.0 in another run); at the smoke size (8,192 steps) -25.8 on spread and -29.3
-on reference. Transfer (``transfer``, 65,536 steps, 4 seeds, 95% intervals, ``benchmarks/results/marl_transfer.json``):
+on reference. Transfer (``benchmarks/marl_transfer.py``, 65,536 steps, 4 seeds, 95% intervals, ``benchmarks/results/marl_transfer.json``):
 IPPO on spread: PPO clip -23.22 +- 1.33, DPO -23.21 +- 0.51 (difference +0.005, [-1.26, +1.27], p = 0.99),
 annealed clip -23.42 +- 0.56 (-0.20, [-1.46, +1.05], p = 0.68); MAPPO on spread: PPO clip -23.34 +- 0.40, DPO
 -23.89 +- 0.63 (-0.55, [-1.15, +0.05], p = 0.07), annealed clip -23.18 +- 0.18 (+0.16, [-0.23, +0.54], p = 0.32):
