@@ -109,7 +109,7 @@ def paper_figures(paper: dict) -> list[dict]:
         return []
     tex = Path(tex_path).read_text(errors="replace")
     folder = Path(tex_path).parent
-    paragraphs = re.split(r"\n\s*\n", FIGURE_ENV.sub("", tex))
+    paragraphs = re.split(r"\n\s*\n", re.sub(r"(?<!\\)%.*", "", FIGURE_ENV.sub("", tex)))
     out = []
     for env in FIGURE_ENV.findall(tex):
         graphic = re.search(r"\\includegraphics(?:\[[^\]]*\])?\{([^}]*)\}", env)
@@ -143,7 +143,7 @@ def figure_review(client: LLMClient, paper: dict, template_name: str | None = No
     for f in figures:
         try:
             value, _ = client.complete_json(
-                render("figure_review.j2", template_name, name=f["name"], caption=f["caption"],
+                render("figure_review.j2", template_name, figure=f["name"], caption=f["caption"],
                        paragraphs=f["paragraphs"]), "review", VISION_FIELDS, images=[f["png"]])
         except BudgetExceeded:
             raise

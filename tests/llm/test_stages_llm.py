@@ -192,10 +192,12 @@ def test_latex_that_does_not_compile_gets_a_repair_round(serve, client_for, tmp_
         stage = stage_of(request)
         if stage.startswith("writeup"):
             section = stage.split('"')[1]
-            return f"```latex\nThe {section} text \\citep{{schulman2017ppo}}.\n```" if section != "Method" else \
-                "```latex\nOur drift \\frobnicate{r} is new.\n```"
+            words = " It states what the run measured, on the settings that ran, and nothing beyond them."
+            return f"```latex\nThe {section} text \\citep{{schulman2017ppo}}.{words}\n```" if section != "Method" \
+                else f"```latex\nOur drift \\frobnicate{{r}} is new.{words}\n```"
         if stage == "latex repair":
-            return fenced({"method": "Our drift is new \\citep{lu2022dpo}."})
+            return fenced({"method": "Our drift is new \\citep{lu2022dpo}. It states what the run measured, on the "
+                                     "settings that ran, and nothing beyond them."})
         return researcher(request)
 
     server = serve(script)
