@@ -79,17 +79,7 @@ def _one_review(client: LLMClient, prompt: str, reflections: int, template_name:
 
 
 def paper_text(paper: dict, limit: int = 30000) -> str:
-    pdf = paper.get("pdf")
-    if pdf and Path(pdf).exists():
-        import pymupdf
-
-        with pymupdf.open(pdf) as doc:
-            text = "\n".join(page.get_text() for page in doc)
-    elif paper.get("tex") and Path(paper["tex"]).exists():
-        text = Path(paper["tex"]).read_text(errors="replace")
-    else:
-        text = "(no paper text: the paper did not compile)"
-    return text[:limit]
+    return (evidence_reviewer.paper_text(paper) or "(no paper text: the paper did not compile)")[:limit]
 
 
 def _braced(text: str, start: int) -> str:
@@ -193,15 +183,16 @@ def review_paper(client: LLMClient, idea: dict, final_info: dict, paper: dict, t
         **form, "reviewer": "llm", "model": client.config.model, "reviews": reviews, "meta_review": meta,
         "evidence": evidence, "findings": findings, "figure_review": vision,
         "evidence_review": {k: v for k, v in offline.items() if k != "rule"},
-        "rule": "Decision = Accept iff the meta-review's Overall >= 6; evidence_review is the offline evidence "
-                "reviewer's form (prompts/review/evidence_rule.md) on the same paper",
+        "rule": "Decision = Accept iff the meta-review's Overall >= 6, bounded by the paper's findings as "
+                "prompts/review/evidence_rule.md states (desk reject, retuning, Clarity and Presentation); "
+                "evidence_review is the offline evidence reviewer's form on the same paper",
     }
 
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 @stage(name="review_paper_llm", modules=("tasks.llm.prompting", "tasks.review", "tasks.writeup", "tasks.runtime.text",
-                                           "tasks.runtime.llm"),
+                                           "tasks.runtime.llm", "tasks.textgate"),
        paths=("prompts/review", "prompts/paper", "prompts/llm"), template_parts=("review", "paper", "llm", "*"))
 def review_paper_task(template_name: str, idea: dict, idea_dir: str, model: str) -> dict:
     final_info = read_json(Path(idea_dir) / "final_info.json")

@@ -214,7 +214,7 @@ def _sections_dict(v):
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 @stage(name="write_paper_llm", modules=("tasks.writeup", "tasks.plotting", "tasks.runtime.text", "tasks.runtime.llm",
-                                          "tasks.runtime.literature"),
+                                          "tasks.runtime.literature", "tasks.textgate"),
        paths=("prompts/paper", "prompts/llm"), template_parts=("paper", "llm", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str,
                      model: str) -> dict:

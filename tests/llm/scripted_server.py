@@ -196,6 +196,15 @@ REVIEW = {"Summary": "The paper proposes a tightening asymmetric clip drift.", "
           "Ethical Concerns": False, "Soundness": 2, "Presentation": 3, "Contribution": 2, "Overall": 4,
           "Confidence": 3, "Decision": "Reject"}
 
+# the results of one lpo setting with two seeds (the paper and review tests' final_info.json)
+FINAL_INFO = {
+    "empty5": {"means": {"ppo_clip": 0.90, "idea": 0.92}, "stderrs": {"ppo_clip": 0.01, "idea": 0.01},
+               "n": {"ppo_clip": 2, "idea": 2}, "ci95": {"ppo_clip": [0.8, 1.0], "idea": [0.82, 1.02]},
+               "held_out": False,
+               "comparison": {"candidate": "idea", "best_baseline": "ppo_clip", "difference": 0.02,
+                              "ci95": [-0.1, 0.14], "p_value": 0.4, "significant": False}},
+}
+
 S2_PAPERS = [
     {"paperId": "p1", "title": "Discovered Policy Optimisation", "year": 2022, "venue": "NeurIPS",
      "authors": [{"name": "Chris Lu"}, {"name": "Jakub Kuba"}], "abstract": "We meta-learn a drift function.",
@@ -234,6 +243,8 @@ def researcher(request: dict) -> str:
                 f"generalises PPO \\citep{{schulman2017ppo,invented2099paper}}; a learned drift is in \\citet{{{lit}}}. "
                 "Figure~\\ref{fig:learning_curves} shows the curves and Table~\\ref{tab:results} the means, "
                 "with 95\\% intervals; Figure~\\ref{fig:nonexistent} is not a figure.\n```")
+    if stage.startswith("figure review"):
+        return fenced({"shows": "curves of each method", "supports_claim": True, "unclear": []})
     if stage.startswith("latex repair"):
         return fenced({})
     if stage.startswith("review reflection"):

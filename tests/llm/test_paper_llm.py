@@ -9,7 +9,7 @@ import base64
 import json
 
 import pytest
-from scripted_server import BROKEN_JSON, REFUSAL, REVIEW, fenced, garbage, last_user, researcher, stage_of
+from scripted_server import BROKEN_JSON, FINAL_INFO, REFUSAL, REVIEW, fenced, garbage, last_user, researcher, stage_of
 
 from jaxlib_kernels.templates import make
 from tasks import textgate, writeup
@@ -18,13 +18,6 @@ from tasks.llm import writeup as llm_writeup
 from tasks.runtime.llm import LLMError
 
 LPO = make("lpo")
-FINAL_INFO = {
-    "empty5": {"means": {"ppo_clip": 0.90, "idea": 0.92}, "stderrs": {"ppo_clip": 0.01, "idea": 0.01},
-               "n": {"ppo_clip": 2, "idea": 2}, "ci95": {"ppo_clip": [0.8, 1.0], "idea": [0.82, 1.02]},
-               "held_out": False,
-               "comparison": {"candidate": "idea", "best_baseline": "ppo_clip", "difference": 0.02,
-                              "ci95": [-0.1, 0.14], "p_value": 0.4, "significant": False}},
-}
 IDEA = {"Name": "tightening_asymmetric_clip", "Title": "A Tightening Asymmetric Trust Region",
         "Hypothesis": "An asymmetric clip range that tightens with training progress.",
         "source": "def drift(ratio, advantage, progress):\n    return 0.0 * ratio\n",

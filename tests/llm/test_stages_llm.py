@@ -7,7 +7,7 @@ import json
 import socket
 
 import pytest
-from scripted_server import IDEA, REVIEW, S2_PAPERS, fenced, last_user, researcher, stage_of
+from scripted_server import FINAL_INFO, IDEA, REVIEW, S2_PAPERS, fenced, last_user, researcher, stage_of
 
 from jaxlib_kernels.templates import make
 from tasks.llm import codegen as llm_codegen
@@ -133,15 +133,6 @@ def test_bibtex_of_returned_papers_has_unique_keys():
     text, _ = literature.bibtex([{"key": "k", "title": "Sch\u00f6lkopf & \u6df1\u5ea6 {x}_y", "year": 2020,
                                   "authors": ["Bernhard Sch\u00f6lkopf", "\u738b\u4f1f"], "source": "openalex"}], set())
     assert "title = {Scholkopf x y}" in text and "author = {Bernhard Scholkopf}" in text and text.isascii()
-
-
-FINAL_INFO = {
-    "empty5": {"means": {"ppo_clip": 0.90, "idea": 0.92}, "stderrs": {"ppo_clip": 0.01, "idea": 0.01},
-               "n": {"ppo_clip": 2, "idea": 2}, "ci95": {"ppo_clip": [0.8, 1.0], "idea": [0.82, 1.02]},
-               "held_out": False,
-               "comparison": {"candidate": "idea", "best_baseline": "ppo_clip", "difference": 0.02,
-                              "ci95": [-0.1, 0.14], "p_value": 0.4, "significant": False}},
-}
 
 
 REVIEWED_IDEA = {**IDEA, "novelty": {"decision": "novel", "reason": "r", "distance": 0.3, "nearest": "ppo_clip"}}
