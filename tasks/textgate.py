@@ -24,7 +24,7 @@ REFUSAL = re.compile(
     r"apologi[sz]e|do not know)\b|\bas an AI\b|\bunable to (?:help|assist|comply)\b|\b(?:sorry|apologies),? (?:but )?I\b",
     re.IGNORECASE)
 FENCE = re.compile(r"```|~~~")
-CODE_LINE = re.compile(r"^\s*(?:def \w+\(|import \w+|from [\w.]+ import |return \S)", re.MULTILINE)
+CODE_LINE = re.compile(r"^\s*(?:def \w+\(.*\):|import [\w.]+(?: as \w+)?\s*$|from [\w.]+ import \w+)", re.MULTILINE)
 JSON_FRAGMENT = re.compile(r"[\"\u201c\u201d]\s*[A-Za-z_][\w ]{0,40}[\"\u201c\u201d]\s*:\s*(?:[\"\u201c\u201d{\[\d-]|"
                            r"true|false|null|$)", re.MULTILINE)
 PLACEHOLDER_REF = re.compile(r"\bAnonymous\b|\[citation needed\]|\[CITATION\]|\bAuthor(?:s)? et al\b|"

@@ -142,3 +142,5 @@ def test_a_model_answering_refusals_and_broken_json_leaves_no_garbage_in_the_pap
     assert review["Decision"] == "Reject" and review["Overall"] <= 4  # 2 seeds: never the best paper's score
     findings = [w for w in review["Weaknesses"] if w.startswith("Paper check")]
     assert review["Clarity"] <= 4 - bool(findings) and review["Presentation"] <= review["Clarity"]
+    print("writeup fallback:", writeup_fallbacks[0]["reason"][:300])
+    print("review:", {k: review[k] for k in ("reviewer", "Overall", "Clarity", "Presentation", "Decision")}, findings)
