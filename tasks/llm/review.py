@@ -17,19 +17,9 @@ from prefect import get_run_logger
 
 from tasks import review as evidence_reviewer
 from tasks.llm.prompting import DONE, env_int
-from tasks.runtime import artifacts
+from tasks.runtime import artifacts, llm
 from tasks.runtime.caching import stage
-from tasks.runtime.llm import (
-    BudgetExceeded,
-    JSONReplyError,
-    LLMClient,
-    LLMError,
-    active,
-    check_schema,
-    extract_json,
-    render,
-    takes_images,
-)
+from tasks.runtime.llm import JSONReplyError, LLMClient, active, check_schema, extract_json, render
 from tasks.runtime.runfolder import read_json, write_json
 from tasks.textgate import finding
 
@@ -126,7 +116,7 @@ def figure_review(client: LLMClient, paper: dict, template_name: str | None = No
     model = client.config.model
     if not figures:
         return {"status": "no figures", "figures": []}
-    if takes_images(model) is False:
+    if llm.takes_images(model) is False:
         return {"status": "fallback", "figures": [],
                 "reason": f"{model} does not take images; the objective figure check stands"}
     out = []
@@ -135,9 +125,9 @@ def figure_review(client: LLMClient, paper: dict, template_name: str | None = No
             value, _ = client.complete_json(
                 render("figure_review.j2", template_name, figure=f["name"], caption=f["caption"],
                        paragraphs=f["paragraphs"]), "review", VISION_FIELDS, images=[f["png"]])
-        except BudgetExceeded:
+        except llm.BudgetExceeded:
             raise
-        except LLMError as exc:
+        except llm.LLMError as exc:
             return {"status": "fallback", "figures": out,
                     "reason": f"the vision review of {f['name']} failed ({exc}); the objective figure check stands"}
         out.append({"figure": f["name"], "label": f["label"], "shows": str(value["shows"]),
