@@ -121,19 +121,23 @@ def test_a_vision_model_is_shown_each_figure_with_its_caption_and_citing_paragra
                                                                 ("vision_unclear", "warning")]
 
 
-def test_a_malformed_vision_reply_falls_back_to_the_objective_check_recorded(serve, client_for, tmp_path):
+@pytest.mark.parametrize("model", ["openai/gpt-4o", "openai/test-model"])  # a vision model; one litellm does not know
+def test_a_malformed_vision_reply_falls_back_to_the_objective_check_recorded(serve, client_for, tmp_path, model):
     server = serve(lambda r: "I see a picture {not json")
-    result = llm_review.figure_review(client_for(server, model="openai/gpt-4o"), _figure_paper(tmp_path), "lpo")
+    result = llm_review.figure_review(client_for(server, model=model), _figure_paper(tmp_path), "lpo")
     assert result["status"] == "fallback" and "no valid JSON" in result["reason"]
     assert "the objective figure check stands" in result["reason"] and server.images[0]  # tried with the image
     assert llm_review.vision_findings(result) == []
 
 
-def test_a_model_without_vision_is_not_sent_images_and_falls_back_recorded(serve, client_for, tmp_path):
+def test_a_model_without_vision_is_not_sent_images_and_falls_back_recorded(serve, client_for, tmp_path, llm_env):
     server = serve(lambda r: fenced(READING))
     result = llm_review.figure_review(client_for(server, model="openai/gpt-3.5-turbo"), _figure_paper(tmp_path))
     assert result == {"status": "fallback", "figures": [],
                       "reason": "openai/gpt-3.5-turbo does not take images; the objective figure check stands"}
+    llm_env.setenv("SCIENTIST_VISION", "0")  # the user's word over litellm's model map
+    assert llm_review.figure_review(client_for(server, model="openai/gpt-4o"), _figure_paper(tmp_path / "b"))[
+        "status"] == "fallback"
     assert server.requests == []
 
 
