@@ -180,10 +180,8 @@ class LLMBackend(OfflineBackend):
                                                                 unmapped(context), dirs, unmapped(self.model))
         pairs = wait(futures, ideas, "writeup", record=False)
         for idea, (paper, _) in zip(ideas, pairs, strict=True):  # sections the text gate gave to the offline text
-            if paper and paper.get("section_fallbacks") and self.fallback:
-                reason = "the text gate rejected the model's " + ", ".join(
-                    f"{g['section']} ({', '.join(dict.fromkeys(f['check'] for f in g['retry_findings']))})"
-                    for g in paper["text_gate"] if g.get("retry_findings")) + "; the offline sections stand"
+            reason = llm_writeup.gate_fallback(paper)
+            if reason and self.fallback:
                 idea.setdefault("fallbacks", []).append({"stage": "writeup", "reason": reason})
                 self.fallbacks.append({"idea": idea["Name"], "stage": "writeup", "reason": reason})
         return self._fall_back("writeup", ideas, pairs, lambda sub, idx: OfflineBackend.write(

@@ -155,9 +155,8 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
         sections[key] = body
     failed = [g for g in gate if g["outcome"] == "offline section"]
     if not sections:
-        raise LLMError("writeup: every section failed the text gate twice (" + "; ".join(
-            f"{g['section']}: {', '.join(dict.fromkeys(f['check'] for f in g['retry_findings']))}" for g in failed)
-            + ")")
+        raise LLMError("writeup: every section failed the text gate twice ("
+                       + "; ".join(f"{g['section']}: {_checks(g['retry_findings'])}" for g in failed) + ")")
     every = "\n".join(sections.values())
     missing_figs = [f for f in figures if f"fig:{writeup._label_key(f['name'])}" not in every]
     if missing_figs and "results" in sections:  # every figure is referenced (an evidence check)
@@ -203,6 +202,19 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
                   section_fallbacks=[g["section"] for g in failed],
                   placeholder_references=[p.get("key") for p in literature if p not in returned])
     return result
+
+
+def _checks(record: list[dict]) -> str:
+    return ", ".join(dict.fromkeys(f["check"] for f in record))
+
+
+def gate_fallback(paper: dict | None) -> str | None:
+    """The fallback reason the backend records for a paper whose sections the text gate gave to the offline text."""
+    failed = [g for g in (paper or {}).get("text_gate") or [] if g.get("retry_findings")]
+    if not failed:
+        return None
+    return ("the text gate rejected the model's " + ", ".join(f"{g['section']} ({_checks(g['retry_findings'])})"
+                                                              for g in failed) + "; the offline sections stand")
 
 
 def _sections_dict(v):

@@ -75,6 +75,9 @@ def test_a_section_failing_the_gate_is_asked_again_then_the_offline_section_stan
     gate = {g["section"]: g for g in paper["text_gate"]}
     assert gate["abstract"]["outcome"] == "accepted after a retry" and gate["introduction"]["outcome"] == "accepted"
     assert gate["method"]["outcome"] == "offline section" and paper["section_fallbacks"] == ["method"]
+    assert llm_writeup.gate_fallback(paper) == ("the text gate rejected the model's method (empty_section, code, "
+                                                "json_fragment); the offline sections stand")  # run.json, ideas.json
+    assert llm_writeup.gate_fallback({**paper, "text_gate": [gate["abstract"], gate["introduction"]]}) is None
     assert "offline text for method (failed the text gate)" in paper["text_source"] and paper["pdf"]
     tex = (tmp_path / "paper" / "paper.tex").read_text()
     assert REFUSAL not in tex and '"Name"' not in tex and "```" not in tex and tex.count("0.920 against 0.900") >= 8
