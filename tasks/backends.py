@@ -179,6 +179,11 @@ class LLMBackend(OfflineBackend):
         futures = self._task(llm_writeup.write_paper_task).map(unmapped(template_name), ideas, figures,
                                                                 unmapped(context), dirs, unmapped(self.model))
         pairs = wait(futures, ideas, "writeup", record=False)
+        for idea, (paper, _) in zip(ideas, pairs, strict=True):  # sections the text gate gave to the offline text
+            reason = llm_writeup.gate_fallback(paper)
+            if reason and self.fallback:
+                idea.setdefault("fallbacks", []).append({"stage": "writeup", "reason": reason})
+                self.fallbacks.append({"idea": idea["Name"], "stage": "writeup", "reason": reason})
         return self._fall_back("writeup", ideas, pairs, lambda sub, idx: OfflineBackend.write(
             self, template_name, sub, [figures[i] for i in idx], context, [dirs[i] for i in idx]))
 

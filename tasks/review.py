@@ -3,7 +3,9 @@
 The form (Summary, Strengths, Weaknesses, Originality, Quality, Clarity, Significance, Questions, Limitations,
 Ethical Concerns, Soundness, Presentation, Contribution, Overall, Confidence, Decision) is the one The AI Scientist's
 reviewer fills (Lu et al., 2024); here every score follows a documented, deterministic rule over evidence checks
-(seeds, confidence intervals, significance on training and held-out settings, novelty, PDF checks). The rule's text
+(seeds, confidence intervals, significance on training and held-out settings, novelty, PDF checks) and over the
+paper's findings (:func:`paper_findings`: the writeup loop's claims and figure checks in ``paper/checks.json`` and
+the text gate of :mod:`tasks.textgate` over the paper's sections). The rule's text
 is ``prompts/review/evidence_rule.md``; :func:`score` implements exactly that text. Review prose comes from Jinja2
 templates in ``prompts/review/``, which a research template overrides file by file in
 ``prompts/templates/<name>/review/`` (:mod:`tasks.runtime.text`). "Better" follows the metric's direction as recorded in
@@ -23,6 +25,7 @@ from prefect import get_run_logger
 
 from jaxlib_kernels.templates import DEFAULT
 from jaxlib_kernels.templates.base import Metric
+from tasks import textgate
 from tasks.runtime import artifacts
 from tasks.runtime import text as layers
 from tasks.runtime.caching import stage
@@ -36,6 +39,9 @@ MIN_SEEDS = 4
 ALPHA = 0.05
 MIN_FIGURES = 2
 MIN_PAGES = 4
+RETUNING_ORIGINALITY = 2  # the most a retuning of the nearest known candidate scores
+DESK_REJECT_OVERALL = 2
+MAX_NAMED_FINDINGS = 12
 NOVELTY_DISTANCES = (0.05, 0.2)  # in the template's probe units (Template.distance: RMS / probe_scale)
 PRECISION_MAX_REL_HALFWIDTH = 0.10
 LARGE_EFFECT = 0.05
@@ -113,6 +119,93 @@ def _referenced_figures(tex_path: str | None) -> tuple[list[str], list[str]]:
     return labels, [lab for lab in labels if lab not in refs]
 
 
+def paper_text(paper: dict) -> str:
+    """The PDF's text (pymupdf), else the .tex, else ''."""
+    pdf, tex = paper.get("pdf"), paper.get("tex")
+    if pdf and Path(pdf).exists():
+        import pymupdf
+
+        with pymupdf.open(pdf) as doc:
+            return "\n".join(page.get_text() for page in doc)
+    return Path(tex).read_text(errors="replace") if tex and Path(tex).exists() else ""
+
+
+def paper_findings(paper: dict) -> list[dict]:
+    """What the reviewers score beside the evidence: ``paper/checks.json``'s final findings (claims and figure
+    checks) and the text gate over each section of the .tex and over the PDF's text (placeholder references)."""
+    out: list[dict] = []
+    folder = next((Path(p).parent for p in (paper.get("tex"), paper.get("pdf")) if p), None)
+    if folder is not None and (folder / "checks.json").exists():
+        out += [dict(f) for f in (read_json(folder / "checks.json", {}) or {}).get("final") or []]
+    tex = paper.get("tex")
+    if tex and Path(tex).exists():
+        for title, body in textgate.tex_sections(Path(tex).read_text(errors="replace")).items():
+            out += textgate.text_findings(body, {}, title)
+    if m := textgate.PLACEHOLDER_REF.search(paper_text(paper) if paper.get("pdf") else ""):
+        out.append(textgate.finding("placeholder_reference", "PDF", f"the PDF prints {m.group(0)!r}"))
+    seen: set[tuple] = set()
+    return [f for f in out if (k := (f.get("check"), f.get("target"), f.get("message"))) not in seen
+            and not seen.add(k)]
+
+
+def desk_reject(findings: list[dict]) -> list[dict]:
+    """The findings that make a paper a desk reject: model garbage in its text (the text gate's error checks)."""
+    return [f for f in findings if f.get("check") in textgate.GARBAGE and f.get("severity") == "error"]
+
+
+def finding_caps(findings: list[dict]) -> int:
+    """The highest Clarity and Presentation the findings allow: 1 desk reject, 2 an error, 3 a warning, else 4."""
+    if desk_reject(findings):
+        return 1
+    severities = {f.get("severity") for f in findings}
+    return 2 if "error" in severities else 3 if severities else 4
+
+
+def retuning(idea: dict) -> dict | None:
+    """The novelty stage's measured relation to the nearest known candidate when it is a retuning of it."""
+    relation = (idea.get("novelty") or {}).get("relation") or {}
+    return relation if relation.get("kind") == "retuning" else None
+
+
+def findings_weaknesses(findings: list[dict], idea: dict) -> list[str]:
+    """One weakness per problem the scores followed: desk reject, retuning, each finding (errors first)."""
+    out = []
+    garbage = desk_reject(findings)
+    if garbage:
+        out.append("Desk reject: the text holds model output that is not a paper ("
+                   + "; ".join(f"{f['check']} in {f['target']}" for f in garbage[:6]) + ").")
+    if rel := retuning(idea):
+        out.append(f"Originality: the candidate is a retuning of {rel.get('nearest_label') or rel.get('nearest')} "
+                   f"({rel.get('change') or 'the same form with other constants'}), so Originality is at most "
+                   f"{RETUNING_ORIGINALITY}.")
+    ordered = sorted(findings, key=lambda f: f.get("severity") != "error")
+    out += [f"Paper check {f.get('check')} ({f.get('severity')}, {f.get('target')}): {f.get('message')}"
+            for f in ordered[:MAX_NAMED_FINDINGS]]
+    if len(ordered) > MAX_NAMED_FINDINGS:
+        out.append(f"Paper check: {len(ordered) - MAX_NAMED_FINDINGS} further findings in paper/checks.json.")
+    return out
+
+
+def apply_findings(form: dict, findings: list[dict], idea: dict) -> dict:
+    """A review form (either reviewer's) bounded by the findings and the measured novelty relation: Originality <= 2
+    for a retuning, Clarity and Presentation <= :func:`finding_caps`, a desk reject at Overall <= 2 (Reject)."""
+    out = dict(form)
+    if retuning(idea):
+        out["Originality"] = min(out["Originality"], RETUNING_ORIGINALITY)
+    cap = finding_caps(findings)
+    out["Clarity"] = min(out["Clarity"], cap)
+    out["Presentation"] = min(out["Presentation"], cap)
+    if desk_reject(findings):
+        out["Overall"] = min(out["Overall"], DESK_REJECT_OVERALL)
+        out["Decision"] = "Reject"
+        if not str(out.get("Summary", "")).startswith("Desk reject"):
+            out["Summary"] = "Desk reject: the paper's text holds model output that is not a paper. " \
+                + str(out.get("Summary", ""))
+    named = findings_weaknesses(findings, idea)
+    out["Weaknesses"] = named + [w for w in out.get("Weaknesses", []) if w not in named]
+    return out
+
+
 def evidence_checks(idea: dict, final_info: dict, paper: dict) -> list[dict]:
     """The evidence checks of the rule, in its order: ``[{"check", "passed", "detail"}]``."""
     out: list[dict] = []
@@ -180,19 +273,22 @@ def evidence_checks(idea: dict, final_info: dict, paper: dict) -> list[dict]:
     return out
 
 
-def score(evidence: list[dict], idea: dict, final_info: dict, paper: dict) -> dict:
+def score(evidence: list[dict], idea: dict, final_info: dict, paper: dict, findings: list[dict] | None = None) -> dict:
     """The form's scores from the evidence, exactly as ``prompts/review/evidence_rule.md`` states.
 
     Quality = 1 + [seeds and CIs and precise] + [significant training] + [significant held-out];
-    Originality = 1 if not novel else 2 + [distance >= 0.05] + [distance >= 0.2];
-    Clarity = 1 + [PDF and pages] + [figures] + [references resolved and table numbers];
+    Originality = 1 if not novel else 2 + [distance >= 0.05] + [distance >= 0.2], at most 2 for a retuning;
+    Clarity = 1 + [PDF and pages] + [figures] + [references resolved and table numbers], at most 3 with a warning
+    finding, 2 with an error finding, 1 for a desk reject (:func:`paper_findings`);
     Significance = 1 + [significant training] + [significant held-out] + [large effect];
     Soundness = 1 + [seeds] + [CIs] + [table numbers]; Presentation = Clarity - [repaired] (>= 1);
     Contribution = round((Originality + Significance) / 2); Confidence = 2 + [PDF] + [seeds] + [held-out exists];
     Overall = 1 + round(7 (mean of the seven 1-4 scores - 1) / 3), capped: no PDF <= 2; too few seeds or not
-    novel <= 4; no significant training win <= 5; a failed PDF check <= 5. Accept iff Overall >= 6.
+    novel <= 4; no significant training win <= 5; a failed PDF check or an error finding <= 5; a desk reject (model
+    garbage in the text) <= 2. Accept iff Overall >= 6.
     """
     ok = {e["check"]: e["passed"] for e in evidence}
+    findings = paper_findings(paper) if findings is None else findings
     rows = comparisons(final_info)
     halfwidths = [r["rel_halfwidth"] for r in rows]
     precise = bool(halfwidths) and median(halfwidths) <= PRECISION_MAX_REL_HALFWIDTH
@@ -206,10 +302,13 @@ def score(evidence: list[dict], idea: dict, final_info: dict, paper: dict) -> di
         originality = 2
     else:
         originality = 2 + int(float(dist) >= NOVELTY_DISTANCES[0]) + int(float(dist) >= NOVELTY_DISTANCES[1])
+    if retuning(idea):
+        originality = min(originality, RETUNING_ORIGINALITY)
     b = lambda *names: int(all(ok[n] for n in names))  # the rule's [condition] bracket
     quality = 1 + int(b("seeds_per_arm", "confidence_intervals") and precise) + b("significant_training") \
         + b("significant_held_out")
-    clarity = 1 + b("pdf_compiled", "pages") + b("figures") + b("references_resolved", "table_numbers")
+    clarity = min(finding_caps(findings),
+                  1 + b("pdf_compiled", "pages") + b("figures") + b("references_resolved", "table_numbers"))
     significance = 1 + b("significant_training") + b("significant_held_out") + int(large)
     soundness = 1 + b("seeds_per_arm") + b("confidence_intervals") + b("table_numbers")
     presentation = max(1, clarity - int(bool(paper.get("repaired"))))
@@ -230,6 +329,13 @@ def score(evidence: list[dict], idea: dict, final_info: dict, paper: dict) -> di
     failed_pdf = [n for n in ("figures", "references_resolved", "pages", "table_numbers") if not ok[n]]
     if failed_pdf:
         caps.append((5, "failed PDF checks: " + ", ".join(failed_pdf)))
+    errors = sorted({f"{f.get('check')} ({f.get('target')})" for f in findings if f.get("severity") == "error"})
+    if errors:
+        caps.append((5, "paper check errors: " + ", ".join(errors[:6])))
+    garbage = desk_reject(findings)
+    if garbage:
+        caps.append((DESK_REJECT_OVERALL, "desk reject: model garbage in the text ("
+                     + ", ".join(sorted({f"{f['check']} in {f['target']}" for f in garbage})[:6]) + ")"))
     overall = min([raw, MAX_OVERALL] + [c for c, _ in caps])
     return {
         "Originality": originality, "Quality": quality, "Clarity": clarity, "Significance": significance,
@@ -237,7 +343,8 @@ def score(evidence: list[dict], idea: dict, final_info: dict, paper: dict) -> di
         "Overall": overall, "Confidence": confidence, "Decision": "Accept" if overall >= ACCEPT_AT else "Reject",
         "derivation": {
             "precise": precise, "large_effect": large, "mean_subscore": round(mean, 3), "uncapped_overall": raw,
-            "caps": [f"<= {c}: {why}" for c, why in caps],
+            "caps": [f"<= {c}: {why}" for c, why in caps], "desk_reject": bool(garbage),
+            "retuning": bool(retuning(idea)),
         },
     }
 
@@ -283,7 +390,8 @@ def _contract(template_name: str, final_info: dict) -> dict:
 def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str = DEFAULT) -> dict:
     """Fill the NeurIPS review form from evidence by the documented rule; the evidence and the rule come with it."""
     evidence = evidence_checks(idea, final_info, paper)
-    scores = score(evidence, idea, final_info, paper)
+    findings = paper_findings(paper)
+    scores = score(evidence, idea, final_info, paper, findings)
     rows = comparisons(final_info)
     ctx = {
         "idea": idea, "template": template_name, "rows": rows,
@@ -309,16 +417,17 @@ def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str =
         "Contribution": scores["Contribution"], "Overall": scores["Overall"], "Confidence": scores["Confidence"],
         "Decision": scores["Decision"],
         "evidence": evidence,
+        "findings": findings,
         "derivation": scores["derivation"],
         "rule": rule_text(),
         "reviewer": "evidence",
     }
-    return review
+    return apply_findings(review, findings, idea)  # names each scored problem (the scores already follow them)
 
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-@stage(name="review_paper", modules=("tasks.writeup", "tasks.runtime.text"),
+@stage(name="review_paper", modules=("tasks.writeup", "tasks.runtime.text", "tasks.textgate"),
        paths=("prompts/review", "prompts/paper"), template_parts=("review", "paper", "*"))
 def review_paper_task(template_name: str, idea: dict, idea_dir: str) -> dict:
     """The evidence reviewer's NeurIPS form, written to review.json."""

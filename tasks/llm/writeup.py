@@ -1,6 +1,12 @@
 """Writeup, LLM backend: model-written sections (from the measured results and the figures' captions) in the
-offline writeup's pylatex document, citations only of papers the literature client returned or of the template's
-references.bib, a LaTeX repair round, and the offline text as the last resort."""
+offline writeup's pylatex document, citations only of papers the literature client returned (placeholder entries
+dropped) or of the template's references.bib, a LaTeX repair round, and the offline text as the last resort.
+
+Every section passes the text gate (:func:`tasks.textgate.text_findings`: refusals, code, JSON fragments, empty
+text, placeholder references, numbers that are not the run's) before it is compiled; a failing section is asked
+again once with the findings, then the offline section stands in for it (``section_fallbacks`` in the result, which
+the backend records as a writeup fallback). When every section fails, the stage fails and the backend falls back to
+the offline writeup, recorded like any other stage."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from pathlib import Path
 from prefect import get_run_logger
 
 from jaxlib_kernels.templates import make
-from tasks import writeup
+from tasks import textgate, writeup
 from tasks.runtime import literature as lit
 from tasks.runtime import text as layers
 from tasks.runtime.caching import stage
@@ -100,7 +106,8 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
     bib_src = layers.template_dir(template_name) / "references.bib"
     local_keys = set(writeup.bib_keys(bib_src)) if bib_src.exists() else set()
     novelty = idea.get("novelty") or {}
-    returned = list(novelty.get("literature") or [])
+    literature = list(novelty.get("literature") or [])
+    returned = [p for p in literature if not textgate.placeholder_paper(p)]  # never "Anonymous (a)" in the paper
     extra_bib, keymap = lit.bibtex(returned, local_keys)
     citable = []
     for p in returned:
@@ -122,17 +129,34 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
     sections: dict[str, str] = {}
     dropped: list[str] = []
     removed: list[str] = []
+    facts = textgate.gate_facts(final_info, idea, context, res)
+    gate: list[dict] = []
     for key, title in [("abstract", "Abstract")] + list(writeup.SECTIONS):
         prompt = render("writeup_section.j2", template_name, title=title, paper_title=idea.get("Title", idea["Name"]),
                         guidance=guidance.get(key, ""), idea=idea, source=idea.get("source", ""), results=res,
                         figures=figures, citations=citable, written=list(sections), words=words.get(key, 250),
                         template=template)
-        text, _ = client.complete(prompt, "writeup")
+        text, messages = client.complete(prompt, "writeup")
         body, d, r = sanitize_section(text, known_keys, labels)
+        found = textgate.text_findings(body, facts, key)
+        record = {"section": key, "findings": found}
+        if found:  # asked again once, with the reasons
+            text, _ = client.complete(render("writeup_retry.j2", template_name, title=title, findings=found,
+                                             words=words.get(key, 250)), "writeup", messages)
+            body, d, r = sanitize_section(text, known_keys, labels)
+            record["retry_findings"] = textgate.text_findings(body, facts, key)
+        record["outcome"] = ("offline section" if record.get("retry_findings") else
+                             "accepted after a retry" if found else "accepted")
+        gate.append(record)
+        if record.get("retry_findings"):
+            continue
         dropped += d
         removed += r
-        if body:
-            sections[key] = body
+        sections[key] = body
+    failed = [g for g in gate if g["outcome"] == "offline section"]
+    if not sections:
+        raise LLMError("writeup: every section failed the text gate twice ("
+                       + "; ".join(f"{g['section']}: {_checks(g['retry_findings'])}" for g in failed) + ")")
     every = "\n".join(sections.values())
     missing_figs = [f for f in figures if f"fig:{writeup._label_key(f['name'])}" not in every]
     if missing_figs and "results" in sections:  # every figure is referenced (an evidence check)
@@ -153,6 +177,8 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
             for k, v in repaired.items():
                 if k in sections:
                     body, d, r = sanitize_section(v, known_keys, labels)
+                    if textgate.text_findings(body, facts, k):  # a repaired section passes the gate too
+                        continue
                     dropped += d
                     removed += r
                     fixed[k] = body
@@ -168,10 +194,27 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
             result = writeup.write_paper(template_name, idea_for_paper, final_info, figures, context, out_dir,
                                          extra_bib=extra_bib)
             text_source = f"offline templates (the model's LaTeX did not compile: {repair_error})"
+    if failed and text_source.startswith("llm"):
+        text_source += f"; offline text for {', '.join(g['section'] for g in failed)} (failed the text gate)"
     (out_dir / "sections.json").write_text(json.dumps(sections, indent=2))
     result.update(text_source=text_source, dropped_citations=sorted(set(dropped)), removed_latex=removed[:20],
-                  llm_repair_error=repair_error, citable=sorted(known_keys))
+                  llm_repair_error=repair_error, citable=sorted(known_keys), text_gate=gate,
+                  section_fallbacks=[g["section"] for g in failed],
+                  placeholder_references=[p.get("key") for p in literature if p not in returned])
     return result
+
+
+def _checks(record: list[dict]) -> str:
+    return ", ".join(dict.fromkeys(f["check"] for f in record))
+
+
+def gate_fallback(paper: dict | None) -> str | None:
+    """The fallback reason the backend records for a paper whose sections the text gate gave to the offline text."""
+    failed = [g for g in (paper or {}).get("text_gate") or [] if g.get("retry_findings")]
+    if not failed:
+        return None
+    return ("the text gate rejected the model's " + ", ".join(f"{g['section']} ({_checks(g['retry_findings'])})"
+                                                              for g in failed) + "; the offline sections stand")
 
 
 def _sections_dict(v):
@@ -183,7 +226,7 @@ def _sections_dict(v):
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 @stage(name="write_paper_llm", modules=("tasks.writeup", "tasks.plotting", "tasks.runtime.text", "tasks.runtime.llm",
-                                          "tasks.runtime.literature"),
+                                          "tasks.runtime.literature", "tasks.textgate"),
        paths=("prompts/paper", "prompts/llm"), template_parts=("paper", "llm", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str,
                      model: str) -> dict:

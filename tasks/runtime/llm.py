@@ -13,7 +13,8 @@ the provider's usual variable: ``OPENAI_API_BASE``/``OPENAI_BASE_URL``, ``ANTHRO
 ``HOSTED_VLLM_API_BASE``, ...), keys from the provider's variables (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...;
 litellm reads them itself), ``SCIENTIST_LLM_TIMEOUT`` (s, default 120), ``SCIENTIST_LLM_RETRIES`` (default 3),
 ``SCIENTIST_LLM_BACKOFF`` (first backoff in s, default 2, doubled each retry), ``SCIENTIST_LLM_JSON_ATTEMPTS``
-(default 3), ``SCIENTIST_MAX_COST`` (USD), ``SCIENTIST_MAX_TOKENS`` (total tokens of a run).
+(default 3), ``SCIENTIST_MAX_COST`` (USD), ``SCIENTIST_MAX_TOKENS`` (total tokens of a run),
+``SCIENTIST_VISION`` (1/0: whether the model reads images, overriding litellm's model map).
 """
 
 from __future__ import annotations
@@ -380,6 +381,35 @@ def _retryable(exc: Exception) -> bool:
     return isinstance(status, int) and (status == 429 or status >= 500)
 
 
+def user_content(prompt: str, images: list[str] | None = None) -> str | list[dict]:
+    """A user message's content: the prompt, or with ``images`` (PNG paths) a list of content parts, the text
+    first and each image as a base64 ``data:image/png`` URL (the OpenAI form, which litellm maps per provider)."""
+    if not images:
+        return prompt
+    import base64
+
+    return [{"type": "text", "text": prompt}] + [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,"
+                                            + base64.b64encode(Path(p).read_bytes()).decode("ascii")}}
+        for p in images]
+
+
+def takes_images(model: str) -> bool | None:
+    """Whether ``model`` reads images: ``SCIENTIST_VISION`` (1/0) if set, else litellm's model map; None when
+    unknown (a local Ollama or vLLM model, an unmapped name): then the caller tries and falls back on failure."""
+    flag = os.environ.get("SCIENTIST_VISION", "").strip()
+    if flag in ("0", "1"):
+        return flag == "1"
+    if provider_of(model) in ("ollama", "ollama_chat", "hosted_vllm"):
+        return None
+    import litellm
+
+    try:
+        return bool(litellm.get_model_info(model).get("supports_vision"))
+    except Exception:  # noqa: BLE001 - litellm does not know the model
+        return None
+
+
 class LLMClient:
     """``complete`` (text) and ``complete_json`` (validated JSON) over litellm, accounted per stage."""
 
@@ -430,19 +460,22 @@ class LLMClient:
         msg = redact(str(last).splitlines()[0] if str(last) else kind)[:300]
         raise LLMError(f"{stage}: the model call failed after {attempt + 1} attempt(s): {kind}: {msg}")
 
-    def complete(self, prompt: str, stage: str, history: list[dict] | None = None) -> tuple[str, list[dict]]:
-        """One reply to ``prompt`` (after ``history``); returns the text and the conversation including it."""
+    def complete(self, prompt: str, stage: str, history: list[dict] | None = None,
+                 images: list[str] | None = None) -> tuple[str, list[dict]]:
+        """One reply to ``prompt`` (after ``history``); returns the text and the conversation including it.
+        ``images`` (PNG files) go with the prompt as OpenAI-style ``image_url`` parts (:func:`user_content`)."""
         messages = list(history) if history else [{"role": "system", "content": self.system()}]
-        messages.append({"role": "user", "content": prompt})
+        messages.append({"role": "user", "content": user_content(prompt, images)})
         text = self._call(messages, stage)
         messages.append({"role": "assistant", "content": text})
         return text, messages
 
     def complete_json(self, prompt: str, stage: str, required: dict[str, str] | None = None,
-                      history: list[dict] | None = None, validate=None) -> tuple[Any, list[dict]]:
+                      history: list[dict] | None = None, validate=None,
+                      images: list[str] | None = None) -> tuple[Any, list[dict]]:
         """A JSON reply with the ``required`` fields; parse/schema errors go back to the model, at most
         ``json_attempts`` replies; ``validate(value)`` may raise :class:`JSONReplyError` for further checks."""
-        text, messages = self.complete(prompt, stage, history)
+        text, messages = self.complete(prompt, stage, history, images)
         for attempt in range(self.config.json_attempts):
             try:
                 value = extract_json(text)

@@ -2,7 +2,9 @@
 
 ``ScriptedServer(script)``: ``script(request) -> reply`` is called for every ``POST .../chat/completions``; a reply
 is a string (the assistant's content), or a dict: ``{"status": 429}`` (an HTTP error), ``{"sleep": s, "content":
-...}`` (a late answer), ``{"hang": True}`` (never answers within any test timeout). Usage counts are computed from
+...}`` (a late answer), ``{"hang": True}`` (never answers within any test timeout). A message's content may be a
+list of OpenAI content parts; the images of each request (``image_url`` parts) are kept in ``images`` (one list of
+data URLs per request) so that a test can assert what the model was shown. Usage counts are computed from
 the text (4 characters a token), so every call has real, deterministic token numbers. The same server answers
 Semantic Scholar's ``/s2/paper/search`` from ``papers`` (a list of S2 paper dicts), for the literature client.
 """
@@ -41,6 +43,34 @@ def babbler(request: dict) -> str:
     return "I am sorry, I would rather talk about the weather today."
 
 
+REFUSAL = "I am unable to help with that."
+BROKEN_JSON = '```json\n{"Name": "x", "Title": \n```'
+
+
+def garbage(request: dict) -> str:
+    """A model that answers refusals and broken JSON (and nothing at all for a paper's method section)."""
+    stage = stage_of(request)
+    if stage.startswith("writeup") and 'section "Method"' in stage:
+        return ""
+    if stage.startswith("writeup") and 'section "Abstract"' in stage:
+        return REFUSAL
+    return REFUSAL if len(last_user(request)) % 2 else BROKEN_JSON
+
+
+def text_of(content) -> str:
+    """The text of a message's content: a string, or the text parts of a list of content parts."""
+    if isinstance(content, list):
+        return "\n".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content or ""
+
+
+def images_of(request: dict) -> list[str]:
+    """The image URLs (``data:image/png;base64,...``) of a request's messages."""
+    return [p["image_url"]["url"] if isinstance(p.get("image_url"), dict) else p.get("image_url")
+            for m in request.get("messages", []) if isinstance(m.get("content"), list)
+            for p in m["content"] if isinstance(p, dict) and p.get("type") == "image_url"]
+
+
 def tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
@@ -49,13 +79,13 @@ def stage_of(request: dict) -> str:
     """The ``Stage: ...`` line of the last user message (every prompt of prompts/llm starts with one)."""
     for m in reversed(request.get("messages", [])):
         if m.get("role") == "user":
-            found = re.search(r"^Stage: (.+)$", m.get("content") or "", re.MULTILINE)
+            found = re.search(r"^Stage: (.+)$", text_of(m.get("content")), re.MULTILINE)
             return found.group(1) if found else ""
     return ""
 
 
 def last_user(request: dict) -> str:
-    return next((m["content"] for m in reversed(request["messages"]) if m["role"] == "user"), "")
+    return next((text_of(m["content"]) for m in reversed(request["messages"]) if m["role"] == "user"), "")
 
 
 class ScriptedServer:
@@ -63,6 +93,7 @@ class ScriptedServer:
         self.script = script
         self.papers = papers or []
         self.requests: list[dict] = []
+        self.images: list[list[str]] = []
         self.headers: list[dict] = []
         self.s2_queries: list[str] = []
         self.s2_errors: list[int] = []  # HTTP statuses the literature endpoint answers first, in order
@@ -99,6 +130,7 @@ class ScriptedServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
                 outer.requests.append(request)
+                outer.images.append(images_of(request))
                 outer.headers.append(dict(self.headers))
                 reply = outer.script(request)
                 if isinstance(reply, dict) and reply.get("hang"):
@@ -111,7 +143,7 @@ class ScriptedServer:
                                                            "type": "server_error", "code": reply["status"]}})
                     return
                 content = reply.get("content", "") if isinstance(reply, dict) else reply
-                prompt = "".join(m.get("content") or "" for m in request.get("messages", []))
+                prompt = "".join(text_of(m.get("content")) for m in request.get("messages", []))
                 p, c = tokens(prompt), tokens(content or "x")
                 self._send(200, {
                     "id": f"chatcmpl-{len(outer.requests)}", "object": "chat.completion", "created": int(time.time()),
@@ -164,6 +196,15 @@ REVIEW = {"Summary": "The paper proposes a tightening asymmetric clip drift.", "
           "Ethical Concerns": False, "Soundness": 2, "Presentation": 3, "Contribution": 2, "Overall": 4,
           "Confidence": 3, "Decision": "Reject"}
 
+# the results of one lpo setting with two seeds (the paper and review tests' final_info.json)
+FINAL_INFO = {
+    "empty5": {"means": {"ppo_clip": 0.90, "idea": 0.92}, "stderrs": {"ppo_clip": 0.01, "idea": 0.01},
+               "n": {"ppo_clip": 2, "idea": 2}, "ci95": {"ppo_clip": [0.8, 1.0], "idea": [0.82, 1.02]},
+               "held_out": False,
+               "comparison": {"candidate": "idea", "best_baseline": "ppo_clip", "difference": 0.02,
+                              "ci95": [-0.1, 0.14], "p_value": 0.4, "significant": False}},
+}
+
 S2_PAPERS = [
     {"paperId": "p1", "title": "Discovered Policy Optimisation", "year": 2022, "venue": "NeurIPS",
      "authors": [{"name": "Chris Lu"}, {"name": "Jakub Kuba"}], "abstract": "We meta-learn a drift function.",
@@ -202,6 +243,8 @@ def researcher(request: dict) -> str:
                 f"generalises PPO \\citep{{schulman2017ppo,invented2099paper}}; a learned drift is in \\citet{{{lit}}}. "
                 "Figure~\\ref{fig:learning_curves} shows the curves and Table~\\ref{tab:results} the means, "
                 "with 95\\% intervals; Figure~\\ref{fig:nonexistent} is not a figure.\n```")
+    if stage.startswith("figure review"):
+        return fenced({"shows": "curves of each method", "supports_claim": True, "unclear": []})
     if stage.startswith("latex repair"):
         return fenced({})
     if stage.startswith("review reflection"):

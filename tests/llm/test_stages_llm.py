@@ -7,7 +7,7 @@ import json
 import socket
 
 import pytest
-from scripted_server import IDEA, REVIEW, S2_PAPERS, fenced, last_user, researcher, stage_of
+from scripted_server import FINAL_INFO, IDEA, REVIEW, S2_PAPERS, fenced, last_user, researcher, stage_of
 
 from jaxlib_kernels.templates import make
 from tasks.llm import codegen as llm_codegen
@@ -135,15 +135,6 @@ def test_bibtex_of_returned_papers_has_unique_keys():
     assert "title = {Scholkopf x y}" in text and "author = {Bernhard Scholkopf}" in text and text.isascii()
 
 
-FINAL_INFO = {
-    "empty5": {"means": {"ppo_clip": 0.90, "idea": 0.92}, "stderrs": {"ppo_clip": 0.01, "idea": 0.01},
-               "n": {"ppo_clip": 2, "idea": 2}, "ci95": {"ppo_clip": [0.8, 1.0], "idea": [0.82, 1.02]},
-               "held_out": False,
-               "comparison": {"candidate": "idea", "best_baseline": "ppo_clip", "difference": 0.02,
-                              "ci95": [-0.1, 0.14], "p_value": 0.4, "significant": False}},
-}
-
-
 REVIEWED_IDEA = {**IDEA, "novelty": {"decision": "novel", "reason": "r", "distance": 0.3, "nearest": "ppo_clip"}}
 
 
@@ -192,10 +183,12 @@ def test_latex_that_does_not_compile_gets_a_repair_round(serve, client_for, tmp_
         stage = stage_of(request)
         if stage.startswith("writeup"):
             section = stage.split('"')[1]
-            return f"```latex\nThe {section} text \\citep{{schulman2017ppo}}.\n```" if section != "Method" else \
-                "```latex\nOur drift \\frobnicate{r} is new.\n```"
+            words = " It states what the run measured, on the settings that ran, and nothing beyond them."
+            return f"```latex\nThe {section} text \\citep{{schulman2017ppo}}.{words}\n```" if section != "Method" \
+                else f"```latex\nOur drift \\frobnicate{{r}} is new.{words}\n```"
         if stage == "latex repair":
-            return fenced({"method": "Our drift is new \\citep{lu2022dpo}."})
+            return fenced({"method": "Our drift is new \\citep{lu2022dpo}. It states what the run measured, on the "
+                                     "settings that ran, and nothing beyond them."})
         return researcher(request)
 
     server = serve(script)

@@ -165,3 +165,66 @@ def test_review_text_comes_from_the_template_layer(win_paper, win_experiment, ki
     assert lpo["Overall"] == generic["Overall"] and lpo["evidence"] == generic["evidence"]  # same rule, other words
     assert all("drift" not in item.lower() for field in ("Strengths", "Weaknesses", "Questions", "Limitations")
                for item in generic[field])
+
+
+def _paper_with(win_paper: dict, folder: Path, replace: tuple[str, str] | None = None, checks: list | None = None):
+    """The win paper's .tex copied to ``folder`` (one text replaced), with a checks.json of ``checks`` beside it."""
+    import json
+
+    tex = Path(win_paper["tex"]).read_text()
+    if replace:
+        assert replace[0] in tex
+        tex = tex.replace(*replace, 1)
+    (folder / "paper.tex").write_text(tex)
+    if checks is not None:
+        (folder / "checks.json").write_text(json.dumps({"rounds": [], "final": checks}))
+    return {**win_paper, "tex": str(folder / "paper.tex")}
+
+
+def test_model_garbage_in_the_text_is_a_desk_reject_that_says_why(win_paper, win_experiment, kit, tmp_path):
+    clean = review.review_paper(kit.make_idea(), win_experiment[1], win_paper)
+    assert clean["findings"] == [] and clean["Decision"] == "Accept"
+    paper = _paper_with(win_paper, tmp_path, ("\\section{Method}", ("\\section{Method}\nI am unable to help with that.\n"
+                                              "```json\n{\"Name\": \"x\", \"Title\": \n```\n")))
+    rev = review.review_paper(kit.make_idea(), win_experiment[1], paper)
+    assert_valid_form(rev)
+    assert {f["check"] for f in rev["findings"]} >= {"refusal", "code", "json_fragment"}
+    assert rev["Decision"] == "Reject" and rev["Overall"] <= 2 and rev["Clarity"] == rev["Presentation"] == 1
+    assert rev["Summary"].startswith("Desk reject") and rev["Weaknesses"][0].startswith("Desk reject")
+    assert "refusal in Method" in rev["Weaknesses"][0] and rev["derivation"]["desk_reject"]
+
+
+def test_the_paper_checks_bound_clarity_and_presentation_and_are_named(win_paper, win_experiment, kit, tmp_path):
+    warning = {"check": "legend_over_data", "severity": "warning", "target": "figure final_returns",
+               "message": "the legend covers 30 % of the data"}
+    error = {"check": "text_size", "severity": "error", "target": "figure learning_curves",
+             "message": "tick labels print at 4.2 pt (need 6 pt)"}
+    warned = review.review_paper(kit.make_idea(), win_experiment[1], _paper_with(win_paper, tmp_path, checks=[warning]))
+    assert warned["Clarity"] == warned["Presentation"] == 3 and warned["Decision"] == "Accept"
+    assert any(w.startswith("Paper check legend_over_data (warning, figure final_returns)") for w in warned["Weaknesses"])
+    failed = review.review_paper(kit.make_idea(), win_experiment[1],
+                                 _paper_with(win_paper, tmp_path, checks=[warning, error]))
+    assert failed["Clarity"] == failed["Presentation"] == 2 and failed["Overall"] <= 5
+    assert next(w for w in failed["Weaknesses"] if w.startswith("Paper check")).startswith("Paper check text_size")
+    assert any("paper check errors: text_size (figure learning_curves)" in c for c in failed["derivation"]["caps"])
+
+
+def test_a_retuning_of_the_nearest_candidate_has_originality_at_most_2(win_paper, win_experiment, kit):
+    idea = kit.make_idea()
+    assert review.review_paper(idea, win_experiment[1], win_paper)["Originality"] > 2
+    relation = {"kind": "retuning", "nearest": "kl", "nearest_label": "KL penalty", "distance": 0.4,
+                "change": "the KL coefficient doubled"}
+    retuned = {**idea, "novelty": {**idea["novelty"], "relation": relation}}
+    rev = review.review_paper(retuned, win_experiment[1], win_paper)
+    assert rev["Originality"] == 2 and rev["derivation"]["retuning"]
+    assert any("retuning of KL penalty (the KL coefficient doubled)" in w for w in rev["Weaknesses"])
+    structural = {**idea, "novelty": {**idea["novelty"], "relation": {**relation, "kind": "structural"}}}
+    assert review.review_paper(structural, win_experiment[1], win_paper)["Originality"] > 2
+
+
+def test_the_rule_text_states_the_findings_rules():
+    text = review.rule_text()
+    assert f"Originality at most {review.RETUNING_ORIGINALITY}" in text and "desk reject" in text
+    assert "at most 2 with an error finding" in text and f"at most {review.DESK_REJECT_OVERALL} (Decision Reject" in text
+    for check in ("refusal", "code", "json_fragment", "empty_section", "placeholder_reference"):
+        assert f"`{check}`" in text
