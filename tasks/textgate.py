@@ -152,3 +152,8 @@ def tex_sections(tex: str) -> dict[str, str]:
     for title, text in zip(parts[1::2], parts[2::2], strict=True):
         out[title.strip()] = text
     return out
+
+
+def check_text(paper_dir: Any, tex: str, pdf: Any, context: Any) -> list[dict]:
+    """The writeup loop's text check (``tasks.writeup.CHECKS``): the gate over each section of the compiled .tex."""
+    return [f for title, body in tex_sections(tex).items() for f in text_findings(body, {}, title)]

@@ -32,7 +32,7 @@ from pylatex.base_classes import Environment
 
 from jaxlib_kernels.figures import FONT_PT, TEXT_WIDTH_IN
 from jaxlib_kernels.templates import make
-from tasks import figcheck
+from tasks import figcheck, textgate
 from tasks.plotting import labels_of, make_plots
 from tasks.review import _finite
 from tasks.runtime import text as layers
@@ -856,7 +856,7 @@ def write_paper(
 
 
 MAX_ROUNDS = 3  # compile -> check -> redraw / revise rounds of the writeup loop (the AI Scientist v2 runs three)
-CHECKS: list[figcheck.Check] = list(figcheck.PAPER_CHECKS)  # the text gate and the claims check append theirs
+CHECKS: list[figcheck.Check] = [*figcheck.PAPER_CHECKS, textgate.check_text]  # figures, pages, the text gate
 Revise = Callable[[str, list[dict]], "str | None"]
 
 
@@ -947,8 +947,8 @@ def paper_context(template_name: str, idea: dict, context: dict) -> dict:
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 # the text stages' cache keys cover their code and text (generic and the template's layer; "*": references.bib)
-@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.figcheck", "tasks.runtime.text"), paths=("prompts/paper",),
-       template_parts=("paper", "*"))
+@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.figcheck", "tasks.textgate", "tasks.runtime.text"),
+       paths=("prompts/paper",), template_parts=("paper", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
     """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
     final_info = read_json(Path(idea_dir) / "final_info.json")
