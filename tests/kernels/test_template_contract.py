@@ -155,8 +155,8 @@ def test_editing_the_templates_paper_text_changes_the_text_stages_keys_and_no_un
     prof = template.profile("smoke")
 
     def keys():
-        paper = code_key(("tasks.writeup", "tasks.plotting", "tasks.figcheck", "tasks.textgate", "tasks.runtime.text"), ("prompts/paper",), ("paper", "*"),
-                         name)
+        paper = code_key(("tasks.writeup", "tasks.plotting", "tasks.figcheck", "tasks.textgate", "tasks.runtime.text"),
+                         ("prompts/paper",), ("paper", "*"), name)
         review = code_key(("tasks.review", "tasks.writeup", "tasks.runtime.text"), ("prompts/review", "prompts/paper"),
                           ("review", "paper", "*"), name)
         units = [s["key"] for s in pipeline.baseline_specs(template, prof)]
