@@ -300,7 +300,7 @@ def plot_lineage(rows: list[dict], baselines: list[str], labels: dict[str, str],
     return {"png": png, "pdf": pdf, "nodes": len(tree["nodes"]), "edges": len(tree["edges"])}
 
 
-LABEL_WORDS = 5  # a candidate's label: at most this many words of its title
+LABEL_WORDS = 6  # a candidate's label: at most this many words of its title
 
 
 def candidate_label(idea: dict) -> str:

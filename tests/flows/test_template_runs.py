@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +31,9 @@ import pymupdf
 import pytest
 from sizes import smoke_size
 
+from jaxlib_kernels.stats import MIN_SEEDS
 from jaxlib_kernels.templates import TEMPLATES, Profile, make
+from tasks import writeup
 
 ROOT = Path(__file__).resolve().parents[2]
 SCIENTIST = [sys.executable, "-m", "flows.cli"]
@@ -176,6 +180,45 @@ def test_a_smoke_run_ends_in_a_pdf_and_a_review(finished):
     ours = [line for line in printed.splitlines() if "Warning" in line
             and any(f"{ROOT}/{part}/" in line for part in ("flows", "tasks", "jaxlib_kernels"))]
     assert not ours and "SIGTERM handler is not set" not in printed, ours
+
+
+@pytest.mark.slow
+def test_a_smoke_paper_names_only_what_ran_and_claims_only_what_its_seeds_allow(finished):
+    """Every setting, baseline and environment the PDF names ran; no internal words (the template's list); no
+    significance claimed with fewer seeds than MIN_SEEDS, and it says why; every interval inside the metric's range."""
+    name, _, run_dir, *_ = finished
+    template = make(name)
+    ideas = {i["Name"]: i for i in json.loads((run_dir / "ideas.json").read_text())}
+    for paper in json.loads((run_dir / "run.json").read_text())["papers"]:
+        idea_dir = run_dir / "ideas" / paper["idea"]
+        final_info = json.loads((idea_dir / "final_info.json").read_text())
+        with pymupdf.open(paper["pdf"]) as doc:
+            text = " ".join(" ".join(page.get_text().split()) for page in doc).replace("\u2212", "-")
+        ran = writeup.ran_names(final_info, ideas[paper["idea"]])
+        envs = {info["env"] for info in final_info.values()}
+        for setting in template.settings.values():
+            if setting.name not in final_info:
+                assert not re.search(rf"(?<![\w-]){re.escape(setting.name)}(?![\w-])", text), setting.name
+                assert setting.env in envs or setting.env not in text, setting.env
+        tex = (idea_dir / "paper" / "paper.tex").read_text()
+        described = set(re.findall(r"\\label\{eq:([^}]+)\}", tex)) - {"candidate"}
+        assert described <= {writeup._label_key(b) for b in ran}, described  # only baselines that ran
+        assert writeup.unrun_mentions(text, name, ran) == []
+        assert writeup.internal_words(text, name) == []
+        comps = [info["comparison"] for info in final_info.values() if "comparison" in info]
+        few = [c for c in comps if not c["seeds_enough"]]
+        assert all(not c["significant"] and not c["better"] and not c["worse"] for c in few)
+        if few:
+            assert f"fewer than the {MIN_SEEDS} a significance claim requires" in text
+            assert "significantly better" not in text and "significantly worse" not in text
+        low, high = (-math.inf if b is None else b for b in (template.metric.bounds or (None, None)))
+        for info in final_info.values():
+            assert all(low <= lo <= hi <= high for lo, hi in info["ci95"].values())
+            if "comparison" in info:
+                lo, hi = info["comparison"]["ci95"]
+                assert low - high <= lo <= hi <= high - low
+        for lo, hi in re.findall(r"\[(-?\d+\.\d{3}), (-?\d+\.\d{3})\]", text):  # every interval printed
+            assert low - high <= float(lo) <= float(hi) <= high - low
 
 
 def _paper_text_file(template) -> Path:

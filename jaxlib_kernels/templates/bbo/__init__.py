@@ -147,7 +147,7 @@ TEMPLATE = BBOTemplate(
         "(mean (D,), std (D,) > 0): the next search distribution",
     ),
     metric=Metric("log_regret", "log10 of the final best regret f(x_best) - f(x*), floored at 1e-12, averaged over "
-                  "the setting's BBOB functions (neuroevolution: max(-mean episodic return, 0.01))", maximize=False,
+                  "the setting's functions", maximize=False,  # neuroevolution's regret: max(-mean episodic return, 0.01)
                   bounds=(-12.0, None)),  # the regret is floored at 1e-12
     baselines=BASELINES,
     settings=SETTINGS,
