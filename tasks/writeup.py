@@ -478,6 +478,16 @@ def ran_names(final_info: dict, idea: dict) -> set[str]:
     return names | {str(v) for v in candidate.values() if isinstance(v, str)}
 
 
+def _nearest_label(nearest: str | None, labels: dict) -> str:
+    """Novelty's nearest known candidate in words: ``baseline kl`` -> ``the baseline KL``."""
+    if not nearest:
+        return "none"
+    kind, _, key = str(nearest).partition(" ")
+    if kind == "baseline" and key in labels:
+        return f"the baseline {labels[key]}"
+    return labels.get(nearest, nearest)
+
+
 def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[dict], context: dict,
                 bib: list[str], safe: bool = False) -> dict:
     """Everything the text templates may say, measured or given; free text stays raw and is escaped on output.
@@ -551,7 +561,7 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
         "novelty": {
             "decision": novelty.get("decision", "unknown"),
             "reason": plain(novelty.get("reason", "")),
-            "nearest": plain(labels.get(novelty.get("nearest"), novelty.get("nearest") or "none")),
+            "nearest": plain(_nearest_label(novelty.get("nearest"), labels)),
             "distance": novelty.get("distance"),
             "literature": literature,
         },

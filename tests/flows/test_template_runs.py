@@ -211,7 +211,8 @@ def test_a_smoke_paper_names_only_what_ran_and_claims_only_what_its_seeds_allow(
         if few:
             assert f"fewer than the {MIN_SEEDS} a significance claim requires" in text
             assert "significantly better" not in text and "significantly worse" not in text
-        low, high = (-math.inf if b is None else b for b in (template.metric.bounds or (None, None)))
+        low, high = template.metric.bounds or (None, None)
+        low, high = -math.inf if low is None else low, math.inf if high is None else high
         for info in final_info.values():
             assert all(low <= lo <= hi <= high for lo, hi in info["ci95"].values())
             if "comparison" in info:
