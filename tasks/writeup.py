@@ -8,6 +8,10 @@ settings); a template overrides any file in ``prompts/templates/<name>/paper/`` 
 a user or a model is escaped for LaTeX; one repair attempt (formula shown from the expression tree or verbatim, text
 folded to ASCII) follows a failed compile, and the .tex and the build log are kept when that fails too. The PDF is
 read back with pymupdf: pages, embedded images, unresolved references, and whether the table's numbers made it.
+The facts describe what ran (the settings, methods and environments of ``final_info``, not the template's catalogue);
+a difference is called significant only with ``MIN_SEEDS`` seeds and a Holm-corrected p below 0.05; intervals stay in
+the metric's ``bounds``. :func:`internal_words` and :func:`unrun_mentions` find, in a paper's text, the words of
+``internal_words.json`` (generic, extended per template) that a reader should never see.
 """
 
 from __future__ import annotations
