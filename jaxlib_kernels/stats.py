@@ -1,5 +1,6 @@
 """The statistics every stage and flow reports with, written once: t-intervals over seeds, Welch's t-test with the
-95% interval of the difference of means, and Holm's step-down correction.
+95% interval of the difference of means, Holm's step-down correction, the minimum number of seeds below which no
+difference is called significant, and intervals kept inside a metric's range.
 
 Pure numpy/scipy on host values, so kernels' study code, stages and flows all import it from here.
 """
@@ -13,6 +14,7 @@ import numpy as np
 from scipy import stats
 
 ALPHA = 0.05
+MIN_SEEDS = 4  # fewer seeds than this in either arm of a comparison: its test is reported, never called significant
 Alternative = Literal["two-sided", "greater", "less"]
 
 
@@ -60,4 +62,36 @@ def holm(pvalues: Iterable[float]) -> list[float]:
     for rank, i in enumerate(np.argsort(p, kind="stable")):
         running = max(running, min(1.0, (len(p) - rank) * p[i]))
         out[i] = running
+    return out
+
+
+def clip_interval(interval, bounds=None) -> list[float]:
+    """``interval`` cut to ``bounds`` (``(low, high)``, either may be None or infinite); as given without bounds."""
+    lo, hi = (float(x) for x in interval)
+    if bounds is None:
+        return [lo, hi]
+    low, high = (-np.inf if b is None else float(b) for b in bounds)
+    return [float(min(max(lo, low), high)), float(max(min(hi, high), low))]
+
+
+def difference_bounds(bounds=None):
+    """The range a difference of two values of a metric with ``bounds`` can take (``None``: unbounded)."""
+    if bounds is None:
+        return None
+    low, high = (-np.inf if b is None else float(b) for b in bounds)
+    return (low - high, high - low)
+
+
+def verdicts(pvalues: dict, seeds: dict, alpha: float = ALPHA, min_seeds: int = MIN_SEEDS) -> dict:
+    """Per key (a setting): the Holm-adjusted p over all keys, whether both arms had ``min_seeds`` seeds, and whether
+    the difference is called significant (enough seeds and adjusted p below ``alpha``)."""
+    keys = list(pvalues)
+    finite = [k for k in keys if pvalues[k] is not None and np.isfinite(float(pvalues[k]))]
+    adjusted = dict(zip(finite, holm([pvalues[k] for k in finite]), strict=True))
+    out = {}
+    for k in keys:
+        enough = int(seeds.get(k, 0)) >= min_seeds
+        p_holm = adjusted.get(k, float("nan"))
+        out[k] = {"p_holm": p_holm, "seeds_enough": enough, "min_seeds": min_seeds,
+                  "significant": bool(enough and np.isfinite(p_holm) and p_holm < alpha)}
     return out

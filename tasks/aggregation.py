@@ -1,6 +1,8 @@
 """Aggregation: unit results -> a tidy pandas table (``results.parquet``) and ``final_info.json`` with means,
-standard errors, 95% confidence intervals (Student t) and a Welch t-test of the candidate against the best
-baseline of each setting (the best by the template's metric and its direction, ``Metric.best``).
+standard errors, 95% confidence intervals (Student t, cut to the metric's ``bounds`` where it declares them) and a
+Welch t-test of the candidate against the best baseline of each setting (the best by the template's metric and its
+direction, ``Metric.best``). A comparison is called ``significant`` only with ``MIN_SEEDS`` seeds in both arms and a
+Holm-adjusted p (over the settings) below ``ALPHA``; the raw test's verdict is kept as ``significant_raw``.
 
 The tidy frame has one row per curve point (``metric == "curve"``, ``step`` = the curve's x) and one per seed's
 final value (``metric == "final"``); the template's ``ResultSchema`` names them for people. A comparison records
@@ -16,7 +18,15 @@ import numpy as np
 import pandas as pd
 
 from jaxlib_kernels.results import SchemaError, check_result
-from jaxlib_kernels.stats import ALPHA, summarize, welch  # noqa: F401  (re-exported for the stages)
+from jaxlib_kernels.stats import (  # noqa: F401  (ALPHA re-exported for the stages)
+    ALPHA,
+    MIN_SEEDS,
+    clip_interval,
+    difference_bounds,
+    summarize,
+    verdicts,
+    welch,
+)
 from jaxlib_kernels.templates import make
 from jaxlib_kernels.templates.base import Metric
 from tasks.experiments import load_unit
@@ -47,27 +57,35 @@ def tidy_rows(idea: str, spec: dict, result: dict, held_out: bool) -> pd.DataFra
 
 
 def final_info(df: pd.DataFrame, candidate: str, metric: Metric | None = None) -> dict:
-    """``{setting: {"means", "stderrs", "n", "ci95", "held_out", "maximize", "comparison"}}`` from the tidy table."""
+    """``{setting: {"means", "stderrs", "n", "ci95", "held_out", "maximize", "bounds", "comparison"}}`` from the tidy
+    table; a comparison also records ``p_holm``, ``seeds_enough``, ``min_seeds`` and ``significant_raw``."""
     metric = metric or Metric("final", "final value")
     out = {}
     finals = df[df.metric == "final"]
     for setting, group in finals.groupby("setting", sort=False):
         entry = {"means": {}, "stderrs": {}, "n": {}, "ci95": {}, "held_out": bool(group.held_out.iloc[0]),
-                 "maximize": metric.maximize}
+                 "maximize": metric.maximize, "bounds": list(metric.bounds) if metric.bounds else None}
         by_method = {m: g.sort_values("seed").value.to_numpy() for m, g in group.groupby("method", sort=False)}
         for method, values in by_method.items():
             s = summarize(values)
             entry["means"][method], entry["stderrs"][method] = s["mean"], s["stderr"]
-            entry["n"][method], entry["ci95"][method] = s["n"], s["ci95"]
+            entry["n"][method], entry["ci95"][method] = s["n"], clip_interval(s["ci95"], metric.bounds)
         baselines = [m for m in by_method if m != candidate and (group[group.method == m].role == "baseline").all()]
         if candidate in by_method and baselines:
             best = metric.best({m: entry["means"][m] for m in baselines})
             test = welch(by_method[candidate], by_method[best])
             improvement = metric.improvement(test["difference"], 0.0)
             entry["comparison"] = {"candidate": candidate, "best_baseline": best, **test, "improvement": improvement,
-                                   "better": bool(test["significant"] and improvement > 0),
-                                   "worse": bool(test["significant"] and improvement < 0)}
+                                   "ci95": clip_interval(test["ci95"], difference_bounds(metric.bounds)),
+                                   "significant_raw": bool(test["significant"]),
+                                   "seeds": min(entry["n"][candidate], entry["n"][best])}
         out[setting] = entry
+    comps = {s: e["comparison"] for s, e in out.items() if "comparison" in e}
+    judged = verdicts({s: c["p_value"] for s, c in comps.items()}, {s: c.pop("seeds") for s, c in comps.items()})
+    for setting, comp in comps.items():
+        comp.update(judged[setting])
+        comp["better"] = bool(comp["significant"] and comp["improvement"] > 0)
+        comp["worse"] = bool(comp["significant"] and comp["improvement"] < 0)
     return out
 
 

@@ -10,6 +10,7 @@ interval estimates over point estimates when seeds are few).
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -339,10 +340,20 @@ def plot_lineage(rows: list[dict], baselines: list[str], labels: dict[str, str],
     return {"png": png, "pdf": pdf, "nodes": len(tree["nodes"]), "edges": len(tree["edges"])}
 
 
+LABEL_WORDS = 6  # a candidate's label: at most this many words of its title
+
+
+def candidate_label(idea: dict) -> str:
+    """A short human label of an idea: its title up to the first colon or "for/in/with/on/via" (at most
+    ``LABEL_WORDS`` words), else its name with spaces."""
+    head = re.split(r":| for | in | with | on | via ", str(idea.get("Title") or "").strip(), maxsplit=1)[0]
+    return " ".join(head.split()[:LABEL_WORDS]) or str(idea["Name"]).replace("_", " ")
+
+
 def labels_of(template_name: str, idea: dict) -> dict[str, str]:
     """Legend and table labels of a run's methods: the template's baselines and the idea, marked "(ours)"."""
     template = make(template_name)
-    return {**template.baseline_labels, idea["Name"]: f"{idea['Name'].replace('_', ' ')} (ours)"}
+    return {**template.baseline_labels, idea["Name"]: f"{candidate_label(idea)} (ours)"}
 
 
 # ---- Prefect task -------------------------------------------------------------------------------------------

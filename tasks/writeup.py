@@ -8,6 +8,10 @@ settings); a template overrides any file in ``prompts/templates/<name>/paper/`` 
 a user or a model is escaped for LaTeX; one repair attempt (formula shown from the expression tree or verbatim, text
 folded to ASCII) follows a failed compile, and the .tex and the build log are kept when that fails too. The PDF is
 read back with pymupdf: pages, embedded images, unresolved references, and whether the table's numbers made it.
+The facts describe what ran (the settings, methods and environments of ``final_info``, not the template's catalogue);
+a difference is called significant only with ``MIN_SEEDS`` seeds and a Holm-corrected p below 0.05; intervals stay in
+the metric's ``bounds``. :func:`internal_words` and :func:`unrun_mentions` find, in a paper's text, the words of
+``internal_words.json`` (generic, extended per template) that a reader should never see.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pylatex import Command, Document, Figure, NoEscape, Package, Section, Table
 from pylatex.base_classes import Environment
 
 from jaxlib_kernels.figures import FONT_PT, TEXT_WIDTH_IN
+from jaxlib_kernels.stats import MIN_SEEDS, clip_interval, difference_bounds, verdicts
 from jaxlib_kernels.templates import make
 from tasks import figcheck, textgate
 from tasks.plotting import labels_of, make_plots
@@ -106,7 +111,7 @@ def escape_tex(text: Any, ascii_only: bool = False) -> Tex:
     """``text`` as LaTeX text: specials escaped, whitespace collapsed, unsupported Unicode folded or dropped."""
     if isinstance(text, Tex):
         return text
-    text = re.sub(r"\s+", " ", str(text)).strip()
+    text = re.sub(r"\s+", " ", str(text).replace("+/-", "\u00b1")).strip()
     return Tex("".join(_char(c, ascii_only) for c in text).strip(" "))
 
 
@@ -363,8 +368,23 @@ def _metric_of(template: Any, info: dict) -> Any:
     return Metric("final", "the final value", maximize=True if maximize is None else bool(maximize))
 
 
+HELD_CHANGE = re.compile(r"\s*\((?:held[- ]out|training)(?::?\s*([^)]*))?\)\s*$")  # "(held-out grid)" -> "grid"
+
+
+def _judged(final_info: dict) -> dict:
+    """Per setting: Holm-adjusted p, whether both arms had ``MIN_SEEDS`` seeds and whether the difference is called
+    significant; as recorded by the aggregation, else computed from the recorded p-values and seed counts."""
+    comps = {s: i["comparison"] for s, i in final_info.items() if i.get("comparison")}
+    seeds = {s: min(int((final_info[s].get("n") or {}).get(m, 0) or 0) for m in (c.get("candidate"), c.get("best_baseline")))
+             for s, c in comps.items()}
+    computed = verdicts({s: c.get("p_value") for s, c in comps.items()}, seeds)
+    return {s: {k: comps[s].get(k, v) for k, v in computed[s].items()} if "p_holm" in comps[s] else computed[s]
+            for s in comps}
+
+
 def _setting_facts(template: Any, final_info: dict, candidate: str, labels: dict, budget: int) -> list[dict]:
     rows = []
+    judged = _judged(final_info)
     for name, info in final_info.items():
         setting = template.settings.get(name) if template is not None else None
         metric = _metric_of(template, info)
@@ -373,20 +393,20 @@ def _setting_facts(template: Any, final_info: dict, candidate: str, labels: dict
         diff = float(comp["difference"]) if _finite(comp.get("difference")) else math.nan
         improvement = float(comp["improvement"]) if _finite(comp.get("improvement")) else (
             metric.improvement(diff, 0.0) if _finite(diff) else math.nan)
-        sig = bool(comp.get("significant", False))
-        if "better" in comp or "worse" in comp:
-            better, worse = bool(comp.get("better")), bool(comp.get("worse"))
-        else:  # a final_info without directions: the metric's sign on the raw difference
-            better, worse = sig and improvement > 0, sig and improvement < 0
+        verdict = judged.get(name, {"p_holm": math.nan, "seeds_enough": False, "significant": False})
+        sig = bool(verdict["significant"]) and bool(comp.get("significant", False))
+        better, worse = sig and improvement > 0, sig and improvement < 0
         direction = "better" if better else ("worse" if worse else "tie")
         means = {m: float(v) for m, v in (info.get("means") or {}).items() if _finite(v)}
         ranked = metric.rank(means) if means else []
         scale = float(getattr(setting, "budget_scale", 1.0) or 1.0)
         best_mean = means.get(best, math.nan) if best else math.nan
+        described = HELD_CHANGE.search(getattr(setting, "description", "") or "")
         rows.append({
             "name": name,
             "env": info.get("env") or getattr(setting, "env", ""),
-            "description": re.sub(r"\s*\(held[- ]out[^)]*\)\s*$", "", getattr(setting, "description", "") or ""),
+            "description": HELD_CHANGE.sub("", getattr(setting, "description", "") or ""),
+            "changes": (described.group(1) or "").strip() if described and bool(info.get("held_out")) else "",
             "held_out": bool(info.get("held_out", getattr(setting, "held_out", False))),
             "steps": max(1, round(budget * scale)) if budget else 0,
             "candidate_mean": means.get(candidate, math.nan),
@@ -395,7 +415,9 @@ def _setting_facts(template: Any, final_info: dict, candidate: str, labels: dict
             "best_mean": best_mean,
             "best_stderr": info.get("stderrs", {}).get(best, math.nan) if best else math.nan,
             "difference": diff, "improvement": improvement,
-            "ci": comp.get("ci95", [math.nan, math.nan]), "p": comp.get("p_value", math.nan),
+            "ci": clip_interval(comp["ci95"], difference_bounds(metric.bounds)) if comp.get("ci95")
+            else [math.nan, math.nan], "p": comp.get("p_value", math.nan),
+            "p_holm": verdict["p_holm"], "seeds_enough": bool(verdict["seeds_enough"]),
             "significant": sig, "direction": direction, "test": comp.get("test", "Welch t-test"),
             "rank": ranked.index(candidate) + 1 if candidate in ranked else None, "n_methods": len(ranked),
             "top": ranked[0] if ranked else None,
@@ -438,6 +460,44 @@ def _contract_facts(template: Any, template_name: str, final_info: dict, idea: d
     }
 
 
+def _bounds(template: Any, final_info: dict) -> tuple[float, float] | None:
+    """The metric's range (``Metric.bounds``, else final_info's ``bounds``); None when unknown or unbounded."""
+    recorded = next((i.get("bounds") for i in final_info.values() if i.get("bounds")), None)
+    bounds = getattr(getattr(template, "metric", None), "bounds", None) or recorded
+    if not bounds:
+        return None
+    low, high = (-math.inf if b is None else float(b) for b in bounds)
+    return (low, high)
+
+
+def _range_text(bounds: tuple[float, float] | None) -> Tex | None:
+    """``[0, 500]``, ``at least -12`` or ``at most 1`` (LaTeX); None without bounds."""
+    if not bounds:
+        return None
+    lo, hi = (Tex(f"{b:g}".replace("-", r"\ensuremath{-}")) if math.isfinite(b) else None for b in bounds)
+    if lo is not None and hi is not None:
+        return Tex(f"[{lo}, {hi}]")
+    return Tex(f"at least {lo}") if lo is not None else Tex(f"at most {hi}") if hi is not None else None
+
+
+def ran_names(final_info: dict, idea: dict) -> set[str]:
+    """The names of what ran: the settings and methods of ``final_info`` and the candidate's string parameters."""
+    names = set(final_info) | {m for i in final_info.values() for m in (i.get("means") or {})}
+    candidate = _parametric_value(idea) if idea.get("kind") == "parametric" else {}
+    candidate = candidate if isinstance(candidate, dict) else {}
+    return names | {str(v) for v in candidate.values() if isinstance(v, str)}
+
+
+def _nearest_label(nearest: str | None, labels: dict) -> str:
+    """Novelty's nearest known candidate in words: ``baseline kl`` -> ``the baseline KL``."""
+    if not nearest:
+        return "none"
+    kind, _, key = str(nearest).partition(" ")
+    if kind == "baseline" and key in labels:
+        return f"the baseline {labels[key]}"
+    return labels.get(nearest, nearest)
+
+
 def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[dict], context: dict,
                 bib: list[str], safe: bool = False) -> dict:
     """Everything the text templates may say, measured or given; free text stays raw and is escaped on output.
@@ -462,6 +522,11 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
     ns = [int(v) for i in final_info.values() for v in (i.get("n") or {}).values()]
     plain = (lambda s: escape_tex(s, True)) if safe else (lambda s: s)
     baselines = context.get("baselines") or dict(getattr(template, "baselines", {}) or {})
+    methods = {m for i in final_info.values() for m in (i.get("means") or {})}
+    if methods:  # only the baselines that ran
+        baselines = {n: b for n, b in baselines.items() if n in methods}
+    envs = list(dict.fromkeys(r["env"] for r in rows if r["env"]))
+    bounds = _bounds(template, final_info)
     formula, formula_source = candidate_formula(idea, safe, lhs=str(contract["formula_lhs"]))
     novelty = idea.get("novelty") or {}
     literature = [dict(e) for e in novelty.get("literature", []) if e.get("key") in bib]
@@ -492,12 +557,21 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
         "worse": [r for r in rows if r["direction"] == "worse"],
         "ties": [r for r in rows if r["direction"] == "tie"],
         "seeds_min": min(ns) if ns else 0, "seeds_max": max(ns) if ns else 0,
-        "seeds": int(_profile_value(profile, "seeds", min(ns) if ns else 0) or 0),
+        "seeds": min(ns) if ns else int(_profile_value(profile, "seeds", 0) or 0),
         "budget": budget,
+        "min_seeds": MIN_SEEDS,
+        "seeds_enough": bool(rows) and all(r["seeds_enough"] for r in rows if r["best"]),
+        "envs": envs,
+        "ran_env": lambda *parts: any(p in e for e in envs for p in parts),
+        "ran": ran_names(final_info, idea),
+        "budgets_differ": len({r["steps"] for r in rows}) > 1,
+        "held_changes": list(dict.fromkeys(r["changes"] for r in held if r["changes"])),
+        "bounds": bounds,
+        "bounds_text": _range_text(bounds),
         "novelty": {
             "decision": novelty.get("decision", "unknown"),
             "reason": plain(novelty.get("reason", "")),
-            "nearest": plain(labels.get(novelty.get("nearest"), novelty.get("nearest") or "none")),
+            "nearest": plain(_nearest_label(novelty.get("nearest"), labels)),
             "distance": novelty.get("distance"),
             "literature": literature,
         },
@@ -601,9 +675,9 @@ def _results_table(env, facts: dict, final_info: dict) -> Table:
 def _tests_table(env, facts: dict) -> Table:
     table = Table(position="tbp")
     table.append(NoEscape(r"\centering\small"))
-    tab = Tabular("llccccc", booktabs=True)
+    tab = Tabular("llcccccc", booktabs=True)
     tab.add_row([NoEscape(c) for c in (
-        "Setting", "Best baseline", "Difference", r"95\,\% CI", r"$p$", "Significant", "Rank")])
+        "Setting", "Best baseline", "Difference", r"95\,\% CI", r"$p$", r"$p_{\mathrm{Holm}}$", "Significant", "Rank")])
     tab.add_hline()
     for s in facts["settings"]:
         lo, hi = (s["ci"] + [math.nan, math.nan])[:2]
@@ -613,7 +687,9 @@ def _tests_table(env, facts: dict) -> Table:
             NoEscape(fmt_signed(s["difference"])),
             NoEscape(f"[{fmt_num(lo)}, {fmt_num(hi)}]"),
             NoEscape(fmt_p(s["p"])),
-            NoEscape({"better": "yes (better)", "worse": "yes (worse)", "tie": "no"}[s["direction"]]),
+            NoEscape(fmt_p(s["p_holm"])),
+            NoEscape({"better": "yes (better)", "worse": "yes (worse)", "tie": "no"}[s["direction"]]
+                     if s["seeds_enough"] else "not claimed"),
             NoEscape(f"{s['rank']}/{s['n_methods']}" if s["rank"] else "--"),
         ])
     table.append(NoEscape(r"\fitwidth{%"))
@@ -629,7 +705,8 @@ def _settings_table(env, facts: dict) -> Table:
     table.append(NoEscape(r"\centering\small"))
     tab = Tabularx("lllrX", width_argument=NoEscape(r"\linewidth"), booktabs=True)  # the description wraps
     budget_head = _capfirst(facts["budget_unit"])
-    tab.add_row([NoEscape(c) for c in ("Setting", "Environment", "Role", budget_head, "Description")])
+    env_head = env.get_template("settings_env_head.tex.j2").render(**facts).strip()
+    tab.add_row([NoEscape(c) for c in ("Setting", env_head, "Role", budget_head, "Description")])
     tab.add_hline()
     for s in facts["settings"]:
         tab.add_row([
@@ -723,6 +800,27 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
     doc.append(NoEscape(r"\bibliographystyle{plainnat}"))
     doc.append(NoEscape(r"\bibliography{references}"))
     return doc
+
+
+# ---------------------------------------------------------------------------------------------- words of a paper
+def _flat(text: str) -> str:
+    return " ".join(text.replace("\u2212", "-").replace("\u00a0", " ").split())
+
+
+def internal_words(text: str, template_name: str | None) -> list[str]:
+    """What a paper's text says that only the pipeline knows: each ``patterns`` entry of ``internal_words.json``
+    (generic, extended by the template's file of that name) found in ``text``, as ``"<what>: <match>"``."""
+    patterns = layers.layered_json("paper", template_name, "internal_words.json").get("patterns", {})
+    flat = _flat(text)
+    return [f"{what}: {m.group(0)}" for what, rx in patterns.items() for m in re.finditer(rx, flat)]
+
+
+def unrun_mentions(text: str, template_name: str | None, ran: set[str]) -> list[str]:
+    """Words of ``internal_words.json``'s ``only_when_run`` (word -> the settings or methods it describes) that
+    ``text`` says although none of those ran."""
+    only = layers.layered_json("paper", template_name, "internal_words.json").get("only_when_run", {})
+    flat = _flat(text)
+    return [word for word, needs in only.items() if word in flat and not set(needs) & set(ran)]
 
 
 # ------------------------------------------------------------------------------------------------ compile, read back

@@ -71,6 +71,7 @@ class Metric:
     name: str
     description: str
     maximize: bool = True
+    bounds: tuple[float | None, float | None] | None = None  # the range the metric can take (None: unbounded side)
 
     @classmethod
     def recorded(cls, maximize: bool | None = None) -> Metric:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +31,9 @@ import pymupdf
 import pytest
 from sizes import smoke_size
 
+from jaxlib_kernels.stats import MIN_SEEDS
 from jaxlib_kernels.templates import TEMPLATES, Profile, make
+from tasks import writeup
 
 ROOT = Path(__file__).resolve().parents[2]
 SCIENTIST = [sys.executable, "-m", "flows.cli"]
@@ -197,6 +201,45 @@ def test_the_paper_prints_figure_and_table_text_at_6_pt_or_more_and_leaves_no_pa
         assert max(blank[:-1]) <= 0.35, blank
         record = json.loads((pdf.parent / "checks.json").read_text())
         assert record["rounds"] and not [f for f in record["final"] if f["check"] in ("text_size", "page_fill")]
+
+
+def test_a_smoke_paper_names_only_what_ran_and_claims_only_what_its_seeds_allow(finished):
+    """Every setting, baseline and environment the PDF names ran; no internal words (the template's list); no
+    significance claimed with fewer seeds than MIN_SEEDS, and it says why; every interval inside the metric's range."""
+    name, _, run_dir, *_ = finished
+    template = make(name)
+    ideas = {i["Name"]: i for i in json.loads((run_dir / "ideas.json").read_text())}
+    for paper in json.loads((run_dir / "run.json").read_text())["papers"]:
+        idea_dir = run_dir / "ideas" / paper["idea"]
+        final_info = json.loads((idea_dir / "final_info.json").read_text())
+        with pymupdf.open(paper["pdf"]) as doc:
+            text = " ".join(" ".join(page.get_text().split()) for page in doc).replace("\u2212", "-")
+        ran = writeup.ran_names(final_info, ideas[paper["idea"]])
+        envs = {info["env"] for info in final_info.values()}
+        for setting in template.settings.values():
+            if setting.name not in final_info:
+                assert not re.search(rf"(?<![\w-]){re.escape(setting.name)}(?![\w-])", text), setting.name
+                assert setting.env in envs or setting.env not in text, setting.env
+        tex = (idea_dir / "paper" / "paper.tex").read_text()
+        described = set(re.findall(r"\\label\{eq:([^}]+)\}", tex)) & {writeup._label_key(b) for b in template.baselines}
+        assert described <= {writeup._label_key(b) for b in ran}, described  # only the baselines that ran
+        assert writeup.unrun_mentions(text, name, ran) == []
+        assert writeup.internal_words(text, name) == []
+        comps = [info["comparison"] for info in final_info.values() if "comparison" in info]
+        few = [c for c in comps if not c["seeds_enough"]]
+        assert all(not c["significant"] and not c["better"] and not c["worse"] for c in few)
+        if few:
+            assert f"fewer than the {MIN_SEEDS} a significance claim requires" in text
+            assert "significantly better" not in text and "significantly worse" not in text
+        low, high = template.metric.bounds or (None, None)
+        low, high = -math.inf if low is None else low, math.inf if high is None else high
+        for info in final_info.values():
+            assert all(low <= lo <= hi <= high for lo, hi in info["ci95"].values())
+            if "comparison" in info:
+                lo, hi = info["comparison"]["ci95"]
+                assert low - high <= lo <= hi <= high - low
+        for lo, hi in re.findall(r"\[(-?\d+\.\d{3}), (-?\d+\.\d{3})\]", text):  # every interval printed
+            assert low - high <= float(lo) <= float(hi) <= high - low
 
 
 def _paper_text_file(template) -> Path:

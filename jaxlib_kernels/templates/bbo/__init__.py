@@ -57,9 +57,9 @@ SETTINGS = {
     "train_fns_d5": _setting("train_fns_d5", TRAIN_FUNCTIONS, 5, 12, True,
                              "the training functions in 5 dimensions, population 12 (held-out dimension)"),
     "pair_d10": _setting("pair_d10", ("sphere", "rastrigin"), 10, 16, False,
-                         "two training functions (sphere, Rastrigin) in 10 dimensions (the smoke profile's)"),
+                         "two training functions (sphere, Rastrigin) in 10 dimensions"),
     "heldout_pair_d10": _setting("heldout_pair_d10", ("discus", "different_powers"), 10, 16, True,
-                                 "two held-out functions (discus, different powers) in 10 dimensions (smoke)"),
+                                 "two other functions (discus, different powers) in 10 dimensions (held-out functions)"),
     "heldout_fns_d30": _setting("heldout_fns_d30", HELD_OUT_FUNCTIONS, 30, 24, True,
                                 "the held-out functions in 30 dimensions (held-out functions and dimension)"),
     # neuroevolution (neuro.py): a 3-16-1 tanh MLP's 81 weights on Pendulum-v1, 4 episodes of 200 steps from the
@@ -147,7 +147,8 @@ TEMPLATE = BBOTemplate(
         "(mean (D,), std (D,) > 0): the next search distribution",
     ),
     metric=Metric("log_regret", "log10 of the final best regret f(x_best) - f(x*), floored at 1e-12, averaged over "
-                  "the setting's BBOB functions (neuroevolution: max(-mean episodic return, 0.01))", maximize=False),
+                  "the setting's functions", maximize=False,  # neuroevolution's regret: max(-mean episodic return, 0.01)
+                  bounds=(-12.0, None)),  # the regret is floored at 1e-12
     baselines=BASELINES,
     settings=SETTINGS,
     profiles=PROFILES,

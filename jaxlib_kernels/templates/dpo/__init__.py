@@ -11,7 +11,7 @@ candidate against the frozen reference, for every seed and every beta of the set
 Metric (maximised): the KL-penalised reward, ``mean over the beta sweep of (mean reward - kl_coef * KL(policy ||
 reference))`` at the end of training, kl_coef = 0.1 per nat. A loss that buys reward with unbounded KL pays for it,
 as it falls behind on the paper's reward/KL frontier; the frontier itself (reward and KL per beta, 95% intervals)
-is a figure of every paper. Budget: policy gradient steps (minibatches of 32 pairs).
+is a figure of every paper. Budget: gradient steps (minibatches of 32 pairs).
 
 Code: ``losses`` (baselines, variables), ``kernel`` (model, SFT cache, training), ``candidate`` (gate, probe),
 ``search`` (offline symbolic search in z: the preference language's, ``jaxlib_kernels.search.preference``),
@@ -107,7 +107,8 @@ TEMPLATE = Template(
         "per-pair loss of rho's shape (minimised; batch statistics allowed)",
     ),
     metric=Metric("kl_penalised_reward", "mean over the beta sweep of the policy samples' mean reward minus "
-                  "0.1 x KL(policy || reference) in nats, at the end of training", maximize=True),
+                  "0.1 x KL(policy || reference) in nats, at the end of training", maximize=True,
+                  bounds=(None, 1.0)),  # a reward in [0, 1] minus a non-negative KL penalty
     baselines=BASELINES,
     settings=SETTINGS,
     profiles=PROFILES,
@@ -118,7 +119,7 @@ TEMPLATE = Template(
     render=preference.LANGUAGE.render,
     kernel_config=kernel_config,
     kernel_modules=("jaxlib_kernels.templates.dpo.kernel", "jaxlib_kernels.templates.dpo.unit"),
-    schema=ResultSchema("policy gradient steps", "KL-penalised reward", "KL-penalised reward",
+    schema=ResultSchema("gradient steps", "KL-penalised reward", "KL-penalised reward",
                         extras=("reward", "kl", "betas", "reward_curve", "kl_curve", "loss", "ref_reward")),
     budget_unit="gradient steps",
     probe_scale=PROBE_SCALE,

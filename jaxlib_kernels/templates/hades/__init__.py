@@ -155,6 +155,7 @@ TEMPLATE = Template(
         "mean return of 16 freshly initialised policies behaviour-cloned on the found dataset "
         "(direct: of the found policy)",
         maximize=True,
+        bounds=(-500.0, 500.0),  # CartPole-v1 returns in [0, 500], Acrobot-v1 in [-500, 0]
     ),
     baselines=BASELINES,
     settings=SETTINGS,

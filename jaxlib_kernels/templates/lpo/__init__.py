@@ -18,7 +18,7 @@ from jaxlib_kernels.templates.lpo.meta import META
 SETTINGS = {
     "empty5": Setting("empty5", "Navix-Empty-5x5-v0", held_out=False, description="Empty 5x5, fixed start"),
     "empty_random5": Setting(
-        "empty_random5", "Navix-Empty-Random-5x5-v0", held_out=True, description="Empty 5x5, random start (held out)"
+        "empty_random5", "Navix-Empty-Random-5x5-v0", held_out=True, description="Empty 5x5, random start (held-out grid)"
     ),
     "empty6": Setting("empty6", "Navix-Empty-6x6-v0", held_out=True, description="Empty 6x6 (held-out grid)"),
     "empty5_short": Setting(
@@ -29,13 +29,13 @@ SETTINGS = {
         "empty5_long", "Navix-Empty-5x5-v0", budget_scale=2.0, held_out=True,
         description="Empty 5x5 with twice the training horizon (held-out horizon)",
     ),
-    "doorkey5": Setting("doorkey5", "Navix-DoorKey-5x5-v0", held_out=True, description="DoorKey 5x5 (held out)"),
+    "doorkey5": Setting("doorkey5", "Navix-DoorKey-5x5-v0", held_out=True, description="DoorKey 5x5 (held-out task)"),
     "empty_random8": Setting(
         "empty_random8", "Navix-Empty-Random-8x8-v0", held_out=False,
-        description="Empty 8x8, random start (training: headroom at every profile's budget)",
+        description="Empty 8x8, random start",
     ),
     "empty_random6": Setting(
-        "empty_random6", "Navix-Empty-Random-6x6-v0", held_out=True, description="Empty 6x6, random start (held out)"
+        "empty_random6", "Navix-Empty-Random-6x6-v0", held_out=True, description="Empty 6x6, random start (held-out grid)"
     ),
 }
 
@@ -75,7 +75,8 @@ TEMPLATE = Template(
     name="lpo",
     title="Discovering drift functions for mirror learning",
     **drift.contract(),  # the plug-in, baselines, offline search, probe units and search space of a drift
-    metric=Metric("final_return", "mean episodic return over the last 10% of training", maximize=True),
+    metric=Metric("final_return", "mean episodic return over the last 10% of training", maximize=True,
+                  bounds=(0.0, 1.0)),  # MiniGrid rewards: 1 - 0.9 t/T on success, else 0
     settings=SETTINGS,
     profiles=PROFILES,
     evaluate=evaluate,

@@ -47,7 +47,7 @@ SETTINGS = {
     "spread": Setting("spread", "MPE_simple_spread_v3",
                       description="MPE simple_spread, 3 agents cover 3 landmarks (IPPO)"),
     "reference": Setting("reference", "MPE_simple_reference_v3", held_out=True,
-                         description="MPE simple_reference, 2 agents guide each other to landmarks (held out)"),
+                         description="MPE simple_reference, 2 agents guide each other to landmarks (held-out task)"),
     "spread4": Setting("spread4", "MPE_simple_spread_v3", held_out=True,
                        description="MPE simple_spread with 4 agents and 4 landmarks (held-out team size)",
                        options=(("env_kwargs", (("num_agents", 4), ("num_landmarks", 4))),)),
@@ -55,9 +55,9 @@ SETTINGS = {
                             description="MPE simple_spread, MAPPO with a centralised critic (held-out learner)",
                             options=(("critic", "world"),)),
     "smax_3m": Setting("smax_3m", "SMAX-3m", held_out=True,
-                       description="SMAX 3m against the heuristic enemy (held out)"),
+                       description="SMAX 3m against the heuristic enemy (held-out task)"),
     "smax_2s3z": Setting("smax_2s3z", "SMAX-2s3z", held_out=True,
-                         description="SMAX 2s3z against the heuristic enemy (held out)"),
+                         description="SMAX 2s3z against the heuristic enemy (held-out task)"),
     # sparse return (20 a soup); trained on it plus the shaped reward annealed 1 -> 0 over the first half of training,
     # as JaxMARL's ippo_ff_overcooked: with the sparse reward alone PPO clip barely leaves a random policy's return
     # at these budgets (65,536 steps, 2 seeds: 3.8 / 1.3 against 10.0 / 7.5 with the annealed shaping, random 0.9)
