@@ -152,8 +152,9 @@ def plot_learning_curves(results, final_info, settings, methods, colors, labels,
     caption = (
         f"Learning curves on {len(settings)} setting{'s' if len(settings) != 1 else ''}: {schema.curve_label} "
         f"against {schema.x_label}, mean over {_count_text(seeds_seen)} seeds per method with a shaded 95\u00a0% "
-        f"t-interval. Curves are smoothed by a rolling mean over {_count_text(windows)} update"
-        f"{'s' if max(windows, default=1) != 1 else ''}, skipping points with no measurement. "
+        f"t-interval. "
+        + (f"Curves are smoothed by a rolling mean over {_count_text(windows)} updates, skipping points with no "
+           "measurement. " if max(windows, default=1) > 1 else "")
         + (f"Held-out settings ({', '.join(held)}) are marked in the panel titles." if held else
            "All settings are training settings.")
     )
