@@ -275,7 +275,7 @@ def evaluate_numpy(expr: Expr, r: np.ndarray, A: np.ndarray, p: np.ndarray) -> n
 
 _PLAIN_UNARY = {"relu": "max({0}, 0)", "abs": "|{0}|", "neg": "-{0}", "sq": "({0})^2", "tanh": "tanh({0})",
                 "logsig": "-log sigmoid({0})", "sig": "sigmoid({0})", "expneg": "exp(-{0})"}
-_PLAIN_BINARY = {"add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "max": "max({0}, {1})",
+_PLAIN_BINARY = {"add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} \u00b7 {1}", "max": "max({0}, {1})",
                  "min": "min({0}, {1})"}
 _TERM = {"relu": "rectifier", "abs": "absolute value", "neg": "negation", "sq": "square", "tanh": "tanh",
          "logsig": "logistic loss", "sig": "sigmoid", "expneg": "exponential", "add": "sum", "sub": "difference",
@@ -321,7 +321,7 @@ def to_plain(expr: Expr, variables: Variables | None = None) -> str:
         if op == "clip":
             return f"clip({plain(args[0])}, {plain(args[1])}, {plain(args[2])})"
         if op == "ifpos":
-            return f"({plain(args[1])} if {plain(args[0])} >= 0, else {plain(args[2])})"
+            return f"({plain(args[1])} if {plain(args[0])} \u2265 0, else {plain(args[2])})"
         raise ExpressionError(f"unknown operator {op!r}")
 
     return plain(expr)
@@ -329,8 +329,8 @@ def to_plain(expr: Expr, variables: Variables | None = None) -> str:
 
 def change(old: Expr, new: Expr, variables: Variables | None = None) -> list[str]:
     """Plain-English phrases for how ``new`` differs from ``old`` in structure, each at the smallest subtree where
-    their forms differ (``"replaces A by |A| inside the product (r - clip(r, 0.8, 1.2)) * A"``, ``"multiplies ...
-    by n/N"``); constants only: ``["changes the constant 3 -> 6"]``; the same tree: ``[]``. A single phrase
+    their forms differ (``"replaces A by |A| inside the product (r - clip(r, 0.8, 1.2)) · A"``, ``"multiplies ...
+    by n/N"``); constants only: ``["changes the constant 3 → 6"]``; the same tree: ``[]``. A single phrase
     starting with "replaces" and naming no enclosing term means the two share no structure."""
     def show(e: Expr) -> str:
         return to_plain(e, variables)
@@ -378,7 +378,7 @@ def change(old: Expr, new: Expr, variables: Variables | None = None) -> list[str
             if not pairs:
                 return []
             return ["changes the constant" + ("s " if len(pairs) > 1 else " ")
-                    + ", ".join(f"{a:g} -> {b:g}" for a, b in pairs) + where]
+                    + ", ".join(f"{a:g} \u2192 {b:g}" for a, b in pairs) + where]
         for loose in (False, True):
             i = wrapped(new, old, loose)
             if i is not None:

@@ -139,7 +139,12 @@ def check_all(template: Template, ideas: list[dict], archive_rows: list[dict]) -
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 
-@stage(name="check_novelty", retries=1, template_parts=("references.json",))
+# the relation's code (outside the template's package, which the key covers)
+RELATION_MODULES = ("jaxlib_kernels.search.known", "jaxlib_kernels.symbolic", "jaxlib_kernels.search.language",
+                    "jaxlib_kernels.search.drift", "jaxlib_kernels.search.preference")
+
+
+@stage(name="check_novelty", retries=1, modules=RELATION_MODULES, template_parts=("references.json",))
 def check_novelty_task(template_name: str, ideas: list[dict], archive_rows: list[dict]) -> list[dict]:
     """Prefect task over :func:`check_all`; returns one decision record per idea."""
     results = check_all(make(template_name), ideas, archive_rows)

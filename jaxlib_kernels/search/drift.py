@@ -189,7 +189,7 @@ def describe(cand: Candidate, words: list[str]) -> tuple[list[str], dict, int]:
     return words, {"temporal": temporal}, 2 * temporal
 
 
-_REGIONS = (("r < 0.8", _R[:, 0, 0] < 0.8), ("0.8 <= r <= 1.2", (_R[:, 0, 0] >= 0.8) & (_R[:, 0, 0] <= 1.2)),
+_REGIONS = (("r < 0.8", _R[:, 0, 0] < 0.8), ("0.8 \u2264 r \u2264 1.2", (_R[:, 0, 0] >= 0.8) & (_R[:, 0, 0] <= 1.2)),
             ("r > 1.2", _R[:, 0, 0] > 1.2))
 _SIGNS = (("A < 0", _A[0, :, 0] < 0), ("A > 0", _A[0, :, 0] > 0))
 

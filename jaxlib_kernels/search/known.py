@@ -90,8 +90,8 @@ def _constants_phrase(pairs: list[tuple[Any, Any]], names: list[str] | None = No
     if not pairs:
         return "is the same candidate"
     if names:
-        return "sets " + ", ".join(f"{n} {a:g} -> {b:g}" for n, (a, b) in zip(names, pairs, strict=True))
-    return "changes the constant" + ("s " if len(pairs) > 1 else " ") + ", ".join(f"{a:g} -> {b:g}" for a, b in pairs)
+        return "sets " + ", ".join(f"{n} {a:g} \u2192 {b:g}" for n, (a, b) in zip(names, pairs, strict=True))
+    return "changes the constant" + ("s " if len(pairs) > 1 else " ") + ", ".join(f"{a:g} \u2192 {b:g}" for a, b in pairs)
 
 
 def _params_change(old: dict, new: dict) -> tuple[str, str]:
