@@ -336,13 +336,23 @@ def make_random_policy_eval(config: PPOConfig) -> Callable[[jax.Array], dict]:
     return run
 
 
-def mean_return(metrics: dict, last_fraction: float = 0.1) -> np.ndarray:
-    """Episode-weighted mean return over the last fraction of updates, per seed (leading axes kept)."""
-    episodes = np.asarray(metrics["episodes"], dtype=np.float64)
-    return_sum = np.asarray(metrics["return_sum"], dtype=np.float64)
+def final_window(episodes, last_fraction: float = 0.1, xp=np):
+    """Mask of the updates a final return averages (per seed, leading axes kept): the last fraction of updates,
+    reaching back to the latest update that started an episode where none of them did (a short run whose last
+    updates only continued episodes). ``xp``: numpy, or ``jax.numpy`` under a trace."""
     n = episodes.shape[-1]
     k = max(1, round(n * last_fraction))
-    ep, rs = episodes[..., -k:].sum(-1), return_sum[..., -k:].sum(-1)
+    index = xp.arange(n)
+    latest = xp.max(xp.where(episodes > 0, index, -1), axis=-1)
+    return index >= xp.minimum(n - k, latest)[..., None]
+
+
+def mean_return(metrics: dict, last_fraction: float = 0.1) -> np.ndarray:
+    """Episode-weighted mean return over the last fraction of updates (:func:`final_window`), per seed."""
+    episodes = np.asarray(metrics["episodes"], dtype=np.float64)
+    return_sum = np.asarray(metrics["return_sum"], dtype=np.float64)
+    window = final_window(episodes, last_fraction)
+    ep, rs = (episodes * window).sum(-1), (return_sum * window).sum(-1)
     return np.where(ep > 0, rs / np.maximum(ep, 1), 0.0)
 
 

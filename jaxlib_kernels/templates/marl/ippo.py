@@ -532,9 +532,10 @@ def random_return(config: MARLConfig, seeds: int = 2) -> float:
 
 
 def mean_over_last(metrics: dict, key: str = "return_sum", last_fraction: float = 0.1) -> np.ndarray:
-    """Episode-weighted mean of ``key`` (return_sum or wins) over the last fraction of updates, per seed."""
+    """Episode-weighted mean of ``key`` (return_sum or wins) over the last fraction of updates
+    (``ppo.final_window``), per seed."""
     episodes = np.asarray(metrics["episodes"], dtype=np.float64)
     total = np.asarray(metrics[key], dtype=np.float64)
-    k = max(1, round(episodes.shape[-1] * last_fraction))
-    ep, tot = episodes[..., -k:].sum(-1), total[..., -k:].sum(-1)
+    window = ppo.final_window(episodes, last_fraction)
+    ep, tot = (episodes * window).sum(-1), (total * window).sum(-1)
     return np.where(ep > 0, tot / np.maximum(ep, 1), np.nan)
