@@ -252,3 +252,15 @@ def test_the_nearest_baseline_of_every_idea_is_run():
                                                                                                  "kl"}}}, {}]
     assert with_nearest_baselines(tpl, prof, ideas).baselines == (*prof.baselines, "dpo")
     assert with_nearest_baselines(tpl, prof, [{}]) is prof
+
+
+def test_the_method_section_renders_the_measured_relation(template):
+    from tasks import writeup
+
+    abs_a = ["relu", ["mul", ["sub", "r", ["clip", "r", 0.8, 1.2]], ["abs", "A"]]]
+    idea = {"Name": "abs", "Title": "|A|", "Hypothesis": "", "expression": abs_a}
+    idea["novelty"] = novelty.check_novelty(template, idea, [], [])
+    text = writeup.make_env("lpo").get_template("_relation.tex.j2").render(idea=idea)
+    assert r"replaces A by \textbar{}A\textbar{} inside the product" in text
+    assert r"a penalty appears for r \textgreater{} 1.2 when A \textless{} 0" in text
+    assert writeup.make_env("lpo").get_template("_relation.tex.j2").render(idea={"Name": "x"}).strip() == ""
