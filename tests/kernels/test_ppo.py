@@ -104,3 +104,20 @@ def test_first_curve_point_of_a_random_policy_is_what_a_random_policy_scores():
     se = np.sqrt(direct.var() / direct.size + direct.var() / episodes[:, 0].sum())
     assert abs(first - direct.mean()) < 4 * se + 1e-3, (first, direct.mean(), se)
     assert episodes[:, 0].sum() >= 2 * config.num_envs  # every environment's first episode is counted
+
+
+def test_the_tally_credits_each_episode_to_the_update_it_started_in():
+    """The curve's estimator, shared by PPO and IPPO: an episode's return counts in the update it started in, when
+    it ends (whatever update that is); an episode started after the last update is not counted."""
+    tally = ppo.tally_init(num_envs=2, num_updates=2)
+    steps = [  # (update, done per environment, return per environment)
+        (0, [True, False], [1.0, 0.0]),  # env 0's first episode ends in update 0; env 1's goes on
+        (1, [False, True], [0.0, 5.0]),  # env 1's first episode (started in update 0) ends in update 1
+        (1, [True, False], [2.0, 0.0]),  # env 0's second episode started in update 0 too
+        (2, [True, True], [3.0, 4.0]),  # after training: both started in update 1; the next ones are not counted
+        (2, [True, True], [9.0, 9.0]),
+    ]
+    for update, done, ret in steps:
+        tally = ppo.tally_step(tally, jnp.asarray(done), jnp.asarray(ret)[:, None], jnp.int32(update))
+    np.testing.assert_array_equal(tally.episodes, [3, 2])
+    np.testing.assert_array_equal(tally.sums[:, 0], [1.0 + 5.0 + 2.0, 3.0 + 4.0])
