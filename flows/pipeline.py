@@ -25,6 +25,14 @@ def baseline_specs(template: Template, prof: Profile) -> list[dict]:
             for spec in experiments.unit_specs(template, prof, b, "baseline", template.baseline(b).source)]
 
 
+def with_nearest_baselines(template: Template, prof: Profile, ideas: list[dict]) -> Profile:
+    """The profile with, after its own baselines, each idea's nearest baseline (novelty's measured relation) that
+    it lacks: the nearest known candidate is always run (the baselines are run once for all the run's ideas)."""
+    nearest = [((i.get("novelty") or {}).get("relation") or {}).get("nearest_baseline") for i in ideas]
+    extra = [b for b in dict.fromkeys(nearest) if b in template.baselines and b not in prof.baselines]
+    return dataclasses.replace(prof, baselines=(*prof.baselines, *extra)) if extra else prof
+
+
 def candidate_specs(template: Template, prof: Profile, idea: dict) -> list[dict]:
     return experiments.unit_specs(template, prof, idea["Name"], "candidate", idea["source"])
 
@@ -75,7 +83,7 @@ def apply_behaviour(idea: dict, impl: dict) -> None:
     nov = idea.setdefault("novelty", {})
     nov.update(nearest=behaviour.get("nearest"), distance=behaviour.get("distance"),
                distances=behaviour.get("distances", {}), behaviour_decision=behaviour.get("decision"),
-               behaviour_reason=behaviour.get("reason"))
+               behaviour_reason=behaviour.get("reason"), relation=behaviour.get("relation") or nov.get("relation"))
     if behaviour and behaviour.get("decision") != "novel":
         nov["decision"] = "not novel"
         nov["reason"] = f"{nov.get('reason', '')} Behaviour: {behaviour.get('reason')}".strip()
@@ -89,6 +97,7 @@ def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profil
     """Experiments (one wave on Ray), then per idea aggregation, plots, paper and review; returns reviewed ideas."""
     store = backend.store
     s = time.time()
+    prof = with_nearest_baselines(template, prof, ready)
     base = baseline_specs(template, prof)
     cand = {i["Name"]: candidate_specs(template, prof, i) for i in ready}
     specs = base + [spec for ss in cand.values() for spec in ss]

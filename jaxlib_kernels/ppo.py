@@ -98,6 +98,27 @@ class Transition(NamedTuple):
     returned_episode_return: jax.Array
 
 
+class Tally(NamedTuple):
+    """Per-update curve bookkeeping: each episode is credited, when it ends, to the update it started in."""
+
+    start: jax.Array  # (num_envs,) the update the episode in progress started in
+    episodes: jax.Array  # (num_updates,) episodes started in each update that have ended
+    sums: jax.Array  # (num_updates, k) their summed values (the return, and what else a kernel tallies)
+
+
+def tally_init(num_envs: int, num_updates: int, k: int = 1) -> Tally:
+    return Tally(jnp.zeros((num_envs,), jnp.int32), jnp.zeros((num_updates,), jnp.float32),
+                 jnp.zeros((num_updates, k), jnp.float32))
+
+
+def tally_step(tally: Tally, done: jax.Array, values: jax.Array, update: jax.Array) -> Tally:
+    """Credit the episodes that ``done`` (num_envs,) ends, with ``values`` (num_envs, k), to the update they started
+    in; the next episode of those environments starts in ``update`` (an update past the last is not counted)."""
+    episodes = tally.episodes.at[tally.start].add(done.astype(jnp.float32), mode="drop")
+    sums = tally.sums.at[tally.start].add(jnp.where(done[:, None], values, 0.0), mode="drop")
+    return Tally(jnp.where(done, update, tally.start), episodes, sums)
+
+
 class RunnerState(NamedTuple):
     params: dict
     opt_state: optax.OptState
@@ -105,6 +126,7 @@ class RunnerState(NamedTuple):
     obs: jax.Array
     key: jax.Array
     update: jax.Array
+    tally: Tally
 
 
 def ppo_clip_drift(clip_eps: float = 0.2) -> Drift:
@@ -179,7 +201,11 @@ def make_interpreted_train(config: PPOConfig) -> Callable[[jax.Array, dict, Prog
 
 
 def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
-    """``train(key, params, drift)`` for one seed; ``drift`` is a Python callable applied inside the trace."""
+    """``train(key, params, drift)`` for one seed; ``drift`` is a Python callable applied inside the trace.
+
+    The curve's metrics ``episodes`` and ``return_sum`` (per update) count every episode *started* in the update,
+    to its end (after the last update the running episodes finish with the final policy): the mean return of an
+    update estimates its policy's return, not only that of the short episodes that ended within it."""
     env = config.make_env()
     network = ActorCritic(env.num_actions, config.hidden)
     tx = _optimizer(config)
@@ -191,7 +217,8 @@ def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
     def train(key: jax.Array, params: dict, drift: Drift) -> dict:
         key, reset_key = jax.random.split(key)
         obs, env_state = reset(jax.random.split(reset_key, config.num_envs), env_params)
-        runner = RunnerState(params, tx.init(params), env_state, obs, key, jnp.zeros((), jnp.int32))
+        runner = RunnerState(params, tx.init(params), env_state, obs, key, jnp.zeros((), jnp.int32),
+                             tally_init(config.num_envs, config.num_updates))
 
         def env_step(runner: RunnerState, _):
             key, action_key, step_key = jax.random.split(runner.key, 3)
@@ -205,7 +232,8 @@ def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
             transition = Transition(
                 done, action, value, reward, log_prob, runner.obs, info.returned_episode, info.returned_episode_return
             )
-            return runner._replace(env_state=env_state, obs=obs, key=key), transition
+            tally = tally_step(runner.tally, info.returned_episode, info.returned_episode_return[:, None], runner.update)
+            return runner._replace(env_state=env_state, obs=obs, key=key, tally=tally), transition
 
         def gae(traj: Transition, last_value: jax.Array) -> tuple[jax.Array, jax.Array]:
             def backward(carry, t: Transition):
@@ -266,10 +294,7 @@ def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
             (params, opt_state, key), aux = jax.lax.scan(
                 epoch, (runner.params, runner.opt_state, runner.key), None, config.update_epochs
             )
-            episodes = traj.returned_episode.sum()
             metrics = {
-                "episodes": episodes,
-                "return_sum": (traj.returned_episode_return * traj.returned_episode).sum(),
                 "policy_loss": aux[0].mean(),
                 "value_loss": aux[1].mean(),
                 "entropy": aux[2].mean(),
@@ -279,6 +304,9 @@ def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
             return runner, metrics
 
         runner, metrics = jax.lax.scan(update_step, runner, None, config.num_updates)
+        # the episodes still running go on with the final policy until they end (at most ``env.max_steps``)
+        runner, _ = jax.lax.scan(env_step, runner, None, env.max_steps)
+        metrics = {**metrics, "episodes": runner.tally.episodes, "return_sum": runner.tally.sums[:, 0]}
         return {"state": runner.params, "metrics": metrics}
 
     return train
@@ -308,13 +336,23 @@ def make_random_policy_eval(config: PPOConfig) -> Callable[[jax.Array], dict]:
     return run
 
 
-def mean_return(metrics: dict, last_fraction: float = 0.1) -> np.ndarray:
-    """Episode-weighted mean return over the last fraction of updates, per seed (leading axes kept)."""
-    episodes = np.asarray(metrics["episodes"], dtype=np.float64)
-    return_sum = np.asarray(metrics["return_sum"], dtype=np.float64)
+def final_window(episodes, last_fraction: float = 0.1, xp=np):
+    """Mask of the updates a final return averages (per seed, leading axes kept): the last fraction of updates,
+    reaching back to the latest update that started an episode where none of them did (a short run whose last
+    updates only continued episodes). ``xp``: numpy, or ``jax.numpy`` under a trace."""
     n = episodes.shape[-1]
     k = max(1, round(n * last_fraction))
-    ep, rs = episodes[..., -k:].sum(-1), return_sum[..., -k:].sum(-1)
+    index = xp.arange(n)
+    latest = xp.max(xp.where(episodes > 0, index, -1), axis=-1)
+    return index >= xp.minimum(n - k, latest)[..., None]
+
+
+def mean_return(metrics: dict, last_fraction: float = 0.1) -> np.ndarray:
+    """Episode-weighted mean return over the last fraction of updates (:func:`final_window`), per seed."""
+    episodes = np.asarray(metrics["episodes"], dtype=np.float64)
+    return_sum = np.asarray(metrics["return_sum"], dtype=np.float64)
+    window = final_window(episodes, last_fraction)
+    ep, rs = (episodes * window).sum(-1), (return_sum * window).sum(-1)
     return np.where(ep > 0, rs / np.maximum(ep, 1), 0.0)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -268,3 +269,133 @@ def evaluate_numpy(expr: Expr, r: np.ndarray, A: np.ndarray, p: np.ndarray) -> n
             cond = evaluate_numpy(args[0], r, A, p) >= 0
             return np.where(cond, evaluate_numpy(args[1], r, A, p), evaluate_numpy(args[2], r, A, p))
     raise ExpressionError(f"unknown operator {op!r}")
+
+
+# --- how two trees differ (novelty's relation of a candidate to the nearest known one) ---------------------------
+
+_PLAIN_UNARY = {"relu": "max({0}, 0)", "abs": "|{0}|", "neg": "-{0}", "sq": "({0})^2", "tanh": "tanh({0})",
+                "logsig": "-log sigmoid({0})", "sig": "sigmoid({0})", "expneg": "exp(-{0})"}
+_PLAIN_BINARY = {"add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} \u00b7 {1}", "max": "max({0}, {1})",
+                 "min": "min({0}, {1})"}
+_TERM = {"relu": "rectifier", "abs": "absolute value", "neg": "negation", "sq": "square", "tanh": "tanh",
+         "logsig": "logistic loss", "sig": "sigmoid", "expneg": "exponential", "add": "sum", "sub": "difference",
+         "mul": "product", "max": "max", "min": "min", "clip": "clip", "ifpos": "case split"}
+
+
+def form(expr: Expr) -> Expr:
+    """The tree with every constant replaced by ``"#"``: two trees of one form differ only in their constants."""
+    if isinstance(expr, (list, tuple)):
+        return [expr[0], *[form(a) for a in expr[1:]]]
+    return "#" if isinstance(expr, (int, float)) and not isinstance(expr, bool) else expr
+
+
+def constants(expr: Expr) -> list[float]:
+    """The tree's constants, depth first."""
+    if isinstance(expr, (list, tuple)):
+        return [c for a in expr[1:] for c in constants(a)]
+    return [float(expr)] if isinstance(expr, (int, float)) and not isinstance(expr, bool) else []
+
+
+def _plain_variable(latex: str) -> str:
+    text = re.sub(r"\\t?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", latex)
+    return re.sub(r"\\([a-zA-Z]+)", r"\1", text).replace("{", "").replace("}", "")
+
+
+def to_plain(expr: Expr, variables: Variables | None = None) -> str:
+    """Plain-text math of a tree for prose (``|A|``, ``clip(r, 0.8, 1.2)``, ``log r``): neither code nor LaTeX."""
+    variables = VARIABLES if variables is None else variables
+
+    def plain(e: Expr, inner: bool = False) -> str:
+        if isinstance(e, (int, float)):
+            return f"{float(e):g}"
+        if isinstance(e, str):
+            return _plain_variable(variables[e][1])
+        op, *args = e
+        if op in _PLAIN_UNARY:
+            return _PLAIN_UNARY[op].format(plain(args[0], op in ("neg", "sq")))
+        if op in ("add", "sub", "mul"):
+            text = _PLAIN_BINARY[op].format(plain(args[0], op == "mul"), plain(args[1], True))
+            return f"({text})" if inner else text
+        if op in _PLAIN_BINARY:
+            return _PLAIN_BINARY[op].format(plain(args[0]), plain(args[1]))
+        if op == "clip":
+            return f"clip({plain(args[0])}, {plain(args[1])}, {plain(args[2])})"
+        if op == "ifpos":
+            return f"({plain(args[1])} if {plain(args[0])} \u2265 0, else {plain(args[2])})"
+        raise ExpressionError(f"unknown operator {op!r}")
+
+    return plain(expr)
+
+
+def change(old: Expr, new: Expr, variables: Variables | None = None) -> list[str]:
+    """Plain-English phrases for how ``new`` differs from ``old`` in structure, each at the smallest subtree where
+    their forms differ (``"replaces A by |A| inside the product (r - clip(r, 0.8, 1.2)) · A"``, ``"multiplies ...
+    by n/N"``); constants only: ``["changes the constant 3 → 6"]``; the same tree: ``[]``. A single phrase
+    starting with "replaces" and naming no enclosing term means the two share no structure."""
+    def show(e: Expr) -> str:
+        return to_plain(e, variables)
+
+    def term(e: Expr) -> str:
+        return _TERM.get(e[0], e[0])
+
+    def similar(a: Expr, b: Expr) -> bool:  # the same operator at the top
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and a[0] == b[0] and len(a) == len(b)
+
+    def wrapped(outer: Expr, inner: Expr, loose: bool) -> int | None:  # the child of ``outer`` that is ``inner``
+        if not isinstance(outer, (list, tuple)):
+            return None
+        test = (lambda c: similar(c, inner)) if loose else (lambda c: form(c) == form(inner))
+        return next((i for i in range(1, len(outer)) if test(outer[i])), None)
+
+    def whole(old: Expr, new: Expr, where: str) -> list[str]:
+        return [f"replaces {show(old)} by {show(new)}{where}"]
+
+    def wrap(old: Expr, new: Expr, i: int, where: str) -> str:  # new = new[0](..., new[i] ~ old, ...)
+        rest = [c for j, c in enumerate(new[1:], 1) if j != i]
+        if not rest:
+            if form(new[i]) == form(old):
+                return f"replaces {show(old)} by {show(new)}{where}"
+            return f"applies the {term(new)} to {show(old)}{where}"
+        if new[0] == "add" or (new[0] == "sub" and i == 1):
+            return f"{'adds' if new[0] == 'add' else 'subtracts'} the term {show(rest[0])}{where}"
+        if new[0] == "mul":
+            return f"multiplies {show(old)} by {show(rest[0])}{where}"
+        return f"puts {show(old)} inside the {term(new)} {show(new)}{where}"
+
+    def unwrap(old: Expr, new: Expr, i: int, where: str) -> str:  # old = old[0](..., old[i] ~ new, ...)
+        rest = [c for j, c in enumerate(old[1:], 1) if j != i]
+        if not rest:
+            return f"drops the {term(old)} around {show(new)}{where}"
+        if old[0] in ("add", "sub"):
+            return f"removes the term {show(rest[0])}{where}"
+        if old[0] == "mul":
+            return f"drops the factor {show(rest[0])}{where}"
+        return f"takes {show(new)} out of the {term(old)} {show(old)}{where}"
+
+    def changes(old: Expr, new: Expr, where: str) -> list[str]:
+        if form(old) == form(new):
+            pairs = [(a, b) for a, b in zip(constants(old), constants(new), strict=True) if a != b]
+            if not pairs:
+                return []
+            return ["changes the constant" + ("s " if len(pairs) > 1 else " ")
+                    + ", ".join(f"{a:g} \u2192 {b:g}" for a, b in pairs) + where]
+        for loose in (False, True):
+            i = wrapped(new, old, loose)
+            if i is not None:
+                inner = changes(old, new[i], where)
+                if not (loose and inner == whole(old, new[i], where)):
+                    return [wrap(old, new, i, where), *inner]
+            i = wrapped(old, new, loose)
+            if i is not None:
+                inner = changes(old[i], new, where)
+                if not (loose and inner == whole(old[i], new, where)):
+                    return [unwrap(old, new, i, where), *inner]
+            if not loose and similar(old, new):
+                inside = f" inside the {term(old)} {show(old)}"
+                parts = [changes(old[i], new[i], inside) for i in range(1, len(old))]
+                # with two children or more, all replaced, nothing is kept but the operator
+                if len(parts) < 2 or any(p != whole(old[i], new[i], inside) for i, p in enumerate(parts, 1)):
+                    return [p for ps in parts for p in ps]
+        return whole(old, new, where)
+
+    return changes(old, new, "")

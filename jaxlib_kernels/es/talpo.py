@@ -120,8 +120,8 @@ def make_train_with_drift_params(
 def final_return(metrics: dict, last_fraction: float = 0.1) -> jax.Array:
     """Episode-weighted mean return over the last fraction of updates (``ppo.mean_return`` in jnp, traceable)."""
     episodes, return_sum = metrics["episodes"], metrics["return_sum"]
-    k = max(1, round(episodes.shape[-1] * last_fraction))
-    ep, rs = episodes[..., -k:].sum(-1).astype(jnp.float32), return_sum[..., -k:].sum(-1)
+    window = ppo.final_window(episodes, last_fraction, jnp)
+    ep, rs = (episodes * window).sum(-1).astype(jnp.float32), (return_sum * window).sum(-1)
     return jnp.where(ep > 0, rs / jnp.maximum(ep, 1.0), 0.0)
 
 

@@ -189,11 +189,65 @@ def describe(cand: Candidate, words: list[str]) -> tuple[list[str], dict, int]:
     return words, {"temporal": temporal}, 2 * temporal
 
 
+_REGIONS = (("r < 0.8", _R[:, 0, 0] < 0.8), ("0.8 \u2264 r \u2264 1.2", (_R[:, 0, 0] >= 0.8) & (_R[:, 0, 0] <= 1.2)),
+            ("r > 1.2", _R[:, 0, 0] > 1.2))
+_SIGNS = (("A < 0", _A[0, :, 0] < 0), ("A > 0", _A[0, :, 0] > 0))
+
+
+def contrast(f: np.ndarray, g: np.ndarray, label: str) -> str | None:
+    """Where on the probe grid drift ``f`` (a candidate) differs from ``g`` (``label``, the nearest known drift), by
+    ratio range (below, inside, above PPO's clip range) and sign of A: a penalty that is gone, one that appears, one
+    that is stronger or weaker; and whether it changes over training where ``g`` does not. None for other grids."""
+    shape = (_R.shape[0], _A.shape[1], _P.shape[2])
+    if f.size != np.prod(shape) or g.size != np.prod(shape):
+        return None
+    f, g = f.reshape(shape), g.reshape(shape)
+    tol = 0.02 * SCALE
+    found: dict[tuple[str, str], list[str]] = {}
+    for r_name, r_in in _REGIONS:
+        for a_name, a_in in _SIGNS:
+            cf, cg = (float(np.mean(np.abs(x[r_in][:, a_in]))) for x in (f, g))
+            if cg > tol and cf <= 0.1 * cg:
+                what = "gone"
+            elif cg <= tol and cf > tol:
+                what = "appears"
+            elif cg > tol and cf > tol and not 0.8 <= cf / cg <= 1.25:
+                what = f"{cf / cg:.2g} times as strong"
+            else:
+                continue
+            found.setdefault((r_name, what), []).append(a_name)
+    by_change: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (r_name, what), signs in found.items():
+        by_change.setdefault((what, tuple(signs)), []).append(r_name)
+    parts = []
+    for (what, signs), ranges in by_change.items():
+        where = "whatever the sign of A" if len(signs) == 2 else f"when {signs[0]}"
+        span = "every ratio" if len(ranges) == len(_REGIONS) else " and ".join(ranges)
+        if span == "every ratio" and len(signs) == 2 and what not in ("gone", "appears"):
+            parts.append(f"the drift is {what} as {label}'s everywhere")
+            continue
+        if what == "appears":
+            parts.append(f"a penalty appears for {span} {where}")
+        elif what == "gone":
+            parts.append(f"{label}'s penalty for {span} is gone {where}")
+        else:
+            parts.append(f"the penalty for {span} is {what} as {label}'s {where}")
+    varies = lambda x: float(np.max(np.abs(x[:, :, 0] - x[:, :, -1]))) > tol
+    if varies(f) and not varies(g):
+        parts.append("the drift changes over training")
+    elif varies(g) and not varies(f):
+        parts.append(f"the drift no longer changes over training as {label}'s does")
+    if not parts:
+        return f"On the probe grid the drift differs little from {label}'s."
+    text = "; ".join(parts)
+    return f"On the probe grid: {text[0].lower()}{text[1:]}." if not text.startswith(label) else f"On the probe grid: {text}."
+
+
 LANGUAGE = FormulaLanguage(
     name="drift", variables=symbolic.VARIABLES, args=("ratio", "advantage", "progress"), behaviour=behaviour,
     plausibility=plausibility, mutate=mutate, scale=SCALE, headlines=HEADLINES, constants=(0.1, 0.2, 0.5, 1.0, 2.0),
     filler=PPO_CLIP, novelty_threshold=NOVELTY_THRESHOLD, diversity=DIVERSITY, max_size=60,
-    max_mutations=MAX_MUTATIONS, label_suffix=" drift", describe=describe,
+    max_mutations=MAX_MUTATIONS, label_suffix=" drift", describe=describe, contrast=contrast,
 )
 
 # ---- the Template fields of a drift template ---------------------------------------------------------------------

@@ -48,6 +48,9 @@ class FormulaLanguage:
     label_suffix: str = ""  # dropped from a parent baseline's label in an idea's headline
     describe: Callable[..., tuple[list[str], dict, float]] | None = dataclasses.field(default=None, repr=False)
     probe_baselines: bool = False  # baselines' behaviour is the template's probe of their source (some lack a tree)
+    # contrast(candidate's probe, nearest's probe, nearest's label) -> one plain sentence: where on the probe they
+    # differ (the paper's account of what a candidate changes in behaviour; ``search.known.relation``)
+    contrast: Callable[[np.ndarray, np.ndarray, str], str | None] | None = dataclasses.field(default=None, repr=False)
 
     # --- the language ----------------------------------------------------------------------------------------------
     @property

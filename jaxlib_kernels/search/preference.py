@@ -123,9 +123,29 @@ def mutate(cand: Candidate, pool: list[Candidate], rng: np.random.Generator) -> 
     return Candidate(new, cand.parent, cand.mutations + [desc], cand.kinds + [kind], cand.prior)
 
 
+def contrast(f: np.ndarray, g: np.ndarray, label: str) -> str | None:
+    """Where loss gradient ``f`` (a candidate's probe) differs from ``g`` (``label``'s): on pairs the policy ranks
+    wrongly (z < 0) and rightly (z > 0), how hard it pushes z up compared with ``label``. None for other grids."""
+    if f.size != _Z.size or g.size != _Z.size:
+        return None
+    tol = 0.02 * PROBE_SCALE
+    parts = []
+    for name, region in (("wrongly (z < 0)", _Z < 0), ("rightly (z > 0)", _Z > 0)):
+        pf, pg = float(np.mean(-f[region])), float(np.mean(-g[region]))  # the push towards larger z
+        if pg > tol and pf <= 0.1 * pg:
+            parts.append(f"it stops pushing on pairs ranked {name}, where {label} pushes")
+        elif pg <= tol and pf > tol:
+            parts.append(f"it pushes on pairs ranked {name}, where {label} does not")
+        elif pg > tol and pf > tol and not 0.8 <= pf / pg <= 1.25:
+            parts.append(f"it pushes {pf / pg:.2g} times as hard as {label} on pairs ranked {name}")
+    if not parts:
+        return f"On the probe grid its gradient differs little from {label}'s."
+    return "On the probe grid " + "; ".join(parts) + "."
+
+
 LANGUAGE = FormulaLanguage(
     name="preference", variables=VARIABLES, args=ARGS, behaviour=behaviour, plausibility=plausibility, mutate=mutate,
     scale=PROBE_SCALE, headlines=HEADLINES, constants=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0), filler=["logsig", "z"],
     novelty_threshold=NOVELTY_THRESHOLD, diversity=DIVERSITY, max_size=40, max_mutations=MAX_MUTATIONS,
-    idea_source={"z": ("z", "z")}, probe_baselines=True,
+    idea_source={"z": ("z", "z")}, probe_baselines=True, contrast=contrast,
 )

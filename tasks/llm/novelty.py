@@ -7,13 +7,17 @@ from prefect import get_run_logger
 
 from jaxlib_kernels.templates import Template, make
 from tasks.llm.prompting import env_int
+from tasks.novelty import RELATION_MODULES, relation_for
 from tasks.runtime import literature as lit
 from tasks.runtime.caching import stage
 from tasks.runtime.llm import JSONReplyError, LLMClient, active, render
 
 
-def check_novelty(client: LLMClient, template: Template, idea: dict, rounds: int | None = None) -> dict:
-    """Literature novelty: the model searches (at most ``rounds`` queries) and decides, with its reason."""
+def check_novelty(client: LLMClient, template: Template, idea: dict, rounds: int | None = None,
+                  archive_rows: list[dict] | None = None) -> dict:
+    """Literature novelty: the model searches (at most ``rounds`` queries) and decides, with its reason; beside it
+    the measured relation to the nearest known candidate (``tasks.novelty.relation_for``: None until the idea has
+    a candidate; the code stage's behaviour check adds it then)."""
     rounds = env_int("SCIENTIST_NOVELTY_ROUNDS", 3) if rounds is None else rounds
     results: list[dict] = []
     papers: dict[str, dict] = {}
@@ -51,17 +55,17 @@ def check_novelty(client: LLMClient, template: Template, idea: dict, rounds: int
         "literature_sources": sorted({r["source"] for r in results}),
         "fallback_to_local": any(r["source"] == "local" for r in results),
         "literature": list(papers.values()), "nearest": None, "distance": None, "distances": {},
-        "threshold": template.novelty_threshold,
+        "threshold": template.novelty_threshold, "relation": relation_for(template, idea, archive_rows or []),
     }
 
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 @stage(name="check_novelty_llm", modules=("tasks.llm.prompting", "tasks.runtime.llm", "tasks.runtime.text",
-                                        "tasks.runtime.literature"),
+                                        "tasks.runtime.literature", "tasks.novelty", *RELATION_MODULES),
        paths=("prompts/llm",), template_parts=("llm", "references.json"))
 def check_novelty_task(template_name: str, idea: dict, archive_rows: list[dict], model: str) -> dict:
-    result = check_novelty(active(model), make(template_name), idea)
+    result = check_novelty(active(model), make(template_name), idea, archive_rows=archive_rows)
     get_run_logger().info("%s: %s (%s)", idea["Name"], result["decision"], result["reason"])
     return result
 

@@ -66,3 +66,58 @@ def test_same_key_same_result_and_seeds_differ(small):
 def test_config_derived_sizes():
     c = ppo.PPOConfig(total_timesteps=10_000, num_envs=16, num_steps=128, num_minibatches=4)
     assert (c.batch_size, c.num_updates, c.minibatch_size, c.env_steps) == (2048, 4, 512, 8192)
+
+
+def _random_policy_returns(env_name: str, n: int, seed: int = 123) -> np.ndarray:
+    """Returns of ``n`` whole episodes of a uniformly random policy, simulated directly: each environment runs
+    ``max_steps`` steps from a reset, which its first episode cannot outlast, and that episode's return is kept."""
+    env = ppo.PPOConfig(env_name=env_name).make_env()
+    k_reset, k_run = jax.random.split(jax.random.key(seed))
+    _, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, n), env.default_params)
+
+    def step(carry, key):
+        state, first, done_before = carry
+        k_act, k_env = jax.random.split(key)
+        action = jax.random.randint(k_act, (n,), 0, env.num_actions)
+        _, state, _, _, _, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            jax.random.split(k_env, n), state, action, env.default_params)
+        ends_first = info.returned_episode & ~done_before
+        return (state, jnp.where(ends_first, info.returned_episode_return, first), done_before | ends_first), None
+
+    init = (state, jnp.zeros((n,)), jnp.zeros((n,), bool))
+    (_, first, done), _ = jax.lax.scan(step, init, jax.random.split(k_run, env.max_steps))
+    assert bool(done.all())
+    return np.asarray(first)
+
+
+def test_first_curve_point_of_a_random_policy_is_what_a_random_policy_scores():
+    """An untrained policy (near-uniform logits, learning rate 0) is scored at the first update by every episode
+    that update started, counted to its end: the mean matches a directly simulated random policy. (Counting only
+    the episodes that ended within the update kept the short, lucky ones: on Empty-8x8, whose episodes last up to
+    256 steps, an update of 128 steps scored about 0.8.)"""
+    env_name = "Navix-Empty-8x8-v0"
+    config = ppo.PPOConfig(env_name=env_name, total_timesteps=2 * 64 * 128, num_envs=64, num_steps=128, lr=0.0)
+    metrics = ppo.train_seeds(config, ppo.ppo_clip_drift(), [0, 1])
+    episodes, return_sum = np.asarray(metrics["episodes"]), np.asarray(metrics["return_sum"])
+    first = return_sum[:, 0].sum() / episodes[:, 0].sum()
+    direct = _random_policy_returns(env_name, 2048)
+    se = np.sqrt(direct.var() / direct.size + direct.var() / episodes[:, 0].sum())
+    assert abs(first - direct.mean()) < 4 * se + 1e-3, (first, direct.mean(), se)
+    assert episodes[:, 0].sum() >= 2 * config.num_envs  # every environment's first episode is counted
+
+
+def test_the_tally_credits_each_episode_to_the_update_it_started_in():
+    """The curve's estimator, shared by PPO and IPPO: an episode's return counts in the update it started in, when
+    it ends (whatever update that is); an episode started after the last update is not counted."""
+    tally = ppo.tally_init(num_envs=2, num_updates=2)
+    steps = [  # (update, done per environment, return per environment)
+        (0, [True, False], [1.0, 0.0]),  # env 0's first episode ends in update 0; env 1's goes on
+        (1, [False, True], [0.0, 5.0]),  # env 1's first episode (started in update 0) ends in update 1
+        (1, [True, False], [2.0, 0.0]),  # env 0's second episode started in update 0 too
+        (2, [True, True], [3.0, 4.0]),  # after training: both started in update 1; the next ones are not counted
+        (2, [True, True], [9.0, 9.0]),
+    ]
+    for update, done, ret in steps:
+        tally = ppo.tally_step(tally, jnp.asarray(done), jnp.asarray(ret)[:, None], jnp.int32(update))
+    np.testing.assert_array_equal(tally.episodes, [3, 2])
+    np.testing.assert_array_equal(tally.sums[:, 0], [1.0 + 5.0 + 2.0, 3.0 + 4.0])

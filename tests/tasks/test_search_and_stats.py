@@ -1,5 +1,7 @@
 """Ideation (symbolic search), novelty, symbolic rendering and the statistics of aggregation."""
 
+import json
+
 import jax
 import numpy as np
 import pandas as pd
@@ -203,3 +205,62 @@ def test_the_admission_tests_in_the_metric_direction():
     high = admission_stats(scores, baselines, 0.05, Metric("return", "a return", maximize=True))
     assert low["tests"][0]["significant"] and low["tests"][0]["p_holm"] < 1e-6
     assert not high["tests"][0]["significant"] and high["tests"][0]["p_holm"] > 0.99
+
+
+def test_novelty_measures_the_relation_to_the_nearest_known_candidate(template):
+    """Same form with other constants is a retuning; |A| in place of A is a structural change that names what
+    changed, and its behaviour on the probe is described (the clip below the range is gone where it acted, a
+    penalty appears above it for A < 0); hades's other numbers in the same fields are a retuning."""
+    from jaxlib_kernels.search import drift, known
+
+    kl6 = {"Name": "kl6", "Title": "KL x2", "Hypothesis": "", "expression": ["mul", 6.0, drift.KL[2]]}
+    rel = novelty.check_novelty(template, kl6, [], [])["relation"]
+    assert (rel["kind"], rel["nearest"], rel["nearest_label"], rel["nearest_baseline"]) == (
+        "retuning", "baseline kl", "KL drift", "kl")
+    assert "3 \u2192 6" in rel["change"] and "retuning of KL drift" in rel["change"]
+    assert "2 times as strong" in rel["behaviour"]
+
+    abs_a = ["relu", ["mul", ["sub", "r", ["clip", "r", 0.8, 1.2]], ["abs", "A"]]]
+    rel = novelty.check_novelty(template, {"Name": "abs", "Title": "|A|", "Hypothesis": "", "expression": abs_a},
+                                [], [])["relation"]
+    assert (rel["kind"], rel["nearest"]) == ("structural", "baseline ppo_clip")
+    assert "replaces A by |A| inside the product" in rel["change"]
+    assert "penalty for r < 0.8 is gone when A < 0" in rel["behaviour"]
+    assert "a penalty appears for r > 1.2 when A < 0" in rel["behaviour"]
+    whole = f"replaces {symbolic.to_plain(drift.PPO_CLIP)} by {symbolic.to_plain(drift.KL)}"
+    assert symbolic.change(drift.PPO_CLIP, drift.KL) == [whole]  # nothing shared: "new"
+
+    hades = make("hades")
+    tripled = {**json.loads(hades.baselines["hades_r"].source), "inner_lr": 0.03}
+    idea = {"Name": "h", "Title": "h", "Hypothesis": "", "source": json.dumps(tripled)}
+    rel = novelty.check_novelty(hades, idea, [], [])["relation"]
+    assert rel["kind"] == "retuning" and "inner_lr 0.01 \u2192 0.03" in rel["change"], rel
+    other = {**tripled, "method": "hades_f"}
+    rel = novelty.check_novelty(hades, {**idea, "source": json.dumps(other)}, [], [])["relation"]
+    assert (rel["kind"], rel["nearest"]) == ("retuning", "baseline hades_f"), rel  # HaDES-F's fields, retuned
+    kind, phrase = known._params_change(json.loads(hades.baselines["hades_r"].source), other)
+    assert kind == "structural" and phrase.startswith("sets method to hades_f (was hades_r)"), phrase
+
+
+def test_the_nearest_baseline_of_every_idea_is_run():
+    from flows.pipeline import with_nearest_baselines
+
+    tpl = make("lpo")
+    prof = tpl.profile("smoke")
+    assert "dpo" not in prof.baselines
+    ideas = [{"novelty": {"relation": {"nearest_baseline": "dpo"}}}, {"novelty": {"relation": {"nearest_baseline":
+                                                                                                 "kl"}}}, {}]
+    assert with_nearest_baselines(tpl, prof, ideas).baselines == (*prof.baselines, "dpo")
+    assert with_nearest_baselines(tpl, prof, [{}]) is prof
+
+
+def test_the_method_section_renders_the_measured_relation(template):
+    from tasks import writeup
+
+    abs_a = ["relu", ["mul", ["sub", "r", ["clip", "r", 0.8, 1.2]], ["abs", "A"]]]
+    idea = {"Name": "abs", "Title": "|A|", "Hypothesis": "", "expression": abs_a}
+    idea["novelty"] = novelty.check_novelty(template, idea, [], [])
+    text = writeup.make_env("lpo").get_template("_relation.tex.j2").render(idea=idea)
+    assert r"replaces A by \textbar{}A\textbar{} inside the product" in text
+    assert r"a penalty appears for r \textgreater{} 1.2 when A \textless{} 0" in text
+    assert writeup.make_env("lpo").get_template("_relation.tex.j2").render(idea={"Name": "x"}).strip() == ""

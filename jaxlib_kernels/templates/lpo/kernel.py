@@ -35,7 +35,10 @@ def train_programs(config: ppo.PPOConfig, programs, seeds: list[int]) -> np.ndar
 
 
 def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int]) -> dict:
-    """Train PPO with ``drift`` on every seed in one compiled call; the unit result of the template contract."""
+    """Train PPO with ``drift`` on every seed in one compiled call; the unit result of the template contract.
+
+    ``curve``: per update, the mean return of the episodes started in it, each counted to its end (``ppo.Tally``:
+    not only the short episodes that ended within the update); NaN where none started."""
     config = ppo_config(setting, budget)
     metrics = ppo.train_seeds(config, drift, seeds)
     episodes = np.asarray(metrics["episodes"], dtype=np.float64)

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlib_kernels import devices, interpreter
+from jaxlib_kernels import devices, interpreter, ppo
 from jaxlib_kernels.interpreter import Program
 from jaxlib_kernels.ppo import ActorCritic, Drift, categorical_entropy, categorical_log_prob, ppo_clip_drift, seed_keys
 
@@ -171,6 +171,7 @@ class Runner(NamedTuple):
     episode_return: jax.Array  # (envs, agents)
     key: jax.Array
     update: jax.Array
+    tally: ppo.Tally  # the curve's bookkeeping: episodes credited to the update they started in (return, wins)
 
 
 def _critic_size(config: MARLConfig, spec: Spec) -> int:
@@ -349,7 +350,8 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
         obs, env_state = reset(jax.random.split(reset_key, n_envs))
         own, critic_in, avail = observe(obs, env_state)
         runner = Runner(params, tx.init(params), env_state, own, critic_in, avail,
-                        jnp.zeros((n_envs, n_agents)), key, jnp.zeros((), jnp.int32))
+                        jnp.zeros((n_envs, n_agents)), key, jnp.zeros((), jnp.int32),
+                        ppo.tally_init(n_envs, config.num_updates, 2))
 
         def env_step(runner: Runner, i):
             key, action_key, step_key = jax.random.split(runner.key, 3)
@@ -375,9 +377,11 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
             own, critic_in, avail = observe(obs, env_state)
             transition = Transition(done_actors, action, value, reward_actors, log_prob, runner.obs,
                                     runner.critic_in, runner.avail)
+            tally = ppo.tally_step(runner.tally, episode_done.astype(bool),
+                                   jnp.stack([finished, won.astype(jnp.float32)], -1), runner.update)
             runner = runner._replace(env_state=env_state, obs=own, critic_in=critic_in, avail=avail, key=key,
-                                     episode_return=episode_return * (1.0 - episode_done[:, None]))
-            return runner, (transition, episode_done.sum(), finished.sum(), won.sum())
+                                     episode_return=episode_return * (1.0 - episode_done[:, None]), tally=tally)
+            return runner, transition
 
         def gae(traj: Transition, last_value: jax.Array) -> tuple[jax.Array, jax.Array]:
             def backward(carry, t: Transition):
@@ -410,7 +414,7 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
             return total, (policy_loss, value_loss, entropy, drift_value.mean())
 
         def update_step(runner: Runner, _):
-            runner, (traj, episodes, return_sum, wins) = jax.lax.scan(env_step, runner, jnp.arange(config.num_steps))
+            runner, traj = jax.lax.scan(env_step, runner, jnp.arange(config.num_steps))
             _, last_value = forward(runner.params, runner.obs, runner.critic_in)
             advantages, targets = gae(traj, last_value)
             progress = runner.update.astype(jnp.float32) / config.num_updates
@@ -438,7 +442,6 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
                 epoch, (runner.params, runner.opt_state, runner.key), None, config.update_epochs
             )
             metrics = {
-                "episodes": episodes.sum(), "return_sum": return_sum.sum(), "wins": wins.sum(),
                 "policy_loss": aux[0].mean(), "value_loss": aux[1].mean(), "entropy": aux[2].mean(),
                 "drift": aux[3].mean(),
             }
@@ -446,6 +449,10 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
             return runner, metrics
 
         runner, metrics = jax.lax.scan(update_step, runner, None, config.num_updates)
+        # the curve (ppo's estimator): the running episodes finish with the final policy (at most max_steps + 1)
+        runner, _ = jax.lax.scan(env_step, runner, jnp.arange(env.max_steps + 1))  # t goes on from the last update
+        sums = runner.tally.sums
+        metrics = {**metrics, "episodes": runner.tally.episodes, "return_sum": sums[:, 0], "wins": sums[:, 1]}
         return {"state": runner.params, "metrics": metrics}
 
     return train
@@ -525,9 +532,10 @@ def random_return(config: MARLConfig, seeds: int = 2) -> float:
 
 
 def mean_over_last(metrics: dict, key: str = "return_sum", last_fraction: float = 0.1) -> np.ndarray:
-    """Episode-weighted mean of ``key`` (return_sum or wins) over the last fraction of updates, per seed."""
+    """Episode-weighted mean of ``key`` (return_sum or wins) over the last fraction of updates
+    (``ppo.final_window``), per seed."""
     episodes = np.asarray(metrics["episodes"], dtype=np.float64)
     total = np.asarray(metrics[key], dtype=np.float64)
-    k = max(1, round(episodes.shape[-1] * last_fraction))
-    ep, tot = episodes[..., -k:].sum(-1), total[..., -k:].sum(-1)
+    window = ppo.final_window(episodes, last_fraction)
+    ep, tot = (episodes * window).sum(-1), (total * window).sum(-1)
     return np.where(ep > 0, tot / np.maximum(ep, 1), np.nan)

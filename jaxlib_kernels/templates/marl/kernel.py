@@ -33,7 +33,8 @@ def train_programs(config: ippo.MARLConfig, programs, seeds: list[int]) -> np.nd
 def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int]) -> dict:
     """Train multi-agent PPO with ``drift`` on every seed in one compiled call; the template's unit result.
 
-    ``curve``: per-update mean per-agent episode return (NaN where no episode ended); ``final``: the mean over
+    ``curve``: per-update mean per-agent return of the episodes started in the update, each counted to its end
+    (NaN where none started; ``ppo.Tally``); ``final``: the mean over
     the last tenth of training; extras ``win_rate`` (SMAX wins per episode over the last tenth, NaN elsewhere),
     ``episodes`` and ``drift`` (per update).
     """
