@@ -39,6 +39,7 @@ from tasks.discovery import (
     generation_task,
     llm_proposals_task,
 )
+from tasks.runtime.artifacts import Progress
 from tasks.runtime.caching import storage
 from tasks.runtime.runfolder import write_json
 
@@ -135,8 +136,6 @@ def discover(template: str = DEFAULT, minutes: float = 10.0, run_id: str | None 
         state = discovery.init_state({n: b.expression for n, b in tpl.baselines.items() if b.expression is not None},
                                      config, spec.language)
         g = 0
-        from tasks.runtime.artifacts import Progress
-
         # generations done of those asked for, or (a search bounded by time only) seconds of its time budget
         progress = (Progress(generations, "discovery generations", key="discovery-progress") if generations
                     else Progress(int(60 * minutes), "discovery search (seconds of its budget)",

@@ -35,10 +35,8 @@ def run_search(name: str, spec: dict, es: dict, seed: int, generations: int, chu
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "search.json", {"problem": spec, "es": es, "seed": seed, "generations": generations,
                                         "chunk": chunk})
-    from tasks.runtime.artifacts import Progress
-
     out, computed = None, 0
-    progress = Progress(generations, f"ES generations of {name}", key=f"es-progress-{name}")
+    progress = artifacts.Progress(generations, f"ES generations of {name}", key=f"es-progress-{name}")
     for start in range(0, generations, chunk):
         progress.update(start)
         if max_chunks is not None and computed >= max_chunks:

@@ -31,6 +31,20 @@ import time
 import urllib.request
 from pathlib import Path
 
+import prefect.context
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.events.clients import NullEventsClient
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogHandler
+from prefect.settings import PREFECT_API_URL, get_current_settings
+
 log = logging.getLogger(__name__)
 REPORT_TIMEOUT_S = 5.0  # the longest a report to the UI may hold up the run
 PROBE_TIMEOUT_S = 5.0  # generous: a busy machine's server may be slow, a dead one refuses at once
@@ -57,8 +71,6 @@ class ServerWatch:
 
     @staticmethod
     def api_url() -> str | None:
-        from prefect.settings import PREFECT_API_URL
-
         return PREFECT_API_URL.value() or None
 
     @property
@@ -130,8 +142,6 @@ class ServerWatch:
     def watch_logs(self) -> None:
         """Filter every Prefect API log handler of this process through :meth:`filter`, and the flow engine's
         log through :meth:`quiet` (idempotent)."""
-        from prefect.logging.handlers import APILogHandler
-
         engine = logging.getLogger("prefect.flow_runs")
         if self.quiet not in engine.filters:
             engine.addFilter(self.quiet)
@@ -145,9 +155,6 @@ class ServerWatch:
 
 def _prefect_settings() -> list:
     """The settings objects Prefect's client reads in this process: the current context's and the global one."""
-    import prefect.context
-    from prefect.settings import get_current_settings
-
     found = [get_current_settings(), prefect.context.GLOBAL_SETTINGS_CONTEXT.settings]
     return [s for i, s in enumerate(found) if all(s is not t for t in found[:i])]
 
@@ -156,9 +163,6 @@ def _events(off: bool) -> None:
     """Prefect's events (task run states) to nowhere while the server is lost, and its pending ones dropped: its
     events worker tries some seconds to reconnect per event, and waits for them all when the process exits."""
     try:
-        from prefect.events.clients import NullEventsClient
-        from prefect.events.worker import EventsWorker
-
         EventsWorker.set_client_override(NullEventsClient if off else None)
         if not off:
             return
@@ -210,22 +214,16 @@ def best_effort(call, *args, **kwargs):
 
 def markdown(**kwargs):
     """``prefect.artifacts.create_markdown_artifact`` through :func:`best_effort`."""
-    from prefect.artifacts import create_markdown_artifact
-
     return best_effort(create_markdown_artifact, **kwargs)
 
 
 def table(**kwargs):
     """``prefect.artifacts.create_table_artifact`` through :func:`best_effort`."""
-    from prefect.artifacts import create_table_artifact
-
     return best_effort(create_table_artifact, **kwargs)
 
 
 def link(**kwargs):
     """``prefect.artifacts.create_link_artifact`` through :func:`best_effort`."""
-    from prefect.artifacts import create_link_artifact
-
     return best_effort(create_link_artifact, **kwargs)
 
 
@@ -234,8 +232,6 @@ def _key(text: str) -> str:
 
 
 def _in_run() -> bool:
-    from prefect.context import FlowRunContext, TaskRunContext
-
     return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
@@ -321,8 +317,6 @@ class Progress:
         self.artifact_id = None
         self._last = 0.0
         if _in_run():
-            from prefect.artifacts import create_progress_artifact
-
             self.artifact_id = best_effort(create_progress_artifact, progress=0.0, key=_key(key),
                                            description=f"{label}: 0 of {self.total}")
 
@@ -335,7 +329,5 @@ class Progress:
         now = time.time()
         if self.artifact_id is not None and (now - self._last >= 1.0 or self.done >= self.total):
             self._last = now
-            from prefect.artifacts import update_progress_artifact
-
             best_effort(update_progress_artifact, self.artifact_id, progress=100.0 * self.done / self.total,
                         description=f"{self.label}: {self.done} of {self.total}")
