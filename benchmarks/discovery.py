@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxlib_kernels import interpreter, ppo, symbolic
 from jaxlib_kernels.plugin import load_plugin
-from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, PPO_CLIP
+from jaxlib_kernels.search.drift import DPO, EXPRESSIONS, KL, PPO_CLIP
 
 
 def candidates(n: int) -> list:

@@ -24,7 +24,7 @@ import numpy as np
 from common import RESULTS, machine, table, versions, write
 
 from jaxlib_kernels import envs, interpreter, ppo
-from jaxlib_kernels.templates.lpo.expressions import DPO, PPO_CLIP
+from jaxlib_kernels.search.drift import DPO, PPO_CLIP
 
 DIRECTIONS = [(0, 1), (1, 0), (0, -1), (-1, 0)]  # navix's directions 0..3 as (row, column) steps: east, south, ...
 

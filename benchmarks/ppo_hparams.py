@@ -50,7 +50,7 @@ def ppo_clip(eps: float) -> list:
 
 
 def drift_expression(name: str, clip_eps: float):
-    from jaxlib_kernels.templates.lpo.expressions import DPO, NO_DRIFT
+    from jaxlib_kernels.search.drift import DPO, NO_DRIFT
 
     return {"ppo_clip": ppo_clip(clip_eps), "dpo": DPO, "none": NO_DRIFT}[name]
 

@@ -65,12 +65,18 @@ def holm(pvalues: Iterable[float]) -> list[float]:
     return out
 
 
+def _limits(bounds) -> tuple[float, float]:
+    """``(low, high)`` of ``bounds`` with None read as unbounded on its side (-inf below, +inf above)."""
+    low, high = bounds
+    return (-np.inf if low is None else float(low), np.inf if high is None else float(high))
+
+
 def clip_interval(interval, bounds=None) -> list[float]:
     """``interval`` cut to ``bounds`` (``(low, high)``, either may be None or infinite); as given without bounds."""
     lo, hi = (float(x) for x in interval)
     if bounds is None:
         return [lo, hi]
-    low, high = (-np.inf if b is None else float(b) for b in bounds)
+    low, high = _limits(bounds)
     return [float(min(max(lo, low), high)), float(max(min(hi, high), low))]
 
 
@@ -78,7 +84,7 @@ def difference_bounds(bounds=None):
     """The range a difference of two values of a metric with ``bounds`` can take (``None``: unbounded)."""
     if bounds is None:
         return None
-    low, high = (-np.inf if b is None else float(b) for b in bounds)
+    low, high = _limits(bounds)
     return (low - high, high - low)
 
 

@@ -19,7 +19,7 @@ import ppo_hparams  # a benchmark module, found beside the scripts
 
 def test_ppo_hyperparameters_are_traced_and_the_drift_program_is_the_lpo_one():
     from jaxlib_kernels import interpreter, symbolic
-    from jaxlib_kernels.templates.lpo.expressions import PPO_CLIP
+    from jaxlib_kernels.search.drift import PPO_CLIP
 
     assert ppo_hparams.ppo_clip(0.2) == PPO_CLIP
     r, a = np.exp(np.linspace(-1, 1, 9)), np.linspace(-2, 2, 9)

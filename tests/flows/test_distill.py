@@ -13,7 +13,7 @@ import pytest
 from flows import cli
 from flows.discovery import discover
 from jaxlib_kernels.es import meta, problems, talpo
-from jaxlib_kernels.templates.lpo import search
+from jaxlib_kernels.search import drift as search
 from jaxlib_kernels.templates.lpo.meta import drift_net, learned_drift_behaviour
 from tasks.runtime.runfolder import write_json
 

@@ -14,8 +14,9 @@ import pytest
 from scipy.optimize import brentq
 
 from jaxlib_kernels import plugin, symbolic
+from jaxlib_kernels.search import preference as search
 from jaxlib_kernels.templates import make
-from jaxlib_kernels.templates.dpo import kernel, losses, search
+from jaxlib_kernels.templates.dpo import kernel, losses
 
 
 def _loss(name: str):
@@ -91,7 +92,7 @@ def test_symbolic_keeps_lpo_variables_by_default_and_takes_a_template_map():
 def test_the_search_behaviour_is_the_probe_of_the_rendered_source():
     """The offline search's numpy gradient in z and the template's JAX probe agree for a rendered idea."""
     template = make("dpo")
-    ideas = search.propose(template, template.profile("smoke"), [], 1, seed=3)
+    ideas = search.LANGUAGE.propose(template, template.profile("smoke"), [], 1, seed=3)
     assert ideas
     probe = template.probe_text(template.render(template, ideas[0]))
     np.testing.assert_allclose(probe, search.behaviour(ideas[0]["expression"]), rtol=2e-3, atol=2e-3)

@@ -8,7 +8,7 @@ import pytest
 from jaxlib_kernels import interpreter, ppo, symbolic
 from jaxlib_kernels.plugin import load_plugin
 from jaxlib_kernels.profiling import count_compilations
-from jaxlib_kernels.templates.lpo.expressions import EXPRESSIONS, PPO_CLIP
+from jaxlib_kernels.search.drift import EXPRESSIONS, PPO_CLIP
 
 
 def random_tree(rng: np.random.Generator, depth: int, language: str = "drift"):

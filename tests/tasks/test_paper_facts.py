@@ -137,6 +137,7 @@ def test_intervals_stay_inside_the_metric_range():
     assert clip_interval([-1555.6, 1277.2], (0, 500)) == [0.0, 500.0]
     assert clip_interval([-3.0, 2.0], (None, 1.0)) == [-3.0, 1.0]
     assert clip_interval([-3.0, 2.0]) == [-3.0, 2.0]
+    assert clip_interval([-13.5, -11.0], (-12.0, None)) == [-12.0, -11.0]  # a lower bound only (bbo)
     for name in ("lpo", "hades", "dpo", "bbo"):
         assert make(name).metric.bounds is not None
 

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from jaxlib_kernels import plugin, symbolic
+from jaxlib_kernels.search import drift as search
+from jaxlib_kernels.search import offline
 from jaxlib_kernels.templates import lpo, make
 from jaxlib_kernels.templates.base import Metric
-from jaxlib_kernels.templates.lpo import search
 from tasks import aggregation, archive, ideation, novelty
 
 
@@ -77,7 +78,7 @@ def test_archive_feeds_the_next_search(template, tmp_path):
     archive.record(db, "run-1", "lpo", idea, info, {"Overall": 6, "Decision": "Accept"})
     rows = archive.candidates(db, "lpo")
     assert rows[0]["idea"] == idea["Name"] and rows[0]["advantage"] == pytest.approx(0.05)
-    pool = search.seed_pool(template, rows)
+    pool = offline.seed_pool(template, rows, search.LANGUAGE, 4)
     assert any(c.parent == idea["Name"] and c.prior == pytest.approx(0.05) for c in pool)
     # the archived candidate is now known: proposing it again is not novel
     verdict = novelty.check_novelty(template, idea, rows, [])

@@ -14,8 +14,8 @@ as it falls behind on the paper's reward/KL frontier; the frontier itself (rewar
 is a figure of every paper. Budget: gradient steps (minibatches of 32 pairs).
 
 Code: ``losses`` (baselines, variables), ``kernel`` (model, SFT cache, training), ``candidate`` (gate, probe),
-``search`` (offline symbolic search in z: the preference language's, ``jaxlib_kernels.search.preference``),
-``figures``. Text: ``prompts/templates/dpo/``.
+``figures``; the offline symbolic search in z is the preference language's
+(``jaxlib_kernels.search.preference``). Text: ``prompts/templates/dpo/``.
 
 Model sizes: the training setting's LM has 9,288 parameters (one layer, width 32), the held-out ``wide`` one
 38,888 (two layers, width 48). Measured on the 2 shared CPU cores of the development machine (load average 10-20,
@@ -41,7 +41,7 @@ from jaxlib_kernels.templates.base import (
     Setting,
     Template,
 )
-from jaxlib_kernels.templates.dpo import candidate, figures, kernel, losses, search, unit
+from jaxlib_kernels.templates.dpo import candidate, figures, kernel, losses, unit
 from jaxlib_kernels.templates.dpo.candidate import NOVELTY_THRESHOLD, PROBE_SCALE, check, probe
 from jaxlib_kernels.templates.dpo.kernel import BETAS, DPOConfig, LMConfig, TaskConfig
 from jaxlib_kernels.templates.dpo.unit import SMALL, WIDE, evaluate, kernel_config
@@ -153,6 +153,5 @@ __all__ = [
     "kernel_config",
     "losses",
     "probe",
-    "search",
     "unit",
 ]

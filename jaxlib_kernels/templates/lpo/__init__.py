@@ -2,16 +2,17 @@
 
 Sources: Lu et al., 2022, "Discovered Policy Optimisation" (LPO, and its closed form DPO); Jackson et al., 2024,
 "Discovering Temporally-Aware Reinforcement Learning Algorithms" (TA-LPO: the drift sees training progress n/N);
-Kuba et al., 2022, "Mirror Learning". Code: ``kernel`` (PPO glue, gate checks, probe), ``search`` (the offline
-symbolic search: the drift language's, ``jaxlib_kernels.search.drift``), ``figures`` (the drift's shape), ``expressions`` (the baselines). Text: ``prompts/templates/lpo/``.
+Kuba et al., 2022, "Mirror Learning". Code: ``kernel`` (PPO glue, gate checks, probe), ``figures`` (the drift's shape), ``meta``
+(TA-LPO for ``scientist meta``); the plug-in, baselines and offline search are the drift language's
+(``jaxlib_kernels.search.drift``). Text: ``prompts/templates/lpo/``.
 """
 
 from __future__ import annotations
 
 from jaxlib_kernels.search import drift
+from jaxlib_kernels.search.drift import DPO, EXPRESSIONS, KL, NO_DRIFT, PPO_CLIP
 from jaxlib_kernels.templates.base import Discovery, Metric, Profile, ResultSchema, Setting, Template
-from jaxlib_kernels.templates.lpo import figures, kernel, search
-from jaxlib_kernels.templates.lpo.expressions import DPO, EXPRESSIONS, KL, NO_DRIFT, PPO_CLIP
+from jaxlib_kernels.templates.lpo import figures, kernel
 from jaxlib_kernels.templates.lpo.kernel import check_plugin, evaluate, ppo_config, probe
 from jaxlib_kernels.templates.lpo.meta import META
 
@@ -97,4 +98,4 @@ TEMPLATE = Template(
 )
 
 __all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "EXPRESSIONS", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS",
-           "TEMPLATE", "baseline_source", "check_plugin", "evaluate", "kernel", "ppo_config", "probe", "search"]
+           "TEMPLATE", "baseline_source", "check_plugin", "evaluate", "kernel", "ppo_config", "probe"]
