@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from prefect import get_run_logger
@@ -103,8 +103,8 @@ def sanitize_section(text: str, known_keys: set[str], known_labels: set[str],
 
 
 def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: dict, figures: list[dict],
-                context: dict, out_dir: Path, redraw=None, checks: list | None = None,
-                rounds: int = writeup.MAX_ROUNDS) -> dict:
+                context: dict, out_dir: Path, redraw: Callable[[float], list[dict]] | None = None,
+                checks: list | None = None, rounds: int = writeup.MAX_ROUNDS) -> dict:
     """Model-written sections in the pylatex document; LaTeX repair round; offline text as the last resort; then
     the writeup loop (:func:`tasks.writeup.write_paper_loop`) with the model revising the sections that have
     findings (:func:`reviser`)."""
