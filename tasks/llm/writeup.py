@@ -272,8 +272,11 @@ def apply_revision(tex: str, reply: str, facts: dict, known_keys: set[str], know
         own = {**facts, "numbers": sorted(set(facts.get("numbers") or []) | set(textgate.numbers_of(old)))}
         if found := textgate.text_findings(body, own, title):
             rejected.append(f"{title} ({_checks(found)})")
-        changed |= body.strip() != old.strip()
-        out = out.replace(old, "\n" + body + "\n\n", 1)
+        head = re.search(r"\\begin\{abstract\}" if title == "Abstract" else
+                         r"\\section\*?\{\s*" + re.escape(title) + r"\s*\}", out)
+        if head and out.startswith(old, head.end()):  # the body right after its own heading, not a lookalike
+            out = out[:head.end()] + "\n" + body + "\n\n" + out[head.end() + len(old):]
+            changed |= body.strip() != old.strip()
     if rejected:
         raise writeup.RevisionFailed("the text gate rejected the revised " + ", ".join(rejected))
     if not changed:
