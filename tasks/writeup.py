@@ -958,20 +958,28 @@ CHECKS: list[figcheck.Check] = [*figcheck.PAPER_CHECKS, textgate.check_text]  # 
 Revise = Callable[[str, list[dict]], "str | None"]
 
 
+class RevisionFailed(Exception):
+    """Raised by a ``revise`` hook whose revision cannot be used (the model failed, or its reply was rejected);
+    the writeup loop keeps the paper it has and records ``revision failed: <reason>``."""
+
+
 def write_paper_loop(template_name: str, idea: dict, final_info: dict, figures: list[dict], context: dict,
                      out_dir: Path, redraw: Callable[[float], list[dict]] | None = None,
                      revise: Revise | None = None, checks: list | None = None, rounds: int = MAX_ROUNDS,
-                     **write_kw) -> dict:
+                     written: dict | None = None, **write_kw) -> dict:
     """Write and compile the paper, check it, and for at most ``rounds`` rounds fix what failed, then compile again.
 
     Offline a figure with findings a redraw can fix is drawn again (``redraw(font_pt)`` returns the figures drawn at
     that base font) and the paper re-rendered; ``revise(tex, findings)`` (the LLM backend) may return a revised
-    LaTeX source, kept when it compiles. Each round's findings and actions go to ``checks.json`` in the paper
+    LaTeX source, kept when it compiles (a hook raising :class:`RevisionFailed` keeps the paper, recorded).
+    ``written`` is the paper ``write_paper(..., **write_kw)`` already wrote, if the caller did. Each round's
+    findings and actions go to ``checks.json`` in the paper
     folder as ``{"rounds": [{"round", "findings", "actions"}], "final": [...]}``; the result names it."""
     out_dir = Path(out_dir)
     checks = CHECKS if checks is None else checks
     font = FONT_PT
-    paper = write_paper(template_name, idea, final_info, figures, context, out_dir, **write_kw)
+    paper = written if written is not None else write_paper(template_name, idea, final_info, figures, context,
+                                                            out_dir, **write_kw)
     _vector_twins(figures, out_dir)
     record: dict[str, list] = {"rounds": [], "final": []}
     for n in range(1, rounds + 1):
@@ -992,7 +1000,11 @@ def write_paper_loop(template_name: str, idea: dict, final_info: dict, figures: 
                 paper = write_paper(template_name, idea, final_info, figures, context, out_dir, **write_kw)
                 _vector_twins(figures, out_dir)
             if revise is not None and paper.get("pdf"):
-                revised = revise(Path(paper["tex"]).read_text(), findings)
+                try:
+                    revised = revise(Path(paper["tex"]).read_text(), findings)
+                except RevisionFailed as exc:
+                    revised = None
+                    actions.append(f"revision failed: {exc}")
                 if revised:
                     paper, kept = _recompile(out_dir, paper, revised, final_info)
                     actions.append("revised the LaTeX" if kept else "a revision of the LaTeX did not compile: kept")
@@ -1042,14 +1054,8 @@ def paper_context(template_name: str, idea: dict, context: dict) -> dict:
             "baselines": paper_baselines(make(template_name), context)}
 
 
-# ---- Prefect task -------------------------------------------------------------------------------------------
-
-# the text stages' cache keys cover their code and text (generic and the template's layer; "*": references.bib)
-@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.figcheck", "tasks.textgate", "tasks.runtime.text"),
-       paths=("prompts/paper",), template_parts=("paper", "*"))
-def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
-    """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
-    final_info = read_json(Path(idea_dir) / "final_info.json")
+def redrawer(template_name: str, idea: dict, idea_dir: str | Path, final_info: dict) -> Callable[[float], list[dict]]:
+    """The writeup loop's ``redraw(font_pt)`` for an idea folder: its figures drawn again at that base font."""
     template = make(template_name)
 
     def redraw(font_pt: float) -> list[dict]:
@@ -1058,8 +1064,20 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
         return make_plots(idea, pd.read_parquet(Path(idea_dir) / "results.parquet"), final_info, sources,
                           Path(idea_dir) / "figures", labels_of(template_name, idea), template, font_pt=font_pt)
 
+    return redraw
+
+
+# ---- Prefect task -------------------------------------------------------------------------------------------
+
+# the text stages' cache keys cover their code and text (generic and the template's layer; "*": references.bib)
+@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.figcheck", "tasks.textgate", "tasks.runtime.text"),
+       paths=("prompts/paper",), template_parts=("paper", "*"))
+def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
+    """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
+    final_info = read_json(Path(idea_dir) / "final_info.json")
     paper = write_paper_loop(template_name, idea, final_info, figures, paper_context(template_name, idea, context),
-                             Path(idea_dir) / "paper", redraw=redraw if figures else None)
+                             Path(idea_dir) / "paper", redraw=redrawer(template_name, idea, idea_dir, final_info)
+                             if figures else None)
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages)", idea["Name"], paper.get("pdf") or "FAILED", paper.get("pages"))
     return paper

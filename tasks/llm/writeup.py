@@ -6,12 +6,15 @@ Every section passes the text gate (:func:`tasks.textgate.text_findings`: refusa
 text, placeholder references, numbers that are not the run's) before it is compiled; a failing section is asked
 again once with the findings, then the offline section stands in for it (``section_fallbacks`` in the result, which
 the backend records as a writeup fallback). When every section fails, the stage fails and the backend falls back to
-the offline writeup, recorded like any other stage."""
+the offline writeup, recorded like any other stage. The compiled paper then goes through the writeup loop
+(:func:`tasks.writeup.write_paper_loop`) with :func:`reviser` as its ``revise`` hook: each round's findings and
+the model's revisions (or why one was dropped) are in ``paper/checks.json``."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from prefect import get_run_logger
@@ -62,9 +65,11 @@ def results_text(final_info: dict, labels: dict) -> str:
     return "\n".join(lines)
 
 
-def sanitize_section(text: str, known_keys: set[str], known_labels: set[str]) -> tuple[str, list[str], list[str]]:
+def sanitize_section(text: str, known_keys: set[str], known_labels: set[str],
+                     keep: Collection[str] = ()) -> tuple[str, list[str], list[str]]:
     """The section's LaTeX with forbidden commands, unknown citations and unknown references removed.
 
+    Lines in ``keep`` (the current paper's own, such as its figures' ``\\includegraphics``) stay as they are.
     Returns the text, the citation keys dropped (never in the paper: no invented references) and other removals.
     """
     blocks = LATEX_FENCE.findall(text or "")
@@ -73,7 +78,7 @@ def sanitize_section(text: str, known_keys: set[str], known_labels: set[str]) ->
     removed = []
     kept_lines = []
     for line in body.splitlines():
-        if writeup.FORBIDDEN_TEX.search(line):
+        if writeup.FORBIDDEN_TEX.search(line) and line.strip() not in keep:
             removed.append(line.strip()[:120])
             continue
         kept_lines.append(line)
@@ -98,8 +103,11 @@ def sanitize_section(text: str, known_keys: set[str], known_labels: set[str]) ->
 
 
 def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: dict, figures: list[dict],
-                context: dict, out_dir: Path) -> dict:
-    """Model-written sections in the pylatex document; LaTeX repair round; offline text as the last resort."""
+                context: dict, out_dir: Path, redraw: Callable[[float], list[dict]] | None = None,
+                checks: list | None = None, rounds: int = writeup.MAX_ROUNDS) -> dict:
+    """Model-written sections in the pylatex document; LaTeX repair round; offline text as the last resort; then
+    the writeup loop (:func:`tasks.writeup.write_paper_loop`) with the model revising the sections that have
+    findings (:func:`reviser`)."""
     template = make(template_name)
     guidance, words = writeup_guidance(template_name)
     out_dir = Path(out_dir)
@@ -163,8 +171,8 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
         sections["results"] += "\n\n" + " ".join(
             f"Figure~\\ref{{fig:{writeup._label_key(f['name'])}}}: {writeup.escape_tex(f.get('caption', ''))}"
             for f in missing_figs)
-    result = writeup.write_paper(template_name, idea_for_paper, final_info, figures, context, out_dir,
-                                 sections=sections, extra_bib=extra_bib, safe_retry=False)
+    kw = {"sections": sections, "extra_bib": extra_bib, "safe_retry": False}  # how the paper was last written
+    result = writeup.write_paper(template_name, idea_for_paper, final_info, figures, context, out_dir, **kw)
     text_source = "llm"
     repair_error = None
     if result.get("error"):
@@ -183,19 +191,22 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
                     removed += r
                     fixed[k] = body
             sections = {**sections, **{k: v for k, v in fixed.items() if v}}
-            result = writeup.write_paper(template_name, idea_for_paper, final_info, figures, context, out_dir,
-                                         sections=sections, extra_bib=extra_bib, safe_retry=False)
+            kw["sections"] = sections
+            result = writeup.write_paper(template_name, idea_for_paper, final_info, figures, context, out_dir, **kw)
             text_source = "llm (after a LaTeX repair round)"
         except BudgetExceeded:
             raise
         except LLMError as exc:
             result = {"error": f"LaTeX repair failed: {exc}"}
         if result.get("error"):
-            result = writeup.write_paper(template_name, idea_for_paper, final_info, figures, context, out_dir,
-                                         extra_bib=extra_bib)
+            kw = {"extra_bib": extra_bib}
+            result = writeup.write_paper(template_name, idea_for_paper, final_info, figures, context, out_dir, **kw)
             text_source = f"offline templates (the model's LaTeX did not compile: {repair_error})"
     if failed and text_source.startswith("llm"):
         text_source += f"; offline text for {', '.join(g['section'] for g in failed)} (failed the text gate)"
+    result = writeup.write_paper_loop(template_name, idea_for_paper, final_info, figures, context, out_dir,
+                                      redraw=redraw, revise=reviser(client, template_name, facts, known_keys, labels),
+                                      checks=checks, rounds=rounds, written=result, **kw)
     (out_dir / "sections.json").write_text(json.dumps(sections, indent=2))
     result.update(text_source=text_source, dropped_citations=sorted(set(dropped)), removed_latex=removed[:20],
                   llm_repair_error=repair_error, citable=sorted(known_keys), text_gate=gate,
@@ -217,6 +228,62 @@ def gate_fallback(paper: dict | None) -> str | None:
                                                               for g in failed) + "; the offline sections stand")
 
 
+def reviser(client: LLMClient, template_name: str | None, facts: dict, known_keys: set[str],
+            known_labels: set[str]) -> writeup.Revise:
+    """The writeup loop's ``revise`` hook: the model gets the findings and the sections they concern (all sections
+    when none is named) and answers with revised sections in a ```latex block (``\\section{Title}`` + body each).
+    Each revised section is sanitized and must pass the text gate (numbers: the run's or the section's own);
+    otherwise, or when the model fails, :class:`tasks.writeup.RevisionFailed` (the loop keeps the paper)."""
+
+    def revise(tex: str, findings: list[dict]) -> str:
+        current = textgate.tex_sections(tex)
+        concerned = {t: b for t, b in current.items()
+                     if any(f["target"] == t or (len(f["target"]) > 3 and f["target"] in b) for f in findings)}
+        try:
+            reply, _ = client.complete(render("latex_revise.j2", template_name, findings=findings,
+                                              sections=concerned or current), "writeup")
+        except BudgetExceeded:
+            raise
+        except LLMError as exc:
+            raise writeup.RevisionFailed(f"the model failed: {exc}") from exc
+        return apply_revision(tex, reply, facts, known_keys, known_labels)
+
+    return revise
+
+
+def apply_revision(tex: str, reply: str, facts: dict, known_keys: set[str], known_labels: set[str]) -> str:
+    """``tex`` with the sections of the model's reply in place of its own; :class:`tasks.writeup.RevisionFailed`
+    when the reply holds no section of the paper or a revised section fails the text gate."""
+    blocks = LATEX_FENCE.findall(reply or "")
+    parts = textgate.SECTION.split(max(blocks, key=len)) if blocks else []
+    current = textgate.tex_sections(tex)
+    revised = {t.strip(): b for t, b in zip(parts[1::2], parts[2::2], strict=True) if t.strip() in current}
+    if not revised:
+        raise writeup.RevisionFailed("the reply held no section of the paper in a ```latex block: "
+                                     + repr(" ".join((reply or "").split())[:80]))
+    labels = known_labels | set(re.findall(r"\\label\{([^}]*)\}", tex))
+    out, rejected, changed = tex, [], False
+    for title, text in revised.items():
+        old = current[title]
+        body, _, _ = sanitize_section(text, known_keys, labels, keep={line.strip() for line in old.splitlines()})
+        lead = re.match(r"\s*\\label\{[^}]*\}", old)  # the section's own label stays
+        if lead and lead.group(0).strip() not in body:
+            body = lead.group(0).strip() + "\n" + body
+        own = {**facts, "numbers": sorted(set(facts.get("numbers") or []) | set(textgate.numbers_of(old)))}
+        if found := textgate.text_findings(body, own, title):
+            rejected.append(f"{title} ({_checks(found)})")
+        head = re.search(r"\\begin\{abstract\}" if title == "Abstract" else
+                         r"\\section\*?\{\s*" + re.escape(title) + r"\s*\}", out)
+        if head and out.startswith(old, head.end()):  # the body right after its own heading, not a lookalike
+            out = out[:head.end()] + "\n" + body + "\n\n" + out[head.end() + len(old):]
+            changed |= body.strip() != old.strip()
+    if rejected:
+        raise writeup.RevisionFailed("the text gate rejected the revised " + ", ".join(rejected))
+    if not changed:
+        raise writeup.RevisionFailed("the revision changed nothing")
+    return out
+
+
 def _sections_dict(v):
     if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
         raise JSONReplyError("expected a JSON object mapping section names to LaTeX strings")
@@ -232,7 +299,8 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
                      model: str) -> dict:
     final_info = read_json(Path(idea_dir) / "final_info.json")
     paper = write_paper(active(model), template_name, idea, final_info, figures,
-                        writeup.paper_context(template_name, idea, context), Path(idea_dir) / "paper")
+                        writeup.paper_context(template_name, idea, context), Path(idea_dir) / "paper",
+                        redraw=writeup.redrawer(template_name, idea, idea_dir, final_info) if figures else None)
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages, text: %s)", idea["Name"], paper.get("pdf") or "FAILED",
                           paper.get("pages"), paper.get("text_source"))
