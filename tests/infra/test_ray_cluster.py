@@ -6,9 +6,10 @@ model server on 127.0.0.1 (tests/llm/scripted_server.py):
   literature search answers from a Semantic Scholar script. It reports to the session's ``scientist server`` and
   pauses for approval (``--approve ideas``); ``scientist approve llm --feedback ...`` resumes it, and the feedback
   reaches the model's code prompt. It ends in a paper, and every stage's tokens are accounted.
-* ``flaky``: a model that never answers in the form asked; the run still ends in a paper, each failing stage
-  falling back to its offline stage for that idea, recorded in ``run.json`` and ``ideas.json``. It runs on a
-  temporary Prefect server of its own, as ``make run`` does.
+* ``flaky``: a model that never answers in the form asked (refusals and broken JSON, nothing for the paper's
+  method section); the run still ends in a paper, each failing stage falling back to its offline stage for that
+  idea, recorded in ``run.json`` and ``ideas.json``, with none of the model's garbage in the PDF and a review that
+  scores it as what it is. It runs on a temporary Prefect server of its own, as ``make run`` does.
 
 Both complete; their units ran on both nodes; neither disturbed the other (the baseline units they share were
 computed apart and agree); the one without a server kept its own Prefect database; both are in the shared
@@ -26,7 +27,18 @@ import numpy as np
 import pymupdf
 import pytest
 from clusters import ROOT, SCIENTIST, SMALLEST, api, ledger
-from scripted_server import FAKE_KEY, S2_PAPERS, ScriptedServer, babbler, files_holding, researcher, run_env
+from scripted_server import (
+    BROKEN_JSON,
+    FAKE_KEY,
+    REFUSAL,
+    S2_PAPERS,
+    ScriptedServer,
+    files_holding,
+    garbage,
+    researcher,
+    run_env,
+    stage_of,
+)
 
 from tasks.experiments import load_unit
 
@@ -50,7 +62,7 @@ def _paused(api_url: str, run_id: str, proc: subprocess.Popen, log) -> None:
 def two_runs(ray_cluster, prefect_api, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("two-runs")
     runs = tmp / "runs"
-    with ScriptedServer(researcher, S2_PAPERS) as good, ScriptedServer(babbler) as bad:
+    with ScriptedServer(researcher, S2_PAPERS) as good, ScriptedServer(garbage) as bad:
         envs = {
             "llm": run_env(ray_cluster, SCIENTIST_MODEL="openai/test-model", OPENAI_API_BASE=good.url,
                            SCIENTIST_S2_API_BASE=good.url.replace("/v1", "/s2"), SEMANTIC_SCHOLAR_API_KEY=S2_KEY,
@@ -181,3 +193,26 @@ def test_a_model_that_keeps_answering_badly_still_ends_in_a_paper_through_the_fa
     with pymupdf.open(run["papers"][0]["pdf"]) as doc:
         assert doc.page_count >= 4
     assert len(two_runs["servers"]["flaky"].requests) > 0  # the model was asked, and answered badly
+
+
+def test_a_garbage_model_leaves_no_garbage_in_the_paper_and_the_review_scores_it_as_such(two_runs):
+    """The flaky run's writeup: the sections fail the text gate twice and the offline writeup stands in (recorded),
+    the PDF holds none of the model's words, and the review does not score the paper as the best."""
+    server, runs = two_runs["servers"]["flaky"], two_runs["runs"]
+    writeups = [r for r in server.requests if stage_of(r).startswith("writeup")]
+    assert any('(second attempt)' in stage_of(r) for r in writeups)  # each failing section was asked again
+    run = json.loads((runs / "flaky" / "run.json").read_text())
+    assert run["status"] == "completed" and run["papers"]
+    writeup_fallbacks = [f for f in run["fallbacks"] if f["stage"] == "writeup"]
+    assert writeup_fallbacks and "text gate" in writeup_fallbacks[0]["reason"], run["fallbacks"]
+    [idea] = json.loads((runs / "flaky" / "ideas.json").read_text())
+    assert "writeup" in {f["stage"] for f in idea["fallbacks"]}
+    with pymupdf.open(run["papers"][0]["pdf"]) as doc:
+        text = "\n".join(page.get_text() for page in doc)
+    for junk in (REFUSAL, "unable to help", '"Name"', "\u201dName\u201d", "Name\u201d:", "```", "Anonymous",
+                 BROKEN_JSON.splitlines()[1]):
+        assert junk not in text, junk
+    review = json.loads((runs / "flaky" / "ideas" / idea["Name"] / "review.json").read_text())
+    assert review["Decision"] == "Reject" and review["Overall"] <= 4  # 2 seeds: never the best paper's score
+    findings = [w for w in review["Weaknesses"] if w.startswith("Paper check")]
+    assert review["Clarity"] <= 4 - bool(findings) and review["Presentation"] <= review["Clarity"]
