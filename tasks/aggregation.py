@@ -2,7 +2,7 @@
 standard errors, 95% confidence intervals (Student t, cut to the metric's ``bounds`` where it declares them) and a
 Welch t-test of the candidate against the best baseline of each setting (the best by the template's metric and its
 direction, ``Metric.best``). A comparison is called ``significant`` only with ``MIN_SEEDS`` seeds in both arms and a
-Holm-adjusted p (over the settings) below ``ALPHA``; the raw test's verdict is kept as ``significant_raw``.
+Holm-adjusted p (over the settings) below ``jaxlib_kernels.stats.ALPHA``; the raw test's verdict is kept as ``significant_raw``.
 
 The tidy frame has one row per curve point (``metric == "curve"``, ``step`` = the curve's x) and one per seed's
 final value (``metric == "final"``); the template's ``ResultSchema`` names them for people. A comparison records
@@ -18,9 +18,7 @@ import numpy as np
 import pandas as pd
 
 from jaxlib_kernels.results import SchemaError, check_result
-from jaxlib_kernels.stats import (  # noqa: F401  (ALPHA re-exported for the stages)
-    ALPHA,
-    MIN_SEEDS,
+from jaxlib_kernels.stats import (
     clip_interval,
     difference_bounds,
     summarize,

@@ -365,7 +365,7 @@ def _metric_of(template: Any, info: dict) -> Any:
     maximize = info.get("maximize")
     if template is not None and (maximize is None or bool(maximize) == template.metric.maximize):
         return template.metric
-    return Metric("final", "the final value", maximize=True if maximize is None else bool(maximize))
+    return Metric.recorded(maximize)
 
 
 HELD_CHANGE = re.compile(r"\s*\((?:held[- ]out|training)(?::?\s*([^)]*))?\)\s*$")  # "(held-out grid)" -> "grid"
