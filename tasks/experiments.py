@@ -52,25 +52,32 @@ DEFAULT_CACHE = ROOT / ".cache" / "jax"
 _RAY_INIT_LOCK = threading.Lock()  # the warm-up thread and the experiments stage may both ask for Ray
 
 
-def unit_spec(template, method: str, role: str, source: str, setting: str, budget: int, seeds: list[int]) -> dict:
-    """One unit: ``template`` (a Template or its name), candidate text, setting, budget (already scaled), seeds."""
+def unit_spec(template, method: str, role: str, source: str, setting: str, budget: int, seeds: list[int],
+              hparams: dict | None = None) -> dict:
+    """One unit: ``template`` (a Template or its name), candidate text, setting, budget (already scaled), seeds, and
+    the hyperparameters (``Template.hparams``) its kernel configuration takes instead of the defaults (none: {})."""
     if isinstance(template, str):
         from jaxlib_kernels.templates import make
 
         template = make(template)
+    hparams = {k: hparams[k] for k in sorted(hparams or {})}
     spec = {"template": template.name, "method": method, "role": role, "source": source, "setting": setting,
             "budget": int(budget), "seeds": [int(s) for s in seeds],
-            "kernel": template.kernel_fingerprint(template.setting(setting), int(budget))}
+            "kernel": template.kernel_fingerprint(template.setting(setting), int(budget), hparams)}
+    if hparams:
+        spec["hparams"] = hparams
     # the key ignores the method's name: the same candidate on the same setting is the same experiment
     payload = {k: v for k, v in spec.items() if k not in ("method", "role")}
     spec["key"] = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
     return spec
 
 
-def unit_specs(template, profile, method: str, role: str, source: str) -> list[dict]:
-    """The units of one method on every setting of a profile (budget scaled per setting)."""
-    seeds = list(range(profile.seeds))
-    return [unit_spec(template, method, role, source, s, profile.budget_of(template.setting(s)), seeds)
+def unit_specs(template, profile, method: str, role: str, source: str, hparams: dict | None = None,
+               seeds: list[int] | None = None) -> list[dict]:
+    """The units of one method on every setting of a profile (budget scaled per setting); ``seeds`` default to
+    ``range(profile.seeds)``."""
+    seeds = list(range(profile.seeds)) if seeds is None else list(seeds)
+    return [unit_spec(template, method, role, source, s, profile.budget_of(template.setting(s)), seeds, hparams)
             for s in profile.settings]
 
 
@@ -95,7 +102,9 @@ def run_unit(spec: dict) -> dict:
     template = templates.make(spec["template"])
     candidate = template.load(spec["source"])
     start = time.time()
-    out = template.evaluate(template.setting(spec["setting"]), spec["budget"], candidate, spec["seeds"])
+    hparams = spec.get("hparams") or None
+    out = (template.evaluate(template.setting(spec["setting"]), spec["budget"], candidate, spec["seeds"], hparams=hparams)
+           if hparams else template.evaluate(template.setting(spec["setting"]), spec["budget"], candidate, spec["seeds"]))
     out = {k: np.asarray(v) for k, v in out.items()}
     check_result(out, len(spec["seeds"]))
     if not np.all(np.isfinite(out["final"])):

@@ -142,6 +142,23 @@ class Setting:
 
 
 @dataclasses.dataclass(frozen=True)
+class TreeBudget:
+    """Sizes of an idea's research tree (ARCHITECTURE.md, "The research tree"), in nodes; a node costs its seeds x
+    settings x budget in the template's unit. ``fraction`` scales the profile's budget for the tree's nodes,
+    ``seeds`` search seeds (never the replication's, which are the profile's ``seeds`` after them); ``tune``
+    evaluations per method (the candidate and every baseline alike), ``improve_rounds`` x ``improve_width``
+    variants, at most ``ablate`` ablations. ``stages``: which of implement, tune, improve, ablate, replicate run."""
+
+    fraction: float = 0.25
+    seeds: int = 2
+    tune: int = 8
+    improve_rounds: int = 2
+    improve_width: int = 4
+    ablate: int = 6
+    stages: tuple[str, ...] = ("implement", "tune", "improve", "ablate", "replicate")
+
+
+@dataclasses.dataclass(frozen=True)
 class Profile:
     """Sizes of a run: ideas, seeds, the budget (in the template's unit), settings, baselines, search sizes."""
 
@@ -158,6 +175,7 @@ class Profile:
     screen_fraction: float = 0.0
     screen_seeds: int = 2
     screen_pool: int = 4
+    tree: TreeBudget = dataclasses.field(default_factory=lambda: TreeBudget())  # the research tree's stage sizes
 
     def budget_of(self, setting: Setting) -> int:
         return max(1, round(self.budget * setting.budget_scale))
@@ -284,6 +302,12 @@ class Template:
     package: str = ""  # the template's code package (for its source hash); default jaxlib_kernels.templates.<name>
     discovery: Discovery | None = None  # set where ``scientist discover`` serves the template
     meta: Meta | None = None  # set where ``scientist meta`` serves the template
+    # the hyperparameters the research tree tunes: ``jaxlib_kernels.optimisers.space`` parameters named by a
+    # (dotted) field of ``kernel_config``'s configuration; their untuned values are that configuration's
+    hparams: tuple = ()
+    # ``population(setting, budget, candidates, hparams, seeds) -> {"final": (N, S), "errors": [str | None]}``: a
+    # template that trains a population in one compiled call; None: :meth:`evaluate_population`'s loop
+    population: Callable[..., dict] | None = dataclasses.field(default=None, repr=False)
 
     # --- lookups ---------------------------------------------------------------------------------------------------
     def profile(self, name: str) -> Profile:
@@ -355,10 +379,37 @@ class Template:
     def probe_text(self, text: str) -> np.ndarray:
         return np.asarray(self.probe(self.load(text)), dtype=np.float64).reshape(-1)
 
+    # --- hyperparameters and populations -----------------------------------------------------------------------
+    def hparam_defaults(self, setting: Setting, budget: int) -> dict:
+        """The untuned values of :attr:`hparams`: the kernel configuration's fields."""
+        config = self.kernel_config(setting, budget)
+        return {p.name: field_of(config, p.name) for p in self.hparams}
+
+    def evaluate_population(self, setting: Setting, budget: int, candidates: list[str], hparams: list[Mapping] | None,
+                            seeds: list[int]) -> dict:
+        """The final metric of every (candidate text, hyperparameters) pair on ``seeds``: ``{"final": (N, S)
+        float array (NaN where a node failed), "errors": [None or the one-line reason] * N}``. Through
+        :attr:`population` (one compiled call) when the template has one, else one :attr:`evaluate` per node."""
+        hparams = list(hparams) if hparams is not None else [{}] * len(candidates)
+        if len(hparams) != len(candidates):
+            raise ValueError(f"{len(candidates)} candidates but {len(hparams)} hyperparameter sets")
+        if self.population is not None:
+            return self.population(setting, budget, list(candidates), [dict(h) for h in hparams], list(seeds))
+        finals = np.full((len(candidates), len(seeds)), np.nan)
+        errors: list[str | None] = [None] * len(candidates)
+        for i, (text, hp) in enumerate(zip(candidates, hparams, strict=True)):
+            try:
+                out = self.evaluate(setting, budget, self.load(text), list(seeds), hparams=dict(hp) or None)
+                finals[i] = np.asarray(out["final"], dtype=np.float64).reshape(len(seeds))
+            except Exception as exc:  # noqa: BLE001 - a failing node is recorded as buggy, with its reason
+                errors[i] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        return {"final": finals, "errors": errors}
+
     # --- cache keys --------------------------------------------------------------------------------------------------
-    def kernel_fingerprint(self, setting: Setting, budget: int) -> str:
-        """Hash of the kernel's configuration for a unit and of the source of the modules that compute it."""
-        h = hashlib.sha256(repr(self.kernel_config(setting, budget)).encode())
+    def kernel_fingerprint(self, setting: Setting, budget: int, hparams: Mapping | None = None) -> str:
+        """Hash of the kernel's configuration for a unit (with ``hparams`` applied) and of the source of the modules
+        that compute it."""
+        h = hashlib.sha256(repr(with_hparams(self.kernel_config(setting, budget), hparams)).encode())
         h.update(source_hash(self.kernel_modules, code_only=True).encode())
         return h.hexdigest()[:16]
 
@@ -376,6 +427,25 @@ class Template:
             "profiles": {k: {"ideas": p.num_ideas, "seeds": p.seeds, "budget": p.budget, "settings": list(p.settings)}
                          for k, p in self.profiles.items()},
         }
+
+
+def field_of(config: Any, name: str) -> Any:
+    """A (dotted) field of a nested dataclass configuration: ``"es.lr"``."""
+    for part in name.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def with_hparams(config: Any, hparams: Mapping | None) -> Any:
+    """The configuration with the (dotted) fields ``hparams`` replaced; the same object when there are none."""
+    for name, value in (hparams or {}).items():
+        head, _, rest = name.partition(".")
+        if not dataclasses.is_dataclass(config) or head not in {f.name for f in dataclasses.fields(config)}:
+            raise ValueError(f"{name!r} is not a field of the kernel configuration {type(config).__name__}")
+        inner = getattr(config, head)
+        current = type(inner)(value) if isinstance(inner, int | float) and not isinstance(inner, bool) else value
+        config = dataclasses.replace(config, **{head: with_hparams(inner, {rest: value}) if rest else current})
+    return config
 
 
 def candidate_json(value: Mapping[str, Any]) -> str:

@@ -22,7 +22,17 @@ Ostermeier, 2001 (CMA-ES); Ros and Hansen, 2008 (Sep-CMA-ES); Lange, Tian and Ta
 from __future__ import annotations
 
 from jaxlib_kernels.plugin import PluginError
-from jaxlib_kernels.templates.base import Arg, Baseline, Metric, PluginSpec, Profile, ResultSchema, Setting, Template
+from jaxlib_kernels.templates.base import (
+    Arg,
+    Baseline,
+    Metric,
+    PluginSpec,
+    Profile,
+    ResultSchema,
+    Setting,
+    Template,
+    with_hparams,
+)
 from jaxlib_kernels.templates.bbo import baselines, kernel, neuro, problems, rules, search
 from jaxlib_kernels.templates.bbo.kernel import (
     EVOSAX_PREFIX,
@@ -101,9 +111,9 @@ def kernel_config(setting: Setting, budget: int) -> BBOConfig:
                      init_range=float(setting.option("init_range", 4.0)))
 
 
-def evaluate(setting: Setting, budget: int, candidate, seeds: list[int]) -> dict:
+def evaluate(setting: Setting, budget: int, candidate, seeds: list[int], hparams: dict | None = None) -> dict:
     """Run the candidate on every seed and function of the setting in one compiled call; the unit result."""
-    config = kernel_config(setting, budget)
+    config = with_hparams(kernel_config(setting, budget), hparams)
     return kernel.unit_result(kernel.run_seeds(candidate, config, seeds), config)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxlib_kernels.templates.base import Setting
+from jaxlib_kernels.templates.base import Setting, with_hparams
 from jaxlib_kernels.templates.dpo import kernel
 from jaxlib_kernels.templates.dpo.kernel import BETAS, DPOConfig, LMConfig, TaskConfig
 
@@ -19,9 +19,9 @@ def kernel_config(setting: Setting, budget: int) -> DPOConfig:
                      betas=tuple(setting.option("betas", BETAS)), steps=steps, checkpoints=min(4, steps))
 
 
-def evaluate(setting: Setting, budget: int, loss, seeds: list[int]) -> dict:
+def evaluate(setting: Setting, budget: int, loss, seeds: list[int], hparams: dict | None = None) -> dict:
     """Train every seed and beta with ``loss``: the unit result of the template contract plus the frontier."""
-    config = kernel_config(setting, budget)
+    config = with_hparams(kernel_config(setting, budget), hparams)
     out = kernel.train_seeds(config, loss, seeds)
     curve = kernel.penalised(config, out["reward"], out["kl"])  # (S, T)
     return {

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from jaxlib_kernels.es import meta
-from jaxlib_kernels.templates.base import Setting
+from jaxlib_kernels.templates.base import Setting, with_hparams
 from jaxlib_kernels.templates.hades import candidate as cand
 from jaxlib_kernels.templates.hades.kernel import (
     HadesConfig,
@@ -102,9 +102,9 @@ def final_eval(method: str, config: HadesConfig, width: int, inits: int) -> Call
     return jax.jit(lambda key, dataset: jax.vmap(fresh, in_axes=(0, None))(jax.random.split(key, inits), dataset))
 
 
-def evaluate(setting: Setting, budget: int, candidate: dict, seeds: list[int]) -> dict:
+def evaluate(setting: Setting, budget: int, candidate: dict, seeds: list[int], hparams: dict | None = None) -> dict:
     """ES-train ``candidate`` on ``setting`` for ``budget`` generations once per seed; the unit result (host)."""
-    unit = kernel_config(setting, budget)
+    unit = with_hparams(kernel_config(setting, budget), hparams)
     method, config, es_config = unit_problem(unit, candidate)
     step, strategy = search_step(method, config, es_config)
     final_fn = final_eval(method, config, unit.width, unit.final_inits)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlib_kernels import ppo
-from jaxlib_kernels.templates.base import Setting
+from jaxlib_kernels.templates.base import Setting, with_hparams
 
 # Probe grid for behavioural distance: log-spaced ratios, advantages, progress points.
 PROBE_R = np.exp(np.linspace(np.log(0.5), np.log(2.0), 25))
@@ -34,12 +34,12 @@ def train_programs(config: ppo.PPOConfig, programs, seeds: list[int]) -> np.ndar
     return ppo.mean_return(ppo.train_programs(config, programs, seeds))
 
 
-def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int]) -> dict:
+def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int], hparams: dict | None = None) -> dict:
     """Train PPO with ``drift`` on every seed in one compiled call; the unit result of the template contract.
 
     ``curve``: per update, the mean return of the episodes started in it, each counted to its end (``ppo.Tally``:
     not only the short episodes that ended within the update); NaN where none started."""
-    config = ppo_config(setting, budget)
+    config = with_hparams(ppo_config(setting, budget), hparams)
     metrics = ppo.train_seeds(config, drift, seeds)
     episodes = np.asarray(metrics["episodes"], dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):

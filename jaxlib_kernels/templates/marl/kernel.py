@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxlib_kernels.templates.base import Setting
+from jaxlib_kernels.templates.base import Setting, with_hparams
 from jaxlib_kernels.templates.lpo.kernel import check_plugin, probe
 from jaxlib_kernels.templates.marl import ippo
 
@@ -30,7 +30,7 @@ def train_programs(config: ippo.MARLConfig, programs, seeds: list[int]) -> np.nd
     return ippo.mean_over_last(ippo.train_programs(config, programs, seeds))
 
 
-def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int]) -> dict:
+def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int], hparams: dict | None = None) -> dict:
     """Train multi-agent PPO with ``drift`` on every seed in one compiled call; the template's unit result.
 
     ``curve``: per-update mean per-agent return of the episodes started in the update, each counted to its end
@@ -38,7 +38,7 @@ def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int]) -
     the last tenth of training; extras ``win_rate`` (SMAX wins per episode over the last tenth, NaN elsewhere),
     ``episodes`` and ``drift`` (per update).
     """
-    config = marl_config(setting, budget)
+    config = with_hparams(marl_config(setting, budget), hparams)
     metrics = ippo.train_seeds(config, drift, seeds)
     episodes = np.asarray(metrics["episodes"], dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
