@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from pathlib import Path
 
 from jaxlib_kernels.templates import Profile, Template
 from tasks import aggregation, experiments
 from tasks.backends import OfflineBackend, results, wait
 from tasks.idea import Idea, IdeaStatus, has_status, set_status
 from tasks.runtime.llm import BudgetExceeded, redact
-from tasks.runtime.runfolder import RunFolder, write_json
+from tasks.runtime.runfolder import RunFolder, read_json, write_json
 
 
 def baseline_specs(template: Template, prof: Profile, tuning: dict | None = None) -> list[dict]:
@@ -55,11 +56,9 @@ def replicated(idea: dict, prof: Profile) -> dict | None:
     return tree["final"]
 
 
-def load_baseline_tuning(run: RunFolder) -> dict:
-    """The run's baseline tuning (``tree/baselines.json``, written by ``tasks.tree.tune_baselines``); {} when none."""
-    from tasks.runtime.runfolder import read_json
-
-    return read_json(run.path / "tree" / "baselines.json", {}) or {}
+def load_baseline_tuning(run_dir: Path) -> dict:
+    """A run's baseline tuning (``tree/baselines.json``, written by ``tasks.tree.tune_baselines``); {} when none."""
+    return read_json(Path(run_dir) / "tree" / "baselines.json", {}) or {}
 
 
 def grow_trees(backend: OfflineBackend, template: Template, prof: Profile, run: RunFolder, ready: list[Idea],
@@ -226,8 +225,6 @@ def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profil
 
 def read_ideas(run: RunFolder, ideas: list[Idea]) -> list[Idea]:
     """``ideas.json``'s ideas with these (updated) ones in place of their earlier versions."""
-    from tasks.runtime.runfolder import read_json
-
     by_name = {i["Name"]: i for i in ideas}
     old = read_json(run.ideas_json, []) or []
     merged = [by_name.pop(i["Name"], i) for i in old]
