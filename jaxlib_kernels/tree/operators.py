@@ -369,20 +369,24 @@ def _at(expr, path):
     return expr
 
 
-def _nearest(template, expr, baselines: Mapping[str, str]):
-    """(name, tree) of the baseline closest in behaviour among those that are formulas."""
+def _nearest_terms(template, expr, baselines: Mapping[str, str]) -> list:
+    """The baseline terms of the formula baseline nearest in behaviour that shares structure with ``expr`` (one
+    with a term to swap in: a constant-only baseline such as "no drift" has none)."""
     language = language_of(template)
     mine = language.behaviour(expr)
-    found = [(name, e) for name, e in ((n, expression_of(template, t)) for n, t in baselines.items()) if e is not None]
-    if not found:
-        return None
-    return min(found, key=lambda p: language.distance(mine, language.behaviour(p[1])))
+    found = [(n, e) for n, e in ((n, expression_of(template, t)) for n, t in baselines.items()) if e is not None]
+    for name, theirs in sorted(found, key=lambda p: language.distance(mine, language.behaviour(p[1]))):
+        label = template.baselines[name].label if name in template.baselines else name
+        terms = _baseline_terms(expr, theirs, label, language.variables)
+        if terms:
+            return sorted(terms, key=lambda p: len(p[0]))
+    return []
 
 
 def ablations(template, text: str, baselines: Mapping[str, str]) -> list[tuple[str, str]]:
     """Every ablation of the candidate, labelled, in order (the stage keeps the first ``TreeBudget.ablate``): a
     formula's smallest subtrees that differ from the nearest baseline's (``baselines``: name -> text, nearest in
-    behaviour) replaced by that baseline's term, then its operations replaced by their neutral forms, shallow
+    behaviour among those sharing structure with it) replaced by that baseline's term, then its operations replaced by their neutral forms, shallow
     first; a JSON object's
     numeric fields reset to the first baseline's value that differs, or dropped (the template's default) where no
     baseline has them; other source's float literals set to 0 and to 1."""
@@ -390,11 +394,7 @@ def ablations(template, text: str, baselines: Mapping[str, str]) -> list[tuple[s
     out: list[tuple[str, str]] = []
     if kind == "formula":
         language = language_of(template)
-        found = []
-        nearest = _nearest(template, data, baselines)
-        if nearest is not None:
-            label = template.baselines[nearest[0]].label if nearest[0] in template.baselines else nearest[0]
-            found += sorted(_baseline_terms(data, nearest[1], label, language.variables), key=lambda p: len(p[0]))
+        found = _nearest_terms(template, data, baselines)
         found += sorted(_neutral_forms(data, language.variables), key=lambda p: len(p[0]))
         for path, label, replacement in found:
             new = trees.replace(data, path, copy.deepcopy(replacement))
