@@ -57,8 +57,9 @@ def replicated(idea: dict, prof: Profile) -> dict | None:
 
 
 def load_baseline_tuning(run_dir: Path) -> dict:
-    """A run's baseline tuning (``tree/baselines.json``, written by ``tasks.tree.tune_baselines``); {} when none."""
-    return read_json(Path(run_dir) / "tree" / "baselines.json", {}) or {}
+    """A run's baseline tuning (``tree/baselines.json``'s ``tuning``, written by ``tasks.tree.tune_baselines``); {}
+    when none."""
+    return (read_json(Path(run_dir) / "tree" / "baselines.json", {}) or {}).get("tuning") or {}
 
 
 def grow_trees(backend: OfflineBackend, template: Template, prof: Profile, run: RunFolder, ready: list[Idea],

@@ -6,7 +6,7 @@ code, templated writeup, the evidence reviewer): method ``ideas`` -> ``tasks/ide
 ``tasks/writeup.py``, ``review`` -> ``tasks/review.py``, ``tune_baselines`` and ``tree`` -> ``tasks/tree.py`` (each
 module's ``@stage`` at its bottom).
 :class:`LLMBackend` runs the LLM stage of the same name in ``tasks/llm/`` (plots and the baselines' tuning have
-none; its tree is ``tasks/tree.py``'s with the model's proposer of ``tasks/llm/tree.py``)
+none; its tree stage is ``tasks/llm/tree.py``'s: ``tasks/tree.py``'s tree with the model's proposer)
 and, with ``fallback`` on (the default), runs the offline stage for an idea whose LLM stage failed, recording the
 stage and the reason on the idea (``idea["fallbacks"]``) and in ``run.json``: a flaky model still ends in a paper.
 With ``fallback`` off a failed LLM stage fails its idea (and a failed ideation the run), as before.
@@ -92,12 +92,8 @@ class OfflineBackend:
 
     def tree(self, template_name: str, ideas: list[dict], dirs: list[str], profile: dict, tuning: dict) -> list:
         """Each idea's research tree: its summary, or ``{"error": reason}`` (the idea goes on untuned)."""
-        return self._trees(template_name, ideas, dirs, profile, tuning, None)
-
-    def _trees(self, template_name: str, ideas: list[dict], dirs: list[str], profile: dict, tuning: dict,
-               proposer) -> list:
         futures = self._task(tree.grow_tree_task).map(unmapped(template_name), ideas, dirs, unmapped(profile),
-                                                      unmapped(tuning), unmapped(proposer))
+                                                      unmapped(tuning))
         return [out if err is None else {"error": err} for out, err in wait(futures, ideas, "tree", record=False)]
 
     def plots(self, template_name: str, ideas: list[dict], dirs: list[str]) -> list:
@@ -201,8 +197,9 @@ class LLMBackend(OfflineBackend):
         whose tree failed as a whole grows it again offline."""
         if llm_tree is None:  # no model proposer yet: the offline tree
             return super().tree(template_name, ideas, dirs, profile, tuning)
-        out = self._trees(template_name, ideas, dirs, profile, tuning, llm_tree.proposer(self.model))
-        pairs = [(None, t["error"]) if t.get("error") else (t, None) for t in out]
+        futures = self._task(llm_tree.grow_tree_task).map(unmapped(template_name), ideas, dirs, unmapped(profile),
+                                                          unmapped(tuning), unmapped(self.model))
+        pairs = wait(futures, ideas, "tree", record=False)
         trees = self._fall_back("tree", ideas, pairs, lambda sub, idx: OfflineBackend.tree(
             self, template_name, sub, [dirs[i] for i in idx], profile, tuning))
         return [t if t is not None else {"error": err} for t, (_, err) in zip(trees, pairs, strict=True)]
