@@ -66,7 +66,9 @@ PROFILES = {
         "default", num_ideas=2, seeds=4, budget=98_304, settings=("empty_random8", "empty_random5", "empty_random6"),
         baselines=("ppo_clip", "kl", "no_drift", "dpo"), search_generations=6, search_population=32,
         screen_fraction=0.25,
-        tree=TreeBudget(),
+        # `make run`'s tree: 62 nodes of 2 seeds x 24,576 steps (4 baselines x 7, 2 ideas x 17), ~4.5 s a node on one
+        # evaluate per node (2 cores, measured 7 Dec): a few minutes beside the ~6-minute run it had before the tree
+        tree=TreeBudget(tune=6, improve_rounds=2, improve_width=3, ablate=4),
     ),
     "paper": Profile(
         "paper", num_ideas=4, seeds=8, budget=393_216,
