@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from jaxlib_kernels.optimisers.space import Continuous
 from jaxlib_kernels.templates import TEMPLATES, make
 from jaxlib_kernels.templates.base import Metric
 from jaxlib_kernels.tree import TREE_SEED0, operators, profile_of, search_plan, stages
@@ -109,60 +110,67 @@ def test_best_follows_the_metric_direction():
 
 
 def _fake_evaluate(template, calls):
-    """A known function of a drift's constants: best at every constant equal to 1 (minimised metric: its
-    negative); a non-formula candidate fails."""
+    """A known function of a candidate's constants: best at every constant equal to 1 (a minimised metric: its
+    negative); a candidate without constants fails."""
     def evaluate(texts, hparams):
         calls.append(len(texts))
-        finals, errors = {}, []
-        rows = []
+        rows, errors = [], []
         for text in texts:
-            values = operators.constants(template, text) if operators.expression_of(template, text) else None
-            errors.append(None if values is not None else "not a formula")
-            score = -sum((v - 1.0) ** 2 for v in values) if values is not None else np.nan
+            values = operators.constants(template, text)
+            errors.append(None if values else "no constants")
+            score = -sum((v - 1.0) ** 2 for v in values) if values else np.nan
             rows.append([template.metric.sign * score] * len(SEARCH["seeds"]))
-        for s in SEARCH["settings"]:
-            finals[s] = np.asarray(rows)
-        return {"final": finals, "errors": errors}
+        return {"final": {s: np.asarray(rows) for s in SEARCH["settings"]}, "errors": errors}
 
     return evaluate
 
 
-@pytest.mark.parametrize("maximize", [True, False])
-def test_stages_over_an_evaluation(tmp_path, maximize):
-    lpo = make("lpo")
-    template = dataclasses.replace(lpo, metric=Metric("m", "", maximize=maximize))
+def _grow(template, record, calls, text):
+    """Every stage of a tree over the fake evaluation; (grower, root, tune result, improve result, ablate result)."""
+    grower = stages.Grower(template, record, _fake_evaluate(template, calls), SEARCH)
+    root = stages.implement(grower, [{"accepted": False, "reason": "static: no"}, {"accepted": True}], text, "idea")
+    tuned = stages.tune(grower, root, 8, "random", seed=0)
+    improved = stages.improve(grower, tuned["best"], 2, 3, {"Name": "idea"})
+    ablated = stages.ablate(grower, improved["best"], _baselines(template), 3, {"Name": "idea"})
+    return grower, root, tuned, improved, ablated
+
+
+@pytest.mark.parametrize(("name", "method", "maximize"), [
+    ("lpo", "ppo_clip", True), ("lpo", "ppo_clip", False), ("dpo", "ipo", True), ("hades", "hades_r", True),
+    ("bbo", "recomb_snes", False)])
+def test_stages_over_an_evaluation(tmp_path, name, method, maximize):
+    base = make(name)
+    lr = Continuous("lr", 1e-4, 1e-2, log=True)  # a declared hyperparameter (the fake evaluation ignores it)
+    template = dataclasses.replace(base, metric=Metric("m", "", maximize=maximize), hparams=(lr,))
     calls = []
     record = TreeRecord.open(tmp_path / "tree.json", {"idea": "idea", "search": SEARCH})
-    grower = stages.Grower(template, record, _fake_evaluate(template, calls), SEARCH)
-    text = lpo.baselines["ppo_clip"].source
-    root = stages.implement(grower, [{"accepted": False, "reason": "static: no"}, {"accepted": True}], text, "idea")
+    text = base.baselines[method].source
+    grower, root, tuned, improved, ablated = _grow(template, record, calls, text)
     kinds = [(n.kind, n.buggy, n.why) for n in record.of_stage("implement")]
     assert kinds == [("draft", True, "static: no"), ("debug", False, "repairs: static: no")]
-    assert root.score == pytest.approx(template.metric.sign * -0.08)  # constants 0.8 and 1.2
+    values = operators.constants(template, text)
+    assert root.score == pytest.approx(template.metric.sign * -sum((v - 1) ** 2 for v in values))
     assert root.cost == 2 * 30
-    tuned = stages.tune(grower, root, 8, "random", seed=0)
     assert tuned["evaluations"] == 8 and len(tuned["nodes"]) <= 8 and tuned["cost"] == 8 * 60
+    assert all(set(n.hparams) == {"lr"} for n in tuned["nodes"])
     assert template.metric.improvement(tuned["best"].score, root.score) >= 0
-    baseline = grower.grow([{"stage": "tune", "kind": "tune", "method": "kl", "role": "baseline",
-                             "candidate": lpo.baselines["kl"].source, "label": "untuned"}])[0]
+    other = next(b for b in base.baselines if b != method and operators.constants(template, base.baselines[b].source))
+    baseline = grower.grow([{"stage": "tune", "kind": "tune", "method": other, "role": "baseline",
+                             "candidate": base.baselines[other].source, "label": "untuned"}])[0]
     assert stages.tune(grower, baseline, 8, "random", seed=0)["evaluations"] == tuned["evaluations"]
-    improved = stages.improve(grower, tuned["best"], 2, 3, {"Name": "idea"})
-    assert {n.round for n in improved["nodes"]} <= {0, 1} and len(improved["nodes"]) <= 6
+    assert {n.round for n in improved["nodes"]} <= {0, 1} and 0 < len(improved["nodes"]) <= 6
     assert all(n.parent is not None and n.hparams == tuned["best"].hparams for n in improved["nodes"])
-    ablated = stages.ablate(grower, improved["best"], _baselines(lpo), 3, {"Name": "idea"})
-    assert 0 < len(ablated["rows"]) <= 3
+    assert template.metric.improvement(improved["best"].score, tuned["best"].score) >= 0
+    assert len(ablated["rows"]) <= 3
     for row in ablated["rows"]:
         node = record.get(row["node"])
-        assert row["delta"] == pytest.approx(template.metric.improvement(node.score, improved["best"].score))
+        if node.score is not None:
+            assert row["delta"] == pytest.approx(template.metric.improvement(node.score, improved["best"].score))
     # grown again on the same record: every node is found by its id, nothing is evaluated
     count = len(calls)
-    again = stages.Grower(template, TreeRecord.open(record.path, {"idea": "idea", "search": SEARCH}),
-                          _fake_evaluate(template, calls), SEARCH)
-    root2 = stages.implement(again, [{"accepted": False, "reason": "static: no"}, {"accepted": True}], text, "idea")
-    tuned2 = stages.tune(again, root2, 8, "random", seed=0)
-    improved2 = stages.improve(again, tuned2["best"], 2, 3, {"Name": "idea"})
-    stages.ablate(again, improved2["best"], _baselines(lpo), 3, {"Name": "idea"})
-    assert len(calls) == count and again.evaluated == 0
+    again = TreeRecord.open(record.path, {"idea": "idea", "search": SEARCH})
+    grower2, _, _, improved2, _ = _grow(template, again, calls, text)
+    assert len(calls) == count and grower2.evaluated == 0
     assert improved2["best"].id == improved["best"].id
 
 
