@@ -130,7 +130,8 @@ def grow_tree(template_name: str, idea: dict, idea_dir: str, profile: dict, base
     """The idea's research tree: implement (draft and debug nodes of the code stage's attempts, the accepted one
     evaluated), tune, improve, ablate (``TreeBudget.stages`` chooses; the replication is the flow's), in
     ``<idea_dir>/tree/tree.json``. Returns ``{"path", "final", "best", "tuning", "ablation", "nodes" (count per
-    stage), "evaluated" (nodes evaluated by this call), "view"}``."""
+    stage), "evaluated" (nodes evaluated by this call), "view"}``. A ``proposer`` with ``tie_break(nodes) -> id``
+    may choose among nodes of exactly equal best score (recorded in the chosen node's ``tie_break``)."""
     template, prof = make(template_name), profile_of(profile)
     idea_dir = Path(idea_dir)
     tree_dir = idea_dir / "tree"
@@ -141,17 +142,19 @@ def grow_tree(template_name: str, idea: dict, idea_dir: str, profile: dict, base
     for b, entry in (baseline_tuning or {}).items():
         record.data["tuning"][b] = entry
 
+    chooser = getattr(proposer, "tie_break", None)  # a model may break exact ties of a stage's best, nothing more
     root = stages.implement(grower, _attempts(idea_dir), _accepted(template, idea, idea_dir), name)
     _finish_stage(record, "implement", root, record.of_stage("implement"))
     final = root
     if root is not None and "tune" in budgets.stages:
         result = stages.tune(grower, root, budgets.tune, optimiser, TUNE_SEED, tuning.tune,
-                             _defaults(template, record.data["search"]))
+                             _defaults(template, record.data["search"]), chooser)
         record.data["tuning"][name] = stages.tuning_entry(result, "candidate")
         final = result["best"]
         _finish_stage(record, "tune", final, result["nodes"])
     if final is not None and "improve" in budgets.stages:
-        result = stages.improve(grower, final, budgets.improve_rounds, budgets.improve_width, idea, proposer)
+        result = stages.improve(grower, final, budgets.improve_rounds, budgets.improve_width, idea, proposer,
+                                chooser)
         final = result["best"]
         _finish_stage(record, "improve", final, result["nodes"])
     if final is not None:

@@ -15,11 +15,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from jaxlib_kernels.files import write_atomic
 
 
 def _plain(value: Any) -> Any:
@@ -79,21 +80,6 @@ class Node:
     def from_dict(cls, data: dict) -> Node:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON through a temporary file and a rename: a killed process never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_plain(data), f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class TreeRecord:
@@ -156,4 +142,4 @@ class TreeRecord:
             self.data["stages_done"].append(stage)
 
     def save(self) -> Path:
-        return write_json_atomic(self.path, self.data)
+        return write_atomic(self.path, json.dumps(_plain(self.data), indent=1))

@@ -180,10 +180,11 @@ def _short(value: Any) -> str:
 
 
 def tune(grower: Grower, parent: Node, budget: int, optimiser: str = "evotf", seed: int = 0,
-         search_fn: Callable[..., dict] = optimisers.tune, before_hparams: Mapping | None = None) -> dict:
+         search_fn: Callable[..., dict] = optimisers.tune, before_hparams: Mapping | None = None,
+         tie_break: Callable[[list[Node]], str | None] | None = None) -> dict:
     """Tune ``parent`` (a working node) for ``budget`` evaluations: tune nodes (children of ``parent``, a
     generation per population call). ``search_fn`` is ``jaxlib_kernels.optimisers.tune`` or a wrapper of it with
-    the same signature (``tasks.tuning.tune`` gives EvoLLM its model). Returns ``best`` (the best of ``parent`` and
+    the same signature (``tasks.tuning.tune`` gives EvoLLM its model); ``tie_break`` as in :func:`best`. Returns ``best`` (the best of ``parent`` and
     its tune nodes by the metric), ``nodes``, ``before`` / ``after`` (``{"hparams", "constants"}``),
     ``score_before`` / ``score_after``, ``evaluations`` and ``cost`` (in the template's budget unit)."""
     template = grower.template
@@ -212,7 +213,7 @@ def tune(grower: Grower, parent: Node, budget: int, optimiser: str = "evotf", se
     if space is not None and budget > 0:
         out = search_fn(space, objective, int(budget), optimiser, population=population_of(int(budget)), seed=seed)
         evaluations = int(out["evaluations"])
-    chosen = best(template.metric, [parent, *made]) or parent
+    chosen = best(template.metric, [parent, *made], tie_break) or parent
     after = {"hparams": {**before["hparams"], **chosen.hparams},
              "constants": operators.constants(template, chosen.candidate)}
     return {"best": chosen, "nodes": made, "before": before, "after": after, "score_before": parent.score,
