@@ -34,7 +34,7 @@ from sizes import smoke_size
 
 from jaxlib_kernels.stats import MIN_SEEDS
 from jaxlib_kernels.templates import TEMPLATES, Profile, make
-from jaxlib_kernels.templates.base import TreeBudget
+from jaxlib_kernels.tree import profile_of
 from tasks import writeup
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -247,12 +247,6 @@ def test_a_smoke_paper_names_only_what_ran_and_claims_only_what_its_seeds_allow(
             assert low - high <= float(lo) <= float(hi) <= high - low
 
 
-def _run_profile(run_dir: Path) -> Profile:
-    """The profile the run recorded in run.json (its tree budget included)."""
-    recorded = json.loads((run_dir / "run.json").read_text())["profile"]
-    return Profile(**{**recorded, "tree": TreeBudget(**{**recorded["tree"], "stages": tuple(recorded["tree"]["stages"])})})
-
-
 def test_every_idea_grows_a_tree_in_every_stage_and_its_paper_reports_the_replication(finished):
     """tree.json per implemented idea with nodes in implement, tune, improve and ablate; every baseline tuned with the
     candidate's number of evaluations; the paper's units are the replication: the tree's final candidate with its
@@ -263,7 +257,7 @@ def test_every_idea_grows_a_tree_in_every_stage_and_its_paper_reports_the_replic
 
     name, _, run_dir, *_ = finished
     template = make(name)
-    prof = _run_profile(run_dir)
+    prof = profile_of(json.loads((run_dir / "run.json").read_text())["profile"])  # as the run recorded it
     ideas = json.loads((run_dir / "ideas.json").read_text())
     tuning = pipeline.load_baseline_tuning(run_dir)
     run_baselines = pipeline.with_nearest_baselines(template, prof, ideas).baselines
