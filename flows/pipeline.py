@@ -91,14 +91,21 @@ def grow_trees(backend: OfflineBackend, template: Template, prof: Profile, run: 
         if tree.get("error"):
             set_status(idea, IdeaStatus.IMPLEMENTED, f"tree failed ({tree['error']}); the implemented candidate "
                                                      "goes on")
+            print(f"{idea['Name']}: the research tree failed ({tree['error']}); its implemented candidate goes on")
+        else:
+            nodes = ", ".join(f"{n} {stage}" for stage, n in (tree.get("nodes") or {}).items())
+            score = (tree.get("final") or {}).get("score")
+            print(f"{idea['Name']}: research tree with nodes {nodes}; final score "
+                  f"{f'{score:.3f}' if isinstance(score, float) else score}")
     write_json(run.ideas_json, read_ideas(run, ready))
     checkpoint()
     return tuning
 
 
 def tuned_methods(template: Template, prof: Profile, idea: dict, tuning: dict) -> dict:
-    """``{method: {"hparams", "constants_changed"}}``: what each method of an idea's replication ran with (empty
-    when nothing was tuned)."""
+    """``{method: {"hparams", "constants_changed"}}``: what each method of an idea's replication ran with, the
+    hyperparameters and whether its text differs from the untuned one (tuned constants or, for the candidate, the
+    improve stage's variant); empty when nothing was tuned."""
     out = {}
     final = replicated(idea, prof)
     if final is not None:
