@@ -12,6 +12,9 @@ from flows.scientist import _profile
 from jaxlib_kernels.templates import TEMPLATES, make
 from jaxlib_kernels.templates.base import SMOKE_TREE, TREE_STAGES, TreeBudget
 from tasks import summary
+from tasks.idea import IdeaStatus, set_status
+from tasks.runtime.llm import BudgetExceeded
+from tasks.runtime.runfolder import RunFolder, read_json
 
 
 def test_every_profile_sizes_its_tree_and_the_smoke_trees_are_small():
@@ -72,3 +75,44 @@ def test_summary_links_each_ideas_tree_view(tmp_path):
     assert "[tree.png](ideas/a/tree/tree.png)" in text and "[tree.html](ideas/a/tree/tree.html)" in text
     assert "b: no tree (ValueError: no constants)" in text
     assert json.dumps(ideas)  # the summaries stay JSON (ideas.json)
+
+
+class _FailingTrees:
+    """A backend whose baseline tuning raises and whose every tree fails (as ``OfflineBackend.tree`` reports it)."""
+
+    def tune_baselines(self, template_name, profile, tree_dir):
+        raise RuntimeError("no evaluation today")
+
+    def tree(self, template_name, ideas, dirs, profile, tuning):
+        return [{"error": "ValueError: no constant to tune"} for _ in ideas]
+
+
+class _SpentBudget(_FailingTrees):
+    def tune_baselines(self, template_name, profile, tree_dir):
+        raise BudgetExceeded("the run's budget of $0.01 is spent")
+
+
+def test_a_failed_tree_is_recorded_and_its_idea_goes_on_with_the_units_of_today(tmp_path):
+    template = make("lpo")
+    prof = template.profile("smoke")
+    run = RunFolder(tmp_path, "r")
+    run.create()
+    idea = set_status(_idea(template), IdeaStatus.IMPLEMENTED)
+    today = pipeline.candidate_specs(template, prof, idea)
+    tuning = pipeline.grow_trees(_FailingTrees(), template, prof, run, [idea])
+    assert tuning == {} and "RuntimeError: no evaluation today" in read_json(run.run_json)["baseline_tuning_error"]
+    assert idea["tree"] == {"error": "ValueError: no constant to tune"}
+    assert idea["status"].startswith("implemented: tree failed (ValueError: no constant to tune)")
+    assert read_json(run.ideas_json)[0]["tree"] == idea["tree"]
+    assert pipeline.candidate_specs(template, prof, idea) == today
+    assert pipeline.baseline_specs(template, prof, tuning) == pipeline.baseline_specs(template, prof)
+    assert pipeline.tuned_methods(template, prof, idea, tuning) == {}
+
+
+def test_a_spent_budget_in_the_tree_stage_stops_the_run(tmp_path):
+    """BudgetExceeded is never a tree failure: it reaches the flow, which ends the run with what is finished."""
+    template = make("lpo")
+    run = RunFolder(tmp_path, "r")
+    run.create()
+    with pytest.raises(BudgetExceeded):
+        pipeline.grow_trees(_SpentBudget(), template, template.profile("smoke"), run, [_idea(template)])
