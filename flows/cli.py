@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds an experiment unit may run before it is stopped and recorded as failed "
                           "(default: $SCIENTIST_UNIT_TIMEOUT; unset = no limit)")
 
+    run.add_argument("--stages", default=None,
+                     help="the research tree's stages to run, comma-separated, of implement, tune, improve, ablate, "
+                          "replicate (default: all; without tune and replicate the paper's units are the "
+                          "untuned ones)")
+    run.add_argument("--tree", default=None, metavar="KEY=VALUE,...",
+                     help="the research tree's budget over the profile's: fraction, seeds, tune, improve_rounds, "
+                          "improve_width, ablate (e.g. tune=4,improve_width=2)")
     run.add_argument("--approve", choices=["ideas"], default=None,
                      help="pause after novelty until a person approves the ideas (Prefect UI form or `scientist "
                           "approve`); needs a Prefect server (PREFECT_API_URL, e.g. `scientist server`)")
@@ -191,9 +198,15 @@ def _check_run_args(args) -> None:
 
     try:
         template = make(args.template)
-        template.profile(args.profile)
+        prof = template.profile(args.profile)
     except UnknownNameError as exc:
         raise UsageError(str(exc)) from None
+    args.tree = _tree_changes(args.tree)
+    for flag, changes in (("--tree", {"changes": args.tree}), ("--stages", {"stages": args.stages})):
+        try:
+            prof.tree.with_changes(**changes)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from None
     if args.run_id is not None:
         try:
             check_run_id(args.run_id)
@@ -204,6 +217,19 @@ def _check_run_args(args) -> None:
     except RunFolderError as exc:
         raise UsageError(str(exc)) from None
     del RunFolder
+
+
+def _tree_changes(text: str | None) -> dict | None:
+    """``--tree key=value,...`` as a dict (values stay text: ``TreeBudget.with_changes`` checks them)."""
+    if text is None:
+        return None
+    changes = {}
+    for item in (i.strip() for i in text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"--tree takes KEY=VALUE pairs separated by commas, got {item!r}")
+        changes[key.strip()] = value.strip()
+    return changes
 
 
 def _probe_model(args) -> str | None:
@@ -290,6 +316,8 @@ def cmd_run(args) -> int:
             run_id=args.run_id, runs_dir=args.runs_dir, budget=args.budget, ray_address=args.ray_address,
             max_cost=args.max_cost, fallback=args.fallback, approve=args.approve,
             approval_timeout=args.approval_timeout,
+            stages=[x.strip() for x in args.stages.split(",") if x.strip()] if args.stages is not None else None,
+            tree=args.tree,
         )
     except RunFolderError as exc:
         print(f"scientist: error: {exc}", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""The per-idea research pipeline shared by every flow: code -> experiments on Ray -> aggregation -> plots ->
-paper -> review. The AI-Scientist flow runs it on the novel ideas of a run; the meta-learning flow runs it on the
+"""The per-idea research pipeline shared by every flow: code -> research tree -> experiments (the replication) on
+Ray -> aggregation -> plots -> paper -> review. The AI-Scientist flow runs it on the novel ideas of a run; the meta-learning flow runs it on the
 candidate its ES found (a parametric drift rendered as source), so there is one copy of these stages.
 
 The units of every idea (and the baselines once) go to Ray in one wave, so the cluster is saturated and baseline
@@ -12,17 +12,23 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from pathlib import Path
 
 from jaxlib_kernels.templates import Profile, Template
 from tasks import aggregation, experiments
 from tasks.backends import OfflineBackend, results, wait
 from tasks.idea import Idea, IdeaStatus, has_status, set_status
-from tasks.runtime.runfolder import RunFolder, write_json
+from tasks.runtime.llm import BudgetExceeded, redact
+from tasks.runtime.runfolder import RunFolder, read_json, write_json
 
 
-def baseline_specs(template: Template, prof: Profile) -> list[dict]:
-    return [spec for b in prof.baselines
-            for spec in experiments.unit_specs(template, prof, b, "baseline", template.baseline(b).source)]
+def baseline_specs(template: Template, prof: Profile, tuning: dict | None = None) -> list[dict]:
+    """Every baseline's units; a baseline in ``tuning`` (``tasks.tree.tune_baselines``) runs its tuned source and
+    hyperparameters."""
+    tuning = tuning or {}
+    return [spec for b in prof.baselines for spec in experiments.unit_specs(
+        template, prof, b, "baseline", (tuning.get(b) or {}).get("source") or template.baseline(b).source,
+        hparams=(tuning.get(b) or {}).get("hparams") or None)]
 
 
 def with_nearest_baselines(template: Template, prof: Profile, ideas: list[dict]) -> Profile:
@@ -34,7 +40,83 @@ def with_nearest_baselines(template: Template, prof: Profile, ideas: list[dict])
 
 
 def candidate_specs(template: Template, prof: Profile, idea: dict) -> list[dict]:
-    return experiments.unit_specs(template, prof, idea["Name"], "candidate", idea["source"])
+    """The candidate's units: the tree's final candidate and hyperparameters when it grew one (the replication),
+    else the implemented source."""
+    final = replicated(idea, prof) or {}
+    return experiments.unit_specs(template, prof, idea["Name"], "candidate", final.get("candidate") or idea["source"],
+                                  hparams=final.get("hparams") or None)
+
+
+def replicated(idea: dict, prof: Profile) -> dict | None:
+    """The tree's final node (``{"candidate", "hparams", ...}``) the experiments replicate, or None: no tree, a
+    failed one, or the replicate stage off."""
+    tree = idea.get("tree") or {}
+    if "replicate" not in prof.tree.stages or tree.get("error") or not (tree.get("final") or {}).get("candidate"):
+        return None
+    return tree["final"]
+
+
+def load_baseline_tuning(run_dir: Path) -> dict:
+    """A run's baseline tuning (``tree/baselines.json``'s ``tuning``, written by ``tasks.tree.tune_baselines``); {}
+    when none."""
+    return (read_json(Path(run_dir) / "tree" / "baselines.json", {}) or {}).get("tuning") or {}
+
+
+def grow_trees(backend: OfflineBackend, template: Template, prof: Profile, run: RunFolder, ready: list[Idea],
+               checkpoint=lambda: None) -> dict:
+    """The research tree of every ready idea (ARCHITECTURE.md, "The research tree"): the baselines tuned once for
+    the run (the tune stage), then each idea's tree mapped on the thread pool. ``idea["tree"]`` is its summary, or
+    ``{"error": reason}`` when its tree failed (the idea goes on with its implemented candidate). Returns the
+    baselines' tuning (``{}`` when the tune stage is off)."""
+    if not ready:
+        return {}
+    prof = with_nearest_baselines(template, prof, ready)
+    profile = dataclasses.asdict(prof)
+    tuning = {}
+    if "tune" in prof.tree.stages:
+        print(f"tuning {len(prof.baselines)} baselines ({prof.tree.tune} evaluations each)")
+        try:
+            tuning = backend.tune_baselines(template.name, profile, str(run.path / "tree")) or {}
+        except BudgetExceeded:
+            raise
+        except Exception as exc:  # noqa: BLE001 - untuned baselines still make a paper; run.json says why
+            reason = f"{type(exc).__name__}: {redact(exc)}"
+            print(f"tuning the baselines failed ({reason}); they run untuned")
+            run.update_run_json(baseline_tuning_error=reason)
+        checkpoint()
+    print(f"growing the research tree of {len(ready)} ideas (stages: {', '.join(prof.tree.stages)})")
+    trees = backend.tree(template.name, ready, [str(run.idea_dir(i["Name"])) for i in ready], profile, tuning)
+    for idea, tree in zip(ready, trees, strict=True):
+        idea["tree"] = tree
+        if tree.get("error"):
+            set_status(idea, IdeaStatus.IMPLEMENTED, f"tree failed ({tree['error']}); the implemented candidate "
+                                                     "goes on")
+            print(f"{idea['Name']}: the research tree failed ({tree['error']}); its implemented candidate goes on")
+        else:
+            nodes = ", ".join(f"{n} {stage}" for stage, n in (tree.get("nodes") or {}).items())
+            score = (tree.get("final") or {}).get("score")
+            print(f"{idea['Name']}: research tree with nodes {nodes}; final score "
+                  f"{f'{score:.3f}' if isinstance(score, float) else score}")
+    write_json(run.ideas_json, read_ideas(run, ready))
+    checkpoint()
+    return tuning
+
+
+def tuned_methods(template: Template, prof: Profile, idea: dict, tuning: dict) -> dict:
+    """``{method: {"hparams", "constants_changed"}}``: what each method of an idea's replication ran with, the
+    hyperparameters and whether its text differs from the untuned one (tuned constants or, for the candidate, the
+    improve stage's variant); empty when nothing was tuned."""
+    out = {}
+    final = replicated(idea, prof)
+    if final is not None:
+        out[idea["Name"]] = {"hparams": dict(final.get("hparams") or {}),
+                             "constants_changed": final.get("candidate") != idea["source"]}
+    for b in prof.baselines:
+        if b in tuning:
+            out[b] = {"hparams": dict(tuning[b].get("hparams") or {}),
+                      "constants_changed": tuning[b].get("source", template.baseline(b).source)
+                      != template.baseline(b).source}
+    return out if any(t["hparams"] or t["constants_changed"] for t in out.values()) else {}
 
 
 def result_summary(idea: dict, info: dict) -> dict:
@@ -93,12 +175,18 @@ def apply_behaviour(idea: dict, impl: dict) -> None:
 def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profile, run: RunFolder,
                        ready: list[Idea], ray_address: str | None, timings: dict,
                        ray_ready: threading.Event | None = None, checkpoint=lambda: None,
-                       labels: dict | None = None, extra_figures: dict[str, list[dict]] | None = None) -> list[Idea]:
-    """Experiments (one wave on Ray), then per idea aggregation, plots, paper and review; returns reviewed ideas."""
+                       labels: dict | None = None, extra_figures: dict[str, list[dict]] | None = None,
+                       tuning: dict | None = None) -> list[Idea]:
+    """Experiments (one wave on Ray), then per idea aggregation, plots, paper and review; returns reviewed ideas.
+
+    With research trees (:func:`grow_trees`) the experiments are the replication: each candidate's tree's final
+    candidate and hyperparameters, each baseline's ``tuning``, on the profile's seeds (never the tree's) and every
+    setting; ``final_info.json`` records what each method ran with (``tuned``) and ``replication``."""
     store = backend.store
     s = time.time()
     prof = with_nearest_baselines(template, prof, ready)
-    base = baseline_specs(template, prof)
+    tuning = tuning if "replicate" in prof.tree.stages else {}
+    base = baseline_specs(template, prof, tuning)
     cand = {i["Name"]: candidate_specs(template, prof, i) for i in ready}
     specs = base + [spec for ss in cand.values() for spec in ss]
     print(f"running {len(specs)} experiment units ({prof.seeds} seeds each) on Ray")
@@ -109,9 +197,13 @@ def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profil
 
     s = time.time()
     dirs = {i["Name"]: str(run.idea_dir(i["Name"])) for i in ready}
+    tuned = [tuned_methods(template, prof, i, tuning or {}) for i in ready]
+    for idea, t in zip(ready, tuned, strict=True):
+        idea["replication"] = {"seeds": list(range(prof.seeds)), "settings": list(prof.settings), "tuned": t,
+                               "from_tree": replicated(idea, prof) is not None}
     aggs = results(wait(aggregation.aggregate_task.with_options(**store).map(
         template.name, ready, [base + cand[i["Name"]] for i in ready], str(run.units_dir),
-        [dirs[i["Name"]] for i in ready]), ready, "aggregation"))
+        [dirs[i["Name"]] for i in ready], [i["replication"] for i in ready]), ready, "aggregation"))
     done = []
     for idea, agg in zip(ready, aggs, strict=True):
         if agg is not None:
@@ -141,8 +233,6 @@ def evaluate_and_write(backend: OfflineBackend, template: Template, prof: Profil
 
 def read_ideas(run: RunFolder, ideas: list[Idea]) -> list[Idea]:
     """``ideas.json``'s ideas with these (updated) ones in place of their earlier versions."""
-    from tasks.runtime.runfolder import read_json
-
     by_name = {i["Name"]: i for i in ideas}
     old = read_json(run.ideas_json, []) or []
     merged = [by_name.pop(i["Name"], i) for i in old]

@@ -1,9 +1,9 @@
 """The AI-Scientist flow (ARCHITECTURE.md, "The main flow"), after Lu et al., 2024, "The AI Scientist".
 
-ideas -> novelty -> candidate code (sandboxed gate) -> experiments on Ray -> aggregation -> plots -> paper ->
-review -> summary, on any registered template. The run's backend (``tasks/backends.py``: offline, or the LLM with
-a per-idea fallback to the offline stage) is chosen once; the per-idea stages are ``flows/pipeline.py``, shared
-with the meta-learning flow.
+ideas -> novelty -> candidate code (sandboxed gate) -> research tree (tune, improve, ablate) -> experiments on
+Ray (the replication) -> aggregation -> plots -> paper -> review -> summary, on any registered template. The run's
+backend (``tasks/backends.py``: offline, or the LLM with a per-idea fallback to the offline stage) is chosen once;
+the per-idea stages are ``flows/pipeline.py``, shared with the meta-learning flow.
 """
 
 from __future__ import annotations
@@ -34,9 +34,14 @@ from tasks.runtime.runfolder import RunFolder, write_json
 from tasks.runtime.session import RunSession, RunStatus
 
 
-def _profile(template, profile: str, num_ideas: int | None, seeds: int | None, budget: int | None):
+def _profile(template, profile: str, num_ideas: int | None, seeds: int | None, budget: int | None,
+             stages: str | list[str] | None = None, tree: dict | None = None):
+    """The named profile with the run's overrides; ``stages`` and ``tree`` change its research tree
+    (``TreeBudget.with_changes``: a bad key, value or stage is a ValueError)."""
     prof = template.profile(profile)
     changes = {}
+    if stages is not None or tree:
+        changes["tree"] = prof.tree.with_changes(tree, stages)
     if num_ideas is not None:
         changes["num_ideas"] = int(num_ideas)
     if seeds is not None:
@@ -62,6 +67,8 @@ def ai_scientist(
     approve: str | None = None,
     approval_timeout: int = 3600,
     given_ideas: list[dict] | None = None,
+    stages: list[str] | None = None,
+    tree: dict | None = None,
 ) -> dict:
     """Propose, check, implement, run, write up and review research ideas on one template.
 
@@ -74,9 +81,11 @@ def ai_scientist(
     feedback for the next stage's prompt; unresumed after ``approval_timeout`` seconds it stops cleanly.
     ``given_ideas`` (ideas in the ideation's JSON shape, e.g. the confirmed discoveries of ``scientist discover``)
     replace ideation; they pass novelty, the gate and every later stage as ideation's would.
+    ``stages`` (of implement, tune, improve, ablate, replicate; default the profile's, all) and ``tree`` (TreeBudget
+    fields -> values, e.g. ``{"tune": 4}``) size each idea's research tree.
     """
     tpl = make_template(template)
-    prof = _profile(tpl, profile, num_ideas, seeds, budget)
+    prof = _profile(tpl, profile, num_ideas, seeds, budget, stages, tree)
     ideas: list[Idea] = []
     backend = None
     with RunSession(runs_dir, run_id, id_prefix=template, logger=get_run_logger(), template=template,
@@ -145,9 +154,13 @@ def ai_scientist(
                 checkpoint()
             print(f"{len(ready)} candidates passed the validation gate")
 
-            # experiments, aggregation, plots, papers, reviews
+            # the research tree of each idea: the baselines tuned once, then per idea tune, improve, ablate
+            with session.timed("tree"):
+                tuning = pipeline.grow_trees(backend, tpl, prof, run, ready, checkpoint)
+
+            # experiments (the replication of each tree's final candidate), aggregation, plots, papers, reviews
             pipeline.evaluate_and_write(backend, tpl, prof, run, ready, ray_address, timings, session.ray_ready,
-                                        checkpoint)
+                                        checkpoint, tuning=tuning)
             checkpoint()
             return _finish(session, template, ideas, RunStatus.COMPLETED, backend=backend)
         except llm.BudgetExceeded as exc:

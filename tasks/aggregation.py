@@ -115,8 +115,13 @@ def replication_of(df: pd.DataFrame, candidate: str, metric: Metric) -> dict | N
 
 
 def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: Path, env_names: dict,
-              metric: Metric | None = None) -> dict:
-    """Write ``results.parquet`` and ``final_info.json`` for one idea; failed units are listed, not hidden."""
+              metric: Metric | None = None, ran: dict | None = None) -> dict:
+    """Write ``results.parquet`` and ``final_info.json`` for one idea; failed units are listed, not hidden.
+
+    ``ran`` (what the units ran, ``idea["replication"]`` of ``flows.pipeline``: ``{"from_tree", "tuned", ...}``)
+    goes into every setting's entry: ``replication`` (whether the results replicate the research tree's final
+    candidate) and, when something was tuned, ``tuned`` (``{method: {"hparams", "constants_changed"}}``, the
+    methods that ran there)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames, failed = [], []
@@ -133,8 +138,12 @@ def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: 
     df = pd.concat(frames, ignore_index=True)
     df.to_parquet(out_dir / "results.parquet", index=False)
     info = final_info(df, idea["Name"], metric)
-    for setting in info:
-        info[setting]["env"] = env_names.get(setting, "")
+    for setting, entry in info.items():
+        entry["env"] = env_names.get(setting, "")
+        if ran is not None:
+            entry["replication"] = bool(ran.get("from_tree"))
+            if ran.get("tuned"):
+                entry["tuned"] = {m: t for m, t in ran["tuned"].items() if m in entry["means"]}
     write_json(out_dir / "final_info.json", info)
     rep = replication_of(df, idea["Name"], metric or Metric("final", "final value"))
     if rep is not None:
@@ -148,7 +157,8 @@ def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 @stage(name="aggregate_results")
-def aggregate_task(template_name: str, idea: dict, specs: list[dict], units_dir: str, idea_dir: str) -> dict:
+def aggregate_task(template_name: str, idea: dict, specs: list[dict], units_dir: str, idea_dir: str,
+                   ran: dict | None = None) -> dict:
     """Prefect task over :func:`aggregate`: reads the idea's units from the run folder."""
     template = make(template_name)
     unit_results = []
@@ -159,4 +169,4 @@ def aggregate_task(template_name: str, idea: dict, specs: list[dict], units_dir:
             result = {"error": err.read_text() if err.exists() else "no result"}
         unit_results.append((spec, result, template.setting(spec["setting"]).held_out))
     env_names = {s: template.setting(s).env for s in {spec["setting"] for spec in specs}}
-    return aggregate(idea, unit_results, Path(idea_dir), env_names, template.metric)
+    return aggregate(idea, unit_results, Path(idea_dir), env_names, template.metric, ran)

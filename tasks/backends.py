@@ -3,8 +3,10 @@
 :class:`OfflineBackend` runs the offline stage of each step (the template's search, behavioural novelty, rendered
 code, templated writeup, the evidence reviewer): method ``ideas`` -> ``tasks/ideation.py``, ``novelty`` ->
 ``tasks/novelty.py``, ``implement`` -> ``tasks/codegen.py``, ``plots`` -> ``tasks/plotting.py``, ``write`` ->
-``tasks/writeup.py``, ``review`` -> ``tasks/review.py`` (each module's ``@stage`` at its bottom).
-:class:`LLMBackend` runs the LLM stage of the same name in ``tasks/llm/`` (plots have none)
+``tasks/writeup.py``, ``review`` -> ``tasks/review.py``, ``tune_baselines`` and ``tree`` -> ``tasks/tree.py`` (each
+module's ``@stage`` at its bottom).
+:class:`LLMBackend` runs the LLM stage of the same name in ``tasks/llm/`` (plots and the baselines' tuning have
+none; its tree stage is ``tasks/llm/tree.py``'s: ``tasks/tree.py``'s tree with the model's proposer)
 and, with ``fallback`` on (the default), runs the offline stage for an idea whose LLM stage failed, recording the
 stage and the reason on the idea (``idea["fallbacks"]``) and in ``run.json``: a flaky model still ends in a paper.
 With ``fallback`` off a failed LLM stage fails its idea (and a failed ideation the run), as before.
@@ -17,12 +19,14 @@ A spent budget (:class:`tasks.runtime.llm.BudgetExceeded`) is never a reason to 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 from collections.abc import Callable
 
 from prefect import get_run_logger, unmapped
 
 from jaxlib_kernels.templates import make
-from tasks import codegen, ideation, novelty, plotting, review, writeup
+from tasks import codegen, ideation, novelty, plotting, review, tree, writeup
 from tasks.idea import IdeaStatus, set_status
 from tasks.llm import codegen as llm_codegen
 from tasks.llm import ideation as llm_ideation
@@ -30,6 +34,11 @@ from tasks.llm import novelty as llm_novelty
 from tasks.llm import review as llm_review
 from tasks.llm import writeup as llm_writeup
 from tasks.runtime.llm import BudgetExceeded, redact
+
+# the LLM tree stage (``tasks/llm/tree.py``'s ``grow_tree_task``: the tree with the model's proposer); until it is
+# merged, a run with a model grows the offline tree
+llm_grow_tree_task = getattr(importlib.import_module("tasks.llm.tree"), "grow_tree_task", None) \
+    if importlib.util.find_spec("tasks.llm.tree") else None
 
 
 def wait(futures, ideas: list[dict], stage: str, record: bool = True) -> list[tuple[object, str | None]]:
@@ -78,6 +87,16 @@ class OfflineBackend:
     def implement(self, template_name: str, ideas: list[dict], dirs: list[str], archive_rows: list[dict]) -> list:
         return results(wait(self._task(codegen.implement_candidate_task).map(unmapped(template_name), ideas, dirs),
                             ideas, "implementation"))
+
+    def tune_baselines(self, template_name: str, profile: dict, tree_dir: str) -> dict:
+        """The run's baselines tuned once (the tree's tune stage), ``{baseline: tuning}``."""
+        return self._task(tree.tune_baselines_task)(template_name, profile, tree_dir)
+
+    def tree(self, template_name: str, ideas: list[dict], dirs: list[str], profile: dict, tuning: dict) -> list:
+        """Each idea's research tree: its summary, or ``{"error": reason}`` (the idea goes on untuned)."""
+        futures = self._task(tree.grow_tree_task).map(unmapped(template_name), ideas, dirs, unmapped(profile),
+                                                      unmapped(tuning))
+        return [out if err is None else {"error": err} for out, err in wait(futures, ideas, "tree", record=False)]
 
     def plots(self, template_name: str, ideas: list[dict], dirs: list[str]) -> list:
         return results(wait(self._task(plotting.make_plots_task).map(unmapped(template_name), ideas, dirs), ideas, "plotting"))
@@ -174,6 +193,18 @@ class LLMBackend(OfflineBackend):
             impl["behaviour"] = novelty.check_novelty(template, candidate, archive_rows, accepted)
             if impl["behaviour"]["decision"] == "novel":
                 accepted.append(candidate)
+
+    def tree(self, template_name: str, ideas: list[dict], dirs: list[str], profile: dict, tuning: dict) -> list:
+        """The tree with the model's proposals (a failing proposal falls back inside it, node by node); an idea
+        whose tree failed as a whole grows it again offline."""
+        if llm_grow_tree_task is None:
+            return super().tree(template_name, ideas, dirs, profile, tuning)
+        futures = self._task(llm_grow_tree_task).map(unmapped(template_name), ideas, dirs, unmapped(profile),
+                                                          unmapped(tuning), unmapped(self.model))
+        pairs = wait(futures, ideas, "tree", record=False)
+        trees = self._fall_back("tree", ideas, pairs, lambda sub, idx: OfflineBackend.tree(
+            self, template_name, sub, [dirs[i] for i in idx], profile, tuning))
+        return [t if t is not None else {"error": err} for t, (_, err) in zip(trees, pairs, strict=True)]
 
     def write(self, template_name: str, ideas: list[dict], figures: list, context: dict, dirs: list[str]) -> list:
         futures = self._task(llm_writeup.write_paper_task).map(unmapped(template_name), ideas, figures,

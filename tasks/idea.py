@@ -50,6 +50,8 @@ class Idea(TypedDict, total=False):
     fallbacks: list[dict]
     researcher_feedback: str
     discovery: dict
+    tree: dict  # grow_tree's summary (tree.json's path, final, best, tuning, ablation, nodes, view) or {"error": ...}
+    replication: dict  # what the experiments ran: seeds, settings, tuned ({method: {hparams, constants_changed}})
 
 
 def set_status(idea: dict, status: IdeaStatus, detail: str | None = None, *, qualifier: str | None = None) -> dict:

@@ -52,10 +52,35 @@ def write_summary(run_dir: Path, run_id: str, ideas: list[dict], timings: dict, 
     if lineage:
         link = f"[lineage.png]({Path(lineage['png']).name})"
         lines += ["", f"Lineage of the archive ({lineage['nodes']} nodes, {lineage['edges']} from a parent): {link}"]
+    lines += tree_links(run_dir, ideas)
     lines += ["", "## Stage timings (s)", ""] + [f"- {k}: {v:.1f}" for k, v in timings.items()]
     text = "\n".join(lines) + "\n"
     Path(run_dir, "summary.md").write_text(text)
     return text
+
+
+def tree_links(run_dir: Path, ideas: list[dict]) -> list[str]:
+    """Lines of ``summary.md`` linking each idea's research tree view (``ideas/<idea>/tree/tree.png`` and
+    ``tree.html``), or saying why it has none."""
+    lines = []
+    for idea in ideas:
+        tree = idea.get("tree")
+        if not tree:
+            continue
+        if tree.get("error"):
+            lines.append(f"- {idea['Name']}: no tree ({tree['error']})")
+            continue
+        links = []
+        for path in (tree.get("view") or {}).values():
+            path = Path(path) if Path(path).is_absolute() else Path(run_dir, "ideas", idea["Name"], path)
+            try:
+                links.append(f"[{path.name}]({path.resolve().relative_to(Path(run_dir).resolve())})")
+            except ValueError:
+                links.append(f"[{path.name}]({path.as_uri()})")
+        nodes = tree.get("nodes") or {}
+        counts = ", ".join(f"{n} {stage}" for stage, n in nodes.items()) if isinstance(nodes, dict) else ""
+        lines.append(f"- {idea['Name']}: {', '.join(links) or 'no view'}" + (f" (nodes: {counts})" if counts else ""))
+    return ["", "## Research trees", "", *lines] if lines else []
 
 
 def draw_lineage(run_dir: Path, run_id: str, template: str, archived: list[dict]) -> dict | None:

@@ -141,6 +141,9 @@ class Setting:
         return dict(self.options).get(key, default)
 
 
+TREE_STAGES = ("implement", "tune", "improve", "ablate", "replicate")  # the research tree's stages, in order
+
+
 @dataclasses.dataclass(frozen=True)
 class TreeBudget:
     """Sizes of an idea's research tree (ARCHITECTURE.md, "The research tree"), in nodes; a node costs its seeds x
@@ -155,7 +158,47 @@ class TreeBudget:
     improve_rounds: int = 2
     improve_width: int = 4
     ablate: int = 6
-    stages: tuple[str, ...] = ("implement", "tune", "improve", "ablate", "replicate")
+    stages: tuple[str, ...] = TREE_STAGES
+
+    def with_changes(self, changes: Mapping[str, Any] | None = None, stages: Any = None) -> TreeBudget:
+        """This budget with ``changes`` (field -> value, numbers or their text, as ``--tree key=value`` gives them)
+        and ``stages`` (names, or one comma-separated text) applied; a bad key, value or stage is a
+        :class:`ValueError` in one line."""
+        values: dict[str, Any] = {}
+        fields = [f.name for f in dataclasses.fields(self) if f.name != "stages"]
+        for key, value in (changes or {}).items():
+            if key == "stages":
+                raise ValueError("the tree's stages are chosen with --stages (the flow's stages parameter)")
+            if key not in fields:
+                raise ValueError(f"unknown tree budget {key!r} (one of: {', '.join(fields)})")
+            values[key] = _tree_value(key, value, float if key == "fraction" else int)
+        if stages is not None:
+            names = [s.strip() for s in (stages.split(",") if isinstance(stages, str) else stages) if s.strip()]
+            unknown = [s for s in names if s not in TREE_STAGES]
+            if unknown or not names:
+                raise ValueError(f"unknown stage {unknown[0]!r} (stages: {', '.join(TREE_STAGES)})" if unknown
+                                 else f"no stage named (stages: {', '.join(TREE_STAGES)})")
+            values["stages"] = tuple(s for s in TREE_STAGES if s in names)
+        return dataclasses.replace(self, **values)
+
+
+def _tree_value(key: str, value: Any, kind: type) -> float | int:
+    """One tree budget value: ``fraction`` in (0, 1], ``seeds`` at least 1, the node counts at least 0."""
+    try:
+        number = kind(value) if kind is float or isinstance(value, int) else int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ValueError(f"tree budget {key} must be a {'number' if kind is float else 'whole number'}, "
+                         f"got {value!r}") from None
+    if kind is float and not 0 < number <= 1:
+        raise ValueError(f"tree budget fraction must be in (0, 1], got {value}")
+    if kind is int and number < (1 if key == "seeds" else 0):
+        raise ValueError(f"tree budget {key} must be at least {1 if key == 'seeds' else 0}, got {value}")
+    return number
+
+
+# the smoke profiles' tree (the suite runs every template's smoke run): a few nodes per stage
+SMOKE_TREE = TreeBudget(fraction=0.25, seeds=2, tune=4, improve_rounds=1, improve_width=2, ablate=2)
+PAPER_TREE = TreeBudget(fraction=0.25, seeds=4, tune=16, improve_rounds=3, improve_width=8, ablate=8)
 
 
 @dataclasses.dataclass(frozen=True)

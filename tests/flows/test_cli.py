@@ -26,6 +26,14 @@ def scientist(*args, **kw):
         (["run", "--run-id", "../escape"], "run id"),
         (["run", "--runs-dir", "/proc/version/runs"], "cannot write the runs folder"),
         (["validate", "x.py", "--template", "nope"], "unknown template"),
+        (["run", "--stages", "implement,tuen"], "--stages: unknown stage 'tuen'"),
+        (["run", "--stages", ","], "--stages: no stage named"),
+        (["run", "--tree", "tune=4,widht=2"], "--tree: unknown tree budget 'widht'"),
+        (["run", "--tree", "tune=four"], "--tree: tree budget tune must be a whole number"),
+        (["run", "--tree", "fraction=1.5"], "--tree: tree budget fraction must be in (0, 1]"),
+        (["run", "--tree", "seeds=0"], "--tree: tree budget seeds must be at least 1"),
+        (["run", "--tree", "tune"], "--tree takes KEY=VALUE pairs"),
+        (["run", "--tree", "stages=tune"], "chosen with --stages"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):

@@ -2,7 +2,8 @@
 
 For each template: ``scientist run --template T --profile smoke`` (small seeds and budget) against one real
 ``scientist server`` of the test session (the ``prefect_api`` fixture) ends in a compiled PDF and a review,
-offline. For ``lpo`` (KILLED) the run is first started on its own temporary Prefect server, as ``make run`` does,
+offline, after growing each idea's research tree (tune, improve, ablate) whose final candidate and tuned baselines
+the paper's experiments replicate. For ``lpo`` (KILLED) the run is first started on its own temporary Prefect server, as ``make run`` does,
 and killed (its own process only, SIGKILL: everything it started, the temporary server included, must then end by
 itself) as soon as its first experiment unit is on disk; the re-run with the same run id resumes without computing
 a finished unit again. Resume, the lifeline and the cache policy are generic code (units are keyed by the
@@ -33,6 +34,7 @@ from sizes import smoke_size
 
 from jaxlib_kernels.stats import MIN_SEEDS
 from jaxlib_kernels.templates import TEMPLATES, Profile, make
+from jaxlib_kernels.tree import profile_of
 from tasks import writeup
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,6 +247,51 @@ def test_a_smoke_paper_names_only_what_ran_and_claims_only_what_its_seeds_allow(
             assert low - high <= float(lo) <= float(hi) <= high - low
 
 
+def test_every_idea_grows_a_tree_in_every_stage_and_its_paper_reports_the_replication(finished):
+    """tree.json per implemented idea with nodes in implement, tune, improve and ablate; every baseline tuned with the
+    candidate's number of evaluations; the paper's units are the replication: the tree's final candidate with its
+    tuned hyperparameters and every baseline's tuned source and hyperparameters, on the run's seeds (never the tree's
+    search seeds), every setting; final_info.json says so; summary.md links each tree view."""
+    from flows import pipeline
+    from tasks.experiments import load_unit
+
+    name, _, run_dir, *_ = finished
+    template = make(name)
+    prof = profile_of(json.loads((run_dir / "run.json").read_text())["profile"])  # as the run recorded it
+    ideas = json.loads((run_dir / "ideas.json").read_text())
+    tuning = pipeline.load_baseline_tuning(run_dir)
+    run_baselines = pipeline.with_nearest_baselines(template, prof, ideas).baselines
+    assert set(tuning) == set(run_baselines)
+    implemented = [i for i in ideas if (i.get("validation") or {}).get("accepted")]
+    assert implemented
+    summary_md = (run_dir / "summary.md").read_text()
+    for idea in implemented:
+        tree_dir = run_dir / "ideas" / idea["Name"] / "tree"
+        tree = json.loads((tree_dir / "tree.json").read_text())
+        assert {"implement", "tune", "improve", "ablate"} <= {n["stage"] for n in tree["nodes"]}, tree["nodes"]
+        assert idea["tree"]["final"]["candidate"] == tree["final"]["candidate"]
+        [cand_tuning] = [t for t in tree["tuning"].values() if t["role"] == "candidate"]
+        assert {t["evaluations"] for t in tuning.values()} == {cand_tuning["evaluations"]}  # equal budgets
+        assert not set(tree["search"]["seeds"]) & set(range(prof.seeds))
+        for view in ("tree.png", "tree.html"):
+            assert (tree_dir / view).exists() and f"ideas/{idea['Name']}/tree/{view}" in summary_md
+        # the units the paper's results came from: the final candidate's and the tuned baselines', all on disk
+        specs = pipeline.candidate_specs(template, prof, idea) + pipeline.baseline_specs(
+            template, pipeline.with_nearest_baselines(template, prof, ideas), tuning)
+        assert all(load_unit(run_dir / "units", s) is not None for s in specs)
+        assert {s["source"] for s in specs if s["role"] == "candidate"} == {tree["final"]["candidate"]}
+        assert all(s.get("hparams", {}) == (tree["final"]["hparams"] if s["role"] == "candidate"
+                                            else tuning[s["method"]]["hparams"]) for s in specs)
+        final_info = json.loads((run_dir / "ideas" / idea["Name"] / "final_info.json").read_text())
+        assert set(final_info) == set(prof.settings)
+        for entry in final_info.values():
+            assert entry["replication"] is True and entry["n"][idea["Name"]] == prof.seeds
+            ran_with = entry.get("tuned", {})
+            assert ran_with.get(idea["Name"], {}).get("hparams", {}) == tree["final"]["hparams"]
+            assert all(ran_with.get(b, {}).get("hparams", {}) == tuning[b]["hparams"]
+                       for b in entry["means"] if b in tuning)
+
+
 def _paper_text_file(template) -> Path:
     """A paper text only this template's papers use (its limitations override), else the generic conclusion."""
     own = template.text_dir / "paper" / "limitations.tex.j2"
@@ -281,9 +328,9 @@ def test_a_kernel_configuration_change_gives_new_unit_keys(finished):
     name, _, run_dir, *_ = finished
     template = make(name)
     prof = Profile(**json.loads((run_dir / "run.json").read_text())["profile"])
-    specs = pipeline.baseline_specs(template, prof)
+    specs = pipeline.baseline_specs(template, prof, pipeline.load_baseline_tuning(run_dir))  # as the run tuned them
     assert all(load_unit(run_dir / "units", s) is not None for s in specs), "the unchanged units are reused"
     changed = dataclasses.replace(template, kernel_config=lambda s, b: (template.kernel_config(s, b), "changed"))
-    moved = pipeline.baseline_specs(changed, prof)
+    moved = pipeline.baseline_specs(changed, prof, pipeline.load_baseline_tuning(run_dir))
     assert all(a["key"] != b["key"] for a, b in zip(specs, moved, strict=True))
     assert all(load_unit(run_dir / "units", s) is None for s in moved), "changed units must be computed again"

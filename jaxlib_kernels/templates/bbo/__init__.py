@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from jaxlib_kernels.plugin import PluginError
 from jaxlib_kernels.templates.base import (
+    PAPER_TREE,
+    SMOKE_TREE,
     Arg,
     Baseline,
     Metric,
@@ -31,6 +33,7 @@ from jaxlib_kernels.templates.base import (
     ResultSchema,
     Setting,
     Template,
+    TreeBudget,
     with_hparams,
 )
 from jaxlib_kernels.templates.bbo import baselines, kernel, neuro, problems, rules, search
@@ -89,13 +92,13 @@ PROFILES = {
     # smoke: two cheap functions per setting (a unit's compile grows with the functions it switches over)
     "smoke": Profile("smoke", num_ideas=1, seeds=2, budget=60, settings=("pair_d10", "heldout_pair_d10"),
                      baselines=("random_search", "recomb_snes", "snes"), search_generations=2,
-                     search_population=16),
+                     search_population=16, tree=SMOKE_TREE),
     "default": Profile("default", num_ideas=2, seeds=4, budget=200,
                        settings=("train_d10", "heldout_fns_d10", "train_fns_d30", "neuro_pendulum"),
                        baselines=("random_search", "hill_climb", "recomb_snes", "open_es", "snes", "sep_cma_es",
-                                  "cma_es"), search_generations=4, search_population=32),
+                                  "cma_es"), search_generations=4, search_population=32, tree=TreeBudget()),
     "paper": Profile("paper", num_ideas=4, seeds=8, budget=400, settings=tuple(SETTINGS),
-                     baselines=tuple(baselines.SOURCES), search_generations=8, search_population=64),
+                     baselines=tuple(baselines.SOURCES), search_generations=8, search_population=64, tree=PAPER_TREE),
 }
 
 BASELINES = {

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from jaxlib_kernels.search import preference
 from jaxlib_kernels.templates.base import (
+    PAPER_TREE,
+    SMOKE_TREE,
     Arg,
     Baseline,
     Discovery,
@@ -40,6 +42,7 @@ from jaxlib_kernels.templates.base import (
     ResultSchema,
     Setting,
     Template,
+    TreeBudget,
 )
 from jaxlib_kernels.templates.dpo import candidate, figures, kernel, losses, unit
 from jaxlib_kernels.templates.dpo.candidate import NOVELTY_THRESHOLD, PROBE_SCALE, check, probe
@@ -74,14 +77,17 @@ PROFILES = {
     "smoke": Profile(
         "smoke", num_ideas=1, seeds=2, budget=32, settings=("unigram", "unigram_betas"), baselines=("dpo",),
         search_generations=3, search_population=16,
+        tree=SMOKE_TREE,
     ),
     "default": Profile(
         "default", num_ideas=2, seeds=4, budget=96, settings=("unigram", "unigram_betas", "bigram"),
         baselines=("dpo", "ipo", "slic", "lrml"), search_generations=6, search_population=32,
+        tree=TreeBudget(),
     ),
     "paper": Profile(
         "paper", num_ideas=4, seeds=8, budget=160, settings=("unigram", "unigram_betas", "bigram", "wide"),
         baselines=tuple(losses.SOURCES), search_generations=10, search_population=64,
+        tree=PAPER_TREE,
     ),
 }
 

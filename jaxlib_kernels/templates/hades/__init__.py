@@ -25,6 +25,8 @@ smoke`` took 54 s inside the run (36 s of experiments), ``--profile default`` 99
 from __future__ import annotations
 
 from jaxlib_kernels.templates.base import (
+    PAPER_TREE,
+    SMOKE_TREE,
     Arg,
     Baseline,
     Metric,
@@ -33,6 +35,7 @@ from jaxlib_kernels.templates.base import (
     ResultSchema,
     Setting,
     Template,
+    TreeBudget,
     candidate_json,
 )
 from jaxlib_kernels.templates.hades import candidate, kernel, search, unit
@@ -96,14 +99,17 @@ PROFILES = {
     "smoke": Profile(
         "smoke", num_ideas=1, seeds=2, budget=8, settings=("cartpole", "cartpole_w16"), baselines=("direct",),
         search_generations=3, search_population=16,
+        tree=SMOKE_TREE,
     ),
     "default": Profile(
         "default", num_ideas=2, seeds=4, budget=15, settings=("cartpole", "cartpole_w16", "acrobot"),
         baselines=("direct", "hades_r"), search_generations=6, search_population=32,
+        tree=TreeBudget(),
     ),
     "paper": Profile(
         "paper", num_ideas=4, seeds=8, budget=20, settings=("cartpole", "cartpole_w16", "cartpole_w256", "acrobot"),
         baselines=("direct", "hades_r", "hades_f"), search_generations=10, search_population=64,
+        tree=PAPER_TREE,
     ),
 }
 

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from jaxlib_kernels.search import drift
 from jaxlib_kernels.search.drift import DPO, EXPRESSIONS, KL, NO_DRIFT, PPO_CLIP
-from jaxlib_kernels.templates.base import Discovery, Metric, Profile, ResultSchema, Setting, Template
+from jaxlib_kernels.templates.base import (
+    PAPER_TREE,
+    SMOKE_TREE,
+    Discovery,
+    Metric,
+    Profile,
+    ResultSchema,
+    Setting,
+    Template,
+    TreeBudget,
+)
 from jaxlib_kernels.templates.lpo import figures, kernel
 from jaxlib_kernels.templates.lpo.kernel import check_plugin, evaluate, ppo_config, probe
 from jaxlib_kernels.templates.lpo.meta import META
@@ -50,17 +60,22 @@ PROFILES = {
     "smoke": Profile(
         "smoke", num_ideas=1, seeds=4, budget=40_960, settings=("empty_random8", "empty_random5"),
         baselines=("ppo_clip", "kl", "no_drift"), search_generations=4, search_population=24, screen_fraction=0.25,
+        tree=SMOKE_TREE,
     ),
     "default": Profile(
         "default", num_ideas=2, seeds=4, budget=98_304, settings=("empty_random8", "empty_random5", "empty_random6"),
         baselines=("ppo_clip", "kl", "no_drift", "dpo"), search_generations=6, search_population=32,
         screen_fraction=0.25,
+        # `make run`'s tree: 62 nodes of 2 seeds x 24,576 steps (4 baselines x 7, 2 ideas x 17), ~4.5 s a node on one
+        # evaluate per node (2 cores, measured 7 Dec): a few minutes beside the ~6-minute run it had before the tree
+        tree=TreeBudget(tune=6, improve_rounds=2, improve_width=3, ablate=4),
     ),
     "paper": Profile(
         "paper", num_ideas=4, seeds=8, budget=393_216,
         settings=("empty_random8", "empty_random5", "empty_random6", "empty6", "doorkey5"),
         baselines=("ppo_clip", "kl", "no_drift", "dpo"), search_generations=10, search_population=64,
         screen_fraction=0.25,
+        tree=PAPER_TREE,
     ),
 }
 
