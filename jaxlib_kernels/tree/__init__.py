@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from jaxlib_kernels.templates.base import TREE_STAGES as STAGES
+
 TREE_SEED0 = 1000
 REPLICATION_SEED0 = 0
-STAGES = ("implement", "tune", "improve", "ablate", "replicate")
 KINDS = ("draft", "debug", "tune", "improve", "ablate", "replicate")
 
 
