@@ -37,8 +37,8 @@ from pylatex.base_classes import Environment
 from jaxlib_kernels.figures import FONT_PT, TEXT_WIDTH_IN
 from jaxlib_kernels.stats import MIN_SEEDS, clip_interval, difference_bounds, verdicts
 from jaxlib_kernels.templates import make
-from tasks import figcheck, textgate
-from tasks.plotting import labels_of, make_plots
+from tasks import figcheck, textgate, treefacts
+from tasks.plotting import TREE_FIGURE, labels_of, make_plots
 from tasks.review import _finite
 from tasks.runtime import text as layers
 from tasks.runtime.caching import stage
@@ -148,6 +148,27 @@ def fmt_p_eq(p: Any) -> Tex:
     return Tex("$p < 0.001$") if float(p) < 0.001 else Tex(f"$p = {float(p):.3f}$")
 
 
+def fmt_value(x: Any) -> Tex:
+    """A hyperparameter's value: 3 significant digits (``2.5\\times10^{-4}`` when small or large), an int as is, a
+    list as its values, text escaped; an en dash when missing."""
+    if isinstance(x, (list, tuple)):
+        return Tex(", ".join(fmt_value(v) for v in x)) if x else Tex("--")
+    if x is None:
+        return Tex("--")
+    if isinstance(x, (bool, str)):
+        return escape_tex(x)
+    if isinstance(x, int):
+        return Tex(str(x).replace("-", r"\ensuremath{-}"))
+    x = float(x)
+    if not math.isfinite(x):
+        return Tex("--")
+    sign = r"\ensuremath{-}" if x < 0 else ""
+    exponent = math.floor(math.log10(abs(x))) if x else 0
+    if -3 <= exponent < 3:
+        return Tex(sign + f"{abs(x):.3g}")
+    return Tex(sign + f"${abs(x) / 10 ** exponent:.2g}\\times10^{{{exponent}}}$")
+
+
 def fmt_int(n: Any) -> Tex:
     return Tex(f"{int(n):,}".replace(",", "{,}"))
 
@@ -213,7 +234,7 @@ def make_env(template_name: str) -> jinja2.Environment:
 
 
 # ------------------------------------------------------------------------------------------------------------ facts
-GENERIC_FIGURES = ("learning_curves", "final_returns", "final_values")  # the generic stage's figures
+GENERIC_FIGURES = ("learning_curves", "final_returns", "final_values", TREE_FIGURE)  # the generic stage's figures
 MAX_PARAMETER_ROWS = 12  # a parametric candidate's table shows at most this many entries ...
 MAX_VALUE_CHARS = 60  # ... each value's JSON cut to this length
 UNKNOWN_SCHEMA = {"x_label": "step", "curve_label": "value", "final_label": "final value"}
@@ -498,6 +519,27 @@ def _nearest_label(nearest: str | None, labels: dict) -> str:
     return labels.get(nearest, nearest)
 
 
+def _tree_facts(record: dict, template: Any, labels: dict, candidate: str, methods: list[str], figs: dict) -> dict:
+    """The research tree as the text templates see it: :func:`tasks.treefacts.summarize` with each method's label,
+    the stages that made nodes, the ablation that loses most, and the references of its tables and figure."""
+    tree = treefacts.summarize(record, treefacts.metric_of(record, template), methods)
+    for row in tree["tuning"]:
+        row["label"] = labels.get(candidate if row["role"] == "candidate" else row["name"], row["name"])
+    ablations = [a for a in tree["ablations"] if math.isfinite(a["change"])]
+    budgets = sorted({int(b) for b in tree["search_budget"].values()})
+    return {
+        **tree,
+        "untuned_labels": [labels.get(m, m) for m in tree["untuned"]],
+        "stages": [{"stage": k, "n": n} for k, n in tree["per_stage"].items() if n],
+        "constants_tuned": any(c["constant"] for r in tree["tuning"] for c in r["changes"]),
+        "largest_loss": min(ablations, key=lambda a: a["change"]) if ablations else None,
+        "search_budget_min": budgets[0] if budgets else None, "search_budget_max": budgets[-1] if budgets else None,
+        "fraction": (record.get("budgets") or {}).get("fraction"),
+        "tuning_table": Tex("Table~\\ref{tab:tuning}"), "ablation_table": Tex("Table~\\ref{tab:ablation}"),
+        "fig": figs.get(TREE_FIGURE),
+    }
+
+
 def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[dict], context: dict,
                 bib: list[str], safe: bool = False) -> dict:
     """Everything the text templates may say, measured or given; free text stays raw and is escaped on output.
@@ -532,8 +574,13 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
     literature = [dict(e) for e in novelty.get("literature", []) if e.get("key") in bib]
     figs = {f["name"]: Tex(f"Figure~\\ref{{fig:{_label_key(f['name'])}}}") for f in figures}
     maximize = contract["maximize"]
+    record = treefacts.load(idea)
+    ran = [m for i in final_info.values() for m in (i.get("means") or {})]
+    tree = _tree_facts(record, template, labels, candidate, list(dict.fromkeys(ran)), figs) if record else None
     return {
         **contract,
+        "tree": tree,
+        "tuned": bool(tree and tree["tuned"]),
         "template_name": template_name,
         "metric_direction": "maximised" if maximize else "minimised",
         "higher": "higher" if maximize else "lower",
@@ -720,6 +767,45 @@ def _settings_table(env, facts: dict) -> Table:
     return table
 
 
+def _tuning_table(env, facts: dict) -> Table:
+    """Every method's tuned values (before -> after), its search score before and after, its evaluations."""
+    table = Table(position="tbp")
+    table.append(NoEscape(r"\centering\small"))
+    tab = Tabularx("lXrrr", width_argument=NoEscape(r"\linewidth"), booktabs=True)
+    tab.add_row([NoEscape(c) for c in ("Method", r"Tuned values (before \ensuremath{\rightarrow} after)",
+                                       "Score before", "Score after", "Evaluations")])
+    tab.add_hline()
+    for row in facts["tree"]["tuning"]:
+        if row["role"] == "candidate":
+            tab.add_hline()
+        values = "; ".join(f"\\texttt{{{escape_tex(c['name'])}}} {fmt_value(c['before'])} "
+                           f"\\ensuremath{{\\rightarrow}} {fmt_value(c['after'])}" for c in row["changes"]) or "--"
+        tab.add_row([NoEscape(escape_tex(row["label"])), NoEscape(values), NoEscape(fmt_num(row["score_before"])),
+                     NoEscape(fmt_num(row["score_after"])), NoEscape(fmt_int(row["evaluations"]))])
+    table.append(tab)
+    table.add_caption(NoEscape(env.get_template("caption_tuning.tex.j2").render(**facts).strip()))
+    table.append(NoEscape(r"\label{tab:tuning}"))
+    return table
+
+
+def _ablation_table(env, facts: dict) -> Table:
+    """The final candidate, then each ablation: its score on the search seeds and its change against the final one."""
+    tree = facts["tree"]
+    table = Table(position="tbp")
+    table.append(NoEscape(r"\centering\small"))
+    tab = Tabularx("Xrr", width_argument=NoEscape(r"0.85\linewidth"), booktabs=True)
+    tab.add_row([NoEscape(c) for c in ("Variant", "Score", "Change")])
+    tab.add_hline()
+    tab.add_row([NoEscape(env.get_template("ablation_final_row.tex.j2").render(**facts).strip()),
+                 NoEscape(fmt_num(tree["final_score"])), NoEscape("--")])
+    for a in tree["ablations"]:
+        tab.add_row([NoEscape(escape_tex(a["label"])), NoEscape(fmt_num(a["score"])), NoEscape(fmt_signed(a["change"]))])
+    table.append(tab)
+    table.add_caption(NoEscape(env.get_template("caption_ablation.tex.j2").render(**facts).strip()))
+    table.append(NoEscape(r"\label{tab:ablation}"))
+    return table
+
+
 def _figure(fig: dict, caption: str) -> Figure:
     """The figure at the width it was drawn (``width_in``), so its text prints at the size it was drawn; a figure of
     unknown width fills the line."""
@@ -778,11 +864,18 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
     doc.append(abstract)
     # every float after the paragraph that first cites it, from the method section on (not in the introduction's
     # overview), the ones cited nowhere there at the end of their own section
+    tree = facts["tree"]
+    captions = {TREE_FIGURE: env.get_template("caption_tree.tex.j2").render(**facts).strip()} if tree else {}
     own = {"setup": [("tab:settings", _settings_table(env, facts).dumps())],
            "results": [("tab:results", _results_table(env, facts, final_info).dumps()),
                        ("tab:tests", _tests_table(env, facts).dumps())]
-           + [(f"fig:{_label_key(f['name'])}", _figure(f, f.get("caption", "")).dumps()) for f in figures]}
+           + ([("tab:tuning", _tuning_table(env, facts).dumps())] if tree and tree["tuning"] else [])
+           + ([("tab:ablation", _ablation_table(env, facts).dumps())] if tree and tree["ablations"] else [])
+           + [(f"fig:{_label_key(f['name'])}", _figure(f, Tex(captions[f["name"]]) if f["name"] in captions
+                                                       else f.get("caption", "")).dumps()) for f in figures]}
     bodies = {key: sections.get(key) or env.get_template(f"{key}.tex.j2").render(**facts) for key, _ in SECTIONS}
+    if tree:  # the tree's paragraphs close the results, whoever wrote them
+        bodies["results"] = bodies["results"].rstrip() + "\n\n" + env.get_template("tree.tex.j2").render(**facts)
     pending = [(key, f) for key, _ in SECTIONS for f in own.get(key, [])]
     placed: set[str] = set()
     for key, _ in SECTIONS[SECTIONS_ORDER[FLOATS_FROM]:]:
