@@ -85,8 +85,8 @@ def summarize(record: dict, metric: Metric, methods_ran: list[str] | None = None
         score = _num(a.get("score"))
         if math.isfinite(score) and math.isfinite(final_score):
             change = metric.improvement(score, final_score)
-        else:  # the recorded raw difference (ablation - final), signed by the metric's direction
-            change = metric.sign * _num(a.get("delta"))
+        else:  # the recorded delta: already the ablation's improvement over the final candidate
+            change = _num(a.get("delta"))
         ablations.append({"label": str(a.get("label") or (by_id.get(a.get("node")) or {}).get("label") or "ablation"),
                           "score": score, "change": change})
     search = record.get("search") or {}
