@@ -101,3 +101,46 @@ def verdicts(pvalues: dict, seeds: dict, alpha: float = ALPHA, min_seeds: int = 
         out[k] = {"p_holm": p_holm, "seeds_enough": enough, "min_seeds": min_seeds,
                   "significant": bool(enough and np.isfinite(p_holm) and p_holm < alpha)}
     return out
+
+
+def _stratified_bootstrap(scores, aggregate, reps: int = 2000, seed: int = 0) -> list[float]:
+    """rliable's stratified bootstrap (seeds resampled within each setting), percentile 95% interval.
+
+    ``rliable.library.get_interval_estimates`` does this through ``arch``, which fails to import with this
+    environment's pandas 3 (arch 7) or rejects rliable's ``random_state`` (arch 8), so the resampling is written here
+    and the aggregate is rliable's own ``metrics.aggregate_iqm``."""
+    rng = np.random.default_rng(seed)
+    runs, tasks = scores.shape
+    idx = rng.integers(0, runs, size=(reps, runs, tasks))
+    samples = np.array([aggregate(np.take_along_axis(scores, i, axis=0)) for i in idx])
+    return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
+
+
+def replication(scores: dict, baselines: dict, maximize: bool = True, alpha: float = ALPHA,
+                candidate: str = "candidate") -> dict:
+    """A candidate against every baseline on fresh seeds: ``scores`` ``{setting: (S,)}``, ``baselines`` ``{setting:
+    {name: (S,)}}``. One-sided Welch tests in the metric's direction per (setting, baseline), Holm-corrected across
+    all the pairs (``p_holm``, ``significant``), and the IQM of every method over settings x seeds (rliable's
+    ``aggregate_iqm``) with a stratified-bootstrap 95% interval. The research tree's replication and the discovery
+    engine's admission both call this."""
+    from rliable import metrics  # rliable.library needs arch, whose releases do not import with pandas 3 here
+
+    alternative = "greater" if maximize else "less"
+    tests = []
+    for setting, cand in scores.items():
+        for name, base in baselines[setting].items():
+            t = welch(cand, base, alternative=alternative, alpha=alpha)
+            tests.append({"setting": setting, "baseline": name, "mean": float(np.mean(cand)),
+                          "baseline_mean": float(np.mean(base)), "t": t["t"], "p": t["p_value"],
+                          "seeds": int(min(np.size(cand), np.size(base)))})
+    for t, p in zip(tests, holm(t["p"] for t in tests), strict=True):
+        t["p_holm"] = p
+        t["significant"] = bool(p < alpha)
+    settings = list(scores)
+    matrix = {candidate: np.stack([np.asarray(scores[s], dtype=float) for s in settings], axis=1)}
+    for name in next(iter(baselines.values()), {}):
+        matrix[name] = np.stack([np.asarray(baselines[s][name], dtype=float) for s in settings], axis=1)
+    iqm = {k: {"iqm": float(metrics.aggregate_iqm(v)), "ci95": _stratified_bootstrap(v, metrics.aggregate_iqm),
+               "mean": float(np.mean(v))} for k, v in matrix.items()}
+    return {"tests": tests, "iqm": iqm, "alpha": alpha, "family": "every (setting, baseline) pair",
+            "alternative": alternative}

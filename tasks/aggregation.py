@@ -3,6 +3,8 @@ standard errors, 95% confidence intervals (Student t, cut to the metric's ``boun
 Welch t-test of the candidate against the best baseline of each setting (the best by the template's metric and its
 direction, ``Metric.best``). A comparison is called ``significant`` only with ``MIN_SEEDS`` seeds in both arms and a
 Holm-adjusted p (over the settings) below ``jaxlib_kernels.stats.ALPHA``; the raw test's verdict is kept as ``significant_raw``.
+``replication.json`` tests the candidate against every baseline on every setting (one-sided, Holm across all the
+pairs, IQM with a bootstrap interval: ``jaxlib_kernels.stats.replication``, the discovery engine's admission too).
 
 The tidy frame has one row per curve point (``metric == "curve"``, ``step`` = the curve's x) and one per seed's
 final value (``metric == "final"``); the template's ``ResultSchema`` names them for people. A comparison records
@@ -21,6 +23,7 @@ from jaxlib_kernels.results import SchemaError, check_result
 from jaxlib_kernels.stats import (
     clip_interval,
     difference_bounds,
+    replication,
     summarize,
     verdicts,
     welch,
@@ -87,6 +90,30 @@ def final_info(df: pd.DataFrame, candidate: str, metric: Metric | None = None) -
     return out
 
 
+def replication_of(df: pd.DataFrame, candidate: str, metric: Metric) -> dict | None:
+    """The candidate against every baseline on every setting (``jaxlib_kernels.stats.replication``: one-sided Welch,
+    Holm across all (setting, baseline) pairs, IQM), over the methods with the same seeds on every setting; None
+    when the candidate or every baseline is missing somewhere."""
+    finals = df[df.metric == "final"]
+    settings = list(dict.fromkeys(finals.setting))
+    values = {(m, s): g.sort_values("seed").value.to_numpy() for (m, s), g in finals.groupby(["method", "setting"])}
+    seeds = {k: len(v) for k, v in values.items()}
+    n = {seeds.get((candidate, s)) for s in settings}
+    if None in n or len(n) != 1:
+        return None
+    baselines = [m for m in dict.fromkeys(finals[finals.role == "baseline"].method) if m != candidate
+                 and {seeds.get((m, s)) for s in settings} == n]
+    if not baselines:
+        return None
+    out = replication({s: values[(candidate, s)] for s in settings},
+                      {s: {b: values[(b, s)] for b in baselines} for s in settings},
+                      maximize=metric.maximize, candidate=candidate)
+    held = dict(zip(finals.setting, finals.held_out, strict=True))
+    for t in out["tests"]:
+        t["held_out"] = bool(held[t["setting"]])
+    return {**out, "seeds": sorted(int(x) for x in set(finals.seed)), "settings": settings}
+
+
 def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: Path, env_names: dict,
               metric: Metric | None = None) -> dict:
     """Write ``results.parquet`` and ``final_info.json`` for one idea; failed units are listed, not hidden."""
@@ -109,9 +136,13 @@ def aggregate(idea: dict, unit_results: list[tuple[dict, dict, bool]], out_dir: 
     for setting in info:
         info[setting]["env"] = env_names.get(setting, "")
     write_json(out_dir / "final_info.json", info)
+    rep = replication_of(df, idea["Name"], metric or Metric("final", "final value"))
+    if rep is not None:
+        write_json(out_dir / "replication.json", rep)
     if failed:
         write_json(out_dir / "failed_units.json", failed)
-    return {"final_info": info, "results": str(out_dir / "results.parquet"), "failed_units": failed}
+    return {"final_info": info, "results": str(out_dir / "results.parquet"), "failed_units": failed,
+            "replication": rep}
 
 
 # ---- Prefect task -------------------------------------------------------------------------------------------

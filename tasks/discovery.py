@@ -94,43 +94,12 @@ def baseline_tuning(template_name: str, baselines: dict[str, object], search: di
                                     template.metric)
 
 
-def _stratified_bootstrap(scores, aggregate, reps: int = 2000, seed: int = 0) -> list[float]:
-    """rliable's stratified bootstrap (seeds resampled within each setting), percentile 95% interval.
-
-    ``rliable.library.get_interval_estimates`` does this through ``arch``, which fails to import with this
-    environment's pandas 3 (arch 7) or rejects rliable's ``random_state`` (arch 8), so the resampling is written here
-    and the aggregate is rliable's own ``metrics.aggregate_iqm``."""
-    rng = np.random.default_rng(seed)
-    runs, tasks = scores.shape
-    idx = rng.integers(0, runs, size=(reps, runs, tasks))
-    samples = np.array([aggregate(np.take_along_axis(scores, i, axis=0)) for i in idx])
-    return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
-
-
 def admission_stats(scores: dict, baselines: dict, alpha: float, metric) -> dict:
-    """Welch tests (candidate better than baseline in ``metric``'s direction, one-sided), Holm across the (setting,
-    baseline) pairs, IQM with rliable."""
-    from rliable import metrics  # rliable.library needs arch, whose releases do not import with pandas 3 here
-
+    """:func:`jaxlib_kernels.stats.replication` in ``metric``'s direction: the research tree's replication and the
+    admission are one implementation."""
     from jaxlib_kernels import stats
 
-    alternative = "greater" if metric.maximize else "less"
-    tests = []
-    for setting, cand in scores.items():
-        for name, base in baselines[setting].items():
-            t = stats.welch(cand, base, alternative=alternative, alpha=alpha)
-            tests.append({"setting": setting, "baseline": name, "mean": float(np.mean(cand)),
-                          "baseline_mean": float(np.mean(base)), "t": t["t"], "p": t["p_value"]})
-    for t, p in zip(tests, stats.holm(t["p"] for t in tests), strict=True):
-        t["p_holm"] = p
-        t["significant"] = p < alpha
-    settings = list(scores)
-    matrix = {"candidate": np.stack([scores[s] for s in settings], axis=1)}
-    for name in next(iter(baselines.values())):
-        matrix[name] = np.stack([baselines[s][name] for s in settings], axis=1)
-    iqm = {k: {"iqm": float(metrics.aggregate_iqm(v)), "ci95": _stratified_bootstrap(v, metrics.aggregate_iqm),
-               "mean": float(np.mean(v))} for k, v in matrix.items()}
-    return {"tests": tests, "iqm": iqm}
+    return stats.replication(scores, baselines, maximize=metric.maximize, alpha=alpha)
 
 
 def admission(template_name: str, candidates: list[dict], baselines: dict[str, object], settings: list[str],

@@ -265,3 +265,31 @@ def test_the_method_section_renders_the_measured_relation(template):
     assert r"replaces A by \textbar{}A\textbar{} inside the product" in text
     assert r"a penalty appears for r \textgreater{} 1.2 when A \textless{} 0" in text
     assert writeup.make_env("lpo").get_template("_relation.tex.j2").render(idea={"Name": "x"}).strip() == ""
+
+
+def test_the_replication_tests_every_baseline_on_every_setting_with_one_holm_family():
+    """``replication.json``'s statistics: one test per (setting, baseline) pair, Holm over all of them (so a raw p
+    just under 0.05 is not enough among four pairs), held-out settings marked, and a baseline without the
+    candidate's seeds on every setting left out rather than compared on other seeds."""
+    import pandas as pd
+
+    from jaxlib_kernels import stats
+    from tasks.aggregation import replication_of
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for method, role, mean, seeds in [("cand", "candidate", 1.0, 4), ("far", "baseline", 0.2, 4),
+                                      ("near", "baseline", 0.97, 4), ("short", "baseline", 0.1, 2)]:
+        for setting, held in [("train", False), ("held", True)]:
+            for seed in range(seeds):
+                rows.append({"idea": "cand", "method": method, "role": role, "setting": setting, "held_out": held,
+                             "seed": seed, "step": 1, "metric": "final", "value": mean + 0.05 * rng.standard_normal()})
+    out = replication_of(pd.DataFrame(rows), "cand", Metric("return", "a return", maximize=True))
+    pairs = {(t["setting"], t["baseline"]) for t in out["tests"]}
+    assert pairs == {("train", "far"), ("train", "near"), ("held", "far"), ("held", "near")}
+    raw = [t["p"] for t in out["tests"]]
+    assert [t["p_holm"] for t in out["tests"]] == stats.holm(raw)
+    assert all(t["held_out"] == (t["setting"] == "held") for t in out["tests"])
+    assert all(t["significant"] for t in out["tests"] if t["baseline"] == "far")
+    assert set(out["iqm"]) == {"cand", "far", "near"} and out["seeds"] == [0, 1, 2, 3]
+    assert out["iqm"]["cand"]["ci95"][0] <= out["iqm"]["cand"]["iqm"] <= out["iqm"]["cand"]["ci95"][1]
