@@ -540,6 +540,24 @@ def _tree_facts(record: dict, template: Any, labels: dict, candidate: str, metho
     }
 
 
+def _replication_facts(rep: dict | None, template: Any, final_info: dict, labels: dict, candidate: str) -> dict | None:
+    """``replication.json`` (``jaxlib_kernels.stats.replication``) for the text: each method's IQM with its bootstrap
+    interval, best first by the metric; the one-sided tests against every baseline, Holm-corrected over all pairs."""
+    if not rep or not rep.get("iqm"):
+        return None
+    metric = _metric_of(template, next(iter(final_info.values()), {}))
+    iqm = {m: v for m, v in rep["iqm"].items() if _finite(v.get("iqm"))}
+    rows = [{"name": m, "label": labels.get(m, m), "iqm": float(iqm[m]["iqm"]), "mean": iqm[m].get("mean"),
+             "ci": list(iqm[m].get("ci95") or [math.nan, math.nan]), "candidate": m == candidate}
+            for m in metric.rank({m: float(v["iqm"]) for m, v in iqm.items()})]
+    tests = rep.get("tests") or []
+    return {"rows": rows, "candidate": next((r for r in rows if r["candidate"]), None),
+            "best_baseline": next((r for r in rows if not r["candidate"]), None),
+            "pairs": len(tests), "significant": sum(bool(t.get("significant")) for t in tests),
+            "held_significant": sum(bool(t.get("significant")) and bool(t.get("held_out")) for t in tests),
+            "seeds": [int(s) for s in rep.get("seeds") or []]}
+
+
 def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[dict], context: dict,
                 bib: list[str], safe: bool = False) -> dict:
     """Everything the text templates may say, measured or given; free text stays raw and is escaped on output.
@@ -577,10 +595,13 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
     record = treefacts.load(idea)
     ran = [m for i in final_info.values() for m in (i.get("means") or {})]
     tree = _tree_facts(record, template, labels, candidate, list(dict.fromkeys(ran)), figs) if record else None
+    replication = _replication_facts(context.get("replication"), template, final_info, labels, candidate)
     return {
         **contract,
         "tree": tree,
         "tuned": bool(tree and tree["tuned"]),
+        "replication": replication,
+        "iqm_table": Tex("Table~\\ref{tab:iqm}"),
         "template_name": template_name,
         "metric_direction": "maximised" if maximize else "minimised",
         "higher": "higher" if maximize else "lower",
@@ -771,15 +792,16 @@ def _tuning_table(env, facts: dict) -> Table:
     """Every method's tuned values (before -> after), its search score before and after, its evaluations."""
     table = Table(position="tbp")
     table.append(NoEscape(r"\centering\small"))
-    tab = Tabularx("lXrrr", width_argument=NoEscape(r"\linewidth"), booktabs=True)
+    tab = Tabularx(r"l>{\raggedright\arraybackslash}Xrrr", width_argument=NoEscape(r"\linewidth"), booktabs=True)
     tab.add_row([NoEscape(c) for c in ("Method", r"Tuned values (before \ensuremath{\rightarrow} after)",
                                        "Score before", "Score after", "Evaluations")])
     tab.add_hline()
     for row in facts["tree"]["tuning"]:
         if row["role"] == "candidate":
             tab.add_hline()
-        values = "; ".join(f"\\texttt{{{escape_tex(c['name'])}}} {fmt_value(c['before'])} "
-                           f"\\ensuremath{{\\rightarrow}} {fmt_value(c['after'])}" for c in row["changes"]) or "--"
+        values = "; ".join(f"\\texttt{{{escape_tex(c['name'])}}} " + (
+            f"{fmt_value(c['before'])} \\ensuremath{{\\rightarrow}} {fmt_value(c['after'])}"
+            if c["before"] != c["after"] else f"{fmt_value(c['after'])} (kept)") for c in row["changes"]) or "--"
         tab.add_row([NoEscape(escape_tex(row["label"])), NoEscape(values), NoEscape(fmt_num(row["score_before"])),
                      NoEscape(fmt_num(row["score_after"])), NoEscape(fmt_int(row["evaluations"]))])
     table.append(tab)
@@ -803,6 +825,27 @@ def _ablation_table(env, facts: dict) -> Table:
     table.append(tab)
     table.add_caption(NoEscape(env.get_template("caption_ablation.tex.j2").render(**facts).strip()))
     table.append(NoEscape(r"\label{tab:ablation}"))
+    return table
+
+
+def _iqm_table(env, facts: dict) -> Table:
+    """Each method's interquartile mean over settings and seeds of the replication, its bootstrap 95 % interval and
+    its mean, best first."""
+    table = Table(position="tbp")
+    table.append(NoEscape(r"\centering\small"))
+    tab = Tabular("lccc", booktabs=True)
+    tab.add_row([NoEscape(c) for c in ("Method", "IQM", r"95\,\% CI", "Mean")])
+    tab.add_hline()
+    for r in facts["replication"]["rows"]:
+        label = escape_tex(facts["label"] if r["candidate"] else r["label"])
+        lo, hi = (r["ci"] + [math.nan, math.nan])[:2]
+        tab.add_row([NoEscape(rf"\textbf{{{label}}}" if r["candidate"] else label), NoEscape(fmt_num(r["iqm"])),
+                     NoEscape(f"[{fmt_num(lo)}, {fmt_num(hi)}]"), NoEscape(fmt_num(r["mean"]))])
+    table.append(NoEscape(r"\fitwidth{%"))
+    table.append(tab)
+    table.append(NoEscape("}"))
+    table.add_caption(NoEscape(env.get_template("caption_iqm.tex.j2").render(**facts).strip()))
+    table.append(NoEscape(r"\label{tab:iqm}"))
     return table
 
 
@@ -871,6 +914,7 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
                        ("tab:tests", _tests_table(env, facts).dumps())]
            + ([("tab:tuning", _tuning_table(env, facts).dumps())] if tree and tree["tuning"] else [])
            + ([("tab:ablation", _ablation_table(env, facts).dumps())] if tree and tree["ablations"] else [])
+           + ([("tab:iqm", _iqm_table(env, facts).dumps())] if tree and facts["replication"] else [])
            + [(f"fig:{_label_key(f['name'])}", _figure(f, Tex(captions[f["name"]]) if f["name"] in captions
                                                        else f.get("caption", "")).dumps()) for f in figures]}
     bodies = {key: sections.get(key) or env.get_template(f"{key}.tex.j2").render(**facts) for key, _ in SECTIONS}
@@ -1141,10 +1185,13 @@ def paper_baselines(template, context: dict) -> dict:
     return {n: template.baselines[n] for n in chosen} if chosen else dict(template.baselines)
 
 
-def paper_context(template_name: str, idea: dict, context: dict) -> dict:
-    """The flow's context with what every writer of this idea's paper needs: its labels and its baselines."""
+def paper_context(template_name: str, idea: dict, context: dict, idea_dir: str | Path | None = None) -> dict:
+    """The flow's context with what every writer of this idea's paper needs: its labels, its baselines and the
+    idea folder's ``replication.json`` (the aggregation's tests against every baseline and IQM), if there is one."""
+    replication = read_json(Path(idea_dir) / "replication.json") if idea_dir is not None else None
     return {**context, "labels": labels_of(template_name, idea),
-            "baselines": paper_baselines(make(template_name), context)}
+            "baselines": paper_baselines(make(template_name), context),
+            **({"replication": replication} if replication else {})}
 
 
 def redrawer(template_name: str, idea: dict, idea_dir: str | Path, final_info: dict) -> Callable[[float], list[dict]]:
@@ -1163,13 +1210,13 @@ def redrawer(template_name: str, idea: dict, idea_dir: str | Path, final_info: d
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 # the text stages' cache keys cover their code and text (generic and the template's layer; "*": references.bib)
-@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.figcheck", "tasks.textgate", "tasks.runtime.text"),
-       paths=("prompts/paper",), template_parts=("paper", "*"))
+@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.figcheck", "tasks.textgate", "tasks.runtime.text",
+                                                "tasks.treefacts"), paths=("prompts/paper",), template_parts=("paper", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
     """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
     final_info = read_json(Path(idea_dir) / "final_info.json")
-    paper = write_paper_loop(template_name, idea, final_info, figures, paper_context(template_name, idea, context),
-                             Path(idea_dir) / "paper", redraw=redrawer(template_name, idea, idea_dir, final_info)
+    paper = write_paper_loop(template_name, idea, final_info, figures,
+                             paper_context(template_name, idea, context, idea_dir), Path(idea_dir) / "paper", redraw=redrawer(template_name, idea, idea_dir, final_info)
                              if figures else None)
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages)", idea["Name"], paper.get("pdf") or "FAILED", paper.get("pages"))

@@ -299,7 +299,7 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
                      model: str) -> dict:
     final_info = read_json(Path(idea_dir) / "final_info.json")
     paper = write_paper(active(model), template_name, idea, final_info, figures,
-                        writeup.paper_context(template_name, idea, context), Path(idea_dir) / "paper",
+                        writeup.paper_context(template_name, idea, context, idea_dir), Path(idea_dir) / "paper",
                         redraw=writeup.redrawer(template_name, idea, idea_dir, final_info) if figures else None)
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages, text: %s)", idea["Name"], paper.get("pdf") or "FAILED",

@@ -22,18 +22,22 @@ def pdf_text(path: str) -> str:
 @pytest.fixture(scope="module")
 def tree_paper(tmp_path_factory, win_experiment, kit):
     from jaxlib_kernels.templates import lpo
+    from tasks.aggregation import replication_of
 
     results, final_info = win_experiment
     out = tmp_path_factory.mktemp("tree_idea")
     idea = kit.make_idea(tree={"path": kit.make_tree(out / "tree" / "tree.json")})
     figures = make_plots(idea, results, final_info, kit.make_sources(), out / "figures", kit.make_context()["labels"],
                          lpo.TEMPLATE)
-    paper = writeup.write_paper_loop("lpo", idea, final_info, figures, kit.make_context(), out / "paper")
-    return paper, figures, json.loads(Path(idea["tree"]["path"]).read_text())
+    replication = replication_of(results, kit.CANDIDATE, lpo.TEMPLATE.metric)  # the aggregation's replication.json
+    (out / "replication.json").write_text(json.dumps(replication))
+    context = writeup.paper_context("lpo", idea, kit.make_context(), out)
+    paper = writeup.write_paper_loop("lpo", idea, final_info, figures, context, out / "paper")
+    return paper, figures, json.loads(Path(idea["tree"]["path"]).read_text()), replication
 
 
 def test_the_tree_paper_has_the_tuning_and_ablation_tables_and_the_tree_figure(tree_paper, kit):
-    paper, figures, record = tree_paper
+    paper, figures, record, replication = tree_paper
     assert paper["pdf"] and paper["error"] is None and paper["check_errors"] == 0
     assert paper["table_numbers_found"] and paper["unresolved_refs"] == 0
     tree_fig = next(f for f in figures if f["name"] == TREE_FIGURE)
@@ -55,6 +59,12 @@ def test_the_tree_paper_has_the_tuning_and_ablation_tables_and_the_tree_figure(t
         assert label.replace("'", "\u2019") in text
         assert f"{score:.3f} {score - final:+.3f}" in text
     assert "replication on 5 fresh seeds (0, 1, 2, 3, 4)" in text and "1000, 1001" in text
+    assert "Interquartile mean (IQM)" in text and "\\label{tab:iqm}" in tex
+    for method, v in replication["iqm"].items():  # every method's IQM of the replication
+        assert f"{v['iqm']:.3f}" in text, method
+    pairs = len(replication["tests"])
+    better = sum(t["significant"] for t in replication["tests"])
+    assert f"Holm-corrected over all {pairs} pairs, find it significantly better in {better} of them" in text
     assert "Fixed hyperparameters" not in text and "none was tuned" not in text
     assert "Small tuning budget" in text
     assert writeup.internal_words(text, "lpo") == []
