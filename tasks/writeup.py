@@ -701,6 +701,21 @@ def results_table_numbers(final_info: dict) -> list[str]:
     return out
 
 
+def _float_table(env, facts: dict, tab: Any, name: str, fit: bool = True) -> Table:
+    """A table float: centred, small, ``tab`` (shrunk to the line by ``\\fitwidth`` when ``fit``), the caption of
+    ``caption_<name>.tex.j2`` and the label ``tab:<name>``."""
+    table = Table(position="tbp")
+    table.append(NoEscape(r"\centering\small"))
+    if fit:
+        table.append(NoEscape(r"\fitwidth{%"))
+    table.append(tab)
+    if fit:
+        table.append(NoEscape("}"))
+    table.add_caption(NoEscape(env.get_template(f"caption_{name}.tex.j2").render(**facts).strip()))
+    table.append(NoEscape(f"\\label{{tab:{name}}}"))
+    return table
+
+
 def _results_table(env, facts: dict, final_info: dict) -> Table:
     settings = facts["settings"]
     candidate = next(iter(final_info.values()), {}).get("comparison", {}).get("candidate")
@@ -710,8 +725,6 @@ def _results_table(env, facts: dict, final_info: dict) -> Table:
     if candidate in methods:  # the candidate last, under a rule
         methods = [m for m in methods if m != candidate] + [candidate]
     labels = {b["name"]: b["label"] for b in facts["baselines"]}
-    table = Table(position="tbp")
-    table.append(NoEscape(r"\centering\small"))
     tab = Tabular("l" + "c" * len(settings), booktabs=True)
     tab.add_row([NoEscape("Method")] + [
         NoEscape(escape_tex(s["name"]) + (r"$^\dagger$" if s["held_out"] else "")) for s in settings
@@ -732,17 +745,10 @@ def _results_table(env, facts: dict, final_info: dict) -> Table:
             cell = (rf"\textbf{{{m}}}" if method == s["top"] else m) + (rf" $\pm$ {fmt_num(se)}" if se is not None else "")
             cells.append(NoEscape(cell))
         tab.add_row(cells)
-    table.append(NoEscape(r"\fitwidth{%"))
-    table.append(tab)
-    table.append(NoEscape("}"))
-    table.add_caption(NoEscape(env.get_template("caption_results.tex.j2").render(**facts).strip()))
-    table.append(NoEscape(r"\label{tab:results}"))
-    return table
+    return _float_table(env, facts, tab, "results")
 
 
 def _tests_table(env, facts: dict) -> Table:
-    table = Table(position="tbp")
-    table.append(NoEscape(r"\centering\small"))
     tab = Tabular("llcccccc", booktabs=True)
     tab.add_row([NoEscape(c) for c in (
         "Setting", "Best baseline", "Difference", r"95\,\% CI", r"$p$", r"$p_{\mathrm{Holm}}$", "Significant", "Rank")])
@@ -760,17 +766,10 @@ def _tests_table(env, facts: dict) -> Table:
                      if s["seeds_enough"] else "not claimed"),
             NoEscape(f"{s['rank']}/{s['n_methods']}" if s["rank"] else "--"),
         ])
-    table.append(NoEscape(r"\fitwidth{%"))
-    table.append(tab)
-    table.append(NoEscape("}"))
-    table.add_caption(NoEscape(env.get_template("caption_tests.tex.j2").render(**facts).strip()))
-    table.append(NoEscape(r"\label{tab:tests}"))
-    return table
+    return _float_table(env, facts, tab, "tests")
 
 
 def _settings_table(env, facts: dict) -> Table:
-    table = Table(position="tbp")
-    table.append(NoEscape(r"\centering\small"))
     tab = Tabularx("lllrX", width_argument=NoEscape(r"\linewidth"), booktabs=True)  # the description wraps
     budget_head = _capfirst(facts["budget_unit"])
     env_head = env.get_template("settings_env_head.tex.j2").render(**facts).strip()
@@ -782,16 +781,11 @@ def _settings_table(env, facts: dict) -> Table:
             NoEscape("held out" if s["held_out"] else "training"), NoEscape(fmt_int(s["steps"])),
             NoEscape(escape_tex(s["description"])),
         ])
-    table.append(tab)
-    table.add_caption(NoEscape(env.get_template("caption_settings.tex.j2").render(**facts).strip()))
-    table.append(NoEscape(r"\label{tab:settings}"))
-    return table
+    return _float_table(env, facts, tab, "settings", fit=False)
 
 
 def _tuning_table(env, facts: dict) -> Table:
     """Every method's tuned values (before -> after), its search score before and after, its evaluations."""
-    table = Table(position="tbp")
-    table.append(NoEscape(r"\centering\small"))
     tab = Tabularx(r"l>{\raggedright\arraybackslash}Xrrr", width_argument=NoEscape(r"\linewidth"), booktabs=True)
     tab.add_row([NoEscape(c) for c in ("Method", r"Tuned values (before \ensuremath{\rightarrow} after)",
                                        "Score before", "Score after", "Evaluations")])
@@ -804,17 +798,12 @@ def _tuning_table(env, facts: dict) -> Table:
             if c["before"] != c["after"] else f"{fmt_value(c['after'])} (kept)") for c in row["changes"]) or "--"
         tab.add_row([NoEscape(escape_tex(row["label"])), NoEscape(values), NoEscape(fmt_num(row["score_before"])),
                      NoEscape(fmt_num(row["score_after"])), NoEscape(fmt_int(row["evaluations"]))])
-    table.append(tab)
-    table.add_caption(NoEscape(env.get_template("caption_tuning.tex.j2").render(**facts).strip()))
-    table.append(NoEscape(r"\label{tab:tuning}"))
-    return table
+    return _float_table(env, facts, tab, "tuning", fit=False)
 
 
 def _ablation_table(env, facts: dict) -> Table:
     """The final candidate, then each ablation: its score on the search seeds and its change against the final one."""
     tree = facts["tree"]
-    table = Table(position="tbp")
-    table.append(NoEscape(r"\centering\small"))
     tab = Tabularx("Xrr", width_argument=NoEscape(r"0.85\linewidth"), booktabs=True)
     tab.add_row([NoEscape(c) for c in ("Variant", "Score", "Change")])
     tab.add_hline()
@@ -822,17 +811,12 @@ def _ablation_table(env, facts: dict) -> Table:
                  NoEscape(fmt_num(tree["final_score"])), NoEscape("--")])
     for a in tree["ablations"]:
         tab.add_row([NoEscape(escape_tex(a["label"])), NoEscape(fmt_num(a["score"])), NoEscape(fmt_signed(a["change"]))])
-    table.append(tab)
-    table.add_caption(NoEscape(env.get_template("caption_ablation.tex.j2").render(**facts).strip()))
-    table.append(NoEscape(r"\label{tab:ablation}"))
-    return table
+    return _float_table(env, facts, tab, "ablation", fit=False)
 
 
 def _iqm_table(env, facts: dict) -> Table:
     """Each method's interquartile mean over settings and seeds of the replication, its bootstrap 95 % interval and
     its mean, best first."""
-    table = Table(position="tbp")
-    table.append(NoEscape(r"\centering\small"))
     tab = Tabular("lccc", booktabs=True)
     tab.add_row([NoEscape(c) for c in ("Method", "IQM", r"95\,\% CI", "Mean")])
     tab.add_hline()
@@ -841,12 +825,7 @@ def _iqm_table(env, facts: dict) -> Table:
         lo, hi = (r["ci"] + [math.nan, math.nan])[:2]
         tab.add_row([NoEscape(rf"\textbf{{{label}}}" if r["candidate"] else label), NoEscape(fmt_num(r["iqm"])),
                      NoEscape(f"[{fmt_num(lo)}, {fmt_num(hi)}]"), NoEscape(fmt_num(r["mean"]))])
-    table.append(NoEscape(r"\fitwidth{%"))
-    table.append(tab)
-    table.append(NoEscape("}"))
-    table.add_caption(NoEscape(env.get_template("caption_iqm.tex.j2").render(**facts).strip()))
-    table.append(NoEscape(r"\label{tab:iqm}"))
-    return table
+    return _float_table(env, facts, tab, "iqm")
 
 
 def _figure(fig: dict, caption: str) -> Figure:
