@@ -9,13 +9,14 @@ import os
 import platform
 import re
 import subprocess
-import tempfile
 import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from jaxlib_kernels.files import write_atomic
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "navix", "evosax", "gymnax", "prefect", "ray", "litellm", "pandas")
@@ -52,17 +53,7 @@ def json_safe(data: Any) -> Any:
 
 def write_json(path: Path, data: Any) -> Path:
     """Write JSON atomically (temp file + rename), so a killed process never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=_default, allow_nan=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, json.dumps(data, indent=2, default=_default, allow_nan=True))
 
 
 def read_json(path: Path, default: Any = None) -> Any:
