@@ -7,6 +7,8 @@ variants already tried. A reply is one fenced block per proposal (``python`` for
 parametric ones), each after a ``Label: ...`` line; every proposal passes ``Template.static_check`` or is dropped.
 A reply with nothing usable, or a failed model call, raises :class:`ProposalError` with one line saying why; the
 tree turns it into the offline proposal and records ``"source": "llm-fallback"`` with that reason.
+``tie_break`` (``tree_tie_break.j2``) lets the model choose among nodes of exactly equal best score, nothing more;
+any failure there is no choice (None).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 
 from jaxlib_kernels.templates import Template, make
 from tasks.llm.prompting import task_description
-from tasks.runtime.llm import LLMClient, LLMError, active, redact, render
+from tasks.runtime.llm import LLMClient, LLMError, active, check_schema, extract_json, redact, render
 
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 LABEL = re.compile(r"^[ \t>*#-]*label[ \t*]*:[ \t]*(.+?)[ \t*]*$", re.IGNORECASE | re.MULTILINE)
@@ -113,3 +115,14 @@ class LLMProposer:
         prompt = render("tree_debug.j2", template_name, task=task_description(template_name), template=template,
                         idea=idea, candidate=text, error=error)
         return _checked(template, "debug", parse_blocks(self._ask("debug", prompt)), set())[0][1]
+
+    def tie_break(self, nodes: list) -> str | None:
+        """The id of the node the model chooses among ``nodes`` of exactly equal best score (each with ``id``,
+        ``label``, ``candidate``, ``hparams``); None when it gives no valid choice or the call fails."""
+        shown = [{"label": n.label or n.method, "candidate": n.candidate, "hparams": n.hparams} for n in nodes]
+        try:
+            text = self._ask("tie break", render("tree_tie_break.j2", nodes=shown, score=nodes[0].score))
+            choice = check_schema(extract_json(text), {"choice": "int"})["choice"]
+        except Exception:  # noqa: BLE001 - a failed tie-break leaves the first-made node, as without a model
+            return None
+        return nodes[choice - 1].id if isinstance(choice, int) and 1 <= choice <= len(nodes) else None

@@ -85,3 +85,29 @@ def test_a_parametric_template_gets_json_blocks(proposer):
     llm = proposer(lambda request: reply if "JSON object in one" in last_user(request) else "no")
     idea = {**IDEA, "source": json.dumps({"method": "hades", "n_pairs": 4})}
     assert llm.improve("hades", idea, "", [], 2) == [("more pairs", more)]  # the broken JSON dropped
+
+
+def test_the_tree_falls_back_to_the_offline_proposal_and_says_why(proposer):
+    """``jaxlib_kernels.tree.stages.propose``: the model's proposals when usable, else the offline ones recorded as
+    ``llm-fallback`` with the one-line reason."""
+    from jaxlib_kernels.templates import make
+    from jaxlib_kernels.tree import stages
+
+    template = make("lpo")
+    idea = {**IDEA, "source": DRIFT_SOURCE, "tree_node": {"candidate": DRIFT_SOURCE, "baselines": {}}}
+    args = ("lpo", idea, "", [DRIFT_SOURCE], 2)
+    assert stages.propose(template, proposer(good), "improve", args, 2) == ([("wider clip", WIDER)], "llm", None)
+    proposals, source, why = stages.propose(template, proposer(babbler), "improve", args, 2)
+    assert source == "llm-fallback" and why == "ProposalError: tree improve: the reply holds no fenced code block"
+    assert proposals == stages.propose(template, None, "improve", args, 2)[0] and proposals
+
+
+def test_a_model_breaks_exact_ties_only_with_a_valid_choice(proposer):
+    from jaxlib_kernels.tree.record import Node
+
+    nodes = [Node(id=f"n{i}", parent=None, stage="improve", kind="improve", method="m", role="candidate",
+                  candidate=text, label=label, score=0.5) for i, (label, text) in
+             enumerate((("wider", WIDER), ("as drafted", DRIFT_SOURCE)))]
+    assert proposer(lambda request: '{"choice": 2}').tie_break(nodes) == "n1"
+    assert proposer(lambda request: '{"choice": 7}').tie_break(nodes) is None
+    assert proposer(babbler).tie_break(nodes) is None
