@@ -79,7 +79,7 @@ def summarize(record: dict, metric: Metric, methods_ran: list[str] | None = None
     candidate_tuned = any(r["role"] == "candidate" and r["evaluations"] > 0 for r in tuning)
     untuned = [m for m in (methods_ran or []) if m not in tuned_names]
     final = record.get("final") or {}
-    final_score = _num((by_id.get(final.get("node")) or {}).get("score"))
+    final_score = _num((by_id.get(final.get("node")) or {}).get("score", final.get("score")))
     ablations = []
     for a in record.get("ablation") or []:
         score = _num(a.get("score"))
