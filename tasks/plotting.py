@@ -229,7 +229,8 @@ TREE_STAGES = ("implement", "tune", "improve", "ablate")  # the stages whose nod
 def plot_tree(record: dict, metric: Metric, out_dir: Path, schema: ResultSchema = DEFAULT_SCHEMA) -> dict | None:
     """``research_tree.png`` (and PDF): the candidate's nodes of ``tree.json`` by stage (x, spread within a stage in
     the order they were made) and by their score on the search seeds (y, in the metric's units), a line from each
-    node to its parent, the best node of each stage ringed, failed nodes as crosses under the others. None when
+    node to its parent, the best node of each stage ringed (not of the ablations: no ablation is a candidate), failed
+    nodes as crosses under the others. None when
     the tree has no candidate node. The caption is the paper's (``caption_tree.tex.j2``)."""
     nodes = [n for n in record.get("nodes") or [] if n.get("role", "candidate") == "candidate"
              and n.get("stage") in TREE_STAGES]
@@ -259,10 +260,12 @@ def plot_tree(record: dict, metric: Metric, out_dir: Path, schema: ResultSchema 
     if bad:
         ax.scatter(*zip(*bad, strict=True), s=18, marker="x", color="0.25", zorder=3, linewidth=0.9,
                    label="failed node (no score)")
-    best = [pos[b] for s, b in (record.get("best") or {}).items() if s in stages and b in pos]
+    best = [pos[b] for s, b in (record.get("best") or {}).items() if s in stages and s != "ablate" and b in pos]
     if best:
         ax.scatter(*zip(*best, strict=True), s=70, facecolors="none", edgecolors="black", linewidth=0.9, zorder=4,
                    label="best node of its stage")
+    for i in range(1, len(stages)):
+        ax.axvline(i - 0.5, color="0.85", lw=0.6, zorder=0)
     ax.set_xticks(range(len(stages)), stages)
     ax.set_xlim(-0.55, len(stages) - 0.45)
     ax.set_ylabel(f"{schema.final_label}, search seeds\n({metric.direction})")

@@ -287,7 +287,7 @@ def tree_checks(idea: dict, final_info: dict) -> list[dict]:
                 for c in TREE_CHECKS]
     ran = list(dict.fromkeys(m for i in final_info.values() for m in (i.get("means") or {})))
     tree = treefacts.summarize(record, treefacts.metric_of(record, layers.template_or_none(record.get("template"))),
-                               ran)
+                               ran, final_info)
     budgets = {r["name"]: r["evaluations"] for r in tree["tuning"]}
     tuned = tree["candidate_tuned"] and tree["equal_budget"]
     detail = (f"{len(budgets)} methods tuned with {tree['evaluations']} evaluations each" if tuned
@@ -299,14 +299,13 @@ def tree_checks(idea: dict, final_info: dict) -> list[dict]:
     worst = min(scored, key=lambda a: a["change"]) if scored else None
     ablated = (f"{len(scored)} ablations scored; largest change {worst['change']:+.3f} ({worst['label']})"
                if worst else "no ablation of the final candidate was scored")
-    seeds = [int(n) for i in final_info.values() for n in (i.get("n") or {}).values()]
-    fits = bool(seeds) and max(seeds) <= len(tree["replication_seeds"])
-    replicated = tree["fresh"] and fits
+    replicated = tree["replicated"]
     rep = (f"results on {len(tree['replication_seeds'])} replication seeds, disjoint from the search seeds "
            f"{tree['search_seeds']}" if replicated
            else "the replication seeds overlap the search seeds or are not recorded" if not tree["fresh"]
-           else f"the results have up to {max(seeds, default=0)} seeds per arm, more than the "
-           f"{len(tree['replication_seeds'])} replication seeds")
+           else f"the results have up to {tree['most_seeds']} seeds per arm, more than the "
+           f"{len(tree['replication_seeds'])} replication seeds" if tree["most_seeds"] > len(tree["replication_seeds"])
+           else "the results are not the replication of the tree's final candidate")
     return [{"check": "tuned_baselines", "passed": bool(tuned), "detail": detail},
             {"check": "ablation", "passed": bool(scored), "detail": ablated},
             {"check": "replication", "passed": bool(replicated), "detail": rep}]

@@ -60,8 +60,13 @@ def _changes(before: dict, after: dict) -> list[dict]:
     return out
 
 
-def summarize(record: dict, metric: Metric, methods_ran: list[str] | None = None) -> dict:
-    """The tree in numbers (see the module docstring); ``methods_ran``: the methods of the results table."""
+def summarize(record: dict, metric: Metric, methods_ran: list[str] | None = None,
+              final_info: dict | None = None) -> dict:
+    """The tree in numbers (see the module docstring); ``methods_ran``: the methods of the results table.
+
+    ``replicated``: the results (``final_info``) are the tree's replication: its replication seeds are disjoint from
+    the search seeds (``fresh``), no arm has more seeds than there are replication seeds, and no setting says it
+    does not replicate the tree (``final_info[setting]["replication"]``, when the flow recorded it)."""
     nodes = [n for n in record.get("nodes") or [] if isinstance(n, dict)]
     by_id = {n.get("id"): n for n in nodes}
     tuning = []
@@ -93,6 +98,8 @@ def summarize(record: dict, metric: Metric, methods_ran: list[str] | None = None
     search_seeds = [int(s) for s in search.get("seeds") or []]
     replication = [int(s) for s in record.get("replication_seeds") or []]
     per_stage = {s: sum(1 for n in nodes if n.get("stage") == s) for s in STAGES}
+    fresh = bool(search_seeds) and bool(replication) and not set(search_seeds) & set(replication)
+    arms = [int(n) for i in (final_info or {}).values() for n in (i.get("n") or {}).values()]
     return {
         "tuning": tuning,
         "tuned": bool(tuned_names), "candidate_tuned": candidate_tuned,
@@ -106,7 +113,9 @@ def summarize(record: dict, metric: Metric, methods_ran: list[str] | None = None
         "search_seeds": search_seeds,
         "search_budget": dict(search.get("budget") or {}),
         "replication_seeds": replication,
-        "fresh": bool(search_seeds) and bool(replication) and not set(search_seeds) & set(replication),
+        "fresh": fresh, "most_seeds": max(arms, default=0),
+        "replicated": fresh and bool(arms) and max(arms) <= len(replication)
+        and all(i.get("replication", True) for i in (final_info or {}).values()),
         "nodes": len(nodes), "per_stage": per_stage, "buggy": sum(1 for n in nodes if n.get("buggy")),
         "stages_done": list(record.get("stages_done") or []),
         "tie_breaks": sum(1 for n in nodes if n.get("tie_break")),

@@ -519,10 +519,11 @@ def _nearest_label(nearest: str | None, labels: dict) -> str:
     return labels.get(nearest, nearest)
 
 
-def _tree_facts(record: dict, template: Any, labels: dict, candidate: str, methods: list[str], figs: dict) -> dict:
+def _tree_facts(record: dict, template: Any, labels: dict, candidate: str, methods: list[str], figs: dict,
+                final_info: dict) -> dict:
     """The research tree as the text templates see it: :func:`tasks.treefacts.summarize` with each method's label,
     the stages that made nodes, the ablation that loses most, and the references of its tables and figure."""
-    tree = treefacts.summarize(record, treefacts.metric_of(record, template), methods)
+    tree = treefacts.summarize(record, treefacts.metric_of(record, template), methods, final_info)
     for row in tree["tuning"]:
         row["label"] = labels.get(candidate if row["role"] == "candidate" else row["name"], row["name"])
     ablations = [a for a in tree["ablations"] if math.isfinite(a["change"])]
@@ -594,7 +595,8 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
     maximize = contract["maximize"]
     record = treefacts.load(idea)
     ran = [m for i in final_info.values() for m in (i.get("means") or {})]
-    tree = _tree_facts(record, template, labels, candidate, list(dict.fromkeys(ran)), figs) if record else None
+    tree = _tree_facts(record, template, labels, candidate, list(dict.fromkeys(ran)), figs, final_info) \
+        if record else None
     replication = _replication_facts(context.get("replication"), template, final_info, labels, candidate)
     return {
         **contract,
@@ -893,7 +895,7 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
                        ("tab:tests", _tests_table(env, facts).dumps())]
            + ([("tab:tuning", _tuning_table(env, facts).dumps())] if tree and tree["tuning"] else [])
            + ([("tab:ablation", _ablation_table(env, facts).dumps())] if tree and tree["ablations"] else [])
-           + ([("tab:iqm", _iqm_table(env, facts).dumps())] if tree and facts["replication"] else [])
+           + ([("tab:iqm", _iqm_table(env, facts).dumps())] if tree and tree["replicated"] and facts["replication"] else [])
            + [(f"fig:{_label_key(f['name'])}", _figure(f, Tex(captions[f["name"]]) if f["name"] in captions
                                                        else f.get("caption", "")).dumps()) for f in figures]}
     bodies = {key: sections.get(key) or env.get_template(f"{key}.tex.j2").render(**facts) for key, _ in SECTIONS}

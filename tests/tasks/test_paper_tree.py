@@ -82,3 +82,18 @@ def test_without_a_tree_or_without_tuning_the_fixed_hyperparameters_limitation_s
     assert "Fixed hyperparameters" in text and "Small tuning budget" not in text
     generic = writeup.make_env("no_such_template").get_template("limitations.tex.j2").render(**facts)
     assert "none was tuned" in generic
+
+
+def test_results_that_are_not_the_trees_replication_are_not_called_fresh(win_experiment, kit, tmp_path):
+    import copy
+
+    info = copy.deepcopy(win_experiment[1])
+    for setting in info.values():  # more seeds per arm than the tree's 5 replication seeds
+        setting["n"] = {m: 9 for m in setting["n"]}
+    idea = kit.make_idea(tree={"path": kit.make_tree(tmp_path / "tree.json")})
+    env = writeup.make_env("lpo")
+    facts = writeup.build_facts("lpo", idea, info, [], kit.make_context(), [])
+    assert facts["tree"]["fresh"] and not facts["tree"]["replicated"]
+    text = " ".join(env.get_template("tree.tex.j2").render(**facts).split())
+    assert "not recorded as a replication" in text and "fresh" not in text
+    assert "none of them was used" not in env.get_template("caption_results.tex.j2").render(**facts)
