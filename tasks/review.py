@@ -472,7 +472,7 @@ def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str =
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-@stage(name="review_paper", modules=("tasks.writeup", "tasks.runtime.text", "tasks.textgate"),
+@stage(name="review_paper", modules=("tasks.writeup", "tasks.runtime.text", "tasks.textgate", "tasks.treefacts"),
        paths=("prompts/review", "prompts/paper"), template_parts=("review", "paper", "*"))
 def review_paper_task(template_name: str, idea: dict, idea_dir: str) -> dict:
     """The evidence reviewer's NeurIPS form, written to review.json."""
