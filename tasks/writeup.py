@@ -115,6 +115,15 @@ def escape_tex(text: Any, ascii_only: bool = False) -> Tex:
     return Tex("".join(_char(c, ascii_only) for c in text).strip(" "))
 
 
+FUNCTION_CALL = re.compile(r"\b([A-Za-z]+)\(")
+
+
+def plain_math(text: Any) -> Tex:
+    """Plain-text math of a label (``symbolic.to_plain``: ``clip(r, 0.8, 1.2)``) as LaTeX text: escaped, each
+    function's argument list set off by a thin space as in the typeset formulas (``clip (r, 0.8, 1.2)``)."""
+    return Tex(FUNCTION_CALL.sub(r"\1\\,(", escape_tex(text)))
+
+
 def _label_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9:-]+", "-", str(name))
 
@@ -228,7 +237,7 @@ def make_env(template_name: str) -> jinja2.Environment:
     env.filters.update(
         num=fmt_num, signed=fmt_signed, pval=fmt_p, int=fmt_int, pct=fmt_pct, andlist=_and_list,
         peq=fmt_p_eq, tex=lambda s: Tex(s), esc=escape_tex, citetkey=lambda k: Tex(f"\\citet{{{k}}}"),
-        capfirst=_capfirst,
+        capfirst=_capfirst, plainmath=plain_math,
     )
     return env
 
@@ -812,7 +821,7 @@ def _ablation_table(env, facts: dict) -> Table:
     tab.add_row([NoEscape(env.get_template("ablation_final_row.tex.j2").render(**facts).strip()),
                  NoEscape(fmt_num(tree["final_score"])), NoEscape("--")])
     for a in tree["ablations"]:
-        tab.add_row([NoEscape(escape_tex(a["label"])), NoEscape(fmt_num(a["score"])), NoEscape(fmt_signed(a["change"]))])
+        tab.add_row([NoEscape(plain_math(a["label"])), NoEscape(fmt_num(a["score"])), NoEscape(fmt_signed(a["change"]))])
     return _float_table(env, facts, tab, "ablation", fit=False)
 
 

@@ -151,7 +151,8 @@ def make_context() -> dict:
 
 TREE_HPARAMS = {"lr": 0.00025, "update_epochs": 4, "ent_coef": 0.01}
 TREE_TUNED = {"lr": 0.00071, "update_epochs": 6, "ent_coef": 0.0042}
-ABLATIONS = (("without the progress factor", 0.58), ("clip range set to PPO's", 0.66), ("without the relu", 0.7))
+ABLATIONS = (("without the progress factor", 0.58), ("clip range set to PPO's", 0.66),
+             ("without the relu around (r - clip(r, 0.8, 1.2)) \u00b7 |A|", 0.7))  # labels as the tree's operators write
 
 
 def make_tree(path, tuned: bool = True, evaluations: int = 8) -> str:
