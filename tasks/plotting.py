@@ -231,7 +231,7 @@ def plot_tree(record: dict, metric: Metric, out_dir: Path, schema: ResultSchema 
     the order they were made) and by their score on the search seeds (y, in the metric's units), a line from each
     node to its parent, the best node of each stage ringed (not of the ablations: no ablation is a candidate), failed
     nodes as crosses under the others. None when
-    the tree has no candidate node. The caption is the paper's (``caption_tree.tex.j2``)."""
+    the tree has no candidate node. The paper prints its own caption (``caption_tree.tex.j2``)."""
     nodes = [n for n in record.get("nodes") or [] if n.get("role", "candidate") == "candidate"
              and n.get("stage") in TREE_STAGES]
     if not nodes:
@@ -273,7 +273,9 @@ def plot_tree(record: dict, metric: Metric, out_dir: Path, schema: ResultSchema 
     ax.locator_params(axis="y", nbins=4)
     legend(fig, axes, 3)
     png, pdf = save(fig, out_dir, TREE_FIGURE)
-    return {"name": TREE_FIGURE, "png": png, "pdf": pdf, "caption": "", "width_in": fig.get_figwidth()}
+    caption = (f"The search tree of the candidate: {len(nodes)} nodes by stage and by their {schema.final_label} on "
+               "the search seeds, each joined to its parent; rings mark the best node of each stage.")
+    return {"name": TREE_FIGURE, "png": png, "pdf": pdf, "caption": caption, "width_in": fig.get_figwidth()}
 
 
 def make_plots(
