@@ -111,3 +111,27 @@ def test_a_model_breaks_exact_ties_only_with_a_valid_choice(proposer):
     assert proposer(lambda request: '{"choice": 2}').tie_break(nodes) == "n1"
     assert proposer(lambda request: '{"choice": 7}').tie_break(nodes) is None
     assert proposer(babbler).tie_break(nodes) is None
+
+
+@pytest.mark.parametrize("template_name", ["lpo", "dpo"])
+def test_a_writeup_section_prompt_states_the_tree(template_name, tmp_path):
+    """Every writeup_section.j2 (the generic one, lpo's) tells the model what the tree tuned, ablated and
+    replicated, so that its sections do not say the methods share fixed hyperparameters."""
+    from jaxlib_kernels.templates import make
+    from tasks import treefacts
+    from tasks.runtime.llm import render
+
+    template = make(template_name)
+    record = {"metric": {"name": "final_return", "maximize": True}, "search": {"seeds": [1000, 1001]},
+              "replication_seeds": [0, 1], "nodes": [{"id": "a", "stage": "improve", "score": 0.5}],
+              "final": {"node": "a"}, "ablation": [{"label": "without the relu", "score": 0.25}],
+              "tuning": {m: {"role": r, "evaluations": 4, "score_before": 0.4, "score_after": 0.5}
+                         for m, r in (("ours", "candidate"), ("ppo_clip", "baseline"))}}
+    tree = treefacts.summarize(record, treefacts.metric_of(record, template), None,
+                               {"s": {"n": {"ours": 2, "ppo_clip": 2}}})
+    ctx = {"title": "Method", "paper_title": "t", "guidance": "", "idea": IDEA, "source": DRIFT_SOURCE,
+           "results": "R", "figures": [], "citations": [], "written": [], "words": 200, "template": template}
+    text = " ".join(render("writeup_section.j2", template_name, tree=tree, **ctx).split())
+    assert "Each method's hyperparameters were tuned (4 evaluations each)" in text
+    assert "without the relu: 0.250 (-0.250)" in text and "replication on fresh seeds" in text
+    assert "research tree" not in render("writeup_section.j2", template_name, tree=None, **ctx)
