@@ -34,7 +34,9 @@ from jaxlib_kernels.figures import (
 )
 from jaxlib_kernels.templates import make
 from jaxlib_kernels.templates.base import Metric, ResultSchema
+from tasks import treefacts
 from tasks.figcheck import check_figure
+from tasks.review import _finite
 from tasks.runtime.caching import stage
 from tasks.runtime.runfolder import read_json
 
@@ -220,6 +222,62 @@ def plot_final_returns(results, final_info, settings, methods, colors, labels, o
     return {"name": "final_returns", "png": png, "pdf": pdf, "caption": caption, "width_in": fig.get_figwidth()}
 
 
+TREE_FIGURE = "research_tree"  # the paper's figure of the idea's research tree (tree.json), when there is one
+TREE_STAGES = ("implement", "tune", "improve", "ablate")  # the stages whose nodes the figure shows
+
+
+def plot_tree(record: dict, metric: Metric, out_dir: Path, schema: ResultSchema = DEFAULT_SCHEMA) -> dict | None:
+    """``research_tree.png`` (and PDF): the candidate's nodes of ``tree.json`` by stage (x, spread within a stage in
+    the order they were made) and by their score on the search seeds (y, in the metric's units), a line from each
+    node to its parent, the best node of each stage ringed (not of the ablations: no ablation is a candidate), failed
+    nodes as crosses under the others. None when
+    the tree has no candidate node. The paper prints its own caption (``caption_tree.tex.j2``)."""
+    nodes = [n for n in record.get("nodes") or [] if n.get("role", "candidate") == "candidate"
+             and n.get("stage") in TREE_STAGES]
+    if not nodes:
+        return None
+    stages = [s for s in TREE_STAGES if any(n["stage"] == s for n in nodes)]
+    scored = {n["id"]: float(n["score"]) for n in nodes if not n.get("buggy") and _finite(n.get("score"))}
+    low, high = (min(scored.values()), max(scored.values())) if scored else (0.0, 1.0)
+    floor = low - 0.12 * ((high - low) or 1.0)  # where failed nodes sit
+    pos: dict[str, tuple[float, float]] = {}
+    for i, name in enumerate(stages):
+        mine = [n for n in nodes if n["stage"] == name]
+        for k, n in enumerate(mine):
+            x = i + (0.0 if len(mine) == 1 else -0.32 + 0.64 * k / (len(mine) - 1))
+            pos[n["id"]] = (x, scored.get(n["id"], floor))
+    fig, axes = subplots(1, 1, 2.4)
+    ax = axes[0, 0]
+    for n in nodes:
+        parent = pos.get(n.get("parent"))
+        if parent is not None:
+            (x0, y0), (x1, y1) = parent, pos[n["id"]]
+            ax.plot([x0, x1], [y0, y1], color="0.65", lw=0.6, zorder=1, label="_edge")
+    good = [pos[n["id"]] for n in nodes if n["id"] in scored]
+    bad = [pos[n["id"]] for n in nodes if n["id"] not in scored]
+    if good:
+        ax.scatter(*zip(*good, strict=True), s=16, color=CANDIDATE_COLOR, zorder=3, linewidth=0, label="node")
+    if bad:
+        ax.scatter(*zip(*bad, strict=True), s=18, marker="x", color="0.25", zorder=3, linewidth=0.9,
+                   label="failed node (no score)")
+    best = [pos[b] for s, b in (record.get("best") or {}).items() if s in stages and s != "ablate" and b in pos]
+    if best:
+        ax.scatter(*zip(*best, strict=True), s=70, facecolors="none", edgecolors="black", linewidth=0.9, zorder=4,
+                   label="best node of its stage")
+    for i in range(1, len(stages)):
+        ax.axvline(i - 0.5, color="0.85", lw=0.6, zorder=0)
+    ax.set_xticks(range(len(stages)), stages)
+    ax.set_xlim(-0.55, len(stages) - 0.45)
+    ax.set_ylabel(f"{schema.final_label}, search seeds\n({metric.direction})")
+    ax.grid(axis="y", alpha=0.3)
+    ax.locator_params(axis="y", nbins=4)
+    legend(fig, axes, 3)
+    png, pdf = save(fig, out_dir, TREE_FIGURE)
+    caption = (f"The search tree of the candidate: {len(nodes)} nodes by stage and by their {schema.final_label} on "
+               "the search seeds, each joined to its parent; rings mark the best node of each stage.")
+    return {"name": TREE_FIGURE, "png": png, "pdf": pdf, "caption": caption, "width_in": fig.get_figwidth()}
+
+
 def make_plots(
     idea: dict,
     results: pd.DataFrame,
@@ -263,6 +321,9 @@ def make_plots(
                 figures += template.figures(template=template, idea=idea, sources=sources, results=results,
                                             final_info=final_info, methods=methods, colors=colors, labels=labels,
                                             out_dir=out_dir)
+            record = treefacts.load(idea)
+            drawn_tree = plot_tree(record, treefacts.metric_of(record, template), out_dir, schema) if record else None
+            figures += [drawn_tree] if drawn_tree else []
     finally:
         SAVE_HOOKS.remove(check)
     for fig in figures:  # a template's figure: its width as saved (figures are saved at their own size)

@@ -25,7 +25,7 @@ from prefect import get_run_logger
 
 from jaxlib_kernels.templates import DEFAULT
 from jaxlib_kernels.templates.base import Metric
-from tasks import textgate
+from tasks import textgate, treefacts
 from tasks.runtime import artifacts
 from tasks.runtime import text as layers
 from tasks.runtime.caching import stage
@@ -47,10 +47,12 @@ PRECISION_MAX_REL_HALFWIDTH = 0.10
 LARGE_EFFECT = 0.05
 ACCEPT_AT = 6
 MAX_OVERALL = 8
+TREE_CAP = 7  # the highest Overall without tuned baselines, an ablation and a replication on fresh seeds
 CHECKS = (
     "seeds_per_arm", "confidence_intervals", "significant_training", "significant_held_out", "novelty",
     "pdf_compiled", "figures", "references_resolved", "pages", "table_numbers",
 )
+TREE_CHECKS = ("tuned_baselines", "ablation", "replication")  # what the idea's research tree shows (tree.json)
 FORM_FIELDS = (
     "Summary", "Strengths", "Weaknesses", "Originality", "Quality", "Clarity", "Significance", "Questions",
     "Limitations", "Ethical Concerns", "Soundness", "Presentation", "Contribution", "Overall", "Confidence", "Decision",
@@ -273,7 +275,44 @@ def evidence_checks(idea: dict, final_info: dict, paper: dict) -> list[dict]:
     return out
 
 
-def score(evidence: list[dict], idea: dict, final_info: dict, paper: dict, findings: list[dict] | None = None) -> dict:
+def tree_checks(idea: dict, final_info: dict) -> list[dict]:
+    """The research tree's checks of the rule, in :data:`TREE_CHECKS` order: ``[{"check", "passed", "detail"}]``.
+
+    ``tuned_baselines``: the candidate and every method of the results were tuned with the same number of
+    evaluations; ``ablation``: at least one ablation of the final candidate was scored; ``replication``: the results'
+    seeds are the tree's replication seeds, none of them a search seed."""
+    record = treefacts.load(idea)
+    if record is None:
+        return [{"check": c, "passed": False, "detail": "no research tree (tree.json) for this idea"}
+                for c in TREE_CHECKS]
+    ran = list(dict.fromkeys(m for i in final_info.values() for m in (i.get("means") or {})))
+    tree = treefacts.summarize(record, treefacts.metric_of(record, layers.template_or_none(record.get("template"))),
+                               ran, final_info)
+    budgets = {r["name"]: r["evaluations"] for r in tree["tuning"]}
+    tuned = tree["candidate_tuned"] and tree["equal_budget"]
+    detail = (f"{len(budgets)} methods tuned with {tree['evaluations']} evaluations each" if tuned
+              else "no tuning ran" if not tree["tuned"]
+              else "the candidate was not tuned" if not tree["candidate_tuned"]
+              else f"not tuned: {', '.join(tree['untuned'])}" if tree["untuned"]
+              else "unequal tuning budgets: " + ", ".join(f"{k} {v}" for k, v in budgets.items()))
+    scored = [a for a in tree["ablations"] if _finite(a["change"])]
+    worst = min(scored, key=lambda a: a["change"]) if scored else None
+    ablated = (f"{len(scored)} ablations scored; largest change {worst['change']:+.3f} ({worst['label']})"
+               if worst else "no ablation of the final candidate was scored")
+    replicated = tree["replicated"]
+    rep = (f"results on {len(tree['replication_seeds'])} replication seeds, disjoint from the search seeds "
+           f"{tree['search_seeds']}" if replicated
+           else "the replication seeds overlap the search seeds or are not recorded" if not tree["fresh"]
+           else f"the results have up to {tree['most_seeds']} seeds per arm, more than the "
+           f"{len(tree['replication_seeds'])} replication seeds" if tree["most_seeds"] > len(tree["replication_seeds"])
+           else "the results are not the replication of the tree's final candidate")
+    return [{"check": "tuned_baselines", "passed": bool(tuned), "detail": detail},
+            {"check": "ablation", "passed": bool(scored), "detail": ablated},
+            {"check": "replication", "passed": bool(replicated), "detail": rep}]
+
+
+def score(evidence: list[dict], idea: dict, final_info: dict, paper: dict, findings: list[dict] | None = None,
+          tree: list[dict] | None = None) -> dict:
     """The form's scores from the evidence, exactly as ``prompts/review/evidence_rule.md`` states.
 
     Quality = 1 + [seeds and CIs and precise] + [significant training] + [significant held-out];
@@ -336,6 +375,9 @@ def score(evidence: list[dict], idea: dict, final_info: dict, paper: dict, findi
     if garbage:
         caps.append((DESK_REJECT_OVERALL, "desk reject: model garbage in the text ("
                      + ", ".join(sorted({f"{f['check']} in {f['target']}" for f in garbage})[:6]) + ")"))
+    missing = [t["check"] for t in tree if not t["passed"]]
+    if missing:
+        caps.append((TREE_CAP, "research tree incomplete: " + ", ".join(missing)))
     overall = min([raw, MAX_OVERALL] + [c for c, _ in caps])
     return {
         "Originality": originality, "Quality": quality, "Clarity": clarity, "Significance": significance,
@@ -344,7 +386,7 @@ def score(evidence: list[dict], idea: dict, final_info: dict, paper: dict, findi
         "derivation": {
             "precise": precise, "large_effect": large, "mean_subscore": round(mean, 3), "uncapped_overall": raw,
             "caps": [f"<= {c}: {why}" for c, why in caps], "desk_reject": bool(garbage),
-            "retuning": bool(retuning(idea)),
+            "retuning": bool(retuning(idea)), "tree": {t["check"]: t["passed"] for t in tree},
         },
     }
 
@@ -391,13 +433,15 @@ def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str =
     """Fill the NeurIPS review form from evidence by the documented rule; the evidence and the rule come with it."""
     evidence = evidence_checks(idea, final_info, paper)
     findings = paper_findings(paper)
-    scores = score(evidence, idea, final_info, paper, findings)
+    tree = tree_checks(idea, final_info)
+    scores = score(evidence, idea, final_info, paper, findings, tree)
     rows = comparisons(final_info)
     ctx = {
         "idea": idea, "template": template_name, "rows": rows,
         "train": [r for r in rows if not r["held_out"]], "held": [r for r in rows if r["held_out"]],
         "evidence": evidence, "ok": {e["check"]: e["passed"] for e in evidence},
         "failed": [e for e in evidence if not e["passed"]], "scores": scores, "paper": paper,
+        "tree": tree, "tree_ok": {t["check"]: t["passed"] for t in tree},
         "seeds": min((int(n) for i in final_info.values() for n in (i.get("n") or {}).values()), default=0),
         "novelty": idea.get("novelty") or {}, "alpha": ALPHA, "min_seeds": MIN_SEEDS,
         **_contract(template_name, final_info),
@@ -417,6 +461,7 @@ def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str =
         "Contribution": scores["Contribution"], "Overall": scores["Overall"], "Confidence": scores["Confidence"],
         "Decision": scores["Decision"],
         "evidence": evidence,
+        "tree_evidence": tree,
         "findings": findings,
         "derivation": scores["derivation"],
         "rule": rule_text(),
@@ -427,7 +472,7 @@ def review_paper(idea: dict, final_info: dict, paper: dict, template_name: str =
 
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
-@stage(name="review_paper", modules=("tasks.writeup", "tasks.runtime.text", "tasks.textgate"),
+@stage(name="review_paper", modules=("tasks.writeup", "tasks.runtime.text", "tasks.textgate", "tasks.treefacts"),
        paths=("prompts/review", "prompts/paper"), template_parts=("review", "paper", "*"))
 def review_paper_task(template_name: str, idea: dict, idea_dir: str) -> dict:
     """The evidence reviewer's NeurIPS form, written to review.json."""

@@ -37,8 +37,8 @@ from pylatex.base_classes import Environment
 from jaxlib_kernels.figures import FONT_PT, TEXT_WIDTH_IN
 from jaxlib_kernels.stats import MIN_SEEDS, clip_interval, difference_bounds, verdicts
 from jaxlib_kernels.templates import make
-from tasks import figcheck, textgate
-from tasks.plotting import labels_of, make_plots
+from tasks import figcheck, textgate, treefacts
+from tasks.plotting import TREE_FIGURE, labels_of, make_plots
 from tasks.review import _finite
 from tasks.runtime import text as layers
 from tasks.runtime.caching import stage
@@ -115,6 +115,15 @@ def escape_tex(text: Any, ascii_only: bool = False) -> Tex:
     return Tex("".join(_char(c, ascii_only) for c in text).strip(" "))
 
 
+FUNCTION_CALL = re.compile(r"\b([A-Za-z]+)\(")
+
+
+def plain_math(text: Any) -> Tex:
+    """Plain-text math of a label (``symbolic.to_plain``: ``clip(r, 0.8, 1.2)``) as LaTeX text: escaped, each
+    function's argument list set off by a thin space as in the typeset formulas (``clip (r, 0.8, 1.2)``)."""
+    return Tex(FUNCTION_CALL.sub(r"\1\\,(", escape_tex(text)))
+
+
 def _label_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9:-]+", "-", str(name))
 
@@ -146,6 +155,27 @@ def fmt_p_eq(p: Any) -> Tex:
     if p is None or not math.isfinite(float(p)):
         return Tex("$p$ not available")
     return Tex("$p < 0.001$") if float(p) < 0.001 else Tex(f"$p = {float(p):.3f}$")
+
+
+def fmt_value(x: Any) -> Tex:
+    """A hyperparameter's value: 3 significant digits (``2.5\\times10^{-4}`` when small or large), an int as is, a
+    list as its values, text escaped; an en dash when missing."""
+    if isinstance(x, (list, tuple)):
+        return Tex(", ".join(fmt_value(v) for v in x)) if x else Tex("--")
+    if x is None:
+        return Tex("--")
+    if isinstance(x, (bool, str)):
+        return escape_tex(x)
+    if isinstance(x, int):
+        return Tex(str(x).replace("-", r"\ensuremath{-}"))
+    x = float(x)
+    if not math.isfinite(x):
+        return Tex("--")
+    sign = r"\ensuremath{-}" if x < 0 else ""
+    exponent = math.floor(math.log10(abs(x))) if x else 0
+    if -3 <= exponent < 3:
+        return Tex(sign + f"{abs(x):.3g}")
+    return Tex(sign + f"${abs(x) / 10 ** exponent:.2g}\\times10^{{{exponent}}}$")
 
 
 def fmt_int(n: Any) -> Tex:
@@ -207,13 +237,13 @@ def make_env(template_name: str) -> jinja2.Environment:
     env.filters.update(
         num=fmt_num, signed=fmt_signed, pval=fmt_p, int=fmt_int, pct=fmt_pct, andlist=_and_list,
         peq=fmt_p_eq, tex=lambda s: Tex(s), esc=escape_tex, citetkey=lambda k: Tex(f"\\citet{{{k}}}"),
-        capfirst=_capfirst,
+        capfirst=_capfirst, plainmath=plain_math,
     )
     return env
 
 
 # ------------------------------------------------------------------------------------------------------------ facts
-GENERIC_FIGURES = ("learning_curves", "final_returns", "final_values")  # the generic stage's figures
+GENERIC_FIGURES = ("learning_curves", "final_returns", "final_values", TREE_FIGURE)  # the generic stage's figures
 MAX_PARAMETER_ROWS = 12  # a parametric candidate's table shows at most this many entries ...
 MAX_VALUE_CHARS = 60  # ... each value's JSON cut to this length
 UNKNOWN_SCHEMA = {"x_label": "step", "curve_label": "value", "final_label": "final value"}
@@ -498,6 +528,46 @@ def _nearest_label(nearest: str | None, labels: dict) -> str:
     return labels.get(nearest, nearest)
 
 
+def _tree_facts(record: dict, template: Any, labels: dict, candidate: str, methods: list[str], figs: dict,
+                final_info: dict) -> dict:
+    """The research tree as the text templates see it: :func:`tasks.treefacts.summarize` with each method's label,
+    the stages that made nodes, the ablation that loses most, and the references of its tables and figure."""
+    tree = treefacts.summarize(record, treefacts.metric_of(record, template), methods, final_info)
+    for row in tree["tuning"]:
+        row["label"] = labels.get(candidate if row["role"] == "candidate" else row["name"], row["name"])
+    ablations = [a for a in tree["ablations"] if math.isfinite(a["change"])]
+    budgets = sorted({int(b) for b in tree["search_budget"].values()})
+    return {
+        **tree,
+        "untuned_labels": [labels.get(m, m) for m in tree["untuned"]],
+        "stages": [{"stage": k, "n": n} for k, n in tree["per_stage"].items() if n],
+        "constants_tuned": any(c["constant"] for r in tree["tuning"] for c in r["changes"]),
+        "largest_loss": min(ablations, key=lambda a: a["change"]) if ablations else None,
+        "search_budget_min": budgets[0] if budgets else None, "search_budget_max": budgets[-1] if budgets else None,
+        "fraction": (record.get("budgets") or {}).get("fraction"),
+        "tuning_table": Tex("Table~\\ref{tab:tuning}"), "ablation_table": Tex("Table~\\ref{tab:ablation}"),
+        "fig": figs.get(TREE_FIGURE),
+    }
+
+
+def _replication_facts(rep: dict | None, template: Any, final_info: dict, labels: dict, candidate: str) -> dict | None:
+    """``replication.json`` (``jaxlib_kernels.stats.replication``) for the text: each method's IQM with its bootstrap
+    interval, best first by the metric; the one-sided tests against every baseline, Holm-corrected over all pairs."""
+    if not rep or not rep.get("iqm"):
+        return None
+    metric = _metric_of(template, next(iter(final_info.values()), {}))
+    iqm = {m: v for m, v in rep["iqm"].items() if _finite(v.get("iqm"))}
+    rows = [{"name": m, "label": labels.get(m, m), "iqm": float(iqm[m]["iqm"]), "mean": iqm[m].get("mean"),
+             "ci": list(iqm[m].get("ci95") or [math.nan, math.nan]), "candidate": m == candidate}
+            for m in metric.rank({m: float(v["iqm"]) for m, v in iqm.items()})]
+    tests = rep.get("tests") or []
+    return {"rows": rows, "candidate": next((r for r in rows if r["candidate"]), None),
+            "best_baseline": next((r for r in rows if not r["candidate"]), None),
+            "pairs": len(tests), "significant": sum(bool(t.get("significant")) for t in tests),
+            "held_significant": sum(bool(t.get("significant")) and bool(t.get("held_out")) for t in tests),
+            "seeds": [int(s) for s in rep.get("seeds") or []]}
+
+
 def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[dict], context: dict,
                 bib: list[str], safe: bool = False) -> dict:
     """Everything the text templates may say, measured or given; free text stays raw and is escaped on output.
@@ -532,8 +602,17 @@ def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[
     literature = [dict(e) for e in novelty.get("literature", []) if e.get("key") in bib]
     figs = {f["name"]: Tex(f"Figure~\\ref{{fig:{_label_key(f['name'])}}}") for f in figures}
     maximize = contract["maximize"]
+    record = treefacts.load(idea)
+    ran = [m for i in final_info.values() for m in (i.get("means") or {})]
+    tree = _tree_facts(record, template, labels, candidate, list(dict.fromkeys(ran)), figs, final_info) \
+        if record else None
+    replication = _replication_facts(context.get("replication"), template, final_info, labels, candidate)
     return {
         **contract,
+        "tree": tree,
+        "tuned": bool(tree and tree["tuned"]),
+        "replication": replication,
+        "iqm_table": Tex("Table~\\ref{tab:iqm}"),
         "template_name": template_name,
         "metric_direction": "maximised" if maximize else "minimised",
         "higher": "higher" if maximize else "lower",
@@ -633,6 +712,21 @@ def results_table_numbers(final_info: dict) -> list[str]:
     return out
 
 
+def _float_table(env, facts: dict, tab: Any, name: str, fit: bool = True) -> Table:
+    """A table float: centred, small, ``tab`` (shrunk to the line by ``\\fitwidth`` when ``fit``), the caption of
+    ``caption_<name>.tex.j2`` and the label ``tab:<name>``."""
+    table = Table(position="tbp")
+    table.append(NoEscape(r"\centering\small"))
+    if fit:
+        table.append(NoEscape(r"\fitwidth{%"))
+    table.append(tab)
+    if fit:
+        table.append(NoEscape("}"))
+    table.add_caption(NoEscape(env.get_template(f"caption_{name}.tex.j2").render(**facts).strip()))
+    table.append(NoEscape(f"\\label{{tab:{name}}}"))
+    return table
+
+
 def _results_table(env, facts: dict, final_info: dict) -> Table:
     settings = facts["settings"]
     candidate = next(iter(final_info.values()), {}).get("comparison", {}).get("candidate")
@@ -642,8 +736,6 @@ def _results_table(env, facts: dict, final_info: dict) -> Table:
     if candidate in methods:  # the candidate last, under a rule
         methods = [m for m in methods if m != candidate] + [candidate]
     labels = {b["name"]: b["label"] for b in facts["baselines"]}
-    table = Table(position="tbp")
-    table.append(NoEscape(r"\centering\small"))
     tab = Tabular("l" + "c" * len(settings), booktabs=True)
     tab.add_row([NoEscape("Method")] + [
         NoEscape(escape_tex(s["name"]) + (r"$^\dagger$" if s["held_out"] else "")) for s in settings
@@ -664,17 +756,10 @@ def _results_table(env, facts: dict, final_info: dict) -> Table:
             cell = (rf"\textbf{{{m}}}" if method == s["top"] else m) + (rf" $\pm$ {fmt_num(se)}" if se is not None else "")
             cells.append(NoEscape(cell))
         tab.add_row(cells)
-    table.append(NoEscape(r"\fitwidth{%"))
-    table.append(tab)
-    table.append(NoEscape("}"))
-    table.add_caption(NoEscape(env.get_template("caption_results.tex.j2").render(**facts).strip()))
-    table.append(NoEscape(r"\label{tab:results}"))
-    return table
+    return _float_table(env, facts, tab, "results")
 
 
 def _tests_table(env, facts: dict) -> Table:
-    table = Table(position="tbp")
-    table.append(NoEscape(r"\centering\small"))
     tab = Tabular("llcccccc", booktabs=True)
     tab.add_row([NoEscape(c) for c in (
         "Setting", "Best baseline", "Difference", r"95\,\% CI", r"$p$", r"$p_{\mathrm{Holm}}$", "Significant", "Rank")])
@@ -692,17 +777,10 @@ def _tests_table(env, facts: dict) -> Table:
                      if s["seeds_enough"] else "not claimed"),
             NoEscape(f"{s['rank']}/{s['n_methods']}" if s["rank"] else "--"),
         ])
-    table.append(NoEscape(r"\fitwidth{%"))
-    table.append(tab)
-    table.append(NoEscape("}"))
-    table.add_caption(NoEscape(env.get_template("caption_tests.tex.j2").render(**facts).strip()))
-    table.append(NoEscape(r"\label{tab:tests}"))
-    return table
+    return _float_table(env, facts, tab, "tests")
 
 
 def _settings_table(env, facts: dict) -> Table:
-    table = Table(position="tbp")
-    table.append(NoEscape(r"\centering\small"))
     tab = Tabularx("lllrX", width_argument=NoEscape(r"\linewidth"), booktabs=True)  # the description wraps
     budget_head = _capfirst(facts["budget_unit"])
     env_head = env.get_template("settings_env_head.tex.j2").render(**facts).strip()
@@ -714,10 +792,51 @@ def _settings_table(env, facts: dict) -> Table:
             NoEscape("held out" if s["held_out"] else "training"), NoEscape(fmt_int(s["steps"])),
             NoEscape(escape_tex(s["description"])),
         ])
-    table.append(tab)
-    table.add_caption(NoEscape(env.get_template("caption_settings.tex.j2").render(**facts).strip()))
-    table.append(NoEscape(r"\label{tab:settings}"))
-    return table
+    return _float_table(env, facts, tab, "settings", fit=False)
+
+
+def _tuning_table(env, facts: dict) -> Table:
+    """Every method's tuned values (before -> after), its search score before and after, its evaluations."""
+    tab = Tabularx(r"l>{\raggedright\arraybackslash}Xrrr", width_argument=NoEscape(r"\linewidth"), booktabs=True)
+    tab.add_row([NoEscape(c) for c in ("Method", r"Tuned values (before \ensuremath{\rightarrow} after)",
+                                       "Score before", "Score after", "Evaluations")])
+    tab.add_hline()
+    for row in facts["tree"]["tuning"]:
+        if row["role"] == "candidate":
+            tab.add_hline()
+        values = "; ".join(f"\\texttt{{{escape_tex(c['name'])}}} " + (
+            f"{fmt_value(c['before'])} \\ensuremath{{\\rightarrow}} {fmt_value(c['after'])}"
+            if c["before"] != c["after"] else f"{fmt_value(c['after'])} (kept)") for c in row["changes"]) or "--"
+        tab.add_row([NoEscape(escape_tex(row["label"])), NoEscape(values), NoEscape(fmt_num(row["score_before"])),
+                     NoEscape(fmt_num(row["score_after"])), NoEscape(fmt_int(row["evaluations"]))])
+    return _float_table(env, facts, tab, "tuning", fit=False)
+
+
+def _ablation_table(env, facts: dict) -> Table:
+    """The final candidate, then each ablation: its score on the search seeds and its change against the final one."""
+    tree = facts["tree"]
+    tab = Tabularx("Xrr", width_argument=NoEscape(r"0.85\linewidth"), booktabs=True)
+    tab.add_row([NoEscape(c) for c in ("Variant", "Score", "Change")])
+    tab.add_hline()
+    tab.add_row([NoEscape(env.get_template("ablation_final_row.tex.j2").render(**facts).strip()),
+                 NoEscape(fmt_num(tree["final_score"])), NoEscape("--")])
+    for a in tree["ablations"]:
+        tab.add_row([NoEscape(plain_math(a["label"])), NoEscape(fmt_num(a["score"])), NoEscape(fmt_signed(a["change"]))])
+    return _float_table(env, facts, tab, "ablation", fit=False)
+
+
+def _iqm_table(env, facts: dict) -> Table:
+    """Each method's interquartile mean over settings and seeds of the replication, its bootstrap 95 % interval and
+    its mean, best first."""
+    tab = Tabular("lccc", booktabs=True)
+    tab.add_row([NoEscape(c) for c in ("Method", "IQM", r"95\,\% CI", "Mean")])
+    tab.add_hline()
+    for r in facts["replication"]["rows"]:
+        label = escape_tex(facts["label"] if r["candidate"] else r["label"])
+        lo, hi = (r["ci"] + [math.nan, math.nan])[:2]
+        tab.add_row([NoEscape(rf"\textbf{{{label}}}" if r["candidate"] else label), NoEscape(fmt_num(r["iqm"])),
+                     NoEscape(f"[{fmt_num(lo)}, {fmt_num(hi)}]"), NoEscape(fmt_num(r["mean"]))])
+    return _float_table(env, facts, tab, "iqm")
 
 
 def _figure(fig: dict, caption: str) -> Figure:
@@ -778,11 +897,19 @@ def build_document(template_name: str, facts: dict, final_info: dict, figures: l
     doc.append(abstract)
     # every float after the paragraph that first cites it, from the method section on (not in the introduction's
     # overview), the ones cited nowhere there at the end of their own section
+    tree = facts["tree"]
+    captions = {TREE_FIGURE: env.get_template("caption_tree.tex.j2").render(**facts).strip()} if tree else {}
     own = {"setup": [("tab:settings", _settings_table(env, facts).dumps())],
            "results": [("tab:results", _results_table(env, facts, final_info).dumps()),
                        ("tab:tests", _tests_table(env, facts).dumps())]
-           + [(f"fig:{_label_key(f['name'])}", _figure(f, f.get("caption", "")).dumps()) for f in figures]}
+           + ([("tab:tuning", _tuning_table(env, facts).dumps())] if tree and tree["tuning"] else [])
+           + ([("tab:ablation", _ablation_table(env, facts).dumps())] if tree and tree["ablations"] else [])
+           + ([("tab:iqm", _iqm_table(env, facts).dumps())] if tree and tree["replicated"] and facts["replication"] else [])
+           + [(f"fig:{_label_key(f['name'])}", _figure(f, Tex(captions[f["name"]]) if f["name"] in captions
+                                                       else f.get("caption", "")).dumps()) for f in figures]}
     bodies = {key: sections.get(key) or env.get_template(f"{key}.tex.j2").render(**facts) for key, _ in SECTIONS}
+    if tree:  # the tree's paragraphs close the results, whoever wrote them
+        bodies["results"] = bodies["results"].rstrip() + "\n\n" + env.get_template("tree.tex.j2").render(**facts)
     pending = [(key, f) for key, _ in SECTIONS for f in own.get(key, [])]
     placed: set[str] = set()
     for key, _ in SECTIONS[SECTIONS_ORDER[FLOATS_FROM]:]:
@@ -1048,10 +1175,13 @@ def paper_baselines(template, context: dict) -> dict:
     return {n: template.baselines[n] for n in chosen} if chosen else dict(template.baselines)
 
 
-def paper_context(template_name: str, idea: dict, context: dict) -> dict:
-    """The flow's context with what every writer of this idea's paper needs: its labels and its baselines."""
+def paper_context(template_name: str, idea: dict, context: dict, idea_dir: str | Path | None = None) -> dict:
+    """The flow's context with what every writer of this idea's paper needs: its labels, its baselines and the
+    idea folder's ``replication.json`` (the aggregation's tests against every baseline and IQM), if there is one."""
+    replication = read_json(Path(idea_dir) / "replication.json") if idea_dir is not None else None
     return {**context, "labels": labels_of(template_name, idea),
-            "baselines": paper_baselines(make(template_name), context)}
+            "baselines": paper_baselines(make(template_name), context),
+            **({"replication": replication} if replication else {})}
 
 
 def redrawer(template_name: str, idea: dict, idea_dir: str | Path, final_info: dict) -> Callable[[float], list[dict]]:
@@ -1070,13 +1200,13 @@ def redrawer(template_name: str, idea: dict, idea_dir: str | Path, final_info: d
 # ---- Prefect task -------------------------------------------------------------------------------------------
 
 # the text stages' cache keys cover their code and text (generic and the template's layer; "*": references.bib)
-@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.figcheck", "tasks.textgate", "tasks.runtime.text"),
-       paths=("prompts/paper",), template_parts=("paper", "*"))
+@stage(name="write_paper", retries=1, modules=("tasks.plotting", "tasks.figcheck", "tasks.textgate", "tasks.runtime.text",
+                                                "tasks.treefacts"), paths=("prompts/paper",), template_parts=("paper", "*"))
 def write_paper_task(template_name: str, idea: dict, figures: list[dict], context: dict, idea_dir: str) -> dict:
     """pylatex -> latexmk -> pymupdf checks; the paper folder keeps .tex and build.log whatever happens."""
     final_info = read_json(Path(idea_dir) / "final_info.json")
-    paper = write_paper_loop(template_name, idea, final_info, figures, paper_context(template_name, idea, context),
-                             Path(idea_dir) / "paper", redraw=redrawer(template_name, idea, idea_dir, final_info)
+    paper = write_paper_loop(template_name, idea, final_info, figures,
+                             paper_context(template_name, idea, context, idea_dir), Path(idea_dir) / "paper", redraw=redrawer(template_name, idea, idea_dir, final_info)
                              if figures else None)
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages)", idea["Name"], paper.get("pdf") or "FAILED", paper.get("pages"))

@@ -155,16 +155,17 @@ def review_paper(client: LLMClient, idea: dict, final_info: dict, paper: dict, t
     reflections = env_int("SCIENTIST_REVIEW_REFLECTIONS", 1) if reflections is None else reflections
     offline = evidence_reviewer.review_paper(idea, final_info, paper, template_name)
     evidence = offline["evidence"]
+    shown = evidence + offline["tree_evidence"]  # the models also see what the research tree shows or lacks
     vision = figure_review(client, paper, template_name)
     findings = offline["findings"] + vision_findings(vision)
     relation = (idea.get("novelty") or {}).get("relation") or None
     text = paper_text(paper)
     reviews = [_one_review(client, render("review.j2", template_name, index=i + 1, total=num_reviews,
-                                          evidence=evidence, paper_text=text, findings=findings, relation=relation,
+                                          evidence=shown, paper_text=text, findings=findings, relation=relation,
                                           vision=vision["status"] == "reviewed"), reflections, template_name)
                for i in range(num_reviews)]
     if len(reviews) > 1:
-        meta, _ = client.complete_json(render("meta_review.j2", template_name, reviews=reviews, evidence=evidence,
+        meta, _ = client.complete_json(render("meta_review.j2", template_name, reviews=reviews, evidence=shown,
                                               findings=findings), "review", REVIEW_FIELDS)
         meta = _normalise_review(meta)
     else:

@@ -20,7 +20,7 @@ from pathlib import Path
 from prefect import get_run_logger
 
 from jaxlib_kernels.templates import make
-from tasks import textgate, writeup
+from tasks import textgate, treefacts, writeup
 from tasks.runtime import literature as lit
 from tasks.runtime import text as layers
 from tasks.runtime.caching import stage
@@ -131,6 +131,8 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
     labels |= {f"eq:{writeup._label_key(b)}" for b in (context.get("baselines") or {})}
     label_names = context.get("labels") or {}
     res = results_text(final_info, label_names)
+    record = treefacts.load(idea)
+    tree = treefacts.summarize(record, treefacts.metric_of(record, template), None, final_info) if record else None
     idea_for_paper = dict(idea)
     idea_for_paper["novelty"] = {**novelty, "literature": [{"key": keymap[p["key"]], "title": p["title"]}
                                                             for p in returned if p["key"] in keymap]}
@@ -143,7 +145,7 @@ def write_paper(client: LLMClient, template_name: str, idea: dict, final_info: d
         prompt = render("writeup_section.j2", template_name, title=title, paper_title=idea.get("Title", idea["Name"]),
                         guidance=guidance.get(key, ""), idea=idea, source=idea.get("source", ""), results=res,
                         figures=figures, citations=citable, written=list(sections), words=words.get(key, 250),
-                        template=template)
+                        template=template, tree=tree)
         text, messages = client.complete(prompt, "writeup")
         body, d, r = sanitize_section(text, known_keys, labels)
         found = textgate.text_findings(body, facts, key)
@@ -299,7 +301,7 @@ def write_paper_task(template_name: str, idea: dict, figures: list[dict], contex
                      model: str) -> dict:
     final_info = read_json(Path(idea_dir) / "final_info.json")
     paper = write_paper(active(model), template_name, idea, final_info, figures,
-                        writeup.paper_context(template_name, idea, context), Path(idea_dir) / "paper",
+                        writeup.paper_context(template_name, idea, context, idea_dir), Path(idea_dir) / "paper",
                         redraw=writeup.redrawer(template_name, idea, idea_dir, final_info) if figures else None)
     paper = {k: v for k, v in paper.items() if k != "text"}
     get_run_logger().info("%s: paper %s (%s pages, text: %s)", idea["Name"], paper.get("pdf") or "FAILED",

@@ -149,6 +149,75 @@ def make_context() -> dict:
     }
 
 
+TREE_HPARAMS = {"lr": 0.00025, "update_epochs": 4, "ent_coef": 0.01}
+TREE_TUNED = {"lr": 0.00071, "update_epochs": 6, "ent_coef": 0.0042}
+ABLATIONS = (("without the progress factor", 0.58), ("clip range set to PPO's", 0.66),
+             ("without the relu around (r - clip(r, 0.8, 1.2)) \u00b7 |A|", 0.7))  # labels as the tree's operators write
+
+
+def make_tree(path, tuned: bool = True, evaluations: int = 8) -> str:
+    """A tree.json in the research tree's format (the tree's design, TREE_SPEC): implement (a draft, a failed debug
+    node and its fix), tune (the candidate and every baseline, ``evaluations`` each) when ``tuned``, improve, ablate;
+    search seeds 1000-1001 on empty5, replication seeds 0-4. Returns the file's path."""
+    import json
+    from pathlib import Path
+
+    nodes, k = [], 0
+
+    def node(stage, kind, score, parent=None, method=CANDIDATE, role="candidate", label="", buggy=False, hp=None):
+        nonlocal k
+        k += 1
+        nodes.append({"id": f"n{k:04x}", "parent": parent, "stage": stage, "kind": kind, "method": method,
+                      "role": role, "candidate": f"<text {k}>", "hparams": hp or {}, "label": label,
+                      "metric": {"empty5": [score, score] if score is not None else [None, None]},
+                      "score": score, "buggy": buggy, "why": "NaN loss" if buggy else None, "cost": 2 * 10240,
+                      "source": "offline", "tie_break": None})
+        return nodes[-1]["id"]
+
+    draft = node("implement", "draft", 0.61, label="first draft")
+    bug = node("implement", "debug", None, draft, label="debug", buggy=True)
+    fixed = node("implement", "debug", 0.63, bug, label="repaired")
+    best = {"implement": fixed}
+    tuning = {}
+    if tuned:
+        scores = [0.63, 0.64, 0.6, 0.69, 0.66, 0.71, 0.65, 0.68][:evaluations]
+        tune_ids = [node("tune", "tune", s, fixed, hp=TREE_TUNED) for s in scores]
+        best["tune"] = tune_ids[scores.index(max(scores))]
+        tuning[CANDIDATE] = {"role": "candidate", "before": {"hparams": TREE_HPARAMS, "constants": [0.5, 0.8, 1.2]},
+                             "after": {"hparams": TREE_TUNED, "constants": [0.45, 0.78, 1.31]},
+                             "score_before": 0.63, "score_after": max(scores), "evaluations": evaluations,
+                             "cost": evaluations * 2 * 10240}
+        for i, b in enumerate(BASELINES):
+            before, after = 0.55 + 0.02 * i, 0.6 + 0.02 * i
+            for s in (before, after):
+                node("tune", "tune", s, method=b, role="baseline")
+            tuning[b] = {"role": "baseline", "before": {"hparams": TREE_HPARAMS, "constants": []},
+                         "after": {"hparams": {**TREE_HPARAMS, "lr": 0.0005 + 0.0001 * i}, "constants": []},
+                         "score_before": before, "score_after": after, "evaluations": evaluations,
+                         "cost": evaluations * 2 * 10240}
+    parent = best.get("tune", fixed)
+    improved = [node("improve", "improve", s, parent, label=f"variant {i}") for i, s in enumerate((0.7, 0.73, 0.69))]
+    best["improve"] = improved[1]
+    ablation = []
+    for label, score in ABLATIONS:
+        ablation.append({"node": node("ablate", "ablate", score, improved[1], label=label), "label": label,
+                         "score": score, "delta": score - 0.73})
+    record = {"idea": CANDIDATE, "template": "lpo", "metric": {"name": "final_return", "maximize": True},
+              "search": {"settings": ["empty5"], "seeds": [1000, 1001], "budget": {"empty5": 10240}},
+              "replication_seeds": list(range(SEEDS)),
+              "budgets": {"fraction": 0.25, "seeds": 2, "tune": evaluations, "improve_rounds": 1, "improve_width": 3,
+                          "ablate": 3, "stages": ["implement", "tune", "improve", "ablate", "replicate"]},
+              "nodes": nodes, "best": {**best, "ablate": None},
+              "final": {"node": improved[1], "candidate": "<text>", "hparams": TREE_TUNED if tuned else {}},
+              "tuning": tuning, "ablation": ablation,
+              "stages_done": ["implement", *(["tune"] if tuned else []), "improve", "ablate"],
+              "view": {"png": "tree/tree.png", "html": "tree/tree.html"}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def win_experiment():
     """The candidate is clearly better than the best baseline (significant on every setting)."""
@@ -209,5 +278,5 @@ def kit():
     return types.SimpleNamespace(
         SEEDS=SEEDS, CANDIDATE=CANDIDATE, CANDIDATE_EXPR=CANDIDATE_EXPR, make_idea=make_idea,
         make_sources=make_sources, make_context=make_context, synthetic_results=synthetic_results,
-        final_info_from=final_info_from,
+        final_info_from=final_info_from, make_tree=make_tree, ABLATIONS=ABLATIONS,
     )
