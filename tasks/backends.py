@@ -19,8 +19,6 @@ A spent budget (:class:`tasks.runtime.llm.BudgetExceeded`) is never a reason to 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 from collections.abc import Callable
 
 from prefect import get_run_logger, unmapped
@@ -32,13 +30,9 @@ from tasks.llm import codegen as llm_codegen
 from tasks.llm import ideation as llm_ideation
 from tasks.llm import novelty as llm_novelty
 from tasks.llm import review as llm_review
+from tasks.llm import tree as llm_tree
 from tasks.llm import writeup as llm_writeup
 from tasks.runtime.llm import BudgetExceeded, redact
-
-# the LLM tree stage (``tasks/llm/tree.py``'s ``grow_tree_task``: the tree with the model's proposer); until it is
-# merged, a run with a model grows the offline tree
-llm_grow_tree_task = getattr(importlib.import_module("tasks.llm.tree"), "grow_tree_task", None) \
-    if importlib.util.find_spec("tasks.llm.tree") else None
 
 
 def wait(futures, ideas: list[dict], stage: str, record: bool = True) -> list[tuple[object, str | None]]:
@@ -197,9 +191,7 @@ class LLMBackend(OfflineBackend):
     def tree(self, template_name: str, ideas: list[dict], dirs: list[str], profile: dict, tuning: dict) -> list:
         """The tree with the model's proposals (a failing proposal falls back inside it, node by node); an idea
         whose tree failed as a whole grows it again offline."""
-        if llm_grow_tree_task is None:
-            return super().tree(template_name, ideas, dirs, profile, tuning)
-        futures = self._task(llm_grow_tree_task).map(unmapped(template_name), ideas, dirs, unmapped(profile),
+        futures = self._task(llm_tree.grow_tree_task).map(unmapped(template_name), ideas, dirs, unmapped(profile),
                                                           unmapped(tuning), unmapped(self.model))
         pairs = wait(futures, ideas, "tree", record=False)
         trees = self._fall_back("tree", ideas, pairs, lambda sub, idx: OfflineBackend.tree(

@@ -270,7 +270,8 @@ def _static_ok(template, text: str) -> bool:
 def propose(template, proposer, method: str, args: tuple, n: int | None = None) -> tuple[list, str, str | None]:
     """``(proposals, source, why)``: ``proposer.<method>(*args)``, its unusable proposals (not text, failing the
     template's static check) dropped; on an exception or nothing usable the offline proposal with source
-    ``llm-fallback`` and the reason."""
+    ``llm-fallback`` and the reason. An exception whose class sets ``stops_run`` (the LLM client's spent budget)
+    is no reason to fall back: it goes on up and ends the run."""
     offline = OfflineProposer()
     if proposer is None or isinstance(proposer, OfflineProposer):
         return list(getattr(offline, method)(*args))[:n], "offline", None
@@ -282,7 +283,9 @@ def propose(template, proposer, method: str, args: tuple, n: int | None = None) 
         if not out:
             raise ValueError("no usable proposal in the reply")
         return out[:n], getattr(proposer, "source", "llm"), None
-    except Exception as exc:  # noqa: BLE001 - any failure of the proposer falls back to the offline proposal
+    except Exception as exc:  # any failure of the proposer falls back to the offline proposal
+        if getattr(exc, "stops_run", False):
+            raise
         return list(getattr(offline, method)(*args))[:n], "llm-fallback", f"{type(exc).__name__}: {exc}"[:300]
 
 

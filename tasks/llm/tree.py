@@ -16,8 +16,10 @@ from __future__ import annotations
 import re
 
 from jaxlib_kernels.templates import Template, make
+from tasks import tree
 from tasks.llm.prompting import task_description
-from tasks.runtime.llm import LLMClient, LLMError, active, check_schema, extract_json, redact, render
+from tasks.runtime.caching import stage
+from tasks.runtime.llm import BudgetExceeded, LLMClient, LLMError, active, check_schema, extract_json, redact, render
 
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 LABEL = re.compile(r"^[ \t>*#-]*label[ \t*]*:[ \t]*(.+?)[ \t*]*$", re.IGNORECASE | re.MULTILINE)
@@ -80,6 +82,8 @@ class LLMProposer:
     def _ask(self, stage: str, prompt: str) -> str:
         try:
             text, _ = self.client.complete(prompt, "tree")
+        except BudgetExceeded:
+            raise  # a spent budget stops the run; it is no reason to fall back to the offline proposal
         except LLMError as exc:
             raise ProposalError(stage, str(exc)) from None
         return text
@@ -126,3 +130,14 @@ class LLMProposer:
         except Exception:  # noqa: BLE001 - a failed tie-break leaves the first-made node, as without a model
             return None
         return nodes[choice - 1].id if isinstance(choice, int) and 1 <= choice <= len(nodes) else None
+
+
+# ---- Prefect task ------------------------------------------------------------------------------------------------
+
+@stage(name="grow_tree_llm", modules=(*tree.TREE_MODULES, "tasks.llm.prompting", "tasks.runtime.llm"),
+       paths=("prompts/llm/tree_improve.j2", "prompts/llm/tree_ablate.j2", "prompts/llm/tree_debug.j2",
+              "prompts/llm/tree_tie_break.j2", "prompts/llm/_tree_reply.j2"), template_parts=("llm",))
+def grow_tree_task(template_name: str, idea: dict, idea_dir: str, profile: dict, baseline_tuning: dict | None,
+                   model: str) -> dict:
+    """:func:`tasks.tree.grow_tree` with the model's proposals (each failing one falls back to the offline one)."""
+    return tree.grow_tree(template_name, idea, idea_dir, profile, baseline_tuning, proposer=LLMProposer(model=model))

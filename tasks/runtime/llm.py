@@ -70,6 +70,8 @@ class LLMUnreachable(LLMError):
 class BudgetExceeded(LLMError):
     """The run's cost or token budget is spent; the run stops cleanly, keeping what it finished."""
 
+    stops_run = True  # no stage falls back to its offline version on this (e.g. the research tree's proposals)
+
 
 # ---------------------------------------------------------------------------------------------------------- secrets
 def _secrets() -> list[str]:

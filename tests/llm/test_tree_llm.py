@@ -135,3 +135,20 @@ def test_a_writeup_section_prompt_states_the_tree(template_name, tmp_path):
     assert "Each method's hyperparameters were tuned (4 evaluations each)" in text
     assert "without the relu: 0.250 (-0.250)" in text and "replication on fresh seeds" in text
     assert "research tree" not in render("writeup_section.j2", template_name, tree=None, **ctx)
+
+
+def test_a_spent_budget_stops_the_tree_instead_of_falling_back(serve, client_for):
+    """With ``--max-cost`` spent the proposer's call raises ``BudgetExceeded`` and the tree's fallback lets it
+    through (the run then stops cleanly); an ordinary failure falls back (the test above)."""
+    from jaxlib_kernels.templates import make
+    from jaxlib_kernels.tree import stages
+    from tasks.runtime.llm import BudgetExceeded
+
+    client = client_for(serve(good))
+    client.ledger.exceeded = "cost budget spent: $0.0100 of --max-cost $0.01"
+    llm = LLMProposer(client)
+    idea = {**IDEA, "source": DRIFT_SOURCE, "tree_node": {"candidate": DRIFT_SOURCE, "score": 0.5, "baselines": {}}}
+    with pytest.raises(BudgetExceeded):
+        llm.improve("lpo", idea, "", [], 2)
+    with pytest.raises(BudgetExceeded):
+        stages.propose(make("lpo"), llm, "improve", ("lpo", idea, "", [], 2), 2)
