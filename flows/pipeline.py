@@ -97,9 +97,31 @@ def grow_trees(backend: OfflineBackend, template: Template, prof: Profile, run: 
             score = (tree.get("final") or {}).get("score")
             print(f"{idea['Name']}: research tree with nodes {nodes}; final score "
                   f"{f'{score:.3f}' if isinstance(score, float) else score}")
+            adopt_final(template, prof, idea)
     write_json(run.ideas_json, read_ideas(run, ready))
     checkpoint()
     return tuning
+
+
+def adopt_final(template: Template, prof: Profile, idea: dict) -> None:
+    """The tree's final candidate becomes the idea's: its source, expression and formula (the plots and the paper
+    show what the replication runs); the implemented one is kept as ``implemented_source`` (and its expression as
+    ``implemented_expression``)."""
+    from jaxlib_kernels import symbolic
+    from jaxlib_kernels.tree import operators
+
+    final = replicated(idea, prof)
+    if final is None or final["candidate"] == idea["source"]:
+        return
+    idea["implemented_source"], idea["implemented_expression"] = idea["source"], idea.get("expression")
+    idea["source"] = final["candidate"]
+    expr = operators.expression_of(template, final["candidate"])
+    language = operators.language_of(template)
+    if expr is not None:
+        idea["expression"] = expr
+        idea["expression_latex"] = symbolic.to_latex(expr, language.variables)
+    elif template.plugin.kind == "source":  # no formula of the tuned text: the paper prints it verbatim
+        idea["expression"], idea["expression_latex"] = None, None
 
 
 def tuned_methods(template: Template, prof: Profile, idea: dict, tuning: dict) -> dict:
@@ -110,7 +132,8 @@ def tuned_methods(template: Template, prof: Profile, idea: dict, tuning: dict) -
     final = replicated(idea, prof)
     if final is not None:
         out[idea["Name"]] = {"hparams": dict(final.get("hparams") or {}),
-                             "constants_changed": final.get("candidate") != idea["source"]}
+                             "constants_changed": final.get("candidate") != idea.get("implemented_source",
+                                                                                      idea["source"])}
     for b in prof.baselines:
         if b in tuning:
             out[b] = {"hparams": dict(tuning[b].get("hparams") or {}),
