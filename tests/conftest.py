@@ -93,7 +93,7 @@ SPLIT_BY_TEST = {"tests/llm/test_flow_llm.py"}
 # The first unit, and the units of whole lpo runs at the smoke sizes, which start after the next-longest unit so that
 # the first one has filled the compilation cache for them (two cold compiles of one kernel at once cost twice).
 FIRST = "tests/flows/test_template_runs.py[lpo]"
-LPO_RUNS = ("tests/infra/test_ray_cluster.py", "tests/infra/test_ui.py", "tests/infra/test_server_loss.py")
+LPO_RUNS = ("tests/infra/test_ray_cluster.py", "tests/infra/test_ui.py")
 DURATIONS = ROOT / "tests" / "durations.json"  # seconds per work unit, measured cold (see the Makefile's test target)
 
 

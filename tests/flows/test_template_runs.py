@@ -12,6 +12,14 @@ template's own text and kernel keys are checked cheaply in tests/kernels/test_te
 lpo's finished run: editing a paper text template and re-running the run id changes the paper and computes no
 experiment unit; for every template, a change of the kernel configuration gives every unit a new key, so those
 units would be computed again while the unchanged ones are found on disk.
+
+lpo's resumed run (SERVER_LOST) reports to a ``scientist server`` of its own, killed once the resumed run has
+finished two units: reporting to the UI is best effort (``tasks.runtime.artifacts.SERVER``), so the units after the
+loss finish at the pace of those before it, as the run's own records show (each unit's finish time in the ledger,
+less its compute time in its ``.json``: the time the driver spent around it), and the run ends with its papers or
+with the one line that says the server was lost. The server is then started again on the same port and the same
+run id re-run: it ends in papers, and the ledger shows no unit computed twice (the re-run is the run the other tests
+read, and lpo's paper-text edit re-runs against that restarted server).
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ from jaxlib_kernels.templates import TEMPLATES, Profile, make
 from jaxlib_kernels.tree import profile_of
 from tasks import writeup
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "infra"))
+from clusters import PrefectServer, kill_tree  # the infra tests' real Prefect server
+
 ROOT = Path(__file__).resolve().parents[2]
 SCIENTIST = [sys.executable, "-m", "flows.cli"]
 # the templates whose first run is killed and resumed, and whose finished run is re-run after a paper-text edit
@@ -44,6 +55,7 @@ SCIENTIST = [sys.executable, "-m", "flows.cli"]
 KILLED = ("lpo",)
 EDIT_CHECKED = ("lpo",)
 PAGE_CHECKED = ("lpo",)  # the default template's paper: printed text sizes and page fill (the layout is generic)
+SERVER_LOST = ("lpo",)  # the resumed run loses its Prefect server after two units (best-effort reporting is generic)
 MARKER = "This sentence was added to the paper text after the run had finished."
 
 
@@ -102,26 +114,63 @@ def _kill_only_the_run(proc: subprocess.Popen, run_dir: Path) -> list[str]:
     return names
 
 
+LOST: dict[str, dict] = {}  # template -> its resumed run that lost its Prefect server (SERVER_LOST)
+HANG_GUARD_S = 1800  # only against a hang: the run that lost its server is killed after this, the test then fails
+
+
+def _lose_the_server(name: str, runs: Path, run_dir: Path, server: PrefectServer) -> dict:
+    """Run ``name`` (resuming ``run_dir``) against ``server`` and kill the server once the run has finished two
+    units of its own; what the run did until it ended. The server is then started again on the same port."""
+    done = len(_ledger(run_dir))  # the units of the killed run
+    log = runs / "server-lost.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(_args(name, runs, "smoke"), cwd=ROOT, env=_env(server.api), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while len(_ledger(run_dir)) < done + 2:
+            assert proc.poll() is None, log.read_text()[-4000:]
+            time.sleep(0.2)
+        server.stop()
+        lost_at = time.time()
+        rc = proc.wait(HANG_GUARD_S)
+    finally:
+        kill_tree(proc)
+    lost = {"rc": rc, "log": log.read_text(errors="replace"), "lost_at": lost_at, "api": server.api,
+            "units": _ledger(run_dir)[done:], "run": json.loads((run_dir / "run.json").read_text())}
+    server.restart()
+    lost["healthy"] = server.healthy()
+    return lost
+
+
 @pytest.fixture(scope="module", params=list(TEMPLATES))
 def finished(request, tmp_path_factory, prefect_api):
-    """One smoke run per template (for KILLED: killed after its first unit, then resumed); shared by this module."""
+    """One smoke run per template (for KILLED: killed after its first unit, then resumed; for SERVER_LOST: the
+    resumed run loses its Prefect server, which is started again for the re-run); shared by this module."""
     name = request.param
     runs = tmp_path_factory.mktemp(f"runs-{name}")
     run_dir = runs / "smoke"
-    first, finished_files = [], {}
-    if name in KILLED:
-        with open(runs / "first.log", "w") as log:
-            proc = subprocess.Popen(_args(name, runs, "smoke"), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # its own temporary server (PREFECT_API_URL is unset)
-            while not _ledger(run_dir):  # kill as soon as the first experiment unit is on disk
-                assert proc.poll() is None, (runs / "first.log").read_text()[-3000:]
-                time.sleep(0.2)
-            LEFT_BEHIND[name] = _kill_only_the_run(proc, run_dir)
-        first = _ledger(run_dir)
-        finished_files = {p.name: p.read_bytes() for e in first for p in (run_dir / "units").glob(f"{e['key']}.*")}
-    out = _run(name, runs, "smoke", prefect_api)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    return name, runs, run_dir, out, first, finished_files, prefect_api
+    first, finished_files, api, server = [], {}, prefect_api, None
+    try:
+        if name in KILLED:
+            with open(runs / "first.log", "w") as log:
+                proc = subprocess.Popen(_args(name, runs, "smoke"), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # its own temporary server (PREFECT_API_URL is unset)
+                while not _ledger(run_dir):  # kill as soon as the first experiment unit is on disk
+                    assert proc.poll() is None, (runs / "first.log").read_text()[-3000:]
+                    time.sleep(0.2)
+                LEFT_BEHIND[name] = _kill_only_the_run(proc, run_dir)
+            first = _ledger(run_dir)
+            finished_files = {p.name: p.read_bytes() for e in first for p in (run_dir / "units").glob(f"{e['key']}.*")}
+        if name in SERVER_LOST:
+            server = PrefectServer(tmp_path_factory.mktemp(f"prefect-{name}"))
+            LOST[name] = _lose_the_server(name, runs, run_dir, server)
+            api = server.api
+        out = _run(name, runs, "smoke", api)
+        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+        yield name, runs, run_dir, out, first, finished_files, api
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def _killed_only(name: str) -> None:
@@ -158,6 +207,52 @@ def test_a_run_killed_with_sigkill_leaves_no_process_behind(finished):
     name = finished[0]
     _killed_only(name)
     assert LEFT_BEHIND[name] == []
+
+
+def _driver_seconds(run_dir: Path, entries: list[dict], previous: float) -> list[float]:
+    """For each unit in ``entries`` (ledger order): the wall time since the previous unit finished, less the
+    unit's own compute time (``seconds`` in its .json): what the run's driver spent around it."""
+    out = []
+    for e in entries:
+        compute = json.loads((run_dir / "units" / f"{e['key']}.json").read_text())["seconds"]
+        out.append(e["time"] - previous - compute)
+        previous = e["time"]
+    return out
+
+
+@pytest.mark.slow
+def test_a_run_outlives_its_prefect_server_and_resumes_when_it_is_back(finished):
+    from flows.cli import SERVER_LOST as LOST_EXIT
+    from tasks.runtime.artifacts import REPORT_TIMEOUT_S
+
+    name, _, run_dir, out, *_ = finished
+    if name not in SERVER_LOST:
+        pytest.skip(f"{name}: the server loss is checked on {', '.join(SERVER_LOST)} (generic code)")
+    lost = LOST[name]
+    text = lost["log"]
+    units = [e for e in lost["units"] if e["status"] == "ok"]
+    before = [e for e in units if e["time"] <= lost["lost_at"]]
+    after = [e for e in units if e["time"] > lost["lost_at"]]
+    assert len(before) >= 2, text[-4000:]
+    if lost["rc"] == LOST_EXIT:  # stopped: with the one line
+        lines = [x for x in text.splitlines() if "was lost during run" in x]
+        assert len(lines) == 1 and "--run-id smoke" in lines[0] and str(run_dir) in lines[0], text[-4000:]
+    else:
+        assert lost["rc"] == 0, text[-4000:]
+    if after:  # units finished after the loss: at the pace of those before it
+        first = _driver_seconds(run_dir, before, before[0]["time"])[1:]
+        then = _driver_seconds(run_dir, after, before[-1]["time"])
+        # a crawl is a minute of retries per unit; at most one report waits its timeout before the loss is seen
+        assert max(then) <= 2 * max(*first, 1.0) + 2 * REPORT_TIMEOUT_S, (first, then)
+    assert lost["run"]["prefect_server_lost"]["url"] == lost["api"]
+
+    assert lost["healthy"]  # started again; the re-run of the same id on it:
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and run["resumed"] is True and run["papers"]
+    assert all(Path(p["pdf"]).exists() for p in run["papers"])
+    keys = [e["key"] for e in _ledger(run_dir) if e["status"] == "ok"]
+    assert len(keys) == len(set(keys))  # no finished unit computed again
 
 
 @pytest.mark.slow

@@ -157,6 +157,14 @@ class PrefectServer:
         self.api = f"http://127.0.0.1:{self.port}/api"
         self.env["PREFECT_API_URL"] = self.api
 
+    def restart(self) -> None:
+        """``scientist server`` again, on the same port and PREFECT_HOME (its database kept), with a log of its own."""
+        self.log = self.log.with_name("prefect-server-again.log")
+        self.proc = subprocess.Popen([*SCIENTIST, "server", "--port", str(self.port)], cwd=ROOT, env=self.env,
+                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                                     start_new_session=True)
+        wait_for_line(self.log, "Ctrl-C stops it.", self.proc)
+
     def healthy(self) -> bool:
         with urllib.request.urlopen(f"{self.api}/health", timeout=10) as reply:
             return reply.status == 200 and json.loads(reply.read()) is True
