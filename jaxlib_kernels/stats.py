@@ -117,12 +117,13 @@ def _stratified_bootstrap(scores, aggregate, reps: int = 2000, seed: int = 0) ->
 
 
 def replication(scores: dict, baselines: dict, maximize: bool = True, alpha: float = ALPHA,
-                candidate: str = "candidate") -> dict:
+                candidate: str = "candidate", min_seeds: int = 0) -> dict:
     """A candidate against every baseline on fresh seeds: ``scores`` ``{setting: (S,)}``, ``baselines`` ``{setting:
     {name: (S,)}}``. One-sided Welch tests in the metric's direction per (setting, baseline), Holm-corrected across
     all the pairs (``p_holm``, ``significant``), and the IQM of every method over settings x seeds (rliable's
-    ``aggregate_iqm``) with a stratified-bootstrap 95% interval. The research tree's replication and the discovery
-    engine's admission both call this."""
+    ``aggregate_iqm``) with a stratified-bootstrap 95% interval. A pair with fewer than ``min_seeds`` seeds in an
+    arm is reported and never ``significant`` (``seeds_enough`` false; the paper's replication uses
+    :data:`MIN_SEEDS`). The research tree's replication and the discovery engine's admission both call this."""
     from rliable import metrics  # rliable.library needs arch, whose releases do not import with pandas 3 here
 
     alternative = "greater" if maximize else "less"
@@ -135,7 +136,8 @@ def replication(scores: dict, baselines: dict, maximize: bool = True, alpha: flo
                           "seeds": int(min(np.size(cand), np.size(base)))})
     for t, p in zip(tests, holm(t["p"] for t in tests), strict=True):
         t["p_holm"] = p
-        t["significant"] = bool(p < alpha)
+        t["seeds_enough"] = t["seeds"] >= min_seeds
+        t["significant"] = bool(p < alpha and t["seeds_enough"])
     settings = list(scores)
     matrix = {candidate: np.stack([np.asarray(scores[s], dtype=float) for s in settings], axis=1)}
     for name in next(iter(baselines.values()), {}):
@@ -143,4 +145,4 @@ def replication(scores: dict, baselines: dict, maximize: bool = True, alpha: flo
     iqm = {k: {"iqm": float(metrics.aggregate_iqm(v)), "ci95": _stratified_bootstrap(v, metrics.aggregate_iqm),
                "mean": float(np.mean(v))} for k, v in matrix.items()}
     return {"tests": tests, "iqm": iqm, "alpha": alpha, "family": "every (setting, baseline) pair",
-            "alternative": alternative}
+            "alternative": alternative, "min_seeds": min_seeds}

@@ -21,6 +21,7 @@ import pandas as pd
 
 from jaxlib_kernels.results import SchemaError, check_result
 from jaxlib_kernels.stats import (
+    MIN_SEEDS,
     clip_interval,
     difference_bounds,
     replication,
@@ -107,7 +108,7 @@ def replication_of(df: pd.DataFrame, candidate: str, metric: Metric) -> dict | N
         return None
     out = replication({s: values[(candidate, s)] for s in settings},
                       {s: {b: values[(b, s)] for b in baselines} for s in settings},
-                      maximize=metric.maximize, candidate=candidate)
+                      maximize=metric.maximize, candidate=candidate, min_seeds=MIN_SEEDS)
     held = dict(zip(finals.setting, finals.held_out, strict=True))
     for t in out["tests"]:
         t["held_out"] = bool(held[t["setting"]])

@@ -565,7 +565,9 @@ def _replication_facts(rep: dict | None, template: Any, final_info: dict, labels
             "best_baseline": next((r for r in rows if not r["candidate"]), None),
             "pairs": len(tests), "significant": sum(bool(t.get("significant")) for t in tests),
             "held_significant": sum(bool(t.get("significant")) and bool(t.get("held_out")) for t in tests),
-            "seeds": [int(s) for s in rep.get("seeds") or []]}
+            "seeds": [int(s) for s in rep.get("seeds") or []],
+            "seeds_enough": all(t.get("seeds_enough", True) for t in tests),
+            "min_seeds": int(rep.get("min_seeds") or 0)}
 
 
 def build_facts(template_name: str, idea: dict, final_info: dict, figures: list[dict], context: dict,

@@ -293,3 +293,16 @@ def test_the_replication_tests_every_baseline_on_every_setting_with_one_holm_fam
     assert all(t["significant"] for t in out["tests"] if t["baseline"] == "far")
     assert set(out["iqm"]) == {"cand", "far", "near"} and out["seeds"] == [0, 1, 2, 3]
     assert out["iqm"]["cand"]["ci95"][0] <= out["iqm"]["cand"]["iqm"] <= out["iqm"]["cand"]["ci95"][1]
+
+
+def test_the_replication_calls_nothing_significant_with_fewer_than_min_seeds():
+    """With 3 seeds per arm a huge gap is reported with its Holm p, but not called significant (MIN_SEEDS = 4), as
+    in the paper's main comparison; the admission (no minimum) still calls it."""
+    from jaxlib_kernels import stats
+
+    scores = {"s": np.array([1.0, 1.01, 0.99])}
+    baselines = {"s": {"b": np.array([0.0, 0.01, -0.01])}}
+    few = stats.replication(scores, baselines, min_seeds=stats.MIN_SEEDS)
+    assert few["tests"][0]["p_holm"] < 0.01 and not few["tests"][0]["significant"]
+    assert not few["tests"][0]["seeds_enough"] and few["min_seeds"] == stats.MIN_SEEDS
+    assert stats.replication(scores, baselines)["tests"][0]["significant"]
