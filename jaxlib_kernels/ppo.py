@@ -23,6 +23,7 @@ import optax
 
 from jaxlib_kernels import devices, envs, interpreter
 from jaxlib_kernels.interpreter import Program
+from jaxlib_kernels.optimisers.space import Continuous, Integer
 
 Drift = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -66,6 +67,12 @@ class PPOConfig:
 
     def make_env(self) -> envs.Env:
         return envs.make(self.env_name, max_steps=self.max_steps)
+
+
+# the hyperparameters a research tree tunes (``Template.hparams`` of the PPO templates: fields of PPOConfig and of
+# marl's MARLConfig); each range holds both configurations' defaults. A population trains any values of them in one
+# compiled program (:func:`train_population`)
+HPARAMS = (Continuous("lr", 3e-4, 1e-2, log=True), Integer("update_epochs", 1, 8), Continuous("ent_coef", 0.0, 0.05))
 
 
 class ActorCritic(nn.Module):
