@@ -73,6 +73,7 @@ class PPOConfig:
 # marl's MARLConfig); each range holds both configurations' defaults. A population trains any values of them in one
 # compiled program (:func:`train_population`)
 HPARAMS = (Continuous("lr", 3e-4, 1e-2, log=True), Integer("update_epochs", 1, 8), Continuous("ent_coef", 0.0, 0.05))
+TRACED = tuple(p.name for p in HPARAMS)  # the fields a population takes as per-member values
 
 
 class ActorCritic(nn.Module):
@@ -155,10 +156,14 @@ def categorical_entropy(logits: jax.Array) -> jax.Array:
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
-def _optimizer(config: PPOConfig) -> optax.GradientTransformation:
-    denom = config.num_minibatches * config.update_epochs * config.num_updates
-    lr = (lambda count: config.lr * (1.0 - count / denom)) if config.anneal_lr else config.lr
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+def _optimizer(config: PPOConfig, lr=None, update_epochs=None) -> optax.GradientTransformation:
+    """Adam with global-norm clipping and the linear anneal; ``lr`` and ``update_epochs`` (default: the
+    configuration's) may be traced values (a population's per-member hyperparameters, :func:`train_population`)."""
+    lr = config.lr if lr is None else lr
+    denom = config.num_minibatches * (config.update_epochs if update_epochs is None else update_epochs) \
+        * config.num_updates
+    schedule = (lambda count: lr * (1.0 - count / denom)) if config.anneal_lr else lr
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(schedule, eps=1e-5))
 
 
 def make_init(config: PPOConfig) -> Callable[[jax.Array], dict]:
@@ -207,21 +212,28 @@ def make_interpreted_train(config: PPOConfig) -> Callable[[jax.Array, dict, Prog
     return lambda key, params, program: body(key, params, interpreter.drift_of(program))
 
 
-def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
-    """``train(key, params, drift)`` for one seed; ``drift`` is a Python callable applied inside the trace.
+def _train_body(config: PPOConfig) -> Callable[..., dict]:
+    """``train(key, params, drift, hparams=None)`` for one seed; ``drift`` is a Python callable applied inside the
+    trace. ``hparams``: None (the configuration's values, constants of the program), or ``{name: scalar}`` over
+    :data:`TRACED` as traced values: one compiled program for any of their values, the epochs a loop to the
+    member's own count (under ``vmap``, to the population's largest, the others' extra epochs discarded), the same
+    training as the configuration with those values up to float summation order.
 
     The curve's metrics ``episodes`` and ``return_sum`` (per update) count every episode *started* in the update,
     to its end (after the last update the running episodes finish with the final policy): the mean return of an
     update estimates its policy's return, not only that of the short episodes that ended within it."""
     env = config.make_env()
     network = ActorCritic(env.num_actions, config.hidden)
-    tx = _optimizer(config)
 
     env_params = env.default_params
     reset = jax.vmap(env.reset, in_axes=(0, None))
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
-    def train(key: jax.Array, params: dict, drift: Drift) -> dict:
+    def train(key: jax.Array, params: dict, drift: Drift, hparams: dict | None = None) -> dict:
+        if hparams is None:
+            tx, ent_coef = _optimizer(config), config.ent_coef
+        else:
+            tx, ent_coef = _optimizer(config, hparams["lr"], hparams["update_epochs"]), hparams["ent_coef"]
         key, reset_key = jax.random.split(key)
         obs, env_state = reset(jax.random.split(reset_key, config.num_envs), env_params)
         runner = RunnerState(params, tx.init(params), env_state, obs, key, jnp.zeros((), jnp.int32),
@@ -268,7 +280,7 @@ def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
             drift_value = drift(ratio, adv, progress)
             policy_loss = -(ratio * adv - drift_value).mean()
             entropy = categorical_entropy(logits).mean()
-            total = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+            total = policy_loss + config.vf_coef * value_loss - ent_coef * entropy
             return total, (policy_loss, value_loss, entropy, drift_value.mean())
 
         def update_step(runner: RunnerState, _):
@@ -298,15 +310,21 @@ def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
                 (params, opt_state), aux = jax.lax.scan(minibatch, (params, opt_state), minibatches)
                 return (params, opt_state, key), aux
 
-            (params, opt_state, key), aux = jax.lax.scan(
-                epoch, (runner.params, runner.opt_state, runner.key), None, config.update_epochs
-            )
-            metrics = {
-                "policy_loss": aux[0].mean(),
-                "value_loss": aux[1].mean(),
-                "entropy": aux[2].mean(),
-                "drift": aux[3].mean(),
-            }
+            start = (runner.params, runner.opt_state, runner.key)
+            if hparams is None:
+                (params, opt_state, key), aux = jax.lax.scan(epoch, start, None, config.update_epochs)
+                means = [a.mean() for a in aux]
+            else:  # a traced number of epochs: a loop summing each epoch's minibatch metrics
+                def counted_epoch(loop):
+                    i, carry, sums = loop
+                    carry, aux = epoch(carry, None)
+                    return i + 1, carry, tuple(s + a.sum() for s, a in zip(sums, aux, strict=True))
+
+                zeros = tuple(jnp.zeros((), jnp.float32) for _ in range(4))
+                _, (params, opt_state, key), sums = jax.lax.while_loop(
+                    lambda loop: loop[0] < hparams["update_epochs"], counted_epoch, (jnp.int32(0), start, zeros))
+                means = [s / (hparams["update_epochs"] * config.num_minibatches) for s in sums]
+            metrics = {"policy_loss": means[0], "value_loss": means[1], "entropy": means[2], "drift": means[3]}
             runner = runner._replace(params=params, opt_state=opt_state, key=key, update=runner.update + 1)
             return runner, metrics
 
@@ -408,3 +426,36 @@ def train_programs(config: PPOConfig, programs: Program, seeds: list[int] | np.n
     return interpreter.train_population(
         lambda size, length: _interpreted_population_train(config, size, length), programs, keys,
         init_params(config, init_keys))
+
+
+def population_config(config: PPOConfig) -> PPOConfig:
+    """The configuration a population with per-member :data:`TRACED` values compiles for: those fields at
+    PPOConfig's defaults (its program never reads them), so every value of them shares one program."""
+    return dataclasses.replace(config, **{name: PPOConfig.__dataclass_fields__[name].default for name in TRACED})
+
+
+def make_hparam_train(config: PPOConfig) -> Callable[[jax.Array, dict, Program, dict], dict]:
+    """``train(key, params, program, hparams)``: :func:`make_interpreted_train` with the :data:`TRACED`
+    hyperparameters as traced arguments (``{name: scalar}``) instead of the configuration's."""
+    body = _train_body(config)
+    return lambda key, params, program, hparams: body(key, params, interpreter.drift_of(program), hparams)
+
+
+@functools.lru_cache(maxsize=64)
+def _hparam_population_train(config: PPOConfig, size: int, length: int) -> Callable:
+    """The compiled ``make_hparam_train`` of one (configuration, population size, program length)."""
+    return devices.kept_population_jit(make_hparam_train(config), size, "ppo_hparams", (config, size, length))
+
+
+def train_population(config: PPOConfig, programs: Program, hparams: dict, seeds: list[int] | np.ndarray) -> dict:
+    """:func:`train_programs` with per-candidate hyperparameters: candidate ``c`` trains with ``hparams[name][c]``
+    for every ``name`` of :data:`TRACED` (the configuration's other fields shared), all in one compiled call; host
+    arrays (C, S, ...). Candidate ``c`` matches ``train_programs`` of the configuration with its values, up to
+    float summation order; any values of the traced fields reuse one compiled program per (configuration,
+    population size, program length)."""
+    static = population_config(config)
+    values = {name: np.asarray(hparams[name], np.int32 if name == "update_epochs" else np.float32)
+              for name in TRACED}
+    keys, init_keys = seed_keys(seeds)
+    return interpreter.train_population(lambda size, length: _hparam_population_train(static, size, length),
+                                        programs, keys, init_params(static, init_keys), per_candidate=values)

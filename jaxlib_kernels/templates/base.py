@@ -402,7 +402,7 @@ class Template:
                 out = self.evaluate(setting, budget, self.load(text), list(seeds), hparams=dict(hp) or None)
                 finals[i] = np.asarray(out["final"], dtype=np.float64).reshape(len(seeds))
             except Exception as exc:  # noqa: BLE001 - a failing node is recorded as buggy, with its reason
-                errors[i] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                errors[i] = failure_reason(exc)
         return {"final": finals, "errors": errors}
 
     # --- cache keys --------------------------------------------------------------------------------------------------
@@ -427,6 +427,11 @@ class Template:
             "profiles": {k: {"ideas": p.num_ideas, "seeds": p.seeds, "budget": p.budget, "settings": list(p.settings)}
                          for k, p in self.profiles.items()},
         }
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The one-line reason a population records for a node that failed: the exception's type and first line."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
 
 
 def field_of(config: Any, name: str) -> Any:

@@ -97,6 +97,7 @@ TEMPLATE = Template(
                         budget=16_384, baselines=("ppo_clip", "dpo")),
     meta=META,  # scientist meta: TA-LPO (lpo/meta.py)
     hparams=ppo.HPARAMS,  # the learning rate, update epochs and entropy coefficient
+    population=kernel.population,  # a tree stage's nodes in one compiled call, their hyperparameters traced
 )
 
 __all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "EXPRESSIONS", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS",
