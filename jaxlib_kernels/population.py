@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from jaxlib_kernels import interpreter
-from jaxlib_kernels.templates.base import failure_reason, field_of, with_hparams
+from jaxlib_kernels.plugin import load_plugin
+from jaxlib_kernels.templates.base import Setting, failure_reason, field_of, population_result, with_hparams
 
 BUCKET = 16  # sizes up to it are padded to a power of two, larger ones to a multiple of it
 
@@ -71,7 +72,21 @@ def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequ
             continue
         for row, (i, _, _) in zip(out, members, strict=False):
             finals[i] = row
-    for i in range(n):
-        if errors[i] is None and not np.all(np.isfinite(finals[i])):
-            finals[i], errors[i] = np.nan, "non-finite metric"
-    return {"final": finals, "errors": errors}
+    return population_result(finals, errors)
+
+
+def template_population(kernel_config: Callable[[Setting, int], Any], evaluate: Callable[..., dict],
+                        train: Callable[[Any, interpreter.Program, dict, list[int]], np.ndarray],
+                        traced: tuple[str, ...], plugin: str = "drift", language: str = "drift") -> Callable[..., dict]:
+    """A template's ``population(setting, budget, candidates, hparams, seeds)`` from its ``kernel_config``, its
+    unit ``evaluate`` (for the members that are not trees), its compiled population ``train`` and the
+    configuration fields that ``train`` takes per member (``traced``); ``plugin``: the plug-in function's name."""
+
+    def population(setting: Setting, budget: int, candidates: list[str], hparams: list[dict],
+                   seeds: list[int]) -> dict:
+        return interpreted_population(
+            kernel_config(setting, budget), candidates, hparams, seeds, load=lambda text: load_plugin(text, plugin),
+            evaluate=lambda fn, hp: evaluate(setting, budget, fn, seeds, hp)["final"], train=train, traced=traced,
+            language=language)
+
+    return population

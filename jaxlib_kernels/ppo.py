@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -158,12 +158,42 @@ def categorical_entropy(logits: jax.Array) -> jax.Array:
 
 def _optimizer(config: PPOConfig, lr=None, update_epochs=None) -> optax.GradientTransformation:
     """Adam with global-norm clipping and the linear anneal; ``lr`` and ``update_epochs`` (default: the
-    configuration's) may be traced values (a population's per-member hyperparameters, :func:`train_population`)."""
+    configuration's) may be traced values (a population's per-member hyperparameters, :func:`train_population`).
+    ``config``: a PPOConfig or another configuration with its fields (marl's MARLConfig)."""
     lr = config.lr if lr is None else lr
     denom = config.num_minibatches * (config.update_epochs if update_epochs is None else update_epochs) \
         * config.num_updates
     schedule = (lambda count: lr * (1.0 - count / denom)) if config.anneal_lr else lr
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(schedule, eps=1e-5))
+
+
+def optimizer_of(config: PPOConfig, hparams: dict | None) -> tuple[optax.GradientTransformation, Any]:
+    """``(optimiser, entropy coefficient)`` of one member: the configuration's, or its traced ``hparams`` (over
+    :data:`TRACED`); ``config`` as in :func:`_optimizer`."""
+    if hparams is None:
+        return _optimizer(config), config.ent_coef
+    return _optimizer(config, hparams["lr"], hparams["update_epochs"]), hparams["ent_coef"]
+
+
+def run_epochs(epoch: Callable, start, config: PPOConfig, hparams: dict | None) -> tuple[Any, list]:
+    """An update's epochs, ``epoch(carry, None) -> (carry, aux)`` from ``start`` with ``aux`` a tuple of
+    per-minibatch metrics: ``config.update_epochs`` of them (a scan), or ``hparams["update_epochs"]`` (traced: a
+    loop to the member's count, under ``vmap`` to the population's largest with the others' extra epochs
+    discarded). Returns the carry and each metric's mean over epochs and minibatches."""
+    if hparams is None:
+        carry, aux = jax.lax.scan(epoch, start, None, config.update_epochs)
+        return carry, [a.mean() for a in aux]
+
+    def counted(loop):
+        i, carry, sums = loop
+        carry, aux = epoch(carry, None)
+        return i + 1, carry, tuple(s + a.sum() for s, a in zip(sums, aux, strict=True))
+
+    _, aux_shapes = jax.eval_shape(epoch, start, None)
+    zeros = tuple(jnp.zeros((), a.dtype) for a in aux_shapes)
+    _, carry, sums = jax.lax.while_loop(lambda loop: loop[0] < hparams["update_epochs"], counted,
+                                        (jnp.int32(0), start, zeros))
+    return carry, [s / (hparams["update_epochs"] * config.num_minibatches) for s in sums]
 
 
 def make_init(config: PPOConfig) -> Callable[[jax.Array], dict]:
@@ -230,10 +260,7 @@ def _train_body(config: PPOConfig) -> Callable[..., dict]:
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
     def train(key: jax.Array, params: dict, drift: Drift, hparams: dict | None = None) -> dict:
-        if hparams is None:
-            tx, ent_coef = _optimizer(config), config.ent_coef
-        else:
-            tx, ent_coef = _optimizer(config, hparams["lr"], hparams["update_epochs"]), hparams["ent_coef"]
+        tx, ent_coef = optimizer_of(config, hparams)
         key, reset_key = jax.random.split(key)
         obs, env_state = reset(jax.random.split(reset_key, config.num_envs), env_params)
         runner = RunnerState(params, tx.init(params), env_state, obs, key, jnp.zeros((), jnp.int32),
@@ -310,20 +337,8 @@ def _train_body(config: PPOConfig) -> Callable[..., dict]:
                 (params, opt_state), aux = jax.lax.scan(minibatch, (params, opt_state), minibatches)
                 return (params, opt_state, key), aux
 
-            start = (runner.params, runner.opt_state, runner.key)
-            if hparams is None:
-                (params, opt_state, key), aux = jax.lax.scan(epoch, start, None, config.update_epochs)
-                means = [a.mean() for a in aux]
-            else:  # a traced number of epochs: a loop summing each epoch's minibatch metrics
-                def counted_epoch(loop):
-                    i, carry, sums = loop
-                    carry, aux = epoch(carry, None)
-                    return i + 1, carry, tuple(s + a.sum() for s, a in zip(sums, aux, strict=True))
-
-                zeros = tuple(jnp.zeros((), jnp.float32) for _ in range(4))
-                _, (params, opt_state, key), sums = jax.lax.while_loop(
-                    lambda loop: loop[0] < hparams["update_epochs"], counted_epoch, (jnp.int32(0), start, zeros))
-                means = [s / (hparams["update_epochs"] * config.num_minibatches) for s in sums]
+            (params, opt_state, key), means = run_epochs(
+                epoch, (runner.params, runner.opt_state, runner.key), config, hparams)
             metrics = {"policy_loss": means[0], "value_loss": means[1], "entropy": means[2], "drift": means[3]}
             runner = runner._replace(params=params, opt_state=opt_state, key=key, update=runner.update + 1)
             return runner, metrics
@@ -429,9 +444,16 @@ def train_programs(config: PPOConfig, programs: Program, seeds: list[int] | np.n
 
 
 def population_config(config: PPOConfig) -> PPOConfig:
-    """The configuration a population with per-member :data:`TRACED` values compiles for: those fields at
-    PPOConfig's defaults (its program never reads them), so every value of them shares one program."""
-    return dataclasses.replace(config, **{name: PPOConfig.__dataclass_fields__[name].default for name in TRACED})
+    """The configuration a population with per-member :data:`TRACED` values compiles for: those fields at their
+    class defaults (its program never reads them), so every value of them shares one program. ``config``: a
+    PPOConfig or marl's MARLConfig."""
+    fields = type(config).__dataclass_fields__
+    return dataclasses.replace(config, **{name: fields[name].default for name in TRACED})
+
+
+def traced_values(hparams: dict) -> dict:
+    """``{name: (C,) values}`` over :data:`TRACED` as the arrays a population's members take."""
+    return {name: np.asarray(hparams[name], np.int32 if name == "update_epochs" else np.float32) for name in TRACED}
 
 
 def make_hparam_train(config: PPOConfig) -> Callable[[jax.Array, dict, Program, dict], dict]:
@@ -454,8 +476,7 @@ def train_population(config: PPOConfig, programs: Program, hparams: dict, seeds:
     float summation order; any values of the traced fields reuse one compiled program per (configuration,
     population size, program length)."""
     static = population_config(config)
-    values = {name: np.asarray(hparams[name], np.int32 if name == "update_epochs" else np.float32)
-              for name in TRACED}
     keys, init_keys = seed_keys(seeds)
     return interpreter.train_population(lambda size, length: _hparam_population_train(static, size, length),
-                                        programs, keys, init_params(static, init_keys), per_candidate=values)
+                                        programs, keys, init_params(static, init_keys),
+                                        per_candidate=traced_values(hparams))

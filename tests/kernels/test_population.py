@@ -1,4 +1,4 @@
-"""A tree stage's nodes in one compiled call: lpo's ``Template.population`` (candidates x hyperparameters, their lr,
+"""A tree stage's nodes in one compiled call: lpo's (and marl's) ``Template.population`` (candidates x hyperparameters, their lr,
 entropy coefficient and update epochs as per-member values) gives what one ``evaluate`` per node gives, records a
 broken node without losing the others, compiles nothing on a second stage of the same size, and every template's
 tunable hyperparameters are fields of its configuration with their defaults inside their ranges."""
@@ -75,6 +75,18 @@ def test_a_second_stage_of_the_same_size_compiles_nothing(stage):
         out = lpo.evaluate_population(SETTING, BUDGET, texts, hparams, SEEDS)
     assert counter.compiles == 0, f"a second stage compiled {counter.compiles}x"
     assert np.isfinite(out["final"]).all() and out["errors"] == [None] * 3
+
+
+@pytest.mark.slow
+def test_marls_population_equals_one_evaluate_per_node():
+    marl = make("marl")
+    setting = marl.setting("spread")
+    texts = [symbolic.render_source(PPO_CLIP), symbolic.render_source(DPO)]
+    hparams = [{}, {"update_epochs": 2, "lr": 3e-3, "ent_coef": 0.0}]
+    together = marl.evaluate_population(setting, BUDGET, texts, hparams, SEEDS)
+    one_by_one = dataclasses.replace(marl, population=None).evaluate_population(setting, BUDGET, texts, hparams, SEEDS)
+    assert together["errors"] == one_by_one["errors"] == [None, None]
+    np.testing.assert_allclose(together["final"], one_by_one["final"], rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_hyperparameters_are_refused_in_one_line():

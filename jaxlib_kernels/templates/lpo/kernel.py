@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlib_kernels import ppo
-from jaxlib_kernels.plugin import load_plugin
-from jaxlib_kernels.population import interpreted_population
+from jaxlib_kernels.population import template_population
 from jaxlib_kernels.templates.base import Setting, with_hparams
 
 # Probe grid for behavioural distance: log-spaced ratios, advantages, progress points.
@@ -55,16 +54,11 @@ def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int], h
     }
 
 
-def population(setting: Setting, budget: int, candidates: list[str], hparams: list[dict], seeds: list[int]) -> dict:
-    """``Template.population``: the final return (N, S) of every (drift text, hyperparameters) pair, the drifts
-    that are expression trees trained in one compiled call with their lr, ent_coef and update_epochs as per-member
-    values (``ppo.train_population``); ``{"final", "errors"}`` (``jaxlib_kernels.population``)."""
-    return interpreted_population(
-        ppo_config(setting, budget), candidates, hparams, seeds, load=lambda text: load_plugin(text, "drift"),
-        evaluate=lambda drift, hp: evaluate(setting, budget, drift, seeds, hp)["final"],
-        train=lambda config, programs, values, seeds: ppo.mean_return(ppo.train_population(config, programs, values,
-                                                                                            seeds)),
-        traced=ppo.TRACED)
+# Template.population: the final return (N, S) of every (drift text, hyperparameters) pair, the drifts that are
+# expression trees trained in one compiled call with their lr, ent_coef and update_epochs as per-member values
+population = template_population(
+    ppo_config, evaluate, lambda config, programs, values, seeds: ppo.mean_return(
+        ppo.train_population(config, programs, values, seeds)), ppo.TRACED)
 
 
 @jax.jit

@@ -110,6 +110,7 @@ TEMPLATE = Template(
                         held_out=("reference", "spread4", "spread_mappo"),
                         budget=16_384, baselines=("ppo_clip", "dpo")),
     hparams=ppo.HPARAMS,  # the learning rate, update epochs and entropy coefficient (MARLConfig's fields)
+    population=kernel.population,  # a tree stage's nodes in one compiled call, their hyperparameters traced
 )
 
 __all__ = ["BASELINES", "BASELINE_LABELS", "PROFILES", "SETTINGS", "TEMPLATE", "check_plugin", "evaluate", "ippo",
