@@ -246,9 +246,9 @@ def test_bbo_hparams_quick(tmp_path):
 
 
 @pytest.mark.bench_script
-def test_tree_quick(tmp_path):
-    out = tmp_path / "tree.json"
-    run_script("tree.py", "--quick", "--fresh", "1", "--out", str(out), tables=("| path",))
+def test_tree_stage_quick(tmp_path):
+    out = tmp_path / "tree_stage.json"
+    run_script("tree_stage.py", "--quick", "--fresh", "1", "--out", str(out), tables=("| path",))
     result = json.loads(out.read_text())
     assert {"machine", "versions", "config", "paths", "nodes", "final", "errors"} <= set(result)
     paths = result["paths"]
@@ -263,7 +263,7 @@ def test_tree_quick(tmp_path):
     assert result["final"]["fresh"][0] == pytest.approx(result["final"]["per_node"][0], abs=1e-4)
 
 
-HEAVY = ["ppo_profile.py", "bbo.py", "bbo_ead.py", "headroom.py", "dpo_settings.py", "bbo_hparams.py", "tree.py"]
+HEAVY = ["ppo_profile.py", "bbo.py", "bbo_ead.py", "headroom.py", "dpo_settings.py", "bbo_hparams.py", "tree_stage.py"]
 
 
 def test_the_scripts_make_test_leaves_to_make_test_bench_parse_their_arguments():

@@ -18,10 +18,11 @@ every node the same hyperparameters instead (formulas differ only). Paths, side 
 
 CPU time: ``time.process_time()`` for this process (every thread), ``getrusage(RUSAGE_CHILDREN)`` for the fresh
 processes. The persistent compilation cache and the exported-program cache are off, so every path pays its compiles.
-Prints a markdown table, writes ``benchmarks/results/tree.json``.
+Prints a markdown table, writes ``benchmarks/results/tree_stage.json``. (Not ``tree.py``: a module of that name
+beside the scripts would shadow dm-tree's ``tree``, which navix imports, wherever this folder is on ``sys.path``.)
 
-    .venv/bin/python benchmarks/tree.py                      # 16 nodes x 2 seeds at the default profile's tree budget
-    .venv/bin/python benchmarks/tree.py --quick              # 4 nodes, 2 seeds, 4,096 env steps, 2 fresh processes
+    .venv/bin/python benchmarks/tree_stage.py          # 16 nodes x 2 seeds at the default profile's tree budget
+    .venv/bin/python benchmarks/tree_stage.py --quick  # 4 nodes, 2 seeds, 4,096 env steps, 2 fresh processes
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warm", action="store_true", help="also time a second population of other nodes")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--node", help=argparse.SUPPRESS)  # a fresh process's one node (JSON)
-    parser.add_argument("--out", default=str(common.RESULTS / "tree.json"))
+    parser.add_argument("--out", default=str(common.RESULTS / "tree_stage.json"))
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_compilation_cache", False)  # every compile is paid, on every path
     if args.node:
