@@ -313,19 +313,25 @@ def preference_loss_of(program: Program):
     return preference_loss
 
 
-def train_population(compiled_of, programs: Program, keys: jax.Array, params) -> dict:
+def train_population(compiled_of, programs: Program, keys: jax.Array, params, per_candidate=None) -> dict:
     """Train (C, L) ``programs`` on S seeds in one compiled call over C x S members; host metrics (C, S, ...).
 
     ``keys`` (S, ...) and ``params`` (a tree of (S, ...) arrays) are the seeds' own, so candidate ``c`` on seed
     ``s`` starts where a one-candidate run on seed ``s`` starts; ``compiled_of(size, length)`` gives the compiled
-    ``train(keys, params, program)`` of a population of that size and program length (the kernel's cached jit).
+    ``train(keys, params, program)`` of a population of that size and program length (the kernel's cached jit),
+    or ``train(keys, params, program, values)`` with ``per_candidate`` (a tree of (C, ...) arrays: each candidate's
+    values, e.g. its hyperparameters, laid out per member like the programs).
     The PPO and IPPO kernels share this stacking; a candidate's result does not depend on the others in its
     population (up to float summation order).
     """
     n_seeds = keys.shape[0]
     member, tile = population_members(programs, n_seeds)
     n_cand, length = np.shape(programs.ops)
-    out = compiled_of(n_cand * n_seeds, length)(tile(keys), jax.tree_util.tree_map(tile, params), member)
+    args = (tile(keys), jax.tree_util.tree_map(tile, params), member)
+    if per_candidate is not None:
+        args += (jax.tree_util.tree_map(lambda x: jnp.asarray(np.repeat(np.asarray(x), n_seeds, axis=0)),
+                                        per_candidate),)
+    out = compiled_of(n_cand * n_seeds, length)(*args)
     return jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((n_cand, n_seeds) + x.shape[1:]), out["metrics"])
 
 

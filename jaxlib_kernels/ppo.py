@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -23,6 +23,7 @@ import optax
 
 from jaxlib_kernels import devices, envs, interpreter
 from jaxlib_kernels.interpreter import Program
+from jaxlib_kernels.optimisers.space import Continuous, Integer
 
 Drift = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -66,6 +67,13 @@ class PPOConfig:
 
     def make_env(self) -> envs.Env:
         return envs.make(self.env_name, max_steps=self.max_steps)
+
+
+# the hyperparameters a research tree tunes (``Template.hparams`` of the PPO templates: fields of PPOConfig and of
+# marl's MARLConfig); each range holds both configurations' defaults. A population trains any values of them in one
+# compiled program (:func:`train_population`)
+HPARAMS = (Continuous("lr", 3e-4, 1e-2, log=True), Integer("update_epochs", 1, 8), Continuous("ent_coef", 0.0, 0.05))
+TRACED = tuple(p.name for p in HPARAMS)  # the fields a population takes as per-member values
 
 
 class ActorCritic(nn.Module):
@@ -148,10 +156,44 @@ def categorical_entropy(logits: jax.Array) -> jax.Array:
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
-def _optimizer(config: PPOConfig) -> optax.GradientTransformation:
-    denom = config.num_minibatches * config.update_epochs * config.num_updates
-    lr = (lambda count: config.lr * (1.0 - count / denom)) if config.anneal_lr else config.lr
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+def _optimizer(config: PPOConfig, lr=None, update_epochs=None) -> optax.GradientTransformation:
+    """Adam with global-norm clipping and the linear anneal; ``lr`` and ``update_epochs`` (default: the
+    configuration's) may be traced values (a population's per-member hyperparameters, :func:`train_population`).
+    ``config``: a PPOConfig or another configuration with its fields (marl's MARLConfig)."""
+    lr = config.lr if lr is None else lr
+    denom = config.num_minibatches * (config.update_epochs if update_epochs is None else update_epochs) \
+        * config.num_updates
+    schedule = (lambda count: lr * (1.0 - count / denom)) if config.anneal_lr else lr
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(schedule, eps=1e-5))
+
+
+def optimizer_of(config: PPOConfig, hparams: dict | None) -> tuple[optax.GradientTransformation, Any]:
+    """``(optimiser, entropy coefficient)`` of one member: the configuration's, or its traced ``hparams`` (over
+    :data:`TRACED`); ``config`` as in :func:`_optimizer`."""
+    if hparams is None:
+        return _optimizer(config), config.ent_coef
+    return _optimizer(config, hparams["lr"], hparams["update_epochs"]), hparams["ent_coef"]
+
+
+def run_epochs(epoch: Callable, start, config: PPOConfig, hparams: dict | None) -> tuple[Any, list]:
+    """An update's epochs, ``epoch(carry, None) -> (carry, aux)`` from ``start`` with ``aux`` a tuple of
+    per-minibatch metrics: ``config.update_epochs`` of them (a scan), or ``hparams["update_epochs"]`` (traced: a
+    loop to the member's count, under ``vmap`` to the population's largest with the others' extra epochs
+    discarded). Returns the carry and each metric's mean over epochs and minibatches."""
+    if hparams is None:
+        carry, aux = jax.lax.scan(epoch, start, None, config.update_epochs)
+        return carry, [a.mean() for a in aux]
+
+    def counted(loop):
+        i, carry, sums = loop
+        carry, aux = epoch(carry, None)
+        return i + 1, carry, tuple(s + a.sum() for s, a in zip(sums, aux, strict=True))
+
+    _, aux_shapes = jax.eval_shape(epoch, start, None)
+    zeros = tuple(jnp.zeros((), a.dtype) for a in aux_shapes)
+    _, carry, sums = jax.lax.while_loop(lambda loop: loop[0] < hparams["update_epochs"], counted,
+                                        (jnp.int32(0), start, zeros))
+    return carry, [s / (hparams["update_epochs"] * config.num_minibatches) for s in sums]
 
 
 def make_init(config: PPOConfig) -> Callable[[jax.Array], dict]:
@@ -200,21 +242,25 @@ def make_interpreted_train(config: PPOConfig) -> Callable[[jax.Array, dict, Prog
     return lambda key, params, program: body(key, params, interpreter.drift_of(program))
 
 
-def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
-    """``train(key, params, drift)`` for one seed; ``drift`` is a Python callable applied inside the trace.
+def _train_body(config: PPOConfig) -> Callable[..., dict]:
+    """``train(key, params, drift, hparams=None)`` for one seed; ``drift`` is a Python callable applied inside the
+    trace. ``hparams``: None (the configuration's values, constants of the program), or ``{name: scalar}`` over
+    :data:`TRACED` as traced values: one compiled program for any of their values, the epochs a loop to the
+    member's own count (under ``vmap``, to the population's largest, the others' extra epochs discarded), the same
+    training as the configuration with those values up to float summation order.
 
     The curve's metrics ``episodes`` and ``return_sum`` (per update) count every episode *started* in the update,
     to its end (after the last update the running episodes finish with the final policy): the mean return of an
     update estimates its policy's return, not only that of the short episodes that ended within it."""
     env = config.make_env()
     network = ActorCritic(env.num_actions, config.hidden)
-    tx = _optimizer(config)
 
     env_params = env.default_params
     reset = jax.vmap(env.reset, in_axes=(0, None))
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
-    def train(key: jax.Array, params: dict, drift: Drift) -> dict:
+    def train(key: jax.Array, params: dict, drift: Drift, hparams: dict | None = None) -> dict:
+        tx, ent_coef = optimizer_of(config, hparams)
         key, reset_key = jax.random.split(key)
         obs, env_state = reset(jax.random.split(reset_key, config.num_envs), env_params)
         runner = RunnerState(params, tx.init(params), env_state, obs, key, jnp.zeros((), jnp.int32),
@@ -261,7 +307,7 @@ def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
             drift_value = drift(ratio, adv, progress)
             policy_loss = -(ratio * adv - drift_value).mean()
             entropy = categorical_entropy(logits).mean()
-            total = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+            total = policy_loss + config.vf_coef * value_loss - ent_coef * entropy
             return total, (policy_loss, value_loss, entropy, drift_value.mean())
 
         def update_step(runner: RunnerState, _):
@@ -291,15 +337,9 @@ def _train_body(config: PPOConfig) -> Callable[[jax.Array, dict, Drift], dict]:
                 (params, opt_state), aux = jax.lax.scan(minibatch, (params, opt_state), minibatches)
                 return (params, opt_state, key), aux
 
-            (params, opt_state, key), aux = jax.lax.scan(
-                epoch, (runner.params, runner.opt_state, runner.key), None, config.update_epochs
-            )
-            metrics = {
-                "policy_loss": aux[0].mean(),
-                "value_loss": aux[1].mean(),
-                "entropy": aux[2].mean(),
-                "drift": aux[3].mean(),
-            }
+            (params, opt_state, key), means = run_epochs(
+                epoch, (runner.params, runner.opt_state, runner.key), config, hparams)
+            metrics = {"policy_loss": means[0], "value_loss": means[1], "entropy": means[2], "drift": means[3]}
             runner = runner._replace(params=params, opt_state=opt_state, key=key, update=runner.update + 1)
             return runner, metrics
 
@@ -401,3 +441,42 @@ def train_programs(config: PPOConfig, programs: Program, seeds: list[int] | np.n
     return interpreter.train_population(
         lambda size, length: _interpreted_population_train(config, size, length), programs, keys,
         init_params(config, init_keys))
+
+
+def population_config(config: PPOConfig) -> PPOConfig:
+    """The configuration a population with per-member :data:`TRACED` values compiles for: those fields at their
+    class defaults (its program never reads them), so every value of them shares one program. ``config``: a
+    PPOConfig or marl's MARLConfig."""
+    fields = type(config).__dataclass_fields__
+    return dataclasses.replace(config, **{name: fields[name].default for name in TRACED})
+
+
+def traced_values(hparams: dict) -> dict:
+    """``{name: (C,) values}`` over :data:`TRACED` as the arrays a population's members take."""
+    return {name: np.asarray(hparams[name], np.int32 if name == "update_epochs" else np.float32) for name in TRACED}
+
+
+def make_hparam_train(config: PPOConfig) -> Callable[[jax.Array, dict, Program, dict], dict]:
+    """``train(key, params, program, hparams)``: :func:`make_interpreted_train` with the :data:`TRACED`
+    hyperparameters as traced arguments (``{name: scalar}``) instead of the configuration's."""
+    body = _train_body(config)
+    return lambda key, params, program, hparams: body(key, params, interpreter.drift_of(program), hparams)
+
+
+@functools.lru_cache(maxsize=64)
+def _hparam_population_train(config: PPOConfig, size: int, length: int) -> Callable:
+    """The compiled ``make_hparam_train`` of one (configuration, population size, program length)."""
+    return devices.kept_population_jit(make_hparam_train(config), size, "ppo_hparams", (config, size, length))
+
+
+def train_population(config: PPOConfig, programs: Program, hparams: dict, seeds: list[int] | np.ndarray) -> dict:
+    """:func:`train_programs` with per-candidate hyperparameters: candidate ``c`` trains with ``hparams[name][c]``
+    for every ``name`` of :data:`TRACED` (the configuration's other fields shared), all in one compiled call; host
+    arrays (C, S, ...). Candidate ``c`` matches ``train_programs`` of the configuration with its values, up to
+    float summation order; any values of the traced fields reuse one compiled program per (configuration,
+    population size, program length)."""
+    static = population_config(config)
+    keys, init_keys = seed_keys(seeds)
+    return interpreter.train_population(lambda size, length: _hparam_population_train(static, size, length),
+                                        programs, keys, init_params(static, init_keys),
+                                        per_candidate=traced_values(hparams))

@@ -431,7 +431,7 @@ class Template:
     def evaluate_population(self, setting: Setting, budget: int, candidates: list[str], hparams: list[Mapping] | None,
                             seeds: list[int]) -> dict:
         """The final metric of every (candidate text, hyperparameters) pair on ``seeds``: ``{"final": (N, S)
-        float array (NaN where a node failed), "errors": [None or the one-line reason] * N}``. Through
+        float array (NaN where a node failed or its metric is not finite), "errors": [None or the one-line reason] * N}``. Through
         :attr:`population` (one compiled call) when the template has one, else one :attr:`evaluate` per node."""
         hparams = list(hparams) if hparams is not None else [{}] * len(candidates)
         if len(hparams) != len(candidates):
@@ -445,8 +445,8 @@ class Template:
                 out = self.evaluate(setting, budget, self.load(text), list(seeds), hparams=dict(hp) or None)
                 finals[i] = np.asarray(out["final"], dtype=np.float64).reshape(len(seeds))
             except Exception as exc:  # noqa: BLE001 - a failing node is recorded as buggy, with its reason
-                errors[i] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        return {"final": finals, "errors": errors}
+                errors[i] = failure_reason(exc)
+        return population_result(finals, errors)
 
     # --- cache keys --------------------------------------------------------------------------------------------------
     def kernel_fingerprint(self, setting: Setting, budget: int, hparams: Mapping | None = None) -> str:
@@ -470,6 +470,19 @@ class Template:
             "profiles": {k: {"ideas": p.num_ideas, "seeds": p.seeds, "budget": p.budget, "settings": list(p.settings)}
                          for k, p in self.profiles.items()},
         }
+
+
+def population_result(finals: np.ndarray, errors: list[str | None]) -> dict:
+    """``{"final", "errors"}`` of a population, a node whose metric is not finite on every seed failed (NaN)."""
+    for i, row in enumerate(finals):
+        if errors[i] is None and not np.all(np.isfinite(row)):
+            finals[i], errors[i] = np.nan, "non-finite metric"
+    return {"final": finals, "errors": errors}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The one-line reason a population records for a node that failed: the exception's type and first line."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
 
 
 def field_of(config: Any, name: str) -> Any:

@@ -245,7 +245,25 @@ def test_bbo_hparams_quick(tmp_path):
     assert "| optimiser" in out.with_suffix(".md").read_text()
 
 
-HEAVY = ["ppo_profile.py", "bbo.py", "bbo_ead.py", "headroom.py", "dpo_settings.py", "bbo_hparams.py"]
+@pytest.mark.bench_script
+def test_tree_stage_quick(tmp_path):
+    out = tmp_path / "tree_stage.json"
+    run_script("tree_stage.py", "--quick", "--fresh", "1", "--out", str(out), tables=("| path",))
+    result = json.loads(out.read_text())
+    assert {"machine", "versions", "config", "paths", "nodes", "final", "errors"} <= set(result)
+    paths = result["paths"]
+    assert {"population", "per_node_one_process", "per_node_fresh_process"} <= set(paths)
+    assert paths["population"]["nodes"] == paths["per_node_one_process"]["nodes"] == 4
+    assert paths["per_node_fresh_process"]["nodes"] == 1
+    for row in paths.values():
+        assert row["cpu_s"] > 0 and row["nodes_per_cpu_minute"] > 0 and row["speedup_of_population"] > 0
+    assert result["errors"] == [None] * 4 and len(result["final"]["fresh"]) == 1
+    # the same nodes, the same metric on every path (up to float summation order)
+    assert result["final"]["population"] == pytest.approx(result["final"]["per_node"], abs=1e-4)
+    assert result["final"]["fresh"][0] == pytest.approx(result["final"]["per_node"][0], abs=1e-4)
+
+
+HEAVY = ["ppo_profile.py", "bbo.py", "bbo_ead.py", "headroom.py", "dpo_settings.py", "bbo_hparams.py", "tree_stage.py"]
 
 
 def test_the_scripts_make_test_leaves_to_make_test_bench_parse_their_arguments():

@@ -21,6 +21,7 @@ Ostermeier, 2001 (CMA-ES); Ros and Hansen, 2008 (Sep-CMA-ES); Lange, Tian and Ta
 
 from __future__ import annotations
 
+from jaxlib_kernels.optimisers.space import Continuous
 from jaxlib_kernels.plugin import PluginError
 from jaxlib_kernels.templates.base import (
     PAPER_TREE,
@@ -180,6 +181,9 @@ TEMPLATE = BBOTemplate(
     formula_lhs=r"(m', \sigma')",
     search_space={"kind": "source", "family": {"weights": list(rules.WEIGHTS), "std_rule": list(rules.STD_RULES),
                                                "ranges": {k: list(v) for k, v in rules.RANGES.items()}}},
+    # the initial search distribution's scale (CMA-ES's sigma0), the same for every method; the update rule's own
+    # constants are the candidate's (the research tree tunes those as candidate constants)
+    hparams=(Continuous("init_std", 0.1, 4.0, log=True),),
 )
 
 __all__ = ["BASELINES", "HELD_OUT_FUNCTIONS", "PROFILES", "SETTINGS", "TEMPLATE", "TRAIN_FUNCTIONS", "BBOConfig",

@@ -29,6 +29,7 @@ its gradient pushes the margin down. KL-penalised reward: DPO 0.357 +/- 0.046, L
 
 from __future__ import annotations
 
+from jaxlib_kernels.optimisers.space import Continuous
 from jaxlib_kernels.search import preference
 from jaxlib_kernels.templates.base import (
     PAPER_TREE,
@@ -138,6 +139,8 @@ TEMPLATE = Template(
     # and DiscoPOP's LRML (its temperature tuned like any constant)
     discovery=Discovery(kernel.train_programs, setting="unigram", held_out=("unigram_betas", "bigram", "wide"),
                         budget=32, baselines=("dpo", "lrml"), language=preference.LANGUAGE, budget_field="steps"),
+    # the policy's Adam step and gradient-norm clip (kl_coef is the metric's, not training's: never tuned)
+    hparams=(Continuous("lr", 1e-4, 1e-2, log=True), Continuous("max_grad_norm", 0.1, 10.0, log=True)),
 )
 
 __all__ = [

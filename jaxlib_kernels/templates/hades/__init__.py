@@ -182,6 +182,10 @@ TEMPLATE = Template(
     formula_lhs=r"\mathrm{config}",
     search_space=SEARCH_SPACE,
     meta=META,  # scientist meta: HaDES datasets per size and the direct baseline (hades/meta.py)
+    # no hyperparameters beyond the candidate: its ES step and scale, dataset size and cloning steps and rate are the
+    # candidate's own fields (the research tree tunes them as the candidate's constants); the ES population is the
+    # setting's, which fixes every arm's number of fitness evaluations
+    hparams=(),
 )
 
 __all__ = [

@@ -9,6 +9,7 @@ Kuba et al., 2022, "Mirror Learning". Code: ``kernel`` (PPO glue, gate checks, p
 
 from __future__ import annotations
 
+from jaxlib_kernels import ppo
 from jaxlib_kernels.search import drift
 from jaxlib_kernels.search.drift import DPO, EXPRESSIONS, KL, NO_DRIFT, PPO_CLIP
 from jaxlib_kernels.templates.base import (
@@ -110,6 +111,8 @@ TEMPLATE = Template(
                         held_out=("empty_random5", "empty6", "empty5_short"),
                         budget=16_384, baselines=("ppo_clip", "dpo")),
     meta=META,  # scientist meta: TA-LPO (lpo/meta.py)
+    hparams=ppo.HPARAMS,  # the learning rate, update epochs and entropy coefficient
+    population=kernel.population,  # a tree stage's nodes in one compiled call, their hyperparameters traced
 )
 
 __all__ = ["BASELINES", "BASELINE_LABELS", "DPO", "EXPRESSIONS", "KL", "NO_DRIFT", "PPO_CLIP", "PROFILES", "SETTINGS",

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlib_kernels import ppo
+from jaxlib_kernels.population import template_population
 from jaxlib_kernels.templates.base import Setting, with_hparams
 
 # Probe grid for behavioural distance: log-spaced ratios, advantages, progress points.
@@ -51,6 +52,13 @@ def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int], h
         "episodes": metrics["episodes"],
         "drift": metrics["drift"],
     }
+
+
+# Template.population: the final return (N, S) of every (drift text, hyperparameters) pair, the drifts that are
+# expression trees trained in one compiled call with their lr, ent_coef and update_epochs as per-member values
+population = template_population(
+    ppo_config, evaluate, lambda config, programs, values, seeds: ppo.mean_return(
+        ppo.train_population(config, programs, values, seeds)), ppo.TRACED)
 
 
 @jax.jit

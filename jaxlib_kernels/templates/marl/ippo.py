@@ -178,12 +178,6 @@ def _critic_size(config: MARLConfig, spec: Spec) -> int:
     return spec.obs_size if config.critic == "local" else spec.world_size + len(spec.agents)
 
 
-def _optimizer(config: MARLConfig) -> optax.GradientTransformation:
-    denom = config.num_minibatches * config.update_epochs * config.num_updates
-    lr = (lambda count: config.lr * (1.0 - count / denom)) if config.anneal_lr else config.lr
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
-
-
 def make_init(config: MARLConfig) -> Callable[[jax.Array], dict]:
     """``init(key) -> params`` for one seed; called outside ``vmap`` as in :mod:`jaxlib_kernels.ppo`."""
     spec = env_spec(config)
@@ -324,11 +318,18 @@ def make_interpreted_train(config: MARLConfig) -> Callable[[jax.Array, dict, Pro
     return lambda key, params, program: body(key, params, interpreter.drift_of(program))
 
 
-def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
-    """``train(key, params, drift)`` for one seed; ``drift`` is a Python callable applied inside the trace."""
+def make_hparam_train(config: MARLConfig) -> Callable[[jax.Array, dict, Program, dict], dict]:
+    """``train(key, params, program, hparams)``: :func:`make_interpreted_train` with ``ppo.TRACED`` (lr, ent_coef,
+    update_epochs) as traced arguments instead of the configuration's, as ``ppo.make_hparam_train``."""
+    body = _train_body(config)
+    return lambda key, params, program, hparams: body(key, params, interpreter.drift_of(program), hparams)
+
+
+def _train_body(config: MARLConfig) -> Callable[..., dict]:
+    """``train(key, params, drift, hparams=None)`` for one seed; ``drift`` is a Python callable applied inside the
+    trace, ``hparams`` the configuration's (None) or traced ones, as in ``ppo._train_body``."""
     env = make_env(config.env_name, config.env_kwargs)
     spec = env_spec(config)
-    tx = _optimizer(config)
     n_agents, n_envs = len(spec.agents), config.num_envs
     n_actors = n_agents * n_envs
     batch = n_actors * config.num_steps
@@ -345,7 +346,8 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
     reset = jax.vmap(env.reset)
     step = batched_step(env, fixed_horizon(env))
 
-    def train(key: jax.Array, params: dict, drift: Drift) -> dict:
+    def train(key: jax.Array, params: dict, drift: Drift, hparams: dict | None = None) -> dict:
+        tx, ent_coef = ppo.optimizer_of(config, hparams)
         key, reset_key = jax.random.split(key)
         obs, env_state = reset(jax.random.split(reset_key, n_envs))
         own, critic_in, avail = observe(obs, env_state)
@@ -410,7 +412,7 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
             drift_value = drift(ratio, adv, progress)  # evaluated once: the objective and the metric share it
             policy_loss = -(ratio * adv - drift_value).mean()  # = -mirror_objective(ratio, adv, drift, progress)
             entropy = categorical_entropy(logits).mean()
-            total = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+            total = policy_loss + config.vf_coef * value_loss - ent_coef * entropy
             return total, (policy_loss, value_loss, entropy, drift_value.mean())
 
         def update_step(runner: Runner, _):
@@ -438,13 +440,9 @@ def _train_body(config: MARLConfig) -> Callable[[jax.Array, dict, Drift], dict]:
                 (params, opt_state), aux = jax.lax.scan(minibatch, (params, opt_state), minibatches)
                 return (params, opt_state, key), aux
 
-            (params, opt_state, key), aux = jax.lax.scan(
-                epoch, (runner.params, runner.opt_state, runner.key), None, config.update_epochs
-            )
-            metrics = {
-                "policy_loss": aux[0].mean(), "value_loss": aux[1].mean(), "entropy": aux[2].mean(),
-                "drift": aux[3].mean(),
-            }
+            (params, opt_state, key), means = ppo.run_epochs(
+                epoch, (runner.params, runner.opt_state, runner.key), config, hparams)
+            metrics = {"policy_loss": means[0], "value_loss": means[1], "entropy": means[2], "drift": means[3]}
             runner = runner._replace(params=params, opt_state=opt_state, key=key, update=runner.update + 1)
             return runner, metrics
 
@@ -492,6 +490,22 @@ def train_programs(config: MARLConfig, programs: Program, seeds: list[int] | np.
     keys, init_keys = seed_keys(seeds)
     return interpreter.train_population(lambda size, length: _interpreted_population_train(config, size, length),
                                         programs, keys, init_params(config, init_keys))
+
+
+@functools.lru_cache(maxsize=64)
+def _hparam_population_train(config: MARLConfig, size: int, length: int) -> Callable:
+    """The compiled ``make_hparam_train`` of one (configuration, population size, program length)."""
+    return devices.kept_population_jit(make_hparam_train(config), size, "ippo_hparams", (config, size, length))
+
+
+def train_population(config: MARLConfig, programs: Program, hparams: dict, seeds: list[int] | np.ndarray) -> dict:
+    """:func:`train_programs` with per-candidate ``hparams`` (``{name: (C,) values}`` over ``ppo.TRACED``) in one
+    compiled call, as ``ppo.train_population``; host arrays (C, S, ...)."""
+    static = ppo.population_config(config)
+    keys, init_keys = seed_keys(seeds)
+    return interpreter.train_population(lambda size, length: _hparam_population_train(static, size, length),
+                                        programs, keys, init_params(static, init_keys),
+                                        per_candidate=ppo.traced_values(hparams))
 
 
 def make_random_policy_eval(config: MARLConfig) -> Callable[[jax.Array], dict]:

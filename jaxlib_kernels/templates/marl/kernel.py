@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from jaxlib_kernels import ppo
+from jaxlib_kernels.population import template_population
 from jaxlib_kernels.templates.base import Setting, with_hparams
 from jaxlib_kernels.templates.lpo.kernel import check_plugin, probe
 from jaxlib_kernels.templates.marl import ippo
@@ -54,4 +56,10 @@ def evaluate(setting: Setting, budget: int, drift: Callable, seeds: list[int], h
     }
 
 
-__all__ = ["CONFIG_OPTIONS", "check_plugin", "evaluate", "marl_config", "probe", "train_programs"]
+# Template.population: the final mean per-agent return (N, S) of every (drift text, hyperparameters) pair, the
+# drifts that are expression trees trained in one compiled call with their lr, ent_coef and update_epochs traced
+population = template_population(
+    marl_config, evaluate, lambda config, programs, values, seeds: ippo.mean_over_last(
+        ippo.train_population(config, programs, values, seeds)), ppo.TRACED)
+
+__all__ = ["CONFIG_OPTIONS", "check_plugin", "evaluate", "marl_config", "population", "probe", "train_programs"]

@@ -1,0 +1,92 @@
+"""A population of candidate texts with hyperparameters in one compiled call (``Template.population``) for the
+templates whose candidate is a formula the interpreter runs (:mod:`jaxlib_kernels.interpreter`: lpo's and marl's
+drift).
+
+Each text is loaded and read as an expression tree (``interpreter.expression_of``). The members that are trees
+train together: one compiled call per group of members whose hyperparameters give the same configuration once the
+kernel's traced fields (``traced``, e.g. ``ppo.TRACED``: per-member values of one program) are set aside, padded to
+:func:`padded_size` members so that the calls of a stage's size reuse one compiled program. A text that is not such
+a tree (a hand-written plug-in) is evaluated alone (``evaluate``: its own compiled program); a text that does not
+load, hyperparameters that are not fields of the configuration, or a non-finite metric give NaN and a one-line
+reason. The metric is the template's ``evaluate``'s ``final``, equal up to float summation order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxlib_kernels import interpreter
+from jaxlib_kernels.plugin import load_plugin
+from jaxlib_kernels.templates.base import Setting, failure_reason, field_of, population_result, with_hparams
+
+BUCKET = 16  # sizes up to it are padded to a power of two, larger ones to a multiple of it
+
+
+def padded_size(n: int, bucket: int = BUCKET) -> int:
+    """The number of candidates ``n`` are padded to: the next power of two up to ``bucket``, then the next
+    multiple of ``bucket`` (few sizes, so few compiled programs, and at most twice the work)."""
+    if n <= bucket:
+        return 1 << max(0, n - 1).bit_length()
+    return -(-n // bucket) * bucket
+
+
+def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequence[Mapping], seeds: list[int], *,
+                           load: Callable[[str], Any], evaluate: Callable[[Any, dict | None], np.ndarray],
+                           train: Callable[[Any, interpreter.Program, dict, list[int]], np.ndarray],
+                           traced: tuple[str, ...], language: str = "drift") -> dict:
+    """``{"final": (N, S), "errors": [None | reason] * N}`` of every (candidate text, hyperparameters) pair.
+
+    ``config``: the kernel configuration of the setting and budget; ``load(text)``: the plug-in (raises on a bad
+    text); ``evaluate(plugin, hparams or None) -> (S,)``: one member alone; ``train(config, programs (C, L),
+    {name: (C,) values} over traced, seeds) -> (C, S)``: the compiled population of one configuration."""
+    n = len(candidates)
+    finals = np.full((n, len(seeds)), np.nan)
+    errors: list[str | None] = [None] * n
+    groups: dict[Any, list[tuple[int, Any, dict]]] = {}
+    for i, (text, hp) in enumerate(zip(candidates, hparams, strict=True)):
+        try:
+            hp = dict(hp)
+            applied = with_hparams(config, hp)  # refuses a field the configuration has not
+            plugin = load(text)
+            expr = interpreter.expression_of(plugin)
+            if expr is None:  # not a tree the interpreter runs: its own program
+                finals[i] = np.asarray(evaluate(plugin, hp or None), dtype=np.float64).reshape(len(seeds))
+                continue
+        except Exception as exc:  # noqa: BLE001 - a failing node is recorded as buggy, with its reason
+            errors[i] = failure_reason(exc)
+            continue
+        static = with_hparams(applied, {name: field_of(config, name) for name in traced})
+        groups.setdefault(static, []).append((i, expr, {name: field_of(applied, name) for name in traced}))
+    for static, members in groups.items():
+        padded = members + [members[-1]] * (padded_size(len(members)) - len(members))
+        try:
+            programs = interpreter.encode_population([m[1] for m in padded], language=language)
+            values = {name: [m[2][name] for m in padded] for name in traced}
+            out = np.asarray(train(static, programs, values, list(seeds)), dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 - the group's members fail together, each with the reason
+            for i, _, _ in members:
+                errors[i] = failure_reason(exc)
+            continue
+        for row, (i, _, _) in zip(out, members, strict=False):
+            finals[i] = row
+    return population_result(finals, errors)
+
+
+def template_population(kernel_config: Callable[[Setting, int], Any], evaluate: Callable[..., dict],
+                        train: Callable[[Any, interpreter.Program, dict, list[int]], np.ndarray],
+                        traced: tuple[str, ...], plugin: str = "drift", language: str = "drift") -> Callable[..., dict]:
+    """A template's ``population(setting, budget, candidates, hparams, seeds)`` from its ``kernel_config``, its
+    unit ``evaluate`` (for the members that are not trees), its compiled population ``train`` and the
+    configuration fields that ``train`` takes per member (``traced``); ``plugin``: the plug-in function's name."""
+
+    def population(setting: Setting, budget: int, candidates: list[str], hparams: list[dict],
+                   seeds: list[int]) -> dict:
+        return interpreted_population(
+            kernel_config(setting, budget), candidates, hparams, seeds, load=lambda text: load_plugin(text, plugin),
+            evaluate=lambda fn, hp: evaluate(setting, budget, fn, seeds, hp)["final"], train=train, traced=traced,
+            language=language)
+
+    return population
