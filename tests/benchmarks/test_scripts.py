@@ -259,7 +259,8 @@ def test_tree_stage_quick(tmp_path):
         assert row["cpu_s"] > 0 and row["nodes_per_cpu_minute"] > 0 and row["speedup_of_population"] > 0
     assert result["errors"] == [None] * 4 and len(result["final"]["fresh"]) == 1
     # the same nodes, the same metric on every path (up to float summation order)
-    assert result["final"]["population"] == pytest.approx(result["final"]["per_node"], abs=1e-4)
+    for pop, node in zip(result["final"]["population"], result["final"]["per_node"], strict=True):
+        assert pop == pytest.approx(node, abs=1e-4)
     assert result["final"]["fresh"][0] == pytest.approx(result["final"]["per_node"][0], abs=1e-4)
 
 
