@@ -197,7 +197,7 @@ def _tree_value(key: str, value: Any, kind: type) -> float | int:
 
 
 # the smoke profiles' tree (the suite runs every template's smoke run): a few nodes per stage
-SMOKE_TREE = TreeBudget(fraction=0.25, seeds=2, tune=4, improve_rounds=1, improve_width=2, ablate=2)
+SMOKE_TREE = TreeBudget(fraction=0.25, seeds=2, tune=2, improve_rounds=1, improve_width=1, ablate=1)
 PAPER_TREE = TreeBudget(fraction=0.25, seeds=4, tune=16, improve_rounds=3, improve_width=8, ablate=8)
 
 

@@ -425,7 +425,12 @@ def test_a_kernel_configuration_change_gives_new_unit_keys(finished):
     prof = Profile(**json.loads((run_dir / "run.json").read_text())["profile"])
     specs = pipeline.baseline_specs(template, prof, pipeline.load_baseline_tuning(run_dir))  # as the run tuned them
     assert all(load_unit(run_dir / "units", s) is not None for s in specs), "the unchanged units are reused"
-    changed = dataclasses.replace(template, kernel_config=lambda s, b: (template.kernel_config(s, b), "changed"))
+    def changed_config(setting, budget):  # the same fields under another class name: another repr, another key
+        config = template.kernel_config(setting, budget)
+        return type(f"Changed{type(config).__name__}", (type(config),), {})(**{
+            f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+    changed = dataclasses.replace(template, kernel_config=changed_config)
     moved = pipeline.baseline_specs(changed, prof, pipeline.load_baseline_tuning(run_dir))
     assert all(a["key"] != b["key"] for a, b in zip(specs, moved, strict=True))
     assert all(load_unit(run_dir / "units", s) is None for s in moved), "changed units must be computed again"
