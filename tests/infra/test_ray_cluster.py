@@ -72,10 +72,11 @@ def two_runs(ray_cluster, prefect_api, tmp_path_factory):
                              SCIENTIST_NUM_REVIEWS="1", SCIENTIST_REVIEW_REFLECTIONS="0"),
         }
         # the llm run's candidate is the model's hand-written source, not a rendered formula, so each node of its
-        # research tree would compile on its own (about 25 s each here): it runs without the tree's search stages.
-        # The tree's LLM proposals are checked against the scripted server in tests/llm/test_tree_llm.py, and the
-        # flaky run grows its tree with the model's failing proposals falling back to the offline ones.
-        more = {"llm": ["--approve", "ideas", "--stages", "implement,replicate"], "flaky": []}
+        # research tree compiles on its own (about 25 s each here): it runs without the improve and ablate stages
+        # (its tune stage stays: both runs tune the baselines alike, so they share those units). The tree's LLM
+        # proposals are checked against the scripted server in tests/llm/test_tree_llm.py, and the flaky run grows
+        # its whole tree with the model's failing proposals falling back to the offline ones.
+        more = {"llm": ["--approve", "ideas", "--stages", "implement,tune,replicate"], "flaky": []}
         procs = {
             run_id: subprocess.Popen([*SCIENTIST, "run", *SMALLEST, "--run-id", run_id, "--runs-dir", str(runs),
                                       *more[run_id]], cwd=ROOT, env=env,
