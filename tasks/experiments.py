@@ -102,9 +102,8 @@ def run_unit(spec: dict) -> dict:
     template = templates.make(spec["template"])
     candidate = template.load(spec["source"])
     start = time.time()
-    hparams = spec.get("hparams") or None
-    out = (template.evaluate(template.setting(spec["setting"]), spec["budget"], candidate, spec["seeds"], hparams=hparams)
-           if hparams else template.evaluate(template.setting(spec["setting"]), spec["budget"], candidate, spec["seeds"]))
+    out = template.evaluate(template.setting(spec["setting"]), spec["budget"], candidate, spec["seeds"],
+                            hparams=spec.get("hparams") or None)
     out = {k: np.asarray(v) for k, v in out.items()}
     check_result(out, len(spec["seeds"]))
     if not np.all(np.isfinite(out["final"])):
