@@ -149,6 +149,67 @@ def _restricted_import(name, globals=None, locals=None, fromlist=(), level=0):
     return view
 
 
+def float_literal(node: ast.AST) -> float | None:
+    """The value of a float literal (a negated literal counts as one negative literal), else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
+            and isinstance(node.operand.value, float):
+        return -node.operand.value
+    return None
+
+
+def _first_expressions(module: ast.AST) -> list[ast.Expr]:
+    """The first statement of the module and of every function where it is an expression (a docstring)."""
+    return [n.body[0] for n in ast.walk(module) if isinstance(n, ast.Module | ast.FunctionDef) and n.body
+            and isinstance(n.body[0], ast.Expr)]
+
+
+def float_literals(module: ast.AST) -> list[tuple[ast.AST, float]]:
+    """Every float literal of a parsed source in source order (a negated literal is one node), docstrings aside."""
+    docs = {id(d.value) for d in _first_expressions(module)}
+    found, inner = [], set()
+    for node in ast.walk(module):
+        if id(node) in docs or id(node) in inner:
+            continue
+        value = float_literal(node)
+        if value is not None:
+            if isinstance(node, ast.UnaryOp):
+                inner.add(id(node.operand))
+            found.append((node, value))
+    return sorted(found, key=lambda p: (p[0].lineno, p[0].col_offset))
+
+
+def lift_literals(source: str, name: str, param: str = "__k") -> tuple[ast.Module, tuple[float, ...]] | None:
+    """Source with its float literals as a parameter: (the syntax tree without docstrings, function ``name`` taking
+    ``param`` first and reading literal ``i`` as ``param[i]``, and the literals' values in order), or None when
+    the source does not parse or lacks ``def name``. Two sources that differ only in their float literals (and
+    docstrings) give the same tree (``ast.dump``)."""
+    try:
+        module = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    fn = next((n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    if fn is None:
+        return None
+    literals = float_literals(module)
+    index = {id(node): i for i, (node, _) in enumerate(literals)}
+
+    class Lift(ast.NodeTransformer):
+        def visit(self, node):
+            if id(node) in index:
+                return ast.Subscript(ast.Name(param, ast.Load()), ast.Constant(index[id(node)]), ast.Load())
+            return super().visit(node)
+
+    for parent in ast.walk(module):
+        if isinstance(parent, ast.Module | ast.FunctionDef) and parent.body and isinstance(parent.body[0], ast.Expr) \
+                and isinstance(parent.body[0].value, ast.Constant) and isinstance(parent.body[0].value.value, str):
+            parent.body = parent.body[1:] or [ast.Pass()]
+    module = Lift().visit(module)
+    fn.args.args.insert(0, ast.arg(param))
+    return ast.fix_missing_locations(module), tuple(v for _, v in literals)
+
+
 def load_plugin(source: str, name: str) -> Callable:
     """Statically check ``source``, execute it with restricted builtins, and return ``name``."""
     static_check(source, name)

@@ -1,14 +1,15 @@
-"""A population of candidate texts with hyperparameters in one compiled call (``Template.population``) for the
-templates whose candidate is a formula the interpreter runs (:mod:`jaxlib_kernels.interpreter`: lpo's and marl's
-drift).
+"""A population of candidate texts with hyperparameters in one compiled call (``Template.population``).
 
-Each text is loaded and read as an expression tree (``interpreter.expression_of``). The members that are trees
-train together: one compiled call per group of members whose hyperparameters give the same configuration once the
+:func:`grouped_population`: each text is loaded and given its group by the template (the program it runs in: for
+the templates whose candidate is a formula the interpreter runs, :func:`interpreted_population`, lpo's and marl's
+drift, every tree; for bbo, a rule structure or a strategy) and its per-member value (the tree, a rule's
+constants). The members of a group train together: one compiled call per group and configuration once the
 kernel's traced fields (``traced``, e.g. ``ppo.TRACED``: per-member values of one program) are set aside, padded to
-:func:`padded_size` members so that the calls of a stage's size reuse one compiled program. A text that is not such
-a tree (a hand-written plug-in) is evaluated alone (``evaluate``: its own compiled program); a text that does not
-load, hyperparameters that are not fields of the configuration, or a non-finite metric give NaN and a one-line
-reason. The metric is the template's ``evaluate``'s ``final``, equal up to float summation order.
+:func:`padded_size` members so that the calls of a stage's size reuse one compiled program. A text of no group (a
+hand-written plug-in where the template has none for it) is evaluated alone (``evaluate``: its own compiled
+program); a text that does not load, hyperparameters that are not fields of the configuration, or a non-finite
+metric give NaN and a one-line reason. The metric is the template's ``evaluate``'s ``final``, equal up to float
+summation order.
 """
 
 from __future__ import annotations
@@ -33,15 +34,18 @@ def padded_size(n: int, bucket: int = BUCKET) -> int:
     return -(-n // bucket) * bucket
 
 
-def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequence[Mapping], seeds: list[int], *,
-                           load: Callable[[str], Any], evaluate: Callable[[Any, dict | None], np.ndarray],
-                           train: Callable[[Any, interpreter.Program, dict, list[int]], np.ndarray],
-                           traced: tuple[str, ...], language: str = "drift") -> dict:
+def grouped_population(config: Any, candidates: Sequence[str], hparams: Sequence[Mapping], seeds: list[int], *,
+                       load: Callable[[str], Any], member: Callable[[Any], tuple[Any, Any] | None],
+                       train: Callable[[Any, Any, list, dict, list[int]], np.ndarray], traced: tuple[str, ...],
+                       evaluate: Callable[[Any, dict | None], np.ndarray] | None = None) -> dict:
     """``{"final": (N, S), "errors": [None | reason] * N}`` of every (candidate text, hyperparameters) pair.
 
     ``config``: the kernel configuration of the setting and budget; ``load(text)``: the plug-in (raises on a bad
-    text); ``evaluate(plugin, hparams or None) -> (S,)``: one member alone; ``train(config, programs (C, L),
-    {name: (C,) values} over traced, seeds) -> (C, S)``: the compiled population of one configuration."""
+    text); ``member(plugin) -> (group, payload)``: the program the plug-in runs in (hashable) and its per-member
+    value, or None for a plug-in evaluated alone by ``evaluate(plugin, hparams or None) -> (S,)``; ``train(config,
+    group, payloads, {name: values} over traced, seeds) -> (C, S)``: the compiled population of one configuration
+    (its traced fields set aside) and group, called once per group with the members padded to
+    :func:`padded_size`."""
     n = len(candidates)
     finals = np.full((n, len(seeds)), np.nan)
     errors: list[str | None] = [None] * n
@@ -51,21 +55,21 @@ def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequ
             hp = dict(hp)
             applied = with_hparams(config, hp)  # refuses a field the configuration has not
             plugin = load(text)
-            expr = interpreter.expression_of(plugin)
-            if expr is None:  # not a tree the interpreter runs: its own program
+            found = member(plugin)
+            if found is None:  # not of a batchable kind: its own program
                 finals[i] = np.asarray(evaluate(plugin, hp or None), dtype=np.float64).reshape(len(seeds))
                 continue
         except Exception as exc:  # noqa: BLE001 - a failing node is recorded as buggy, with its reason
             errors[i] = failure_reason(exc)
             continue
         static = with_hparams(applied, {name: field_of(config, name) for name in traced})
-        groups.setdefault(static, []).append((i, expr, {name: field_of(applied, name) for name in traced}))
-    for static, members in groups.items():
+        group, payload = found
+        groups.setdefault((static, group), []).append((i, payload, {name: field_of(applied, name) for name in traced}))
+    for (static, group), members in groups.items():
         padded = members + [members[-1]] * (padded_size(len(members)) - len(members))
         try:
-            programs = interpreter.encode_population([m[1] for m in padded], language=language)
             values = {name: [m[2][name] for m in padded] for name in traced}
-            out = np.asarray(train(static, programs, values, list(seeds)), dtype=np.float64)
+            out = np.asarray(train(static, group, [m[1] for m in padded], values, list(seeds)), dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - the group's members fail together, each with the reason
             for i, _, _ in members:
                 errors[i] = failure_reason(exc)
@@ -73,6 +77,25 @@ def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequ
         for row, (i, _, _) in zip(out, members, strict=False):
             finals[i] = row
     return population_result(finals, errors)
+
+
+def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequence[Mapping], seeds: list[int], *,
+                           load: Callable[[str], Any], evaluate: Callable[[Any, dict | None], np.ndarray],
+                           train: Callable[[Any, interpreter.Program, dict, list[int]], np.ndarray],
+                           traced: tuple[str, ...], language: str = "drift") -> dict:
+    """:func:`grouped_population` of formula plug-ins: the members that are trees (``interpreter.expression_of``)
+    form one group per configuration, ``train(config, programs (C, L), {name: (C,) values} over traced, seeds) ->
+    (C, S)``; the others are evaluated alone."""
+
+    def member(plugin):
+        expr = interpreter.expression_of(plugin)
+        return None if expr is None else ("tree", expr)
+
+    def train_trees(static, _, exprs, values, seeds):
+        return train(static, interpreter.encode_population(exprs, language=language), values, seeds)
+
+    return grouped_population(config, candidates, hparams, seeds, load=load, member=member, train=train_trees,
+                              traced=traced, evaluate=evaluate)
 
 
 def template_population(kernel_config: Callable[[Setting, int], Any], evaluate: Callable[..., dict],

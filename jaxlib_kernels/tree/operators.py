@@ -25,6 +25,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from jaxlib_kernels import interpreter, symbolic
+from jaxlib_kernels.plugin import float_literal as _literal
+from jaxlib_kernels.plugin import float_literals
 from jaxlib_kernels.search import trees
 from jaxlib_kernels.search.candidates import Candidate
 from jaxlib_kernels.templates.base import candidate_json
@@ -81,15 +83,6 @@ def _match(pattern, node, holes: dict) -> bool:
 
 class _NotFormula(Exception):
     pass
-
-
-def _literal(node) -> float | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, float):
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
-            and isinstance(node.operand.value, float):
-        return -node.operand.value
-    return None
 
 
 def _tree(node, patterns) -> symbolic.Expr:
@@ -181,21 +174,9 @@ def _set_leaf(value, path, new):
 def _source_literals(text: str) -> list[tuple[ast.AST, float]]:
     """Every float literal of the source in order (a negated literal is one node), docstrings aside."""
     try:
-        module = ast.parse(text)
+        return float_literals(ast.parse(text))
     except (SyntaxError, ValueError):
         return []
-    docs = {id(n.body[0].value) for n in ast.walk(module)
-            if isinstance(n, ast.Module | ast.FunctionDef) and n.body and isinstance(n.body[0], ast.Expr)}
-    found, inner = [], set()
-    for node in ast.walk(module):
-        if id(node) in docs or id(node) in inner:
-            continue
-        value = _literal(node)
-        if value is not None:
-            if isinstance(node, ast.UnaryOp):
-                inner.add(id(node.operand))
-            found.append((node, value))
-    return sorted(found, key=lambda p: (p[0].lineno, p[0].col_offset))
 
 
 def _form(template, text: str):

@@ -73,6 +73,29 @@ def test_rendered_rules_compute_what_the_traced_family_computes():
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
+def test_a_rule_of_the_family_runs_with_its_float_literals_lifted_whatever_their_values():
+    from jaxlib_kernels.plugin import load_plugin
+    from jaxlib_kernels.tree import operators
+
+    template = make("bbo")
+    rng = np.random.default_rng(1)
+    pop, fit = rng.normal(size=(12, 4)).astype(np.float32), rng.normal(size=12).astype(np.float32)
+    mean, std = rng.normal(size=4).astype(np.float32), np.exp(rng.normal(size=4)).astype(np.float32)
+    rule = rules.render({"weights": "linear", "std_rule": "elite", "anneal": 0.05}, "a doc")
+    values = operators.constants(template, rule)
+    tuned = operators.with_constants(template, rule, [v * 0.9 - 0.01 for v in values])  # one literal goes negative
+    structure, constants = rules.lift(rule)
+    assert constants == tuple(values) and rules.lift(tuned)[0] == structure
+    for text in (rule, tuned):
+        a = load_plugin(text, "update")(pop, fit, mean, std, np.float32(0.4))
+        b = rules.lifted_update(structure)(np.asarray(rules.lift(text)[1], np.float32), pop, fit, mean, std,
+                                           np.float32(0.4))
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    assert rules.lift(rules.render({})) != rules.lift(rule)[0]  # another structure
+    assert rules.lift(template.baselines["hill_climb"].source) is None  # hand-written: its own program
+
+
 def test_the_evolution_transformer_is_member_invariant_and_dimension_equivariant():
     params = evotf.init_params(jax.random.key(0), 16)
     params["head"]["w"] = jax.random.normal(jax.random.key(1), params["head"]["w"].shape)  # non-trivial output

@@ -1,7 +1,8 @@
 """A tree stage's nodes in one compiled call: lpo's (and marl's) ``Template.population`` (candidates x hyperparameters, their lr,
 entropy coefficient and update epochs as per-member values) gives what one ``evaluate`` per node gives, records a
 broken node without losing the others, compiles nothing on a second stage of the same size, and every template's
-tunable hyperparameters are fields of its configuration with their defaults inside their ranges."""
+tunable hyperparameters are fields of its configuration with their defaults inside their ranges. bbo's (init_std
+and a family rule's constants per member) likewise, and its units share a program across those values."""
 
 import dataclasses
 
@@ -117,3 +118,64 @@ def test_every_templates_hyperparameter_defaults_lie_in_their_ranges(name):
 def test_padded_sizes_are_few():
     assert [population.padded_size(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17, 33)] == [1, 2, 4, 4, 8, 8, 16, 16, 32,
                                                                                       48]
+
+
+# ---- bbo: init_std and a family rule's float literals traced per member --------------------------------------------
+
+# test_bbo.py's SPHERE configuration and seeds: its units compile the setups and the programs of one member that
+# these share (in the suite's persistent compilation cache), so only the rule group of two compiles here
+BBO_SETTING = Setting("sphere_d10", "BBOB-10D", options=(("functions", ("sphere",)), ("dim", 10), ("population", 16)))
+BBO_BUDGET = 300
+
+
+@pytest.fixture(scope="module")
+def bbo_stage():
+    from jaxlib_kernels.tree import operators
+
+    bbo = make("bbo")
+    rule = bbo.baselines["recomb_snes"].source
+    tuned = operators.with_constants(bbo, rule, [0.3 * v + 0.01 for v in operators.constants(bbo, rule)])
+    nodes = [(rule, {}), (tuned, {"init_std": 0.5}), (BROKEN, {}), (bbo.baselines["random_search"].source,
+                                                                     {"init_std": 2.0})]
+    texts, hparams = [t for t, _ in nodes], [h for _, h in nodes]
+    together = bbo.evaluate_population(BBO_SETTING, BBO_BUDGET, texts, hparams, SEEDS)
+    one_by_one = dataclasses.replace(bbo, population=None).evaluate_population(BBO_SETTING, BBO_BUDGET, texts,
+                                                                                hparams, SEEDS)
+    return bbo, rule, together, one_by_one
+
+
+def test_bbos_population_equals_one_evaluate_per_node_and_records_a_broken_node(bbo_stage):
+    _, _, together, one_by_one = bbo_stage
+    ok = [0, 1, 3]
+    np.testing.assert_allclose(together["final"][ok], one_by_one["final"][ok], rtol=1e-4, atol=1e-4)
+    assert np.isfinite(together["final"][ok]).all() and not any(together["errors"][i] for i in ok)
+    assert np.isnan(together["final"][2]).all() and together["errors"][2] == one_by_one["errors"][2]
+    assert "\n" not in together["errors"][2]
+    assert not np.allclose(together["final"][0], together["final"][1])  # the constants and init_std reached the run
+
+
+def test_bbos_second_stage_and_units_with_other_values_compile_nothing(bbo_stage):
+    from jaxlib_kernels.tree import operators
+
+    bbo, rule, _, _ = bbo_stage
+
+    other = operators.with_constants(bbo, rule, [0.8 * v for v in operators.constants(bbo, rule)])
+    with count_compilations() as counter:
+        out = bbo.evaluate_population(BBO_SETTING, BBO_BUDGET, [other, rule], [{"init_std": 3.0}, {"init_std": 0.2}],
+                                      SEEDS)
+        units = [bbo.evaluate(BBO_SETTING, BBO_BUDGET, bbo.load(text), SEEDS, hparams=hp)["curve"]
+                 for text, hp in ((rule, {"init_std": 0.3}), (other, None))]
+    assert counter.compiles == 0, f"compiled {counter.compiles}x"
+    assert out["errors"] == [None, None] and np.isfinite(out["final"]).all()
+    assert not np.allclose(units[0], units[1])
+
+
+def test_bbos_evosax_units_with_another_init_std_compile_once():
+    bbo = make("bbo")
+    snes = bbo.load(bbo.baselines["snes"].source)
+    bbo.evaluate(BBO_SETTING, BBO_BUDGET, snes, SEEDS, hparams={"init_std": 0.5})
+    with count_compilations() as counter:
+        a = bbo.evaluate(BBO_SETTING, BBO_BUDGET, bbo.load(bbo.baselines["snes"].source), SEEDS,
+                         hparams={"init_std": 2.0})["curve"]
+    assert counter.compiles == 0
+    assert not np.allclose(a, bbo.evaluate(BBO_SETTING, BBO_BUDGET, snes, SEEDS)["curve"])

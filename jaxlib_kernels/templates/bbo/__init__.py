@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from jaxlib_kernels.optimisers.space import Continuous
 from jaxlib_kernels.plugin import PluginError
+from jaxlib_kernels.population import grouped_population
 from jaxlib_kernels.templates.base import (
     PAPER_TREE,
     SMOKE_TREE,
@@ -116,9 +117,23 @@ def kernel_config(setting: Setting, budget: int) -> BBOConfig:
 
 
 def evaluate(setting: Setting, budget: int, candidate, seeds: list[int], hparams: dict | None = None) -> dict:
-    """Run the candidate on every seed and function of the setting in one compiled call; the unit result."""
+    """Run the candidate on every seed and function of the setting in one compiled call (its program's, as a
+    population of one: see :func:`population`); the unit result."""
     config = with_hparams(kernel_config(setting, budget), hparams)
     return kernel.unit_result(kernel.run_seeds(candidate, config, seeds), config)
+
+
+def _train(config: BBOConfig, program: kernel.Program, constants: list, values: dict, seeds: list[int]):
+    raw = kernel.run_population(program, constants, values["init_std"], config, seeds)
+    return kernel.final(raw["best"])
+
+
+def population(setting: Setting, budget: int, candidates: list[str], hparams: list[dict], seeds: list[int]) -> dict:
+    """A tree stage's nodes in one compiled call per program (:func:`kernel.program_of`: the rules of the family
+    of one structure, whatever their constants; each evosax strategy, sequence model or other plug-in text) and
+    padded size, ``init_std`` and a rule's float literals traced per member."""
+    return grouped_population(kernel_config(setting, budget), candidates, hparams, seeds, load=TEMPLATE.load,
+                              member=kernel.program_of, train=_train, traced=kernel.TRACED)
 
 
 PARSERS = {EVOSAX_PREFIX: parse_evosax, SEQUENCE_PREFIX: parse_sequence_model}
@@ -184,6 +199,7 @@ TEMPLATE = BBOTemplate(
     # the initial search distribution's scale (CMA-ES's sigma0), the same for every method; the update rule's own
     # constants are the candidate's (the research tree tunes those as candidate constants)
     hparams=(Continuous("init_std", 0.1, 4.0, log=True),),
+    population=population,
 )
 
 __all__ = ["BASELINES", "HELD_OUT_FUNCTIONS", "PROFILES", "SETTINGS", "TEMPLATE", "TRAIN_FUNCTIONS", "BBOConfig",

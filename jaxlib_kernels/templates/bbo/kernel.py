@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlib_kernels.optimisers import evotf
-from jaxlib_kernels.templates.bbo import problems
+from jaxlib_kernels.templates.bbo import problems, rules
 
 FLOOR = 1e-12
 # XLA's RngBitGenerator keys: threefry's bit generation inside a scan took 8 s (vmapped: 19 s) to compile on our
@@ -211,16 +211,17 @@ def _setup(config: BBOConfig, plugin: bool) -> Callable:
     return jax.jit(setup)
 
 
-def make_run(candidate: Any, config: BBOConfig) -> Callable[[dict], dict]:
-    """``run(setup of one seed and function, fn_index) -> {"best": (G,) best-so-far regret, "repairs": ()}``."""
+def make_run(candidate: Any, config: BBOConfig) -> Callable[..., dict]:
+    """``run(setup of one seed and function, fn_index, init_std=config.init_std) -> {"best": (G,) best-so-far
+    regret, "repairs": ()}``; ``init_std`` may be traced."""
     init, ask, tell = strategy_of(candidate, config.population, config.dim)
     f = problems.fitness_fn(config.functions, config.dim)
     G = config.generations
     plugin = not isinstance(candidate, EvosaxSpec)  # plug-ins and sequence models use the shared noise
 
-    def run(setup, fn_index):
+    def run(setup, fn_index, init_std=config.init_std):
         k_loop = jax.random.wrap_key_data(setup["key"], impl=PRNG)
-        std0 = jnp.full((config.dim,), config.init_std, jnp.float32)
+        std0 = jnp.full((config.dim,), init_std, jnp.float32)
         state = init(k_loop, setup["mean0"], std0)
         noise = setup["z"] if plugin else jnp.zeros((G, 0))
 
@@ -246,23 +247,88 @@ def make_run(candidate: Any, config: BBOConfig) -> Callable[[dict], dict]:
 
 @functools.lru_cache(maxsize=128)
 def compiled(candidate: Any, config: BBOConfig) -> Callable:
-    """jit(vmap over seeds (vmap over functions)) of one (strategy, configuration); kept, so no second compile."""
+    """jit(vmap over seeds (vmap over functions)) of one (strategy, configuration), ``init_std`` static (the
+    benchmark's program; units and populations run :func:`population_program`)."""
     run = make_run(candidate, config)
     return jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, 0)), in_axes=(0, None)))
+
+
+# ---- populations: members of one program with per-member values -----------------------------------------------
+
+TRACED = ("init_std",)  # configuration fields that are per-member (traced) values of one program
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """What one compiled program runs, its members' traced values aside: ``key`` (hashable) names it, ``bind``
+    turns a member's constants (a (K,) array) into the candidate the loop runs."""
+
+    key: Any
+    bind: Callable[[jax.Array], Any] = dataclasses.field(compare=False, repr=False)
+    plugin: bool = True  # a stateless plug-in or sequence model (the shared noise), not an evosax strategy
+
+
+def program_of(candidate: Any) -> tuple[Program, tuple[float, ...]]:
+    """(the program, the member's constants) of a loaded candidate: a rule of the family (:func:`rules.lift`) runs
+    in its structure's program with its float literals as constants; an evosax strategy or a sequence model in
+    its own (by its options), other plug-in source in its text's own (no constants)."""
+    if isinstance(candidate, EvosaxSpec) or hasattr(candidate, "strategy"):
+        return Program(candidate, lambda _: candidate, not isinstance(candidate, EvosaxSpec)), ()
+    source = getattr(candidate, "__plugin_source__", None)
+    if isinstance(source, str):
+        if (lifted := rules.lift(source)) is not None:
+            update = rules.lifted_update(lifted[0])
+            return Program(("rule", lifted[0]), lambda k: functools.partial(update, k)), lifted[1]
+        return Program(("source", source), lambda _: candidate), ()
+    return Program(candidate, lambda _: candidate), ()
+
+
+def _static(config: BBOConfig) -> BBOConfig:
+    """The configuration with its traced fields at one value: the compiled programs' key."""
+    return dataclasses.replace(config, init_std=1.0)
+
+
+@functools.lru_cache(maxsize=128)
+def population_program(program: Program, config: BBOConfig) -> Callable:
+    """jit(vmap over members (vmap over seeds (vmap over functions))) of one program and configuration, the
+    members' constants (C, K) and initial stds (C,) traced: ``(constants, init_std, setup, fns) -> {"best": (C,
+    S, F, G), "repairs": (C, S, F)}``; kept, so any values of the same shapes compile nothing."""
+
+    def one(constants, init_std, setup, fns):
+        run = make_run(program.bind(constants), config)
+        return jax.vmap(jax.vmap(run, in_axes=(0, 0, None)), in_axes=(0, None, None))(setup, fns, init_std)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
+
+
+def run_population(program: Program, constants, init_stds, config: BBOConfig, seeds) -> dict[str, np.ndarray]:
+    """Best-so-far regret (C, S, F, G) and repairs (C, S, F) of C members of one program (constants (C, K),
+    initial stds (C,)) on every seed and function, host arrays, one call (``config.init_std`` is not used)."""
+    static = _static(config)
+    seeds = np.asarray(seeds, dtype=np.int32)
+    fns = np.arange(len(config.functions), dtype=np.int32)
+    setup = _setup(static, program.plugin)(seeds, fns)
+    constants = np.asarray(constants, dtype=np.float32).reshape(len(init_stds), -1)
+    out = population_program(program, static)(constants, np.asarray(init_stds, np.float32), setup, fns)
+    return {k: np.asarray(v) for k, v in jax.device_get(out).items()}
 
 
 def log_regret(best: np.ndarray) -> np.ndarray:
     return np.log10(np.maximum(np.asarray(best, dtype=np.float64), FLOOR))
 
 
+def final(best: np.ndarray) -> np.ndarray:
+    """The metric per seed: log10 of the final best regret averaged over functions, from (..., F, G) regrets."""
+    return log_regret(best[..., -1]).mean(axis=-1)
+
+
 def run_seeds(candidate: Any, config: BBOConfig, seeds) -> dict[str, np.ndarray]:
-    """Best-so-far regret (S, F, G) and repairs (S, F) of every seed and function, host arrays, one call."""
-    plugin = not isinstance(candidate, EvosaxSpec)
-    seeds = jnp.asarray(np.asarray(seeds, dtype=np.int32))
-    fns = jnp.arange(len(config.functions), dtype=jnp.int32)
-    setup = _setup(config, plugin)(seeds, fns)
-    out = compiled(candidate, config)(setup, fns)
-    return {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+    """Best-so-far regret (S, F, G) and repairs (S, F) of every seed and function, host arrays, one call: the
+    candidate as a population of one (:func:`run_population`), so units that differ only in the initial std or
+    in a family rule's constants share one compiled program."""
+    program, constants = program_of(candidate)
+    raw = run_population(program, [constants], [config.init_std], config, seeds)
+    return {k: v[0] for k, v in raw.items()}
 
 
 def unit_result(raw: dict[str, np.ndarray], config: BBOConfig) -> dict:
@@ -271,7 +337,7 @@ def unit_result(raw: dict[str, np.ndarray], config: BBOConfig) -> dict:
     return {
         "x": np.arange(1, config.generations + 1),
         "curve": logs.mean(axis=1),
-        "final": logs[:, :, -1].mean(axis=1),
+        "final": final(raw["best"]),
         "per_function": logs[:, :, -1],
         "repairs": raw["repairs"].astype(np.float64),
     }

@@ -7,12 +7,21 @@ separable NES log-std step ``exp(lr_std / 2 * sum_i w_i (z_i^2 - 1))``, Wierstra
 cross-entropy method's smoothed elite spread), ``fixed``; finally ``std`` is shrunk by the factor
 ``1 - anneal * progress``. :func:`family_update` evaluates any member with its parameters as traced arrays, so the
 offline search evaluates a whole population of rules in one compiled call; :func:`render` writes the same rule as
-plug-in source with the constants inlined (a test checks both agree).
+plug-in source with the constants inlined (a test checks both agree). :func:`lift` recognises such source (any
+docstring, any float literals: the research tree's tune, improve and ablate nodes rewrite them) and
+:func:`lifted_update` runs it with every float literal a traced value, so rules of one structure (weights, std rule,
+annealing or not) share one compiled program whatever their constants.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import itertools
+
 import jax.numpy as jnp
+
+from jaxlib_kernels.plugin import lift_literals
 
 WEIGHTS = ("log", "linear", "equal")
 STD_RULES = ("snes", "elite", "fixed")
@@ -98,6 +107,34 @@ def render(params: dict, doc: str | None = None) -> str:
         "    return new_mean, new_std",
         "",
     ])
+
+
+@functools.cache
+def _structures() -> dict[str, ast.Module]:
+    """The family's source structures (:func:`render` with its literals lifted): ``ast.dump`` -> syntax tree."""
+    out = {}
+    for weights, std_rule, anneal in itertools.product(WEIGHTS, STD_RULES, (0.0, 0.01)):
+        module, _ = lift_literals(render({"weights": weights, "std_rule": std_rule, "anneal": anneal}), "update")
+        out[ast.dump(module)] = module
+    return out
+
+
+def lift(source: str) -> tuple[str, tuple[float, ...]] | None:
+    """(structure, constants) of plug-in source that :func:`render` wrote up to its docstring and float literals
+    (their values in source order), else None."""
+    lifted = lift_literals(source, "update")
+    if lifted is None or (structure := ast.dump(lifted[0])) not in _structures():
+        return None
+    return structure, lifted[1]
+
+
+@functools.cache
+def lifted_update(structure: str):
+    """``update(constants, population, fitness, mean, std, progress)`` of a :func:`lift` structure: the rendered
+    rule (the family's own text, never a candidate's) with ``constants[i]`` for its i-th float literal."""
+    namespace: dict = {}
+    exec(compile(_structures()[structure], "<bbo family rule>", "exec"), namespace)  # noqa: S102 - our own render
+    return namespace["update"]
 
 
 def to_latex(params: dict) -> str:
