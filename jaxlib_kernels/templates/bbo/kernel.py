@@ -211,15 +211,15 @@ def _setup(config: BBOConfig, plugin: bool) -> Callable:
     return jax.jit(setup)
 
 
-def make_run(candidate: Any, config: BBOConfig) -> Callable[..., dict]:
-    """``run(setup of one seed and function, fn_index, init_std=config.init_std) -> {"best": (G,) best-so-far
-    regret, "repairs": ()}``; ``init_std`` may be traced."""
-    init, ask, tell = strategy_of(candidate, config.population, config.dim)
+def make_loop(config: BBOConfig, plugin: bool) -> Callable[..., dict]:
+    """``loop((init, ask, tell), setup of one seed and function, fn_index, init_std) -> {"best": (G,) best-so-far
+    regret, "repairs": ()}``; ``plugin``: the strategy uses the shared noise (plug-ins and sequence models), not
+    keys of its own (evosax). Built outside any trace (a neuroevolution task makes its environment here)."""
     f = problems.fitness_fn(config.functions, config.dim)
     G = config.generations
-    plugin = not isinstance(candidate, EvosaxSpec)  # plug-ins and sequence models use the shared noise
 
-    def run(setup, fn_index, init_std=config.init_std):
+    def loop(strategy, setup, fn_index, init_std):
+        init, ask, tell = strategy
         k_loop = jax.random.wrap_key_data(setup["key"], impl=PRNG)
         std0 = jnp.full((config.dim,), init_std, jnp.float32)
         state = init(k_loop, setup["mean0"], std0)
@@ -241,6 +241,18 @@ def make_run(candidate: Any, config: BBOConfig) -> Callable[..., dict]:
 
         (state, _), best = jax.lax.scan(step, (state, jnp.float32(jnp.inf)), (jnp.arange(G), noise))
         return {"best": best, "repairs": state["repairs"]}
+
+    return loop
+
+
+def make_run(candidate: Any, config: BBOConfig) -> Callable[..., dict]:
+    """``run(setup of one seed and function, fn_index, init_std=config.init_std) -> {"best": (G,) best-so-far
+    regret, "repairs": ()}`` of one candidate (:func:`make_loop`); ``init_std`` may be traced."""
+    loop = make_loop(config, not isinstance(candidate, EvosaxSpec))
+    strategy = strategy_of(candidate, config.population, config.dim)
+
+    def run(setup, fn_index, init_std=config.init_std):
+        return loop(strategy, setup, fn_index, init_std)
 
     return run
 
@@ -294,8 +306,10 @@ def population_program(program: Program, config: BBOConfig) -> Callable:
     members' constants (C, K) and initial stds (C,) traced: ``(constants, init_std, setup, fns) -> {"best": (C,
     S, F, G), "repairs": (C, S, F)}``; kept, so any values of the same shapes compile nothing."""
 
+    loop = make_loop(config, program.plugin)
+
     def one(constants, init_std, setup, fns):
-        run = make_run(program.bind(constants), config)
+        run = functools.partial(loop, strategy_of(program.bind(constants), config.population, config.dim))
         return jax.vmap(jax.vmap(run, in_axes=(0, 0, None)), in_axes=(0, None, None))(setup, fns, init_std)
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
