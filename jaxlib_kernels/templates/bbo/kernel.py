@@ -16,8 +16,15 @@ the optimiser library's pretrained Evolution Transformer (``{"sequence_model": "
 Metric of a unit: ``log10`` of the final best regret, floored at 1e-12 (float32), averaged over the setting's
 functions per seed, minimised. Curve: the same quantity of the best-so-far regret after every generation.
 Random keys are XLA's RngBitGenerator ("rbg") keys: they compile several times faster than threefry's.
-Everything of one unit (seeds x functions) is one compiled call; the compiled function of one (strategy,
-configuration) is kept, so a second call with the same shapes compiles nothing.
+
+Compiled programs: the problem draws (instances with their rotations, initial means, keys) once per (functions,
+dimension, initial range), whatever the population, generations or candidate; the plug-ins' noise once per shape;
+and the ES loop once per *program* (:func:`program_of`: a structure of the rule family, whose float literals are
+per-member values; an evosax strategy with its options; the sequence model; the text of any other plug-in),
+configuration without ``init_std`` and number of members, jit(vmap over members (vmap over seeds (vmap over
+functions))) with each member's constants and ``init_std`` traced (:func:`population_program`). A unit is a
+population of one (:func:`run_seeds`), a tree stage's nodes one call per program (the template's
+``population``), so units and nodes that differ only in those values compile nothing new.
 """
 
 from __future__ import annotations
@@ -183,11 +190,9 @@ def strategy_of(candidate: Any, population: int, dim: int):
 # ---- the ES loop ------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=32)
-def _setup(config: BBOConfig, plugin: bool) -> Callable:
-    """Compiled once per configuration, shared by every candidate: per (seed, function) the BBOB instance, the
-    initial mean, a key, and for plug-ins the standard normal noise of every generation (common random numbers:
-    every plug-in sees the same draws)."""
+def _draws(config: BBOConfig, plugin: bool) -> Callable:
+    """``(seeds, fns) -> {"inst", "mean0", "key", "noise_key"}`` per (seed, function) (traceable): the BBOB instance,
+    the initial mean, the loop's key and the key of the plug-ins' noise; with ``plugin`` also that noise ``"z"``."""
     G, P, D = config.generations, config.population, config.dim
 
     def one(seed, fn_index):
@@ -195,7 +200,7 @@ def _setup(config: BBOConfig, plugin: bool) -> Callable:
         k_inst, k_mean, k_noise, k_loop = jax.random.split(key, 4)
         out = {"inst": problems.instance(k_inst, D),
                "mean0": jax.random.uniform(k_mean, (D,), minval=-config.init_range, maxval=config.init_range),
-               "key": jax.random.key_data(k_loop)}
+               "key": jax.random.key_data(k_loop), "noise_key": jax.random.key_data(k_noise)}
         if plugin:
             out["z"] = jax.random.normal(k_noise, (G, P, D))
         return out
@@ -208,7 +213,42 @@ def _setup(config: BBOConfig, plugin: bool) -> Callable:
         both = problems.rotations(jnp.stack([inst["R"], inst["Q"]]))
         return {**out, "inst": {**inst, "R": both[0], "Q": both[1]}}
 
-    return jax.jit(setup)
+    return setup
+
+
+@functools.lru_cache(maxsize=32)
+def _setup(config: BBOConfig, plugin: bool) -> Callable:
+    """Compiled once per configuration, shared by every candidate: per (seed, function) the BBOB instance, the
+    initial mean, a key, and for plug-ins the standard normal noise of every generation (common random numbers:
+    every plug-in sees the same draws)."""
+    return jax.jit(_draws(config, plugin))
+
+
+@functools.lru_cache(maxsize=32)
+def _problems(functions: tuple[str, ...], dim: int, init_range: float) -> Callable:
+    """:func:`_setup` without the noise, compiled once per problem (the instances' rotations make it the slow
+    compile): shared by every population size and number of generations, plug-ins and evosax alike."""
+    return jax.jit(_draws(BBOConfig(functions, dim, 1, 1, init_range=init_range), False))
+
+
+@functools.lru_cache(maxsize=32)
+def _noise(generations: int, population: int, dim: int) -> Callable:
+    """The plug-ins' noise ``z`` (S, F, G, P, D) from the keys ``noise_key`` (S, F) of :func:`_problems`: what
+    :func:`_setup` draws."""
+
+    def one(key_data):
+        return jax.random.normal(jax.random.wrap_key_data(key_data, impl=PRNG), (generations, population, dim))
+
+    return jax.jit(jax.vmap(jax.vmap(one)))
+
+
+def setup_of(config: BBOConfig, plugin: bool, seeds, fns) -> dict:
+    """:func:`_setup`'s arrays, from the problem's compiled draws and, for plug-ins, the noise's."""
+    out = dict(_problems(config.functions, config.dim, config.init_range)(seeds, fns))
+    noise_key = out.pop("noise_key")
+    if plugin:
+        out["z"] = _noise(config.generations, config.population, config.dim)(noise_key)
+    return out
 
 
 def make_loop(config: BBOConfig, plugin: bool) -> Callable[..., dict]:
@@ -321,7 +361,7 @@ def run_population(program: Program, constants, init_stds, config: BBOConfig, se
     static = _static(config)
     seeds = np.asarray(seeds, dtype=np.int32)
     fns = np.arange(len(config.functions), dtype=np.int32)
-    setup = _setup(static, program.plugin)(seeds, fns)
+    setup = setup_of(static, program.plugin, seeds, fns)
     constants = np.asarray(constants, dtype=np.float32).reshape(len(init_stds), -1)
     out = population_program(program, static)(constants, np.asarray(init_stds, np.float32), setup, fns)
     return {k: np.asarray(v) for k, v in jax.device_get(out).items()}

@@ -49,7 +49,7 @@ def measure(params_list: list[dict], config: kernel.BBOConfig, seeds=SEARCH_SEED
     thetas = [rules.as_arrays(p) for p in params_list]
     theta = jax.tree.map(lambda *x: jnp.stack(x), *thetas)
     fns = jnp.arange(len(config.functions), dtype=jnp.int32)
-    setup = kernel._setup(config, True)(jnp.asarray(seeds, dtype=jnp.int32), fns)
+    setup = kernel.setup_of(config, True, np.asarray(seeds, dtype=np.int32), fns)
     best = np.asarray(_batched(config)(theta, setup, fns))  # (R, S, F, G)
     return kernel.log_regret(best[..., -1]).mean(axis=(1, 2))
 
