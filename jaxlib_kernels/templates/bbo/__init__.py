@@ -13,6 +13,9 @@ Offline search: measured evolution of a parametric family of rules (:mod:`.rules
 Evolution Transformer (:mod:`jaxlib_kernels.optimisers.evotf`) is trained here by EAD on the training functions
 (:mod:`.ead`, whose ``export`` wrote the library's pretrained weights); the sequence optimisers themselves (EvoLLM,
 the Evolution Transformer, SNES and random search over a mixed space) live in :mod:`jaxlib_kernels.optimisers`.
+A research tree stage's nodes (:func:`population`) and the units (:func:`evaluate`, a population of one) run one
+compiled program per rule structure or strategy, ``init_std`` and a family rule's constants traced per member
+(:mod:`.kernel`).
 
 Sources: Hansen et al., 2009 (BBOB); Wierstra et al., 2014 (SNES); Salimans et al., 2017 (OpenES); Hansen and
 Ostermeier, 2001 (CMA-ES); Ros and Hansen, 2008 (Sep-CMA-ES); Lange, Tian and Tang, 2024 (EvoLLM); Lange et al.,
