@@ -123,7 +123,7 @@ def test_padded_sizes_are_few():
 # ---- bbo: init_std and a family rule's float literals traced per member --------------------------------------------
 
 # test_bbo.py's SPHERE configuration and seeds: its units compile the setups and the programs of one member that
-# these share (in the suite's persistent compilation cache), so only the rule group of two compiles here
+# these share (in the suite's persistent compilation cache); the populations (padded to 4) compile here
 BBO_SETTING = Setting("sphere_d10", "BBOB-10D", options=(("functions", ("sphere",)), ("dim", 10), ("population", 16)))
 BBO_BUDGET = 300
 
