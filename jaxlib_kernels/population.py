@@ -1,8 +1,9 @@
 """A population of candidate texts with hyperparameters in one compiled call (``Template.population``) for the
 templates whose candidate is a formula the interpreter runs (:mod:`jaxlib_kernels.interpreter`: lpo's and marl's
-drift).
+drift, dpo's preference loss).
 
-Each text is loaded and read as an expression tree (``interpreter.expression_of``). The members that are trees
+Each text is loaded and read as an expression tree (``interpreter.expression_of``, or the template's
+``expression``). The members that are trees
 train together: one compiled call per group of members whose hyperparameters give the same configuration once the
 kernel's traced fields (``traced``, e.g. ``ppo.TRACED``: per-member values of one program) are set aside, padded to
 :func:`padded_size` members so that the calls of a stage's size reuse one compiled program. A text that is not such
@@ -36,12 +37,14 @@ def padded_size(n: int, bucket: int = BUCKET) -> int:
 def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequence[Mapping], seeds: list[int], *,
                            load: Callable[[str], Any], evaluate: Callable[[Any, dict | None], np.ndarray],
                            train: Callable[[Any, interpreter.Program, dict, list[int]], np.ndarray],
-                           traced: tuple[str, ...], language: str = "drift") -> dict:
+                           traced: tuple[str, ...], language: str = "drift",
+                           expression: Callable[[Any], Any] = interpreter.expression_of) -> dict:
     """``{"final": (N, S), "errors": [None | reason] * N}`` of every (candidate text, hyperparameters) pair.
 
     ``config``: the kernel configuration of the setting and budget; ``load(text)``: the plug-in (raises on a bad
     text); ``evaluate(plugin, hparams or None) -> (S,)``: one member alone; ``train(config, programs (C, L),
-    {name: (C,) values} over traced, seeds) -> (C, S)``: the compiled population of one configuration."""
+    {name: (C,) values} over traced, seeds) -> (C, S)``: the compiled population of one configuration;
+    ``expression(plugin)``: its tree in ``language``, or None (the drift's by default)."""
     n = len(candidates)
     finals = np.full((n, len(seeds)), np.nan)
     errors: list[str | None] = [None] * n
@@ -51,7 +54,7 @@ def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequ
             hp = dict(hp)
             applied = with_hparams(config, hp)  # refuses a field the configuration has not
             plugin = load(text)
-            expr = interpreter.expression_of(plugin)
+            expr = expression(plugin)
             if expr is None:  # not a tree the interpreter runs: its own program
                 finals[i] = np.asarray(evaluate(plugin, hp or None), dtype=np.float64).reshape(len(seeds))
                 continue
@@ -77,16 +80,18 @@ def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequ
 
 def template_population(kernel_config: Callable[[Setting, int], Any], evaluate: Callable[..., dict],
                         train: Callable[[Any, interpreter.Program, dict, list[int]], np.ndarray],
-                        traced: tuple[str, ...], plugin: str = "drift", language: str = "drift") -> Callable[..., dict]:
+                        traced: tuple[str, ...], plugin: str = "drift", language: str = "drift",
+                        expression: Callable[[Any], Any] = interpreter.expression_of) -> Callable[..., dict]:
     """A template's ``population(setting, budget, candidates, hparams, seeds)`` from its ``kernel_config``, its
     unit ``evaluate`` (for the members that are not trees), its compiled population ``train`` and the
-    configuration fields that ``train`` takes per member (``traced``); ``plugin``: the plug-in function's name."""
+    configuration fields that ``train`` takes per member (``traced``); ``plugin``: the plug-in function's name;
+    ``language``, ``expression``: as :func:`interpreted_population`'s."""
 
     def population(setting: Setting, budget: int, candidates: list[str], hparams: list[dict],
                    seeds: list[int]) -> dict:
         return interpreted_population(
             kernel_config(setting, budget), candidates, hparams, seeds, load=lambda text: load_plugin(text, plugin),
             evaluate=lambda fn, hp: evaluate(setting, budget, fn, seeds, hp)["final"], train=train, traced=traced,
-            language=language)
+            language=language, expression=expression)
 
     return population

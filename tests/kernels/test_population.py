@@ -117,3 +117,72 @@ def test_every_templates_hyperparameter_defaults_lie_in_their_ranges(name):
 def test_padded_sizes_are_few():
     assert [population.padded_size(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17, 33)] == [1, 2, 4, 4, 8, 8, 16, 16, 32,
                                                                                       48]
+
+
+# ---- dpo: preference losses, lr and max_grad_norm traced -------------------------------------------------------
+
+DPO_BUDGET = 4  # gradient steps
+DPO_BROKEN = "def preference_loss(rho, beta):\n    return rho +\n"
+
+
+def preference(expr) -> str:
+    from jaxlib_kernels.search.preference import LANGUAGE
+
+    return symbolic.render_source(expr, "preference_loss", args=LANGUAGE.args, variables=LANGUAGE.variables)
+
+
+def dpo_nodes():
+    from jaxlib_kernels.templates.dpo import losses
+
+    tree_dpo, lrml = preference(losses.EXPRESSIONS["dpo"]), preference(losses.EXPRESSIONS["lrml"])
+    return [  # trees (one compiled call) at other lr and max_grad_norm, a broken text, the hand-written DPO source
+        (tree_dpo, {}),
+        (lrml, {"lr": 3e-3}),
+        (tree_dpo, {"lr": 5e-3, "max_grad_norm": 0.3}),
+        (DPO_BROKEN, {}),
+        (losses.SOURCES["dpo"], {}),
+    ]
+
+
+@pytest.fixture(scope="module")
+def dpo_stage():
+    dpo = make("dpo")
+    setting = dpo.setting("unigram")
+    nodes = dpo_nodes()
+    texts, hparams = [t for t, _ in nodes], [h for _, h in nodes]
+    together = dpo.evaluate_population(setting, DPO_BUDGET, texts, hparams, SEEDS)
+    one_by_one = dataclasses.replace(dpo, population=None).evaluate_population(setting, DPO_BUDGET, texts, hparams,
+                                                                               SEEDS)
+    return dpo, setting, nodes, together, one_by_one
+
+
+@pytest.mark.slow
+def test_dpos_population_equals_one_evaluate_per_node_and_records_a_broken_node(dpo_stage):
+    _, _, nodes, together, one_by_one = dpo_stage
+    ok = [i for i, (text, _) in enumerate(nodes) if text != DPO_BROKEN]
+    np.testing.assert_allclose(together["final"][ok], one_by_one["final"][ok], rtol=1e-4, atol=1e-4)
+    assert np.isfinite(together["final"][ok]).all() and not any(together["errors"][i] for i in ok)
+    broken = [text for text, _ in nodes].index(DPO_BROKEN)
+    assert np.isnan(together["final"][broken]).all()
+    assert together["errors"][broken] and "\n" not in together["errors"][broken]
+    assert together["errors"][broken] == one_by_one["errors"][broken]
+    # the interpreted tree trains as the hand-written source of the same loss; other hyperparameters reached training
+    np.testing.assert_allclose(together["final"][0], together["final"][4], rtol=1e-3, atol=1e-3)
+    assert not np.allclose(together["final"][0], together["final"][2])
+
+
+@pytest.mark.slow
+def test_dpos_second_stage_and_units_with_other_hyperparameters_compile_nothing(dpo_stage):
+    from jaxlib_kernels.templates.dpo import losses
+
+    dpo, setting, nodes, _, _ = dpo_stage
+    texts = [preference(losses.EXPRESSIONS[name]) for name in ("slic", "cell", "padll")]  # same padded size and length
+    hparams = [{"lr": 2e-3}, {"max_grad_norm": 3.0}, {"lr": 1e-4, "max_grad_norm": 0.5}]
+    with count_compilations() as counter:
+        out = dpo.evaluate_population(setting, DPO_BUDGET, texts, hparams, SEEDS)
+        # experiment units (one candidate, S seeds): a tree and the hand-written source, at other hyperparameters
+        units = [dpo.evaluate(setting, DPO_BUDGET, dpo.load(text), SEEDS, hparams=hp)
+                 for text, hp in [(nodes[1][0], {"lr": 7e-3}), (nodes[4][0], {"lr": 4e-3, "max_grad_norm": 2.0})]]
+    assert counter.compiles == 0, f"compiled {counter.compiles}x"
+    assert np.isfinite(out["final"]).all() and out["errors"] == [None] * 3
+    assert all(np.isfinite(u["final"]).all() and u["curve"].shape == (len(SEEDS), 4) for u in units)
