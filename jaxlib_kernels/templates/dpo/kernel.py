@@ -16,8 +16,13 @@ pairs; every ``steps / checkpoints`` steps the policy samples completions of hel
 reward and KL(policy || reference) on those samples (the exact per-token KL summed over the completion, so it is
 never negative) are recorded.
 
-One compiled call trains every seed and every beta of the setting's sweep (``vmap`` over seeds of ``vmap`` over
-betas). The SFT model is trained once per setting (it depends only on the task and the model) and cached, in
+One compiled call trains every seed and every beta of the setting's sweep (``vmap`` over members, a member being a
+seed or a candidate on a seed, of ``vmap`` over betas), with ``lr`` and ``max_grad_norm`` (:data:`TRACED`) per-member
+values, not constants: one compiled training per (configuration without them, loss, members, program length). The
+loss is a plug-in (one program per source text) or, for a population (a tree stage's nodes, the discovery engine's
+fitness, and a unit whose loss the preference language rendered), each member's interpreted program
+(:mod:`jaxlib_kernels.interpreter`), so that every tree of a program length shares one compiled training. The SFT
+model is trained once per setting (it depends only on the task and the model) and cached, in
 memory and on disk (``$DPO_CACHE_DIR``, default ``.cache/dpo`` in the repository), since every candidate of a
 setting starts from it.
 
