@@ -367,7 +367,8 @@ def trl_parallel(jobs: list[TRLJob]) -> list[dict]:
 def ours_peers(config: kernel.DPOConfig, loss_fn, ref, inputs: dict) -> dict:
     """Label -> (jitted training, its arguments, devices): one device, and the seeds split over the local devices."""
     seeds = inputs["k_train"].shape[0]
-    train = kernel._train_fn(kernel._train_key(config), kernel._loss_of(loss_fn))  # jit(vmap over seeds, betas)
+    # keyed by the function, not its source: the plain jit (vmap over seeds of vmap over betas), whose compile is timed
+    train = kernel._train_fn(kernel._train_key(config), kernel._Loss(loss_fn, loss_fn))
     betas = jnp.asarray(config.betas, jnp.float32)
     lr, max_grad_norm = (jnp.full((seeds,), getattr(config, name), jnp.float32) for name in kernel.TRACED)
     peers = {}

@@ -21,7 +21,9 @@ seed or a candidate on a seed, of ``vmap`` over betas), with ``lr`` and ``max_gr
 values, not constants: one compiled training per (configuration without them, loss, members, program length). The
 loss is a plug-in (one program per source text) or, for a population (a tree stage's nodes, the discovery engine's
 fitness, and a unit whose loss the preference language rendered), each member's interpreted program
-(:mod:`jaxlib_kernels.interpreter`), so that every tree of a program length shares one compiled training. The SFT
+(:mod:`jaxlib_kernels.interpreter`), so that every tree of a program length shares one compiled training. That
+program (and a plug-in's, keyed by its source), the data's and the measurement's are traced once across processes
+(:mod:`jaxlib_kernels.exported`). The SFT
 model is trained once per setting (it depends only on the task and the model) and cached, in
 memory and on disk (``$DPO_CACHE_DIR``, default ``.cache/dpo`` in the repository), since every candidate of a
 setting starts from it.
@@ -48,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlib_kernels import exported
 from jaxlib_kernels.hashing import ROOT
 
 BETAS = (0.025, 0.05, 0.1, 0.25)
@@ -297,7 +300,7 @@ def _data_fn(config: DPOConfig) -> Callable:
         return {"yw": yw, "yl": yl, "ref_w": completion_logp(model, ref, yw), "ref_l": completion_logp(model, ref, yl),
                 "prompts": eval_prompts, "ref_reward": jnp.mean(score(y1))}
 
-    return jax.jit(jax.vmap(data, in_axes=(None, 0)))
+    return exported.cached(jax.jit(jax.vmap(data, in_axes=(None, 0))), "dpo_data", config)
 
 
 TRACED = ("lr", "max_grad_norm")  # the fields a compiled training takes as per-member values, not constants
@@ -370,8 +373,9 @@ def _train_fn(config: DPOConfig, loss: _Loss) -> Callable:
     Member ``m`` trains on its data and key (``data``, ``keys``: (M, ...)) with its ``lr[m]`` and
     ``max_grad_norm[m]`` (traced: any values share the program) and ``loss.fn``, or where that is None its
     interpreted program (``ops[m]``, ``consts[m]``, the preference language; else both None). ``config``: a
-    :func:`_train_key`. Measuring the parameters is :func:`_measure_fn`, which does not depend on the loss and so
-    is compiled once per setting, not once per candidate.
+    :func:`_train_key`. The program is traced once across processes (:mod:`jaxlib_kernels.exported`) where the loss
+    is interpreted or a plug-in (keyed by its source). Measuring the parameters is :func:`_measure_fn`, which does
+    not depend on the loss and so is compiled once per setting, not once per candidate.
     """
     from jaxlib_kernels import interpreter
 
@@ -382,7 +386,11 @@ def _train_fn(config: DPOConfig, loss: _Loss) -> Callable:
         return jax.vmap(train_one, in_axes=(None, None, 0, None, None, None, None))(
             ref, d, betas, key, loss_fn, lr, max_grad_norm)
 
-    return jax.jit(jax.vmap(member, in_axes=(None, 0, None, 0, 0, 0, 0, 0)))
+    jitted = jax.jit(jax.vmap(member, in_axes=(None, 0, None, 0, 0, 0, 0, 0)))
+    if loss.fn is None:
+        return exported.cached(jitted, "dpo_programs", config)
+    # a plug-in's training is kept under its source; another callable's (no source to key it by) is traced here
+    return exported.cached(jitted, "dpo_source", (config, loss.key)) if isinstance(loss.key, tuple) else jitted
 
 
 @functools.lru_cache(maxsize=16)
@@ -399,7 +407,7 @@ def _measure_fn(config: DPOConfig) -> Callable:
     # the same key for every beta and checkpoint of a seed: common random numbers
     over_checkpoints = jax.vmap(measure, in_axes=(0, None, None, None))
     over_betas = jax.vmap(over_checkpoints, in_axes=(0, None, None, None))
-    return jax.jit(jax.vmap(over_betas, in_axes=(0, None, 0, 0)))
+    return exported.cached(jax.jit(jax.vmap(over_betas, in_axes=(0, None, 0, 0))), "dpo_measure", config)
 
 
 def _train(config: DPOConfig, loss: _Loss, programs, hparams: dict, seeds: list[int]) -> dict[str, np.ndarray]:
