@@ -2,7 +2,8 @@
 
 The kernel tests share one module fixture (the training setting's SFT model comes from the disk cache that the
 contract test and the smoke run also use) and assert that a second evaluation, and an evaluation of the held-out
-beta range, compile nothing.
+beta range, compile nothing; a tree stage's population (``Template.population``: lr and max_grad_norm per member)
+equals one evaluation per node, and another stage or units at other hyperparameters compile nothing.
 """
 
 from __future__ import annotations
