@@ -406,15 +406,17 @@ def train_seeds(config: PPOConfig, drift: Drift | None, seeds: list[int] | np.nd
     """Train one drift on several seeds in one ``jit(vmap(train))`` call; host arrays out.
 
     A drift with an expression tree (``interpreter.expression_of``: a rendered symbolic plug-in, or a callable
-    carrying ``__expression__``) runs through the interpreter, so every such drift shares one compiled program per
-    (configuration, number of seeds, program length); any other drift is its own program (one compile each).
+    carrying ``__expression__``) runs through the interpreter with the configuration's :data:`TRACED` values as
+    traced inputs (:func:`train_population`, one member), so every such drift, whatever its learning rate, entropy
+    coefficient and update epochs, shares one compiled program per (configuration's other fields, number of seeds,
+    program length): a run's tuned baselines and candidate compile once per setting. Any other drift is its own
+    program (one compile each).
     The seeds are split over the local devices that divide their number (``devices.population_jit``): one
     device per core when the process asked XLA for them (``devices.force_cpu_devices``), else one.
     """
     expr = interpreter.expression_of(drift) if drift is not None else None
     if expr is not None:
-        programs = interpreter.encode_population([expr])
-        return jax.tree_util.tree_map(lambda x: x[0], train_programs(config, programs, seeds))
+        return one_member(train_population, config, expr, seeds)
     keys, init_keys = seed_keys(seeds)
     params = init_params(config, init_keys)
     train = _population_train(config, drift, len(seeds))
@@ -449,6 +451,14 @@ def population_config(config: PPOConfig) -> PPOConfig:
     PPOConfig or marl's MARLConfig."""
     fields = type(config).__dataclass_fields__
     return dataclasses.replace(config, **{name: fields[name].default for name in TRACED})
+
+
+def one_member(train_population_: Callable, config: PPOConfig, expr, seeds: list[int] | np.ndarray) -> dict:
+    """``train_population_(config, programs, hparams, seeds)`` (this module's or marl's) of the one drift
+    ``expr`` with the configuration's own :data:`TRACED` values; host arrays (S, ...)."""
+    values = {name: [getattr(config, name)] for name in TRACED}
+    out = train_population_(config, interpreter.encode_population([expr]), values, seeds)
+    return jax.tree_util.tree_map(lambda x: x[0], out)
 
 
 def traced_values(hparams: dict) -> dict:

@@ -71,12 +71,13 @@ def two_runs(ray_cluster, prefect_api, tmp_path_factory):
                              SCIENTIST_IDEA_REFLECTIONS="0", SCIENTIST_CODE_REPAIR_ROUNDS="0",
                              SCIENTIST_NUM_REVIEWS="1", SCIENTIST_REVIEW_REFLECTIONS="0"),
         }
-        # the llm run's candidate is the model's hand-written source, not a rendered formula, so each node of its
-        # research tree compiles on its own (about 25 s each here): it runs without the improve and ablate stages
-        # (its tune stage stays: both runs tune the baselines alike, so they share those units). The tree's LLM
-        # proposals are checked against the scripted server in tests/llm/test_tree_llm.py, and the flaky run grows
-        # its whole tree with the model's failing proposals falling back to the offline ones.
-        more = {"llm": ["--approve", "ideas", "--stages", "implement,tune,replicate"], "flaky": []}
+        # neither run tunes (the tune stage and its equal budgets are checked in tests/flows/test_template_runs.py):
+        # both replicate the untuned baselines, so they share those units, as checked below. The llm run's
+        # candidate is the model's hand-written source, whose every tree node compiles on its own (about 25 s each
+        # here): it runs no tree search; the flaky run grows improve and ablate nodes with the model's failing
+        # proposals falling back to the offline ones (the proposals themselves: tests/llm/test_tree_llm.py).
+        more = {"llm": ["--approve", "ideas", "--stages", "implement,replicate"],
+                "flaky": ["--stages", "implement,improve,ablate,replicate"]}
         procs = {
             run_id: subprocess.Popen([*SCIENTIST, "run", *SMALLEST, "--run-id", run_id, "--runs-dir", str(runs),
                                       *more[run_id]], cwd=ROOT, env=env,
@@ -195,6 +196,12 @@ def test_a_model_that_keeps_answering_badly_still_ends_in_a_paper_through_the_fa
     [idea] = json.loads((two_runs["runs"] / "flaky" / "ideas.json").read_text())
     assert idea["status"] == "reviewed" and {f["stage"] for f in idea["fallbacks"]} >= {"ideation", "review"}
     assert idea["review"]["reviewer"] == "evidence"  # the offline reviewer stood in for the model
+    # its tree's improve and ablate nodes came from the offline proposals, each recording why the model's failed
+    tree = json.loads((two_runs["runs"] / "flaky" / "ideas" / idea["Name"] / "tree" / "tree.json").read_text())
+    searched = [n for n in tree["nodes"] if n["stage"] in ("improve", "ablate")]
+    assert {n["stage"] for n in searched} == {"improve", "ablate"}, tree["nodes"]
+    assert all(n["source"] == "llm-fallback" and n["why"].startswith("ProposalError") for n in searched), searched
+    assert not any(n["stage"] == "tune" for n in tree["nodes"])  # --stages without tune
     with pymupdf.open(run["papers"][0]["pdf"]) as doc:
         assert doc.page_count >= 4
     assert len(two_runs["servers"]["flaky"].requests) > 0  # the model was asked, and answered badly

@@ -115,5 +115,5 @@ def test_every_templates_hyperparameter_defaults_lie_in_their_ranges(name):
 
 
 def test_padded_sizes_are_few():
-    assert [population.padded_size(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17, 33)] == [1, 2, 4, 4, 8, 8, 16, 16, 32,
+    assert [population.padded_size(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17, 33)] == [4, 4, 4, 4, 8, 8, 16, 16, 32,
                                                                                       48]

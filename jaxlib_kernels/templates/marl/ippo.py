@@ -473,12 +473,12 @@ def train_seeds(config: MARLConfig, drift: Drift | None, seeds: list[int] | np.n
     """Train one drift on several seeds in one ``jit(vmap(train))`` call; host metric arrays ``(S, updates)``.
 
     As in ``jaxlib_kernels.ppo.train_seeds``, a drift whose expression tree is known (a rendered symbolic
-    plug-in) runs through the interpreter, so every such drift shares one compiled program per (configuration,
+    plug-in) runs through the interpreter with ``ppo.TRACED`` as traced inputs (:func:`train_population`), so every
+    such drift, whatever those hyperparameters, shares one compiled program per (configuration's other fields,
     number of seeds, program length); any other drift is its own program."""
     expr = interpreter.expression_of(drift) if drift is not None else None
     if expr is not None:
-        programs = interpreter.encode_population([expr])
-        return jax.tree_util.tree_map(lambda x: x[0], train_programs(config, programs, seeds))
+        return ppo.one_member(train_population, config, expr, seeds)
     keys, init_keys = seed_keys(seeds)
     out = _population_train(config, drift, len(seeds))(keys, init_params(config, init_keys))
     return jax.tree_util.tree_map(np.asarray, out["metrics"])
