@@ -184,9 +184,9 @@ def _rendered(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def stage(trained):
-    """A tree stage's nodes through ``Template.population`` and one ``evaluate`` per node: two trees (lr and
-    max_grad_norm per member: the shapes of the discovery population test above, so its compiled program), a
-    broken text and the hand-written DPO source (its own program, the fixture's)."""
+    """A tree stage's nodes through ``Template.population`` and one ``evaluate`` per node: two trees (one compiled
+    call, lr and max_grad_norm per member), a broken text and the hand-written DPO source (its own program, the
+    ``trained`` fixture's)."""
     import dataclasses
 
     template, _, setting, _ = trained
