@@ -367,19 +367,23 @@ def trl_parallel(jobs: list[TRLJob]) -> list[dict]:
 def ours_peers(config: kernel.DPOConfig, loss_fn, ref, inputs: dict) -> dict:
     """Label -> (jitted training, its arguments, devices): one device, and the seeds split over the local devices."""
     seeds = inputs["k_train"].shape[0]
-    train = kernel._train_fn(kernel._train_key(config), loss_fn)  # jit(vmap over seeds of vmap over betas)
+    # keyed by the function, not its source: the plain jit (vmap over seeds of vmap over betas), whose compile is timed
+    train = kernel._train_fn(kernel._train_key(config), kernel._Loss(loss_fn, loss_fn))
     betas = jnp.asarray(config.betas, jnp.float32)
+    lr, max_grad_norm = (jnp.full((seeds,), getattr(config, name), jnp.float32) for name in kernel.TRACED)
     peers = {}
     split = devices.population_devices(seeds)
     if len(split) > 1:
-        def member(ref_i, data_i, key_i):  # one seed: the kernel's training on a seed axis of 1
-            one = jax.tree_util.tree_map(lambda x: x[None], (data_i, key_i))
-            return jax.tree_util.tree_map(lambda x: x[0], train(ref_i, one[0], betas, one[1]))
+        def member(ref_i, data_i, key_i, lr_i, max_grad_norm_i):  # one seed: the kernel's training, seed axis 1
+            one = jax.tree_util.tree_map(lambda x: x[None], (data_i, key_i, lr_i, max_grad_norm_i))
+            return jax.tree_util.tree_map(lambda x: x[0], train(ref_i, one[0], betas, one[1], one[2], one[3], None,
+                                                                None))
 
         refs = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (seeds, *x.shape)), ref)
         peers[OURS_SPLIT.format(n=len(split))] = (devices.population_jit(member, seeds),
-                                                  (refs, inputs["data"], inputs["k_train"]), len(split))
-    peers[OURS_ONE] = (train, (ref, inputs["data"], betas, inputs["k_train"]), 1)
+                                                  (refs, inputs["data"], inputs["k_train"], lr, max_grad_norm),
+                                                  len(split))
+    peers[OURS_ONE] = (train, (ref, inputs["data"], betas, inputs["k_train"], lr, max_grad_norm, None, None), 1)
     return peers
 
 

@@ -2,7 +2,7 @@
 
 :func:`grouped_population`: each text is loaded and given its group by the template (the program it runs in: for
 the templates whose candidate is a formula the interpreter runs, :func:`interpreted_population`, lpo's and marl's
-drift, every tree; for bbo, a rule structure or a strategy) and its per-member value (the tree, a rule's
+drift and dpo's preference loss, every tree; for bbo, a rule structure or a strategy) and its per-member value (the tree, a rule's
 constants). The members of a group train together: one compiled call per group and configuration once the
 kernel's traced fields (``traced``, e.g. ``ppo.TRACED``: per-member values of one program) are set aside, padded to
 :func:`padded_size` members so that the calls of a stage's size reuse one compiled program. A text of no group (a
@@ -87,13 +87,14 @@ def grouped_population(config: Any, candidates: Sequence[str], hparams: Sequence
 def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequence[Mapping], seeds: list[int], *,
                            load: Callable[[str], Any], evaluate: Callable[[Any, dict | None], np.ndarray],
                            train: Callable[[Any, interpreter.Program, dict, list[int]], np.ndarray],
-                           traced: tuple[str, ...], language: str = "drift") -> dict:
-    """:func:`grouped_population` of formula plug-ins: the members that are trees (``interpreter.expression_of``)
-    form one group per configuration, ``train(config, programs (C, L), {name: (C,) values} over traced, seeds) ->
-    (C, S)``; the others are evaluated alone."""
+                           traced: tuple[str, ...], language: str = "drift",
+                           expression: Callable[[Any], Any] = interpreter.expression_of) -> dict:
+    """:func:`grouped_population` of formula plug-ins: the members that are trees in ``language`` (``expression(plugin)``,
+    the drift's ``interpreter.expression_of`` by default) form one group per configuration, ``train(config, programs
+    (C, L), {name: (C,) values} over traced, seeds) -> (C, S)``; the others are evaluated alone."""
 
     def member(plugin):
-        expr = interpreter.expression_of(plugin)
+        expr = expression(plugin)
         return None if expr is None else ("tree", expr)
 
     def train_trees(static, _, exprs, values, seeds):
@@ -105,16 +106,18 @@ def interpreted_population(config: Any, candidates: Sequence[str], hparams: Sequ
 
 def template_population(kernel_config: Callable[[Setting, int], Any], evaluate: Callable[..., dict],
                         train: Callable[[Any, interpreter.Program, dict, list[int]], np.ndarray],
-                        traced: tuple[str, ...], plugin: str = "drift", language: str = "drift") -> Callable[..., dict]:
+                        traced: tuple[str, ...], plugin: str = "drift", language: str = "drift",
+                        expression: Callable[[Any], Any] = interpreter.expression_of) -> Callable[..., dict]:
     """A template's ``population(setting, budget, candidates, hparams, seeds)`` from its ``kernel_config``, its
     unit ``evaluate`` (for the members that are not trees), its compiled population ``train`` and the
-    configuration fields that ``train`` takes per member (``traced``); ``plugin``: the plug-in function's name."""
+    configuration fields that ``train`` takes per member (``traced``); ``plugin``: the plug-in function's name;
+    ``language``, ``expression``: as :func:`interpreted_population`'s."""
 
     def population(setting: Setting, budget: int, candidates: list[str], hparams: list[dict],
                    seeds: list[int]) -> dict:
         return interpreted_population(
             kernel_config(setting, budget), candidates, hparams, seeds, load=lambda text: load_plugin(text, plugin),
             evaluate=lambda fn, hp: evaluate(setting, budget, fn, seeds, hp)["final"], train=train, traced=traced,
-            language=language)
+            language=language, expression=expression)
 
     return population

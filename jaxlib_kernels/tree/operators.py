@@ -120,7 +120,13 @@ def expression_of(template, text: str) -> symbolic.Expr | None:
     """The tree of the template's formula language whose rendering is ``text`` (any docstring, same syntax tree),
     else None: only what the renderer wrote is a formula, so the tree computes what the source computes."""
     language = language_of(template)
-    parsed = _parsed(text, template.plugin.name) if language is not None else None
+    return None if language is None else formula_of(language, template.plugin.name, text)
+
+
+def formula_of(language, name: str, text: str) -> symbolic.Expr | None:
+    """:func:`expression_of` for a formula ``language`` and plug-in function ``name`` (no template needed: a
+    kernel recognises its plug-ins' trees with it)."""
+    parsed = _parsed(text, name)
     if parsed is None:
         return None
     module, fn = parsed
@@ -129,8 +135,8 @@ def expression_of(template, text: str) -> symbolic.Expr | None:
         return None
     try:
         expr = _tree(ret.value.left, _patterns(tuple((k, v[0]) for k, v in language.variables.items())))
-        again = symbolic.render_source(expr, template.plugin.name, doc=ast.get_docstring(fn, clean=False),
-                                       args=language.args, variables=language.variables)
+        again = symbolic.render_source(expr, name, doc=ast.get_docstring(fn, clean=False), args=language.args,
+                                       variables=language.variables)
     except (_NotFormula, symbolic.ExpressionError, KeyError, TypeError, ValueError, RecursionError):
         return None
     if ast.dump(ast.parse(again)) != ast.dump(module) or not language.valid(expr):

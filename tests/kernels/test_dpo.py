@@ -2,7 +2,8 @@
 
 The kernel tests share one module fixture (the training setting's SFT model comes from the disk cache that the
 contract test and the smoke run also use) and assert that a second evaluation, and an evaluation of the held-out
-beta range, compile nothing.
+beta range, compile nothing; a tree stage's population (``Template.population``: lr and max_grad_norm per member)
+equals one evaluation per node, and another stage or units at other hyperparameters compile nothing.
 """
 
 from __future__ import annotations
@@ -170,3 +171,63 @@ def test_a_population_of_interpreted_losses_trains_as_the_native_ones_in_one_com
     with count_compilations() as counter:
         kernel.train_programs(config, others, [0, 1])
     assert counter.compiles == 0, f"compiled {counter.compiles}x"
+
+
+BROKEN = "def preference_loss(rho, beta):\n    return rho +\n"
+
+
+def _rendered(name: str) -> str:
+    """A baseline's tree rendered as the preference language writes a candidate (a formula: interpreted)."""
+    return symbolic.render_source(losses.EXPRESSIONS[name], "preference_loss", args=search.LANGUAGE.args,
+                                  variables=search.LANGUAGE.variables)
+
+
+@pytest.fixture(scope="module")
+def stage(trained):
+    """A tree stage's nodes through ``Template.population`` and one ``evaluate`` per node: two trees (one compiled
+    call, lr and max_grad_norm per member), a broken text and the hand-written DPO source (its own program, the
+    ``trained`` fixture's)."""
+    import dataclasses
+
+    template, _, setting, _ = trained
+    nodes = [(_rendered("dpo"), {}), (_rendered("dpo"), {"lr": 5e-3, "max_grad_norm": 0.3}), (BROKEN, {}),
+             (losses.SOURCES["dpo"], {})]
+    texts, hparams = [t for t, _ in nodes], [h for _, h in nodes]
+    together = template.evaluate_population(setting, 16, texts, hparams, [0, 1])
+    one_by_one = dataclasses.replace(template, population=None).evaluate_population(setting, 16, texts, hparams,
+                                                                                    [0, 1])
+    return together, one_by_one
+
+
+@pytest.mark.slow
+def test_the_population_equals_one_evaluate_per_node_and_a_broken_node_fails_alone(trained, stage):
+    _, _, _, first = trained
+    together, one_by_one = stage
+    ok = [0, 1, 3]
+    np.testing.assert_allclose(together["final"][ok], one_by_one["final"][ok], rtol=1e-4, atol=1e-4)
+    assert np.isfinite(together["final"][ok]).all() and not any(together["errors"][i] for i in ok)
+    assert np.isnan(together["final"][2]).all() and together["errors"][2] == one_by_one["errors"][2]
+    assert together["errors"][2] and "\n" not in together["errors"][2]
+    # the interpreted tree trains as DPO's hand-written source; the other lr and max_grad_norm reached training
+    np.testing.assert_allclose(together["final"][0], first["final"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(together["final"][3], first["final"], rtol=1e-6)
+    assert not np.allclose(together["final"][0], together["final"][1])
+
+
+@pytest.mark.slow
+def test_another_stage_and_units_at_other_hyperparameters_compile_nothing(trained, stage):
+    from jaxlib_kernels.profiling import count_compilations
+
+    template, _, setting, first = trained
+    texts, hparams = [_rendered("lrml"), _rendered("slic")], [{"lr": 2e-3}, {"max_grad_norm": 3.0}]
+    with count_compilations() as counter:
+        out = template.evaluate_population(setting, 16, texts, hparams, [0, 1])
+        # experiment units (a candidate on S seeds): a tree and the hand-written source at other hyperparameters
+        tree = template.evaluate(setting, 16, template.load(_rendered("cell")), [0, 1], hparams={"lr": 7e-3})
+        source = template.evaluate(setting, 16, template.load(losses.SOURCES["dpo"]), [0, 1],
+                                   hparams={"lr": 4e-3, "max_grad_norm": 2.0})
+    assert (counter.compiles, counter.cache_hits) == (0, 0), f"compiled {counter.compiles}x"
+    assert np.isfinite(out["final"]).all() and out["errors"] == [None, None]
+    for unit in (tree, source):  # the unit's result keeps every key and shape
+        assert set(unit) == set(first) and all(np.shape(unit[k]) == np.shape(first[k]) for k in first)
+        assert np.isfinite(unit["final"]).all() and not np.allclose(unit["final"], first["final"])

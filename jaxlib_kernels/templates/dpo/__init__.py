@@ -48,7 +48,7 @@ from jaxlib_kernels.templates.base import (
 from jaxlib_kernels.templates.dpo import candidate, figures, kernel, losses, unit
 from jaxlib_kernels.templates.dpo.candidate import NOVELTY_THRESHOLD, PROBE_SCALE, check, probe
 from jaxlib_kernels.templates.dpo.kernel import BETAS, DPOConfig, LMConfig, TaskConfig
-from jaxlib_kernels.templates.dpo.unit import SMALL, WIDE, evaluate, kernel_config
+from jaxlib_kernels.templates.dpo.unit import SMALL, WIDE, evaluate, kernel_config, population
 
 OTHER_BETAS = (0.01, 0.5, 1.0, 2.0)
 
@@ -120,6 +120,7 @@ TEMPLATE = Template(
     settings=SETTINGS,
     profiles=PROFILES,
     evaluate=evaluate,
+    population=population,  # a tree stage's nodes in one compiled call, lr and max_grad_norm traced
     check=check,
     probe=probe,
     propose=preference.LANGUAGE.propose,

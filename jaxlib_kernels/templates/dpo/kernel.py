@@ -16,8 +16,15 @@ pairs; every ``steps / checkpoints`` steps the policy samples completions of hel
 reward and KL(policy || reference) on those samples (the exact per-token KL summed over the completion, so it is
 never negative) are recorded.
 
-One compiled call trains every seed and every beta of the setting's sweep (``vmap`` over seeds of ``vmap`` over
-betas). The SFT model is trained once per setting (it depends only on the task and the model) and cached, in
+One compiled call trains every seed and every beta of the setting's sweep (``vmap`` over members, a member being a
+seed or a candidate on a seed, of ``vmap`` over betas), with ``lr`` and ``max_grad_norm`` (:data:`TRACED`) per-member
+values, not constants: one compiled training per (configuration without them, loss, members, program length). The
+loss is a plug-in (one program per source text) or, for a population (a tree stage's nodes, the discovery engine's
+fitness, and a unit whose loss the preference language rendered), each member's interpreted program
+(:mod:`jaxlib_kernels.interpreter`), so that every tree of a program length shares one compiled training. That
+program (and a plug-in's, keyed by its source), the data's and the measurement's are traced once across processes
+(:mod:`jaxlib_kernels.exported`). The SFT
+model is trained once per setting (it depends only on the task and the model) and cached, in
 memory and on disk (``$DPO_CACHE_DIR``, default ``.cache/dpo`` in the repository), since every candidate of a
 setting starts from it.
 
@@ -31,9 +38,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -41,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlib_kernels import exported
 from jaxlib_kernels.hashing import ROOT
 
 BETAS = (0.025, 0.05, 0.1, 0.25)
@@ -290,21 +300,27 @@ def _data_fn(config: DPOConfig) -> Callable:
         return {"yw": yw, "yl": yl, "ref_w": completion_logp(model, ref, yw), "ref_l": completion_logp(model, ref, yl),
                 "prompts": eval_prompts, "ref_reward": jnp.mean(score(y1))}
 
-    return jax.jit(jax.vmap(data, in_axes=(None, 0)))
+    return exported.cached(jax.jit(jax.vmap(data, in_axes=(None, 0))), "dpo_data", config)
+
+
+TRACED = ("lr", "max_grad_norm")  # the fields a compiled training takes as per-member values, not constants
 
 
 def _train_key(config: DPOConfig) -> DPOConfig:
-    """The part of a configuration the compiled training depends on: the betas are an argument, not a constant,
-    and the task (its data are an argument too)."""
-    return dataclasses.replace(config, betas=(), kl_coef=0.0, task=TaskConfig(reward=""))
+    """The part of a configuration the compiled training depends on: the betas, the task (its data) and the
+    :data:`TRACED` hyperparameters are arguments, not constants."""
+    return dataclasses.replace(config, betas=(), kl_coef=0.0, task=TaskConfig(reward=""),
+                               **{name: 0.0 for name in TRACED})
 
 
 def _trainer(config: DPOConfig) -> Callable:
-    """``train_one(ref, data, beta, key, loss_fn) -> (params at every checkpoint, mean loss per checkpoint)``."""
+    """``train_one(ref, data, beta, key, loss_fn, lr, max_grad_norm) -> (params at every checkpoint, mean loss per
+    checkpoint)``; ``lr`` and ``max_grad_norm`` may be traced values."""
     model = TinyLM(config.lm)
-    opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
 
-    def train_one(ref, d, beta, key, loss_fn):
+    def train_one(ref, d, beta, key, loss_fn, lr, max_grad_norm):
+        opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
+
         def step(carry, k):
             params, state = carry
             idx = jax.random.randint(k, (config.batch_pairs,), 0, config.num_pairs)
@@ -330,35 +346,51 @@ def _trainer(config: DPOConfig) -> Callable:
     return train_one
 
 
-@functools.lru_cache(maxsize=64)
-def _train_fn(config: DPOConfig, loss_fn: Callable) -> Callable:
-    """Policy training from the reference with ``loss_fn``, vmapped over seeds of vmapped betas, compiled once.
+@dataclasses.dataclass(frozen=True)
+class _Loss:
+    """The loss a compiled training runs: ``fn``, or (None) every member's own interpreted program; compared by
+    ``key`` alone, so that equal keys share one compiled training."""
 
-    Returns the policy's parameters at every checkpoint; measuring them is :func:`_measure_fn`, which does not
-    depend on the loss and so is compiled once per setting, not once per candidate.
+    key: Any
+    fn: Callable | None = dataclasses.field(default=None, compare=False)
+
+
+_PROGRAMS = _Loss("programs")
+
+
+def _loss_of(loss_fn: Callable) -> _Loss:
+    """A loaded plug-in is keyed by its source (two loads of one text share a compiled training), another callable
+    by itself."""
+    source = getattr(loss_fn, "__plugin_source__", None)
+    return _Loss((source, getattr(loss_fn, "__name__", None)) if isinstance(source, str) else loss_fn, loss_fn)
+
+
+@functools.lru_cache(maxsize=64)
+def _train_fn(config: DPOConfig, loss: _Loss) -> Callable:
+    """Policy training from the reference, vmapped over members of vmapped betas, compiled once per shape:
+    ``train(ref, data, betas, keys, lr, max_grad_norm, ops, consts) -> (params, mean loss)`` at every checkpoint.
+
+    Member ``m`` trains on its data and key (``data``, ``keys``: (M, ...)) with its ``lr[m]`` and
+    ``max_grad_norm[m]`` (traced: any values share the program) and ``loss.fn``, or where that is None its
+    interpreted program (``ops[m]``, ``consts[m]``, the preference language; else both None). ``config``: a
+    :func:`_train_key`. The program is traced once across processes (:mod:`jaxlib_kernels.exported`) where the loss
+    is interpreted or a plug-in (keyed by its source). Measuring the parameters is :func:`_measure_fn`, which does
+    not depend on the loss and so is compiled once per setting, not once per candidate.
     """
-    train_one = _trainer(config)
-
-    def per_seed(ref, d, betas, key):
-        return jax.vmap(train_one, in_axes=(None, None, 0, None, None))(ref, d, betas, key, loss_fn)
-
-    return jax.jit(jax.vmap(per_seed, in_axes=(None, 0, None, 0)))
-
-
-@functools.lru_cache(maxsize=64)
-def _program_train_fn(config: DPOConfig, size: int, length: int) -> Callable:
-    """:func:`_train_fn` for a population of interpreted losses (``jaxlib_kernels.interpreter``, the preference
-    language): ``size`` members, each its own program (C, L) arrays and seed's data and key; one compile for every
-    population of that size and program length (``length`` keys the cache: a new length is a new shape)."""
     from jaxlib_kernels import interpreter
 
     train_one = _trainer(config)
 
-    def member(ref, d, betas, key, ops, consts):
-        loss_fn = interpreter.preference_loss_of(interpreter.Program(ops, consts))
-        return jax.vmap(train_one, in_axes=(None, None, 0, None, None))(ref, d, betas, key, loss_fn)
+    def member(ref, d, betas, key, lr, max_grad_norm, ops, consts):
+        loss_fn = loss.fn if loss.fn is not None else interpreter.preference_loss_of(interpreter.Program(ops, consts))
+        return jax.vmap(train_one, in_axes=(None, None, 0, None, None, None, None))(
+            ref, d, betas, key, loss_fn, lr, max_grad_norm)
 
-    return jax.jit(jax.vmap(member, in_axes=(None, 0, None, 0, 0, 0)))
+    jitted = jax.jit(jax.vmap(member, in_axes=(None, 0, None, 0, 0, 0, 0, 0)))
+    if loss.fn is None:
+        return exported.cached(jitted, "dpo_programs", config)
+    # a plug-in's training is kept under its source; another callable's (no source to key it by) is traced here
+    return exported.cached(jitted, "dpo_source", (config, loss.key)) if isinstance(loss.key, tuple) else jitted
 
 
 @functools.lru_cache(maxsize=16)
@@ -375,44 +407,92 @@ def _measure_fn(config: DPOConfig) -> Callable:
     # the same key for every beta and checkpoint of a seed: common random numbers
     over_checkpoints = jax.vmap(measure, in_axes=(0, None, None, None))
     over_betas = jax.vmap(over_checkpoints, in_axes=(0, None, None, None))
-    return jax.jit(jax.vmap(over_betas, in_axes=(0, None, 0, 0)))
+    return exported.cached(jax.jit(jax.vmap(over_betas, in_axes=(0, None, 0, 0))), "dpo_measure", config)
 
 
-def train_seeds(config: DPOConfig, loss_fn: Callable, seeds: list[int]) -> dict[str, np.ndarray]:
-    """Train every seed and beta: reward, KL and mean loss ``(S, len(betas), checkpoints)``, ``ref_reward (S,)``."""
+def _train(config: DPOConfig, loss: _Loss, programs, hparams: dict, seeds: list[int]) -> dict[str, np.ndarray]:
+    """C candidates on every seed and beta in one compiled call: reward, KL and mean loss ``(C, S, len(betas),
+    checkpoints)``, ``ref_reward (C, S)``. ``programs``: (C, L) arrays (``loss`` is :data:`_PROGRAMS`), or None for
+    one candidate, ``loss``; ``hparams``: ``{name: (C,) values}`` over :data:`TRACED`. Candidate ``c`` on seed
+    ``s`` meets the data, key and measurement a one-candidate run on seed ``s`` meets, so it matches that run up
+    to float summation order."""
+    from jaxlib_kernels import interpreter
+
+    n_seeds = len(seeds)
     ref = sft_params(config.lm, dataclasses.replace(config.task, reward=""))  # SFT does not see the reward
     keys = jax.random.wrap_key_data(jnp.stack([jax.random.key_data(jax.random.key(int(s))) for s in seeds]))
     k_data, k_train, k_eval = jax.vmap(functools.partial(jax.random.split, num=3), out_axes=1)(keys)
     data = _data_fn(_data_key(config))(ref, k_data)
+    if programs is None:
+        n_cand, ops, consts, tile = 1, None, None, lambda x: x
+    else:
+        member, tile = interpreter.population_members(programs, n_seeds)  # member c * S + s is seed s's
+        n_cand, ops, consts = np.shape(programs.ops)[0], member.ops, member.consts
+    values = {name: jnp.asarray(np.repeat(np.asarray(hparams[name], np.float32).reshape(n_cand), n_seeds))
+              for name in TRACED}
+    member_data = jax.tree_util.tree_map(tile, data)
     betas = jnp.asarray(config.betas, jnp.float32)
-    params, losses = _train_fn(_train_key(config), loss_fn)(ref, data, betas, k_train)
-    r, kl = _measure_fn(_data_key(config))(params, ref, data["prompts"], k_eval)
-    out = {"reward": r, "kl": kl, "loss": losses, "ref_reward": data["ref_reward"]}
-    return {k: np.asarray(v, dtype=np.float64) for k, v in jax.device_get(out).items()}
+    params, losses = _train_fn(_train_key(config), loss)(
+        ref, member_data, betas, tile(k_train), values["lr"], values["max_grad_norm"], ops, consts)
+    r, kl = _measure_fn(_data_key(config))(params, ref, member_data["prompts"], tile(k_eval))
+    out = {"reward": r, "kl": kl, "loss": losses, "ref_reward": member_data["ref_reward"]}
+    return {k: np.asarray(v, dtype=np.float64).reshape((n_cand, n_seeds) + np.shape(v)[1:])
+            for k, v in jax.device_get(out).items()}
+
+
+def _hparams(config: DPOConfig, n: int) -> dict:
+    """The configuration's :data:`TRACED` values for ``n`` candidates."""
+    return {name: [getattr(config, name)] * n for name in TRACED}
+
+
+@functools.lru_cache(maxsize=4096)
+def _expression_json(source: str, name: str) -> str | None:
+    from jaxlib_kernels import interpreter
+    from jaxlib_kernels.search.preference import LANGUAGE
+    from jaxlib_kernels.tree.operators import formula_of
+
+    expr = formula_of(LANGUAGE, name, source)
+    return None if expr is None or not interpreter.fits(expr, LANGUAGE.name) else json.dumps(expr)
+
+
+def expression_of(loss_fn: Callable):
+    """The preference-language tree a loaded loss computes, where that language rendered its source and the
+    interpreter runs it; None for any other loss (a hand-written one), which is then its own compiled program."""
+    source = getattr(loss_fn, "__plugin_source__", None)
+    text = _expression_json(source, getattr(loss_fn, "__name__", "")) if isinstance(source, str) else None
+    return None if text is None else json.loads(text)
+
+
+def train_seeds(config: DPOConfig, loss_fn: Callable, seeds: list[int]) -> dict[str, np.ndarray]:
+    """Train every seed and beta: reward, KL and mean loss ``(S, len(betas), checkpoints)``, ``ref_reward (S,)``.
+
+    A loss with a tree (:func:`expression_of`) runs as its interpreted program, a population of one: every such
+    loss, at any ``lr`` and ``max_grad_norm``, shares one compiled training per (configuration, number of seeds,
+    program length). Any other loss is its own program, compiled once per configuration and source text, whatever
+    its ``lr`` and ``max_grad_norm``."""
+    from jaxlib_kernels import interpreter
+
+    expr = expression_of(loss_fn)
+    if expr is None:
+        out = _train(config, _loss_of(loss_fn), None, _hparams(config, 1), seeds)
+    else:
+        out = _train(config, _PROGRAMS, interpreter.encode_population([expr], language="preference"),
+                     _hparams(config, 1), seeds)
+    return {k: v[0] for k, v in out.items()}
+
+
+def train_population(config: DPOConfig, programs, hparams: dict, seeds: list[int]) -> np.ndarray:
+    """The template's metric (C, S), the KL-penalised reward at the end of training, of a population of
+    interpreted preference losses (``programs``: (C, L) arrays, trees in ``z = beta * rho``) on ``seeds``, candidate
+    ``c`` with ``hparams[name][c]`` for every ``name`` of :data:`TRACED`: every candidate x seed x beta in one
+    compiled call, one compile for any values of a (configuration, population size, program length)."""
+    out = _train(config, _PROGRAMS, programs, hparams, seeds)
+    return penalised(config, out["reward"], out["kl"])[..., -1]
 
 
 def train_programs(config: DPOConfig, programs, seeds: list[int]) -> np.ndarray:
-    """The template's metric (C, S), the KL-penalised reward at the end of training, of a population of
-    interpreted preference losses (``programs``: (C, L) arrays, trees in ``z = beta * rho``) on ``seeds``: every
-    candidate x seed x beta in one compiled call. Candidate ``c`` on seed ``s`` meets the data, key and
-    measurement a one-candidate run on seed ``s`` meets (``train_seeds``), so it matches that run up to float
-    summation order."""
-    from jaxlib_kernels import interpreter
-
-    n_cand, length = np.shape(programs.ops)
-    n_seeds = len(seeds)
-    ref = sft_params(config.lm, dataclasses.replace(config.task, reward=""))
-    keys = jax.random.wrap_key_data(jnp.stack([jax.random.key_data(jax.random.key(int(s))) for s in seeds]))
-    k_data, k_train, k_eval = jax.vmap(functools.partial(jax.random.split, num=3), out_axes=1)(keys)
-    data = _data_fn(_data_key(config))(ref, k_data)
-    member, tile = interpreter.population_members(programs, n_seeds)  # member c * S + s is seed s's
-    member_data = jax.tree_util.tree_map(tile, data)
-    betas = jnp.asarray(config.betas, jnp.float32)
-    params, _ = _program_train_fn(_train_key(config), n_cand * n_seeds, length)(
-        ref, member_data, betas, tile(k_train), member.ops, member.consts)
-    r, kl = _measure_fn(_data_key(config))(params, ref, member_data["prompts"], tile(k_eval))
-    final = penalised(config, np.asarray(r, np.float64), np.asarray(kl, np.float64))[:, -1]  # (C * S,)
-    return final.reshape(n_cand, n_seeds)
+    """:func:`train_population` at the configuration's hyperparameters (the discovery engine's fitness)."""
+    return train_population(config, programs, _hparams(config, np.shape(programs.ops)[0]), seeds)
 
 
 def penalised(config: DPOConfig, reward_: np.ndarray, kl: np.ndarray) -> np.ndarray:

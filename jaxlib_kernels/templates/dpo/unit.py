@@ -1,9 +1,11 @@
-"""One ``dpo`` experiment unit: a setting's kernel configuration and the evaluation of a loss on it."""
+"""One ``dpo`` experiment unit: a setting's kernel configuration and the evaluation of a loss on it; and a tree
+stage's nodes in one compiled call (``Template.population``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from jaxlib_kernels.population import template_population
 from jaxlib_kernels.templates.base import Setting, with_hparams
 from jaxlib_kernels.templates.dpo import kernel
 from jaxlib_kernels.templates.dpo.kernel import BETAS, DPOConfig, LMConfig, TaskConfig
@@ -36,3 +38,10 @@ def evaluate(setting: Setting, budget: int, loss, seeds: list[int], hparams: dic
         "loss": out["loss"],
         "ref_reward": out["ref_reward"],
     }
+
+
+# Template.population: the final metric (N, S) of every (loss text, hyperparameters) pair; the losses that are
+# preference-language trees train in one compiled call per configuration with their lr and max_grad_norm as
+# per-member values, any other loss alone (``evaluate``)
+population = template_population(kernel_config, evaluate, kernel.train_population, kernel.TRACED,
+                                 plugin="preference_loss", language="preference", expression=kernel.expression_of)
