@@ -203,9 +203,10 @@ def ask_approval(run: RunFolder, ideas: list[Idea], timeout: int) -> dict:
                     "commas; feedback goes to the next stage.", ideas=",".join(novel))
     print(f"waiting for approval of {len(novel)} ideas ({', '.join(novel)}): resume the flow run in the Prefect UI "
           f"or run `scientist approve {run.run_id} [--ideas A,B] [--feedback TEXT]` (timeout {timeout} s)")
-    # poll often enough to notice the timeout near its time (Prefect's default waits 10 s between reads)
+    # a read of the flow run's state every 2 s (Prefect's default waits 10 s between reads): an approval is taken up
+    # within 2 s, a short timeout ends near its time; one small request to the server per read
     answer = pause_flow_run(wait_for_input=form, timeout=timeout, key="approve-ideas",
-                            poll_interval=max(1, min(10, timeout // 10)))
+                            poll_interval=max(1, min(2, timeout // 10)))
     chosen = [n.strip() for n in answer.ideas.split(",") if n.strip()]
     unknown = sorted(set(chosen) - set(novel))
     for idea in ideas:
