@@ -111,8 +111,12 @@ class RayNode:
                      "--ray-client-server-port", str(free_port()), "--temp-dir", str(self.temp_dir)]
         else:
             args += ["--address", f"127.0.0.1:{head_port}"]
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                     start_new_session=True)
+        # idle workers kept up to 4 per node, not Ray's default of one per CPU: two runs at once are two jobs, whose
+        # workers are their own (each run's env), and with the default a node of one CPU killed the idle worker of
+        # one run to start the other's, so nearly every unit started a fresh Python, imports and all (infra/ray/README.md)
+        node_env = {**env, "RAY_num_workers_soft_limit": "4"}
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=node_env, stdout=open(self.log, "w"),  # noqa: SIM115
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_line(self.log, "Ray runtime started", self.proc)
 
     def stop(self) -> None:
