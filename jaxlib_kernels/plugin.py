@@ -159,15 +159,15 @@ def float_literal(node: ast.AST) -> float | None:
     return None
 
 
-def _first_expressions(module: ast.AST) -> list[ast.Expr]:
-    """The first statement of the module and of every function where it is an expression (a docstring)."""
-    return [n.body[0] for n in ast.walk(module) if isinstance(n, ast.Module | ast.FunctionDef) and n.body
+def _docstring_owners(module: ast.AST) -> list[ast.Module | ast.FunctionDef]:
+    """The module and every function whose first statement is an expression (a docstring's place)."""
+    return [n for n in ast.walk(module) if isinstance(n, ast.Module | ast.FunctionDef) and n.body
             and isinstance(n.body[0], ast.Expr)]
 
 
 def float_literals(module: ast.AST) -> list[tuple[ast.AST, float]]:
     """Every float literal of a parsed source in source order (a negated literal is one node), docstrings aside."""
-    docs = {id(d.value) for d in _first_expressions(module)}
+    docs = {id(n.body[0].value) for n in _docstring_owners(module)}
     found, inner = [], set()
     for node in ast.walk(module):
         if id(node) in docs or id(node) in inner:
@@ -201,9 +201,9 @@ def lift_literals(source: str, name: str, param: str = "__k") -> tuple[ast.Modul
                 return ast.Subscript(ast.Name(param, ast.Load()), ast.Constant(index[id(node)]), ast.Load())
             return super().visit(node)
 
-    for parent in ast.walk(module):
-        if isinstance(parent, ast.Module | ast.FunctionDef) and parent.body and isinstance(parent.body[0], ast.Expr) \
-                and isinstance(parent.body[0].value, ast.Constant) and isinstance(parent.body[0].value.value, str):
+    for parent in _docstring_owners(module):
+        first = parent.body[0].value
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
             parent.body = parent.body[1:] or [ast.Pass()]
     module = Lift().visit(module)
     fn.args.args.insert(0, ast.arg(param))
