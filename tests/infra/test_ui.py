@@ -9,7 +9,8 @@ costs process starts: one of each for the module, not one per concern). Four sma
 
 * the cockpit: two runs with ``--approve ideas`` at once. ``browser`` (two ideas) is a run of the ``lpo``
   deployment, picked up by the worker as a run started from the UI or a schedule is, resumed through the UI's form
-  with one of its ideas approved and feedback typed in, then runs to a paper; ``cli`` (``scientist run``) is
+  with one of its ideas approved and feedback typed in, then runs to a paper (stages implement and replicate: no
+  tree search); ``cli`` (``scientist run``) is
   resumed with ``scientist approve`` (an unknown name: nothing approved, so it stops before the experiments). The
   flow run page of ``browser`` is then read as a researcher reads it: its state, its task runs, its artifacts
   (ideas, results, figures, review, PDF link); its task runs, logs and artifacts are also read from the API.
@@ -142,8 +143,10 @@ def cockpit(prefect_server, worker, browser, tmp_path_factory):
     extra = {"cli": []}
     procs, logs = {"browser": worker[0]}, {"browser": worker[1]}
     try:
+        # the worker runs the deployment run; its idea is implemented and replicated without a tree search (the
+        # tree's stages are the template runs' and test_tree_growth.py's concern, not the cockpit's)
         start_deployment_run(server, "profile=smoke", "seeds=2", "budget=8192", "num_ideas=2", "approve=ideas",
-                             "run_id=browser", f"runs_dir={runs}")  # the worker runs the deployment run
+                             'stages=["implement", "replicate"]', "run_id=browser", f"runs_dir={runs}")
         for name, more in extra.items():
             logs[name] = tmp / f"{name}.log"
             procs[name] = subprocess.Popen([*SCIENTIST, "run", *SMALLEST, "--approve", "ideas", "--run-id", name,
