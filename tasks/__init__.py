@@ -1,0 +1,3 @@
+"""Stages of jax-scientist and the runtime pieces they share (ARCHITECTURE.md)."""
+
+import jaxlib_kernels  # noqa: F401 - its process settings (OpenBLAS threads) before anything loads a BLAS

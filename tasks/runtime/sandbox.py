@@ -157,6 +157,7 @@ def _child_env(home: Path) -> dict[str, str]:
         "XLA_FLAGS": XLA_FLAGS,
         "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MiB per arena and thread otherwise: see the module doc
         "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",  # a threaded OpenBLAS can hang after a fork: jaxlib_kernels/__init__.py
         "MPLCONFIGDIR": str(home),
         "XDG_CACHE_HOME": str(home),
     }
