@@ -171,9 +171,9 @@ def test_offline_ideation_ranks_its_shortlist_by_real_fitness(template):
     from jaxlib_kernels.profiling import count_compilations
     from jaxlib_kernels.templates.lpo.kernel import ppo_config
 
-    seeds, budget = smoke_size(template)
-    prof = dataclasses.replace(template.profile("smoke"), seeds=seeds, budget=budget, screen_fraction=0.5)
-    assert prof.screen_budget == budget // 2
+    seeds, budget = smoke_size(template)  # the smoke runs' sizes and screening fraction: their screening program
+    prof = dataclasses.replace(template.profile("smoke"), seeds=seeds, budget=budget)
+    assert 0 < prof.screen_budget == round(budget * prof.screen_fraction) < budget
     idea = ideation.generate_ideas(template, prof, [], 1, "run-screen")[0]
     rec = idea["screening"]
     fitness = [m["fitness"] for m in rec["shortlist"]]
