@@ -281,23 +281,23 @@ def test_the_flow_run_page_shows_state_task_runs_and_artifacts(prefect_server, b
     # and the rest from the API (one page load each costs headless Chromium seconds of a busy 2-core machine)
     assert "Papers" in artifacts["run-summary"]["data"] and "paper.pdf" in artifacts["run-summary"]["data"]
     assert chosen in json.dumps(artifacts["archive"]["data"])
-    for key, texts in expect.items():
+    pdf = run_json(cockpit, "browser")["papers"][0]["pdf"]
+    for key, texts in expect.items():  # one page load each: its text, and its images or link on the same page
         browser.get(f"{base}/artifacts/artifact/{artifacts[key]['id']}")
         try:
             wait_text(browser, key, *texts)
         except TimeoutException:
             browser.save_screenshot(str(browser.shots / f"artifact-{key}-failed.png"))
             raise AssertionError(f"artifact {key}: {texts} not all in the page:\n{body(browser)[-2000:]}") from None
+        if key in ("figures", "lineage"):
+            WebDriverWait(browser, WAIT_S).until(lambda d: any(
+                (i.get_attribute("src") or "").startswith("data:image/png") and i.size["width"] > 100
+                for i in d.find_elements(By.TAG_NAME, "img")))  # the figures are drawn, not only named
+        if key == paper_key:
+            WebDriverWait(browser, WAIT_S).until(lambda d: any(
+                (a.get_attribute("href") or "") == Path(pdf).resolve().as_uri()
+                for a in d.find_elements(By.TAG_NAME, "a")))
         browser.save_screenshot(str(browser.shots / f"artifact-{key}.png"))
-    for key in ("figures", "lineage"):
-        browser.get(f"{base}/artifacts/artifact/{artifacts[key]['id']}")
-        WebDriverWait(browser, WAIT_S).until(lambda d: any(
-            (i.get_attribute("src") or "").startswith("data:image/png") and i.size["width"] > 100
-            for i in d.find_elements(By.TAG_NAME, "img")))  # the figures are drawn, not only named
-    browser.get(f"{base}/artifacts/artifact/{artifacts[paper_key]['id']}")
-    pdf = run_json(cockpit, "browser")["papers"][0]["pdf"]
-    WebDriverWait(browser, WAIT_S).until(lambda d: any(
-        (a.get_attribute("href") or "") == Path(pdf).resolve().as_uri() for a in d.find_elements(By.TAG_NAME, "a")))
     assert artifacts["experiment-progress"]["data"] == 100.0
 
 
