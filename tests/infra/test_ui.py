@@ -10,8 +10,8 @@ costs process starts: one of each for the module, not one per concern). Four sma
 * the cockpit: two runs with ``--approve ideas`` at once. ``browser`` (two ideas) is a run of the ``lpo``
   deployment, picked up by the worker as a run started from the UI or a schedule is, resumed through the UI's form
   with one of its ideas approved and feedback typed in, then runs to a paper (stages implement and replicate: no
-  tree search); ``cli`` (``scientist run``) is
-  resumed with ``scientist approve`` (an unknown name: nothing approved, so it stops before the experiments). The
+  tree search); ``cli`` (``scientist run``) is resumed with ``scientist approve`` (an unknown name: nothing
+  approved, so it stops before the experiments). The
   flow run page of ``browser`` is then read as a researcher reads it: its state, its task runs, its artifacts
   (ideas, results, figures, review, PDF link); its task runs, logs and artifacts are also read from the API.
   Screenshots are kept under the test's temporary folder.

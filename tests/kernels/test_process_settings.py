@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HANG_GUARD_S = 600  # only against a hang (the failure this test exists for): the script takes seconds
 SCRIPT = """
-import subprocess, threading
+import os, subprocess, threading
 import jaxlib_kernels  # first, as every process of the project imports it before its kernels run
 import jax, jax.numpy as jnp
 
@@ -31,7 +31,6 @@ threading.Thread(target=fork_and_exec, daemon=True).start()
 for i in range(100):
     jnp.linalg.qr(x * (i + 1))[0].block_until_ready()
 stop.set()
-import os
 print("done", os.environ["OPENBLAS_NUM_THREADS"])
 """
 
